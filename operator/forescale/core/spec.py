@@ -1,0 +1,202 @@
+"""The policy a plan is made for: the pure mirror of a ScalingPolicy's spec.
+
+Defaults live here, once, and the CRD's defaults are checked against them by a test.
+Every constructor validates and raises :class:`InvalidInputError` with one line naming the
+field, so the CLI, the backtest and the operator report bad input the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from forescale.core.errors import InvalidInputError
+
+ModelName = Literal["lstm", "arima", "ma"]
+MODEL_NAMES: tuple[ModelName, ...] = ("lstm", "arima", "ma")
+ChaosRule = Literal["none", "proportional", "survive"]
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidInputError(message)
+
+
+def _positive(name: str, value: float) -> None:
+    _require(isinstance(value, int | float) and math.isfinite(value) and value > 0,
+             f"{name} must be a positive number, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    _require(isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+             f"{name} must be a non-negative number, got {value!r}")
+
+
+def _fraction_open(name: str, value: float) -> None:
+    _require(isinstance(value, int | float) and math.isfinite(value) and 0 < value < 1,
+             f"{name} must be in (0, 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class SLO:
+    """``percentile`` of requests wait at most ``wait_seconds`` in the queue."""
+
+    wait_seconds: float = 0.05
+    percentile: float = 0.95
+    #: Never plan above this utilisation, whatever Erlang C allows.
+    max_utilisation: float = 0.95
+
+    def __post_init__(self) -> None:
+        _non_negative("slo.waitSeconds", self.wait_seconds)
+        _fraction_open("slo.percentile", self.percentile)
+        _require(isinstance(self.max_utilisation, int | float)
+                 and 0 < self.max_utilisation <= 1,
+                 f"slo.maxUtilisation must be in (0, 1], got {self.max_utilisation!r}")
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Cost mode: minimise replica cost plus the cost of SLO-violating requests."""
+
+    per_replica_hour: float
+    per_violation: float
+
+    def __post_init__(self) -> None:
+        _non_negative("costs.perReplicaHour", self.per_replica_hour)
+        _non_negative("costs.perViolation", self.per_violation)
+
+
+@dataclass(frozen=True)
+class ChaosScenario:
+    """A failure domain that may be lost: e.g. one node of 6 (1/6), one zone of 3 (1/3)."""
+
+    name: str
+    probability: float
+    capacity_fraction_lost: float
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "chaos scenario needs a name")
+        _require(0 <= self.probability <= 1,
+                 f"chaos scenario {self.name!r}: probability must be in [0, 1], "
+                 f"got {self.probability!r}")
+        _require(0 < self.capacity_fraction_lost < 1,
+                 f"chaos scenario {self.name!r}: capacityFractionLost must be in (0, 1), "
+                 f"got {self.capacity_fraction_lost!r}")
+
+
+@dataclass(frozen=True)
+class Chaos:
+    rule: ChaosRule = "none"
+    scenarios: tuple[ChaosScenario, ...] = ()
+    #: ``survive`` ignores scenarios less likely than this.
+    probability_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.rule in ("none", "proportional", "survive"),
+                 f"chaos.rule must be none, proportional or survive, got {self.rule!r}")
+        _require(0 <= self.probability_floor <= 1,
+                 f"chaos.probabilityFloor must be in [0, 1], got {self.probability_floor!r}")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``pods`` or ``percent`` % more (or fewer) replicas per ``period_seconds``."""
+
+    type: Literal["Pods", "Percent"]
+    value: float
+    period_seconds: float
+
+    def __post_init__(self) -> None:
+        _require(self.type in ("Pods", "Percent"),
+                 f"rate limit type must be Pods or Percent, got {self.type!r}")
+        _positive(f"{self.type} rate limit value", self.value)
+        _positive("rate limit periodSeconds", self.period_seconds)
+
+
+@dataclass(frozen=True)
+class Behavior:
+    """HPA-style behaviour; defaults are the HorizontalPodAutoscaler's own."""
+
+    scale_up: tuple[RateLimit, ...] = (RateLimit("Pods", 4, 15), RateLimit("Percent", 100, 15))
+    scale_down: tuple[RateLimit, ...] = (RateLimit("Percent", 100, 15),)
+    scale_down_stabilization_seconds: float = 300.0
+    #: No scaling action of the opposite direction within this long after a scale.
+    cooldown_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        _non_negative("behavior.scaleDown.stabilizationWindowSeconds",
+                      self.scale_down_stabilization_seconds)
+        _non_negative("behavior.cooldownSeconds", self.cooldown_seconds)
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """How the chain forecasts. ``models`` is the fallback order."""
+
+    models: tuple[ModelName, ...] = MODEL_NAMES
+    #: Central prediction interval; the plan provisions for its upper bound.
+    confidence: float = 0.9
+    #: Path of a trained LSTM artifact (a directory); None skips the LSTM stage.
+    lstm_model: str | None = None
+    arima_order: tuple[int, int, int] = (2, 1, 2)
+    #: Fourier pairs for daily seasonality in ARIMA (0: none).
+    arima_fourier_terms: int = 3
+    arima_refit_seconds: float = 6 * 3600.0
+    moving_average_window: int = 15
+    #: A stage whose recent out-of-sample MAPE exceeds this hands over to the next.
+    max_error: float = 0.5
+    #: Wall-clock budget for one stage's forecast (including any refit).
+    stage_budget_seconds: float = 5.0
+    #: How much history the operator reads and the models see.
+    history_seconds: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        _require(len(self.models) > 0, "forecast.models must name at least one model")
+        for m in self.models:
+            _require(m in MODEL_NAMES,
+                     f"unknown forecast model {m!r} (known: {', '.join(MODEL_NAMES)})")
+        _require(len(set(self.models)) == len(self.models), "forecast.models has a duplicate")
+        _fraction_open("forecast.confidence", self.confidence)
+        _require(len(self.arima_order) == 3 and all(int(x) >= 0 for x in self.arima_order),
+                 f"forecast.arima.order must be three non-negative integers, "
+                 f"got {self.arima_order!r}")
+        _require(self.arima_fourier_terms >= 0, "forecast.arima.fourierTerms must be >= 0")
+        _require(self.moving_average_window >= 1,
+                 "forecast.movingAverage.window must be at least 1")
+        _positive("forecast.maxError", self.max_error)
+        _positive("forecast.stageBudgetSeconds", self.stage_budget_seconds)
+        _positive("forecast.arima.refitSeconds", self.arima_refit_seconds)
+        _positive("forecast.historySeconds", self.history_seconds)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Everything :func:`forescale.core.plan.plan` needs to know about one policy."""
+
+    service_rate_per_replica: float
+    min_replicas: int = 1
+    max_replicas: int = 100
+    slo: SLO = field(default_factory=SLO)
+    costs: Costs | None = None
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    lead_time_seconds: float = 120.0
+    decision_period_seconds: float = 60.0
+    behavior: Behavior = field(default_factory=Behavior)
+    chaos: Chaos = field(default_factory=Chaos)
+
+    def __post_init__(self) -> None:
+        _positive("serviceRatePerReplica", self.service_rate_per_replica)
+        _require(isinstance(self.min_replicas, int) and self.min_replicas >= 0,
+                 f"minReplicas must be a non-negative integer, got {self.min_replicas!r}")
+        _require(isinstance(self.max_replicas, int) and self.max_replicas >= 1,
+                 f"maxReplicas must be a positive integer, got {self.max_replicas!r}")
+        _require(self.min_replicas <= self.max_replicas,
+                 f"minReplicas ({self.min_replicas}) must not exceed maxReplicas "
+                 f"({self.max_replicas})")
+        _non_negative("leadTimeSeconds", self.lead_time_seconds)
+        _positive("decisionPeriodSeconds", self.decision_period_seconds)
+
+    @property
+    def mode(self) -> Literal["slo", "cost"]:
+        return "cost" if self.costs is not None else "slo"
