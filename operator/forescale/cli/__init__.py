@@ -1,0 +1,73 @@
+"""The ``forescale`` command line. Each subcommand lives in its own module here.
+
+Bad input never shows a traceback: :func:`main` turns :class:`InvalidInputError` (and
+click's own usage errors) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from forescale import __version__
+from forescale.core.errors import ForescaleError, InvalidInputError
+
+#: Subcommand modules; each defines a click command named ``command``.
+SUBCOMMANDS = ("size", "forecast", "train", "backtest", "run")
+
+EXIT_BAD_INPUT = 2
+
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when it is used (torch is heavy)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in SUBCOMMANDS if self._module(name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = self._module(cmd_name)
+        return None if module is None else module.command  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _module(name: str) -> object | None:
+        if name not in SUBCOMMANDS:
+            return None
+        try:
+            return importlib.import_module(f"forescale.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"forescale.cli.{name}_cmd":
+                return None
+            raise
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="forescale")
+def cli() -> None:
+    """forescale: scale Kubernetes workloads before their traffic arrives."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="forescale", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("forescale: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        click.echo(f"forescale: {exc.format_message()}", err=True)
+        return EXIT_BAD_INPUT
+    except click.ClickException as exc:
+        click.echo(f"forescale: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except InvalidInputError as exc:
+        click.echo(f"forescale: error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except ForescaleError as exc:
+        click.echo(f"forescale: error: {exc}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

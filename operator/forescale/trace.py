@@ -1,0 +1,110 @@
+"""Load a traffic trace CSV (``timestamp,requests``) into an arrival-rate :class:`Series`.
+
+Every problem is reported as one :class:`InvalidInputError` line naming the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.series import FloatArray, Series
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Request counts per interval, as read; ``rates`` is the same as req/s."""
+
+    path: Path
+    start_seconds: float
+    step_seconds: float
+    counts: FloatArray
+
+    @property
+    def rates(self) -> Series:
+        return Series(self.start_seconds, self.step_seconds, self.counts / self.step_seconds)
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+
+def parse_timestamp(text: str) -> float:
+    """ISO-8601 (``Z`` or offset; naive means UTC) or Unix seconds, to Unix seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(f"not a timestamp: {text!r} (expected ISO-8601, "
+                                f"e.g. 1995-07-20T15:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def format_timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_trace(path: str | Path) -> Trace:
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"trace {path}: no such file")
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(f"trace {path}: cannot read: {exc}") from None
+    if header is None:
+        raise InvalidInputError(f"trace {path}: empty file")
+    names = [h.strip().lower() for h in header]
+    if names[:2] != ["timestamp", "requests"]:
+        raise InvalidInputError(f"trace {path}: header must be 'timestamp,requests', "
+                                f"got {','.join(header)!r}")
+    if len(rows) < 2:
+        raise InvalidInputError(f"trace {path}: needs at least two rows, got {len(rows)}")
+    times = np.empty(len(rows))
+    counts = np.empty(len(rows))
+    for i, row in enumerate(rows):
+        line = i + 2
+        if len(row) < 2:
+            raise InvalidInputError(f"trace {path}, line {line}: expected two columns")
+        try:
+            times[i] = parse_timestamp(row[0])
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"trace {path}, line {line}: {exc}") from None
+        try:
+            counts[i] = float(row[1])
+        except ValueError:
+            raise InvalidInputError(f"trace {path}, line {line}: requests is not a number: "
+                                    f"{row[1]!r}") from None
+        if not math.isfinite(counts[i]):
+            raise InvalidInputError(f"trace {path}, line {line}: requests is {row[1]!r}")
+        if counts[i] < 0:
+            raise InvalidInputError(f"trace {path}, line {line}: negative request count "
+                                    f"{row[1]}")
+    diffs = np.diff(times)
+    step = float(diffs[0])
+    bad = np.flatnonzero(diffs <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        kind = "duplicate" if diffs[bad[0]] == 0 else "unsorted"
+        raise InvalidInputError(f"trace {path}, line {i + 2}: {kind} timestamp {rows[i][0]}")
+    gaps = np.flatnonzero(np.abs(diffs - step) > 1e-6)
+    if gaps.size:
+        i = int(gaps[0]) + 1
+        raise InvalidInputError(
+            f"trace {path}, line {i + 2}: gap or irregular step ({diffs[gaps[0]]:g}s after "
+            f"{rows[i - 1][0]}, expected {step:g}s); fill missing intervals with 0")
+    return Trace(path=path, start_seconds=float(times[0]), step_seconds=step, counts=counts)
