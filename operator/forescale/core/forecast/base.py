@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
 from forescale.core.errors import InvalidInputError, NotFittedError
 from forescale.core.series import FloatArray, Series
@@ -128,6 +129,4 @@ class Forecaster(abc.ABC):
 
 def normal_quantile(level: float) -> float:
     """Two-sided z for a central interval at ``level`` (0.95 -> 1.96)."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + level / 2.0))
+    return float(ndtri(0.5 + level / 2.0))

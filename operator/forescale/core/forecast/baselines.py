@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
 from forescale.core.series import Series
 
@@ -32,8 +33,6 @@ class SeasonalNaive(Forecaster):
     def _fit(self, history: Series) -> None:
         season = round(self.season_seconds / history.step_seconds)
         if len(history) < season + 1:
-            from forescale.core.errors import InvalidInputError
-
             raise InvalidInputError(
                 f"seasonal naive needs more than one season ({season} samples), "
                 f"got {len(history)}")
