@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
 
 import click
 
@@ -28,10 +29,13 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module = self._module(cmd_name)
-        return None if module is None else module.command  # type: ignore[no-any-return]
+        if module is None:
+            return None
+        command: click.Command = module.command
+        return command
 
     @staticmethod
-    def _module(name: str) -> object | None:
+    def _module(name: str) -> ModuleType | None:
         if name not in SUBCOMMANDS:
             return None
         try:

@@ -19,7 +19,7 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float]):
     name = "duration"
 
     def convert(self, value: object, param: click.Parameter | None,
@@ -32,7 +32,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType[float]):
     """A float that is finite and, optionally, above/below bounds (exclusive)."""
 
     name = "number"
