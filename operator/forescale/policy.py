@@ -1,0 +1,415 @@
+"""A ScalingPolicy manifest (``forescale.dev/v1alpha1``) → the core's :class:`PolicySpec`.
+
+The CLI's ``--policy-file`` and anything else that reads a manifest outside the cluster go
+through here, so a file that converts cleanly is one the API server would accept:
+:data:`SPEC_SCHEMA` mirrors the CRD's ``spec`` schema (``crds/scalingpolicies.forescale.dev
+.yaml``; a unit test fails if the two drift), and every error names the field's path
+(``spec.slo.percentile must be in (0, 1), got 1.5``). Fields the manifest omits are not
+filled in here: they take :class:`PolicySpec`'s defaults, which live once, in
+:mod:`forescale.core.spec`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.spec import (
+    SLO,
+    Behavior,
+    Chaos,
+    ChaosScenario,
+    Costs,
+    ForecastSettings,
+    PolicySpec,
+    RateLimit,
+)
+
+API_VERSION = "forescale.dev/v1alpha1"
+KIND = "ScalingPolicy"
+
+T = TypeVar("T")
+Schema = Mapping[str, Any]
+
+_NUMBER_POSITIVE: dict[str, Any] = {"type": "number", "exclusiveMinimum": True, "minimum": 0}
+_FRACTION_OPEN: dict[str, Any] = {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                  "exclusiveMaximum": True, "maximum": 1}
+_RATE_POLICY: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "value", "periodSeconds"],
+    "properties": {
+        "type": {"type": "string", "enum": ["Pods", "Percent"]},
+        "value": _NUMBER_POSITIVE,
+        "periodSeconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                          "maximum": 3600},
+    },
+}
+
+#: The CRD's ``spec`` schema without descriptions, defaults and ``x-kubernetes-*`` markers
+#: (defaults are the core's; the CEL rule min <= max is checked by PolicySpec).
+SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["scaleTargetRef", "metrics", "serviceRatePerReplica"],
+    "properties": {
+        "scaleTargetRef": {
+            "type": "object",
+            "required": ["apiVersion", "kind", "name"],
+            "properties": {
+                "apiVersion": {"type": "string", "minLength": 1},
+                "kind": {"type": "string", "minLength": 1},
+                "name": {"type": "string", "minLength": 1, "maxLength": 253},
+            },
+        },
+        "mode": {"type": "string", "enum": ["Scale", "Observe"]},
+        "minReplicas": {"type": "integer", "minimum": 0, "maximum": 100000},
+        "maxReplicas": {"type": "integer", "minimum": 1, "maximum": 100000},
+        "metrics": {
+            "type": "object",
+            "required": ["query"],
+            "properties": {
+                "query": {"type": "string", "minLength": 1},
+                "prometheusUrl": {"type": "string", "pattern": "^https?://"},
+            },
+        },
+        "serviceRatePerReplica": _NUMBER_POSITIVE,
+        "slo": {
+            "type": "object",
+            "properties": {
+                "waitSeconds": {"type": "number", "minimum": 0},
+                "percentile": _FRACTION_OPEN,
+                "maxUtilisation": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                   "maximum": 1},
+            },
+        },
+        "costs": {
+            "type": "object",
+            "required": ["perReplicaHour", "perViolation"],
+            "properties": {
+                "perReplicaHour": {"type": "number", "minimum": 0},
+                "perViolation": {"type": "number", "minimum": 0},
+            },
+        },
+        "forecast": {
+            "type": "object",
+            "properties": {
+                "models": {"type": "array", "minItems": 1, "maxItems": 3,
+                           "items": {"type": "string", "enum": ["lstm", "arima", "ma"]}},
+                "confidence": _FRACTION_OPEN,
+                "maxError": _NUMBER_POSITIVE,
+                "stageBudgetSeconds": _NUMBER_POSITIVE,
+                "historySeconds": {"type": "number", "minimum": 3600, "maximum": 7776000},
+                "lstm": {
+                    "type": "object",
+                    "properties": {
+                        "modelRef": {"type": "string",
+                                     "pattern": "^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
+                                     "maxLength": 253},
+                    },
+                },
+                "arima": {
+                    "type": "object",
+                    "properties": {
+                        "order": {"type": "array", "minItems": 3, "maxItems": 3,
+                                  "items": {"type": "integer", "minimum": 0, "maximum": 10}},
+                        "fourierTerms": {"type": "integer", "minimum": 0, "maximum": 12},
+                        "refitSeconds": _NUMBER_POSITIVE,
+                    },
+                },
+                "movingAverage": {
+                    "type": "object",
+                    "properties": {
+                        "window": {"type": "integer", "minimum": 1, "maximum": 10080},
+                    },
+                },
+            },
+        },
+        "leadTimeSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+        "decisionPeriodSeconds": {"type": "number", "minimum": 5, "maximum": 86400},
+        "behavior": {
+            "type": "object",
+            "properties": {
+                "scaleUp": {
+                    "type": "object",
+                    "properties": {
+                        "policies": {"type": "array", "maxItems": 10, "items": _RATE_POLICY},
+                    },
+                },
+                "scaleDown": {
+                    "type": "object",
+                    "properties": {
+                        "stabilizationWindowSeconds": {"type": "number", "minimum": 0,
+                                                       "maximum": 3600},
+                        "policies": {"type": "array", "maxItems": 10, "items": _RATE_POLICY},
+                    },
+                },
+                "cooldownSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+            },
+        },
+        "chaos": {
+            "type": "object",
+            "properties": {
+                "rule": {"type": "string", "enum": ["none", "proportional", "survive"]},
+                "probabilityFloor": {"type": "number", "minimum": 0, "maximum": 1},
+                "scenarios": {
+                    "type": "array",
+                    "maxItems": 20,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "probability", "capacityFractionLost"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 63},
+                            "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                            "capacityFractionLost": _FRACTION_OPEN,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+#: Top-level fields of a manifest; ``metadata`` and ``status`` are accepted and ignored.
+_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+# --- structural validation ------------------------------------------------------------
+
+
+def _fmt(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _type_ok(value: object, kind: str) -> bool:
+    if kind == "object":
+        return isinstance(value, Mapping)
+    if kind == "array":
+        return isinstance(value, list)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    raise AssertionError(f"schema type {kind!r} not handled")
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a finite number"}
+
+
+def _range_message(schema: Schema) -> str:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    lo_open, hi_open = bool(schema.get("exclusiveMinimum")), bool(schema.get("exclusiveMaximum"))
+    if lo is not None and hi is not None:
+        return f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"must be greater than {lo}" if lo_open else f"must be at least {lo}"
+    return f"must be less than {hi}" if hi_open else f"must be at most {hi}"
+
+
+def _in_range(value: float, schema: Schema) -> bool:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if lo is not None and (value <= lo if schema.get("exclusiveMinimum") else value < lo):
+        return False
+    return not (hi is not None
+                and (value >= hi if schema.get("exclusiveMaximum") else value > hi))
+
+
+def validate(value: object, schema: Schema, path: str) -> None:
+    """Check ``value`` against the (OpenAPI-subset) ``schema``; raise naming ``path``."""
+    kind = schema["type"]
+    if not _type_ok(value, kind):
+        raise InvalidInputError(f"{path} must be {_TYPE_WORDS[kind]}, got {_fmt(value)}")
+    if isinstance(value, Mapping):
+        props: Mapping[str, Schema] = schema.get("properties", {})
+        for key in value:
+            if key not in props:
+                raise InvalidInputError(f"{path}.{key} is not a known field (known: "
+                                        f"{', '.join(props)})")
+        for key in schema.get("required", ()):
+            if key not in value:
+                raise InvalidInputError(f"{path}.{key} is required")
+        for key, sub in value.items():
+            validate(sub, props[key], f"{path}.{key}")
+    elif isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise InvalidInputError(f"{path} needs at least {schema['minItems']} item(s), "
+                                    f"got {len(value)}")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise InvalidInputError(f"{path} takes at most {schema['maxItems']} item(s), "
+                                    f"got {len(value)}")
+        for i, item in enumerate(value):
+            validate(item, schema["items"], f"{path}[{i}]")
+    elif isinstance(value, str):
+        if "enum" in schema and value not in schema["enum"]:
+            raise InvalidInputError(f"{path} must be one of {', '.join(schema['enum'])}, "
+                                    f"got {value!r}")
+        if len(value) < schema.get("minLength", 0):
+            raise InvalidInputError(f"{path} must not be empty")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise InvalidInputError(f"{path} must be at most {schema['maxLength']} "
+                                    f"characters, got {len(value)}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            raise InvalidInputError(f"{path} must match {schema['pattern']}, got {value!r}")
+    else:
+        assert isinstance(value, int | float)  # the type check above admits only numbers
+        if _in_range(value, schema):
+            return
+        raise InvalidInputError(f"{path} {_range_message(schema)}, got {_fmt(value)}")
+
+
+# --- conversion -------------------------------------------------------------------------
+
+
+def _core(path: str, build: Callable[[], T]) -> T:
+    """Build a core object; its own checks (cross-field rules such as min <= max, duplicate
+    models) name fields relative to ``spec``, so they get the ``spec.`` prefix."""
+    try:
+        return build()
+    except InvalidInputError as exc:
+        message = str(exc)
+        head = message.split(" ", 1)[0]
+        if head.split(".", 1)[0] in SPEC_SCHEMA["properties"]:
+            raise InvalidInputError(f"spec.{message}") from None
+        raise InvalidInputError(f"{path}: {message}") from None
+
+
+def _pick(section: Mapping[str, Any] | None, names: Mapping[str, str]) -> dict[str, Any]:
+    """The present fields of ``section`` under their core (snake_case) names."""
+    if not section:
+        return {}
+    return {snake: section[camel] for camel, snake in names.items() if camel in section}
+
+
+def _rate_limit(item: Mapping[str, Any], path: str) -> RateLimit:
+    return _core(path, lambda: RateLimit(item["type"], float(item["value"]),
+                                         float(item["periodSeconds"])))
+
+
+def _rate_limits(items: list[Mapping[str, Any]], path: str) -> tuple[RateLimit, ...]:
+    return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+
+
+def _scenario(item: Mapping[str, Any], path: str) -> ChaosScenario:
+    return _core(path, lambda: ChaosScenario(item["name"], float(item["probability"]),
+                                             float(item["capacityFractionLost"])))
+
+
+def _forecast(section: Mapping[str, Any], models_dir: Path | None) -> ForecastSettings:
+    kwargs = _pick(section, {"confidence": "confidence", "maxError": "max_error",
+                             "stageBudgetSeconds": "stage_budget_seconds",
+                             "historySeconds": "history_seconds"})
+    if "models" in section:
+        kwargs["models"] = tuple(section["models"])
+    ref = (section.get("lstm") or {}).get("modelRef")
+    if ref is not None:
+        kwargs["lstm_model"] = str(models_dir / ref) if models_dir is not None else ref
+    arima = section.get("arima") or {}
+    if "order" in arima:
+        kwargs["arima_order"] = tuple(arima["order"])
+    kwargs.update(_pick(arima, {"fourierTerms": "arima_fourier_terms",
+                                "refitSeconds": "arima_refit_seconds"}))
+    kwargs.update(_pick(section.get("movingAverage"), {"window": "moving_average_window"}))
+    return _core("spec.forecast", lambda: ForecastSettings(**kwargs))
+
+
+def _behavior(section: Mapping[str, Any]) -> Behavior:
+    kwargs = _pick(section, {"cooldownSeconds": "cooldown_seconds"})
+    up, down = section.get("scaleUp") or {}, section.get("scaleDown") or {}
+    if "policies" in up:
+        kwargs["scale_up"] = _rate_limits(up["policies"], "spec.behavior.scaleUp.policies")
+    if "policies" in down:
+        kwargs["scale_down"] = _rate_limits(down["policies"],
+                                            "spec.behavior.scaleDown.policies")
+    kwargs.update(_pick(down, {"stabilizationWindowSeconds":
+                               "scale_down_stabilization_seconds"}))
+    return _core("spec.behavior", lambda: Behavior(**kwargs))
+
+
+def _chaos(section: Mapping[str, Any]) -> Chaos:
+    kwargs = _pick(section, {"rule": "rule", "probabilityFloor": "probability_floor"})
+    if "scenarios" in section:
+        kwargs["scenarios"] = tuple(_scenario(item, f"spec.chaos.scenarios[{i}]")
+                                    for i, item in enumerate(section["scenarios"]))
+    return _core("spec.chaos", lambda: Chaos(**kwargs))
+
+
+def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
+                              models_dir: Path | None = None) -> PolicySpec:
+    """Convert a ScalingPolicy manifest (a parsed YAML/JSON mapping) to a PolicySpec.
+
+    ``forecast.lstm.modelRef`` names a directory under ``models_dir``; without one the
+    name is kept as it is.
+    """
+    if not isinstance(manifest, Mapping):
+        raise InvalidInputError(f"a ScalingPolicy manifest must be a mapping, "
+                                f"got {type(manifest).__name__}")
+    for key in manifest:
+        if key not in _TOP_LEVEL:
+            raise InvalidInputError(f"{key} is not a known field of a ScalingPolicy "
+                                    f"(known: {', '.join(_TOP_LEVEL)})")
+    if manifest.get("apiVersion") != API_VERSION:
+        raise InvalidInputError(f"apiVersion must be {API_VERSION}, "
+                                f"got {_fmt(manifest.get('apiVersion'))}")
+    if manifest.get("kind") != KIND:
+        raise InvalidInputError(f"kind must be {KIND}, got {_fmt(manifest.get('kind'))}")
+    if "metadata" in manifest and not isinstance(manifest["metadata"], Mapping):
+        raise InvalidInputError("metadata must be a mapping")
+    if "spec" not in manifest:
+        raise InvalidInputError("spec is required")
+    spec = manifest["spec"]
+    validate(spec, SPEC_SCHEMA, "spec")
+
+    kwargs = _pick(spec, {"minReplicas": "min_replicas", "maxReplicas": "max_replicas",
+                          "leadTimeSeconds": "lead_time_seconds",
+                          "decisionPeriodSeconds": "decision_period_seconds"})
+    kwargs["service_rate_per_replica"] = spec["serviceRatePerReplica"]
+    if "slo" in spec:
+        slo_kwargs = _pick(spec["slo"], {"waitSeconds": "wait_seconds",
+                                         "percentile": "percentile",
+                                         "maxUtilisation": "max_utilisation"})
+        kwargs["slo"] = _core("spec.slo", lambda: SLO(**slo_kwargs))
+    if "costs" in spec:
+        costs = spec["costs"]
+        kwargs["costs"] = _core("spec.costs", lambda: Costs(costs["perReplicaHour"],
+                                                            costs["perViolation"]))
+    if "forecast" in spec:
+        kwargs["forecast"] = _forecast(spec["forecast"], models_dir)
+    if "behavior" in spec:
+        kwargs["behavior"] = _behavior(spec["behavior"])
+    if "chaos" in spec:
+        kwargs["chaos"] = _chaos(spec["chaos"])
+    return _core("spec", lambda: PolicySpec(**kwargs))
+
+
+def load_policy_file(path: str | Path, *, models_dir: Path | None = None) -> PolicySpec:
+    """Read a ScalingPolicy YAML (or JSON) file; every problem is one line naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"policy file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"policy file {path}: cannot read: {exc}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInputError(f"policy file {path}: not valid YAML{where}: {problem}"
+                                ) from None
+    if len(documents) != 1:
+        raise InvalidInputError(f"policy file {path}: expected one ScalingPolicy document, "
+                                f"found {len(documents)}")
+    try:
+        return policy_spec_from_manifest(documents[0], models_dir=models_dir)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"policy file {path}: {exc}") from None

@@ -1,0 +1,118 @@
+"""``forescale backtest`` end to end on small traces: outputs, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from forescale.cli import main
+
+T0 = datetime(1995, 7, 1, tzinfo=UTC)
+
+
+def write_trace(path: Path, counts: list[int] | np.ndarray, *, step_seconds: int = 60,
+                times: list[datetime] | None = None) -> Path:
+    if times is None:
+        times = [T0 + timedelta(seconds=step_seconds * i) for i in range(len(counts))]
+    lines = ["timestamp,requests"]
+    lines += [f"{t:%Y-%m-%dT%H:%M:%SZ},{c}" for t, c in zip(times, counts, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def daily_counts(days: float) -> np.ndarray:
+    """Poisson counts with a daily cycle: enough like a trace for the world and the HPA."""
+    minutes = np.arange(round(days * 1440))
+    rate = 40 + 30 * np.sin(2 * np.pi * minutes / 1440)
+    return np.random.default_rng(0).poisson(rate)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_hpa_backtest_writes_json_plot_and_report(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    out = tmp_path / "out.json"
+    report = tmp_path / "out.html"
+    plot = tmp_path / "out.png"
+    code = main(["backtest", "--trace", str(trace), "--policy", "hpa", "--json", str(out),
+                 "--report", str(report), "--plot", str(plot), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "hpa 0.50" in captured.out and "oracle" in captured.out
+    doc = json.loads(out.read_text())
+    assert doc["parameters"]["warmup_seconds"] == 4 * 86400
+    assert doc["parameters"]["scored_steps"] == round(0.1 * 1440)
+    assert [p["name"] for p in doc["policies"]] == ["oracle"] + ["hpa"] * 13
+    assert doc["policies"][0]["violation_rate"] == 0.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
+    assert "hpa 0.90" in page
+
+
+def test_json_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.05))
+    assert main(["backtest", "--trace", str(trace), "--policy", "oracle", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in doc["policies"]] == ["oracle"]
+    assert doc["equal_slo"] is None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--policy", "magic"], "Invalid value for '--policy'"),
+    (["--service-rate", "0"], "must be greater than 0"),
+])
+def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                     message: str) -> None:
+    trace = write_trace(tmp_path / "t.csv", [1, 2, 3])
+    assert message in one_line_error(capsys, ["backtest", "--trace", str(trace), *argv])
+
+
+def test_bad_traces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def check(path: Path, message: str) -> None:
+        err = one_line_error(capsys, ["backtest", "--trace", str(path), "--no-progress"])
+        assert message in err
+
+    check(write_trace(tmp_path / "short.csv", daily_counts(1)), "shorter than the warm-up")
+    check(write_trace(tmp_path / "coarse.csv", daily_counts(6)[:2000], step_seconds=300),
+          "300s steps")
+    check(write_trace(tmp_path / "neg.csv", [1, 2, -3, 4]), "negative request count")
+    times = [T0, T0 + timedelta(minutes=2), T0 + timedelta(minutes=1)]
+    check(write_trace(tmp_path / "unsorted.csv", [1, 2, 3], times=times), "unsorted timestamp")
+    times = [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=1)]
+    check(write_trace(tmp_path / "dup.csv", [1, 2, 3], times=times), "duplicate timestamp")
+    times = [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=5)]
+    check(write_trace(tmp_path / "gap.csv", [1, 2, 3], times=times), "gap or irregular step")
+    check(tmp_path / "missing.csv", "no such file")
+
+
+def test_bad_policy_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump({
+        "apiVersion": "forescale.dev/v1alpha1", "kind": "ScalingPolicy",
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "web"},
+                 "metrics": {"query": "up"}, "serviceRatePerReplica": 10,
+                 "slo": {"percentile": 1.5}}}))
+    err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--policy-file",
+                                  str(policy)])
+    assert err.endswith("spec.slo.percentile must be in (0, 1), got 1.5")
+
+
+def test_bad_exclude_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--exclude", "yesterday"])
+    assert "START/END" in err

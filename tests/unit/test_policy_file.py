@@ -1,0 +1,154 @@
+"""ScalingPolicy manifests → PolicySpec: conversion, defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from forescale.backtest.world import ProtocolParameters, world_policy_spec
+from forescale.core.errors import InvalidInputError
+from forescale.core.spec import Chaos, PolicySpec, RateLimit
+from forescale.policy import SPEC_SCHEMA, load_policy_file, policy_spec_from_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "scalingpolicy-nasa.yaml"
+CRD = ROOT / "crds" / "scalingpolicies.forescale.dev.yaml"
+
+
+def minimal(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "forescale.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "metrics": {"query": "sum(rate(http_requests_total[2m]))"},
+            "serviceRatePerReplica": 10,
+            **spec,
+        },
+    }
+
+
+def error_of(manifest: dict[str, Any]) -> str:
+    with pytest.raises(InvalidInputError) as info:
+        policy_spec_from_manifest(manifest)
+    return str(info.value)
+
+
+def test_omitted_fields_take_the_core_defaults() -> None:
+    assert policy_spec_from_manifest(minimal()) == PolicySpec(service_rate_per_replica=10)
+
+
+def test_the_example_is_the_benchmark_world() -> None:
+    spec = load_policy_file(EXAMPLE)
+    assert spec.forecast.lstm_model == "nasa-jul1995"
+    assert spec.chaos.scenarios[0].capacity_fraction_lost == 0.34
+    # Apart from the model name and the (disabled) chaos scenario it is exactly the spec
+    # the backtest builds for the protocol's world.
+    plain = replace(spec, forecast=replace(spec.forecast, lstm_model=None), chaos=Chaos())
+    assert plain == world_policy_spec(ProtocolParameters(), 60.0)
+
+
+def test_every_field_converts() -> None:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    spec_in = manifest["spec"]
+    spec_in["costs"] = {"perReplicaHour": 0.05, "perViolation": 0.0001}
+    spec_in["chaos"]["rule"] = "survive"
+    spec_in["behavior"]["scaleUp"]["policies"] = [{"type": "Pods", "value": 2,
+                                                   "periodSeconds": 60}]
+    spec_in["forecast"]["arima"]["order"] = [1, 0, 1]
+    spec = policy_spec_from_manifest(manifest, models_dir=Path("/models"))
+    assert spec.mode == "cost" and spec.costs is not None
+    assert spec.costs.per_violation == 0.0001
+    assert spec.chaos.rule == "survive" and spec.chaos.probability_floor == 0.01
+    assert spec.behavior.scale_up == (RateLimit("Pods", 2, 60),)
+    assert spec.behavior.scale_down_stabilization_seconds == 300
+    assert spec.forecast.arima_order == (1, 0, 1)
+    assert spec.forecast.lstm_model == "/models/nasa-jul1995"
+    assert spec.max_replicas == 100_000
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"slo": {"percentile": 1.5}}, "spec.slo.percentile must be in (0, 1), got 1.5"),
+    ({"slo": {"waitSeconds": "50ms"}}, "spec.slo.waitSeconds must be a finite number, "
+                                       "got '50ms'"),
+    ({"slo": {"p95": 0.05}}, "spec.slo.p95 is not a known field (known: waitSeconds, "
+                             "percentile, maxUtilisation)"),
+    ({"minReplicas": 5, "maxReplicas": 3}, "spec.minReplicas (5) must not exceed "
+                                           "maxReplicas (3)"),
+    ({"maxReplicas": 1.5}, "spec.maxReplicas must be an integer, got 1.5"),
+    ({"maxReplicas": True}, "spec.maxReplicas must be an integer, got True"),
+    ({"maxReplicas": 200_000}, "spec.maxReplicas must be in [1, 100000], got 200000"),
+    ({"mode": "scale"}, "spec.mode must be one of Scale, Observe, got 'scale'"),
+    ({"forecast": {"models": ["lstm", "prophet"]}},
+     "spec.forecast.models[1] must be one of lstm, arima, ma, got 'prophet'"),
+    ({"forecast": {"models": ["ma", "ma"]}}, "spec.forecast.models has a duplicate"),
+    ({"forecast": {"lstm": {"modelRef": "../etc"}}}, "spec.forecast.lstm.modelRef must match"),
+    ({"decisionPeriodSeconds": 1}, "spec.decisionPeriodSeconds must be in [5, 86400], got 1"),
+    ({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 4}]}}},
+     "spec.behavior.scaleUp.policies[0].periodSeconds is required"),
+    ({"costs": {"perReplicaHour": 1}}, "spec.costs.perViolation is required"),
+    ({"chaos": {"scenarios": [{"name": "az", "probability": 0.1,
+                               "capacityFractionLost": 1}]}},
+     "spec.chaos.scenarios[0].capacityFractionLost must be in (0, 1), got 1"),
+    ({"metrics": {"query": "up", "prometheusUrl": "prom:9090"}},
+     "spec.metrics.prometheusUrl must match ^https?://, got 'prom:9090'"),
+])
+def test_errors_name_the_field(change: dict[str, Any], message: str) -> None:
+    assert error_of(minimal(**change)).startswith(message)
+
+
+def test_required_and_top_level_errors() -> None:
+    manifest = minimal()
+    del manifest["spec"]["serviceRatePerReplica"]
+    assert error_of(manifest) == "spec.serviceRatePerReplica is required"
+    wrong = minimal()
+    wrong["apiVersion"] = "forescale.dev/v1"
+    assert error_of(wrong) == "apiVersion must be forescale.dev/v1alpha1, got 'forescale.dev/v1'"
+    wrong = minimal()
+    wrong["kind"] = "Deployment"
+    assert error_of(wrong) == "kind must be ScalingPolicy, got 'Deployment'"
+    wrong = minimal()
+    wrong["specs"] = {}
+    assert error_of(wrong).startswith("specs is not a known field of a ScalingPolicy")
+
+
+def test_file_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed\n")
+    with pytest.raises(InvalidInputError, match=r"^policy file .*bad.yaml: not valid YAML"):
+        load_policy_file(bad)
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump(minimal()) + "---\n" + yaml.safe_dump(minimal()))
+    with pytest.raises(InvalidInputError, match="expected one ScalingPolicy document, found 2"):
+        load_policy_file(two)
+    with pytest.raises(InvalidInputError, match="no such file"):
+        load_policy_file(tmp_path / "missing.yaml")
+    high = tmp_path / "high.yaml"
+    high.write_text(yaml.safe_dump(minimal(slo={"percentile": 1.5})))
+    with pytest.raises(InvalidInputError) as info:
+        load_policy_file(high)
+    assert str(info.value) == (f"policy file {high}: spec.slo.percentile must be in (0, 1), "
+                               f"got 1.5")
+
+
+def _structural(node: Any) -> Any:
+    """The CRD schema without what the mirror leaves out on purpose."""
+    if isinstance(node, dict):
+        return {k: _structural(v) for k, v in node.items()
+                if k not in ("description", "default") and not k.startswith("x-kubernetes-")}
+    if isinstance(node, list):
+        return [_structural(v) for v in node]
+    return node
+
+
+def test_the_schema_mirrors_the_crd() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = crd["spec"]["versions"]
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert _structural(spec_schema) == _structural(copy.deepcopy(SPEC_SCHEMA))
