@@ -47,9 +47,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from forescale.core.series import FloatArray
 from forescale.trace import Trace
-
-FloatArray = npt.NDArray[np.float64]
 
 # Retention counts back from the newest block; 1995 history next to today's scrapes needs
 # over 11,000 days. Prometheus accepts "d" here (promtool's block duration does not).
