@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TRACE ?= traces/nasa_ksc_jul1995_1min.csv
 OUT ?= out
 
-.PHONY: install demo test lint unit bench constraints clean
+.PHONY: install demo test lint unit bench constraints clean prometheus
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test: lint
+# The integration tests start a real Prometheus (Debian's package) on 127.0.0.1.
+prometheus:
+	bash scripts/install-prometheus.sh
+
+test: lint prometheus
 	$(BIN)/pytest
 
 bench: $(STAMP)
