@@ -1,0 +1,279 @@
+"""plan(): the decision pipeline, its behaviour rules and its invariants."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.forecast.base import Forecast
+from forescale.core.forecast.chain import ChainResult, StageReport
+from forescale.core.plan import Plan, PlanState, plan
+from forescale.core.series import Series
+from forescale.core.sizing import replicas_for_slo
+from forescale.core.spec import (
+    SLO,
+    Behavior,
+    Chaos,
+    ChaosScenario,
+    ForecastSettings,
+    PolicySpec,
+    RateLimit,
+)
+
+STEP = 60.0
+T0 = 1_700_000_000.0
+
+
+class FixedChain:
+    """A chain double that forecasts a given level (with a ±10 % band) and counts calls."""
+
+    def __init__(self, level: float | list[float] | None, served_by: str = "ma") -> None:
+        self.level = level
+        self.served_by = served_by
+        self.calls: list[tuple[int, float]] = []
+
+    def forecast(self, history: Series, horizon: int, *, now: float) -> ChainResult:
+        self.calls.append((horizon, now))
+        if self.level is None:
+            stage = StageReport(model=self.served_by, served=False, reason="ModelError",
+                                message="boom", recent_error=None)
+            return ChainResult(forecast=None, served_by=None, stages=(stage,),
+                               reason="AllForecastersFailed", message="every stage failed")
+        if isinstance(self.level, list):
+            mean = np.asarray(self.level[:horizon] + [self.level[-1]] * (horizon - len(self.level)))
+        else:
+            mean = np.full(horizon, float(self.level))
+        fc = Forecast(self.served_by, history.end_seconds, history.step_seconds, mean,
+                      mean * 0.9, mean * 1.1, 0.9)
+        stage = StageReport(model=self.served_by, served=True, reason="Served", message="ok",
+                            recent_error=0.05)
+        return ChainResult(forecast=fc, served_by=self.served_by, stages=(stage,),
+                           reason="Forecasted", message="ok")
+
+
+def history_at(now: float, rate: float = 50.0, n: int = 120) -> Series:
+    """``n`` samples of a flat rate whose last interval ends at ``now``."""
+    return Series(now - n * STEP, STEP, np.full(n, rate))
+
+
+def spec(**kw: object) -> PolicySpec:
+    base: dict[str, object] = {"service_rate_per_replica": 10.0, "min_replicas": 1,
+                               "max_replicas": 1000}
+    base.update(kw)
+    return PolicySpec(**base)  # type: ignore[arg-type]
+
+
+def run(policy: PolicySpec, chain: FixedChain, current: int, now: float = T0,
+        state: PlanState | None = None, history: Series | None = None) -> Plan:
+    return plan(history if history is not None else history_at(now), policy,
+                state or PlanState.initial(), now, current_replicas=current, chain=chain)
+
+
+def test_sizes_for_the_upper_bound_of_the_window() -> None:
+    p = run(spec(), FixedChain(100.0), current=20)
+    # upper bound = 110 req/s; Erlang C sizing at mu = 10, 50 ms at 95 %.
+    expected = replicas_for_slo(110.0, 10.0, SLO()).replicas
+    assert p.planned_arrival_rate == pytest.approx(110.0)
+    assert p.desired_replicas == expected
+    assert p.metrics_available
+    assert p.served_by == "ma"
+
+
+def test_window_covers_lead_time_plus_period() -> None:
+    # A spike three steps out (inside 120 s lead + 60 s period) is provisioned for now;
+    # one at step five is not.
+    inside = run(spec(), FixedChain([10.0, 10.0, 200.0, 10.0, 10.0]), current=30)
+    outside = run(spec(), FixedChain([10.0, 10.0, 10.0, 10.0, 200.0, 10.0]), current=30)
+    assert inside.planned_arrival_rate == pytest.approx(220.0)
+    assert outside.planned_arrival_rate == pytest.approx(11.0)
+    chain = FixedChain(10.0)
+    run(spec(), chain, current=3)
+    assert chain.calls == [(3, T0)]
+
+
+def test_scale_up_is_rate_limited_like_the_hpa() -> None:
+    # Default scale-up: max(+4 pods, +100 %) per 15 s.
+    p = run(spec(), FixedChain(1000.0), current=3)
+    assert p.desired_replicas == 7
+    assert "ScaleUpLimited" in p.reasons
+    assert p.recommended_replicas is not None and p.recommended_replicas > 7
+    p = run(spec(), FixedChain(1000.0), current=10)
+    assert p.desired_replicas == 20
+
+
+def test_rate_limit_counts_changes_within_its_period() -> None:
+    policy = spec(behavior=Behavior(scale_up=(RateLimit("Pods", 4, 120),)))
+    first = run(policy, FixedChain(1000.0), current=10)
+    assert first.desired_replicas == 14
+    # 60 s later the 120 s period still holds the +4: nothing more is allowed.
+    second = run(policy, FixedChain(1000.0), current=14, now=T0 + 60, state=first.state)
+    assert second.desired_replicas == 14
+    assert "ScaleUpLimited" in second.reasons
+    third = run(policy, FixedChain(1000.0), current=14, now=T0 + 120, state=second.state)
+    assert third.desired_replicas == 18
+
+
+def test_scale_down_waits_for_the_stabilisation_window() -> None:
+    policy = spec()
+    chain_high, chain_low = FixedChain(100.0), FixedChain(10.0)
+    high = run(policy, chain_high, current=13)
+    n_high = high.desired_replicas
+    state = high.state
+    for k in range(1, 6):  # 60..300 s later: the high recommendation is still in the window
+        p = run(policy, chain_low, current=n_high, now=T0 + 60 * k, state=state)
+        assert p.desired_replicas == n_high, k
+        assert "ScaleDownStabilized" in p.reasons
+        state = p.state
+    p = run(policy, chain_low, current=n_high, now=T0 + 360, state=state)
+    assert p.desired_replicas < n_high
+    assert p.reasons[0] == "ScaleDown"
+
+
+def test_cooldown_holds_scale_down_but_never_scale_up() -> None:
+    policy = spec(behavior=Behavior(scale_down_stabilization_seconds=0, cooldown_seconds=600))
+    up = run(policy, FixedChain(100.0), current=5)
+    assert up.desired_replicas > 5
+    down = run(policy, FixedChain(10.0), current=up.desired_replicas, now=T0 + 60,
+               state=up.state)
+    assert down.desired_replicas == up.desired_replicas
+    assert "ScaleDownCooldown" in down.reasons
+    again = run(policy, FixedChain(300.0), current=up.desired_replicas, now=T0 + 120,
+                state=down.state)
+    assert again.desired_replicas > up.desired_replicas
+    later = run(policy, FixedChain(10.0), current=up.desired_replicas, now=T0 + 660,
+                state=up.state)
+    assert later.desired_replicas < up.desired_replicas
+
+
+def test_min_and_max_clamp() -> None:
+    p = run(spec(min_replicas=5), FixedChain(0.0), current=5)
+    assert p.desired_replicas == 5
+    assert "TooFewReplicas" in p.reasons
+    p = run(spec(max_replicas=8), FixedChain(500.0), current=8)
+    assert p.desired_replicas == 8
+    assert "TooManyReplicas" in p.reasons
+
+
+def test_chaos_buffer_is_added() -> None:
+    chaos = Chaos(rule="proportional",
+                  scenarios=(ChaosScenario("zone", 0.01, 1 / 3),))
+    policy = spec(chaos=chaos, behavior=Behavior(scale_up=(RateLimit("Percent", 1000, 15),)))
+    plain = run(spec(), FixedChain(100.0), current=13)
+    buffered = run(policy, FixedChain(100.0), current=13)
+    assert plain.recommended_replicas is not None
+    assert buffered.recommended_replicas == plain.recommended_replicas + math.ceil(
+        plain.recommended_replicas * (1 / 3) * 1.2)
+    assert "ProportionalBuffer" in buffered.reasons
+
+
+@pytest.mark.parametrize("case", ["empty", "all_nan", "recent_nan", "stale", "failed"])
+def test_never_scales_down_without_metrics(case: str) -> None:
+    now = T0
+    history = history_at(now, rate=1.0)
+    chain = FixedChain(1.0)
+    if case == "empty":
+        history = Series(now, STEP, np.array([]))
+    elif case == "all_nan":
+        history = Series(history.start_seconds, STEP, np.full(len(history), np.nan))
+    elif case == "recent_nan":
+        v = history.values.copy()
+        v[-1] = np.nan
+        history = Series(history.start_seconds, STEP, v)
+    elif case == "stale":
+        history = history_at(now - 600, rate=1.0)
+    else:
+        chain = FixedChain(None)
+    p = plan(history, spec(), PlanState.initial(), now, current_replicas=40, chain=chain)
+    assert p.desired_replicas == 40
+    assert not p.metrics_available
+    assert "HoldingReplicas" in p.reasons
+    assert p.recommended_replicas is None
+    expected = {"empty": "MetricsMissing", "all_nan": "MetricsMissing",
+                "recent_nan": "MetricsMissing", "stale": "MetricsStale",
+                "failed": "AllForecastersFailed"}[case]
+    assert expected in p.reasons
+
+
+def test_state_round_trips_and_rejects_garbage() -> None:
+    p = run(spec(), FixedChain(100.0), current=3)
+    restored = PlanState.from_dict(p.state.to_dict())
+    assert restored == p.state
+    assert PlanState.from_dict(None) == PlanState.initial()
+    with pytest.raises(InvalidInputError):
+        PlanState.from_dict({"recommendations": [["x", "y"]]})
+    with pytest.raises(InvalidInputError):
+        PlanState.from_dict({"version": 99})
+
+
+def test_bad_current_replicas() -> None:
+    with pytest.raises(InvalidInputError):
+        run(spec(), FixedChain(1.0), current=-1)
+
+
+def test_plan_with_the_real_chain_is_deterministic() -> None:
+    rng = np.random.default_rng(7)
+    n = 3 * 1440
+    t = np.arange(n)
+    rate = 50 + 30 * np.sin(2 * np.pi * t / 1440)
+    values = rng.poisson(rate * STEP) / STEP
+    now = T0
+    history = Series(now - n * STEP, STEP, values)
+    policy = spec(forecast=ForecastSettings(models=("arima", "ma")))
+    a = plan(history, policy, PlanState.initial(), now, current_replicas=5)
+    b = plan(history, policy, PlanState.initial(), now, current_replicas=5)
+    assert a.to_dict() == b.to_dict()
+    assert a.served_by in ("arima", "ma")
+    assert a.metrics_available
+
+
+# --- invariants --------------------------------------------------------------------------
+
+levels = st.one_of(st.none(), st.floats(min_value=0, max_value=5000, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    min_r=st.integers(0, 20), extra=st.integers(0, 200), current=st.integers(0, 400),
+    steps=st.lists(st.tuples(levels, st.integers(0, 400)), min_size=1, max_size=8),
+    up_pods=st.integers(1, 10), down_pct=st.integers(1, 100),
+)
+def test_plan_invariants(min_r: int, extra: int, current: int,
+                         steps: list[tuple[float | None, int]], up_pods: int,
+                         down_pct: int) -> None:
+    policy = spec(min_replicas=min_r, max_replicas=min_r + max(extra, 1),
+                  behavior=Behavior(scale_up=(RateLimit("Pods", up_pods, 60),),
+                                    scale_down=(RateLimit("Percent", down_pct, 60),)))
+    state = PlanState.initial()
+    now = T0
+    for i, (level, observed) in enumerate(steps):
+        cur = current if i == 0 else observed
+        chain = FixedChain(level)
+        p = run(policy, chain, current=cur, now=now, state=state)
+        again = run(policy, FixedChain(level), current=cur, now=now, state=state)
+        assert p.to_dict() == again.to_dict()  # deterministic
+        assert policy.min_replicas <= p.desired_replicas <= policy.max_replicas
+        clamped = any(lim.reason in ("TooFewReplicas", "TooManyReplicas") for lim in p.limits)
+        if level is None:
+            # Never down on missing data, unless the user's max forces it.
+            assert p.desired_replicas >= min(cur, policy.max_replicas)
+        if not clamped:
+            # Each decision is its own 60 s period: the rate limits bound the step.
+            assert p.desired_replicas - cur <= max(up_pods, 0)
+            assert cur - p.desired_replicas <= cur - math.floor(cur * (1 - down_pct / 100))
+        state = p.state
+        now += 60
+
+
+def test_spec_validation_names_the_field() -> None:
+    with pytest.raises(InvalidInputError, match="minReplicas"):
+        spec(min_replicas=5, max_replicas=2)
+    with pytest.raises(InvalidInputError, match="percentile"):
+        replace(SLO(), percentile=1.5)
+    with pytest.raises(InvalidInputError, match="unknown forecast model"):
+        ForecastSettings(models=("prophet",))  # type: ignore[arg-type]
