@@ -1,0 +1,125 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "forescale.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "forescale.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "forescale.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "forescale.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "forescale.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "forescale.labels" -}}
+helm.sh/chart: {{ include "forescale.chart" . }}
+{{ include "forescale.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: forescale
+{{- end }}
+
+{{- define "forescale.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "forescale.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "forescale.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+RBAC: exactly what the operator's code uses. tests/chart/test_chart.py compares the union of
+these rules with forescale.controller.rbac.required_rules(), so a verb the code stops using
+(or starts using) fails CI until it is changed here too.
+
+Cluster-scoped resources kopf reads to discover and serve resources.
+*/}}
+{{- define "forescale.rules.cluster" -}}
+# kopf re-scans the served resources when CRDs change.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+# kopf's namespace observer: which namespaces exist and appear.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/* Namespaced resources: in a ClusterRole, or in a Role per watched namespace. */}}
+{{- define "forescale.rules.namespaced" -}}
+# Watch the policies; patch is kopf's finalizer (lease release on delete) and annotations.
+- apiGroups: [forescale.dev]
+  resources: [scalingpolicies]
+  verbs: [get, list, watch, patch]
+- apiGroups: [forescale.dev]
+  resources: [scalingpolicies/status]
+  verbs: [get, patch]
+# Replicas are read and written through /scale only; the workload itself is never read.
+- apiGroups: [apps]
+  resources: [deployments/scale, statefulsets/scale, replicasets/scale]
+  verbs: [get, patch]
+# One Lease per target: whoever holds it is the only one that scales it. Takeover is an
+# update with a resourceVersion precondition; release on policy deletion is a delete.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
+# Events for scaling actions, fallbacks and errors.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# Refuse to fight: another autoscaler on the same target means ConflictingAutoscaler.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list]
+{{- end }}
+
+{{/* kopf peering keep-alives (only with peering.enabled). */}}
+{{- define "forescale.rules.peering.cluster" -}}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [get, list, watch, patch]
+{{- end }}
+
+{{- define "forescale.rules.peering.namespaced" -}}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [get, list, watch, patch]
+{{- end }}
+
+{{/* Fail early on combinations that cannot work. */}}
+{{- define "forescale.validate" -}}
+{{- if and .Values.rbac.namespaced (empty .Values.watchNamespaces) }}
+{{- fail "rbac.namespaced needs watchNamespaces: a Role per namespace cannot cover all namespaces" }}
+{{- end }}
+{{- if and .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}
+{{- fail "peering.enabled needs replicaCount 1: kopf pauses every peer of equal priority" }}
+{{- end }}
+{{- if and (eq .Values.models.source "configMap") (empty .Values.models.configMapName) }}
+{{- fail "models.source configMap needs models.configMapName" }}
+{{- end }}
+{{- if and (eq .Values.models.source "volume") (empty .Values.models.volume) }}
+{{- fail "models.source volume needs models.volume (a volume source)" }}
+{{- end }}
+{{- end }}

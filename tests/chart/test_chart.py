@@ -1,0 +1,509 @@
+"""The Helm chart: lint, render over a matrix of values, validate every manifest against the
+oldest and newest Kubernetes it supports, secure defaults, RBAC derived from the operator's
+code, the CRD copy against crds/, and the example ScalingPolicies against the CRD.
+
+No cluster and no network: helm-python-sdk renders offline and kubernetes-validate ships the
+schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from forescale.core.errors import InvalidInputError
+from forescale.policy import policy_spec_from_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "forescale"
+CRD_FILE = ROOT / "crds" / "scalingpolicies.forescale.dev.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+SYNC_SCRIPT = ROOT / "scripts" / "sync-chart-crds.py"
+KEEP = ("helm.sh/resource-policy", "keep")
+
+#: Oldest and newest Kubernetes the chart supports: Chart.yaml's kubeVersion floor and the
+#: newest schema set kubernetes-validate ships.
+KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+
+#: Values the chart is rendered with; each must lint, render and validate.
+MATRIX: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced-rbac": {"rbac": {"namespaced": True}, "watchNamespaces": ["shop", "search"]},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+    "one-replica": {"replicaCount": 1},
+    "models-volume": {"models": {"source": "volume",
+                                 "volume": {"persistentVolumeClaim": {"claimName": "models"}}}},
+    "models-configmap": {"models": {"source": "configMap", "configMapName": "nasa-jul1995"}},
+    "prometheus-auth-tls": {"prometheus": {
+        "url": "https://prometheus.monitoring:9091",
+        "auth": {"bearerTokenSecret": {"name": "prom-token", "key": "token"}},
+        "tls": {"caSecret": "prom-ca", "insecureSkipVerify": False}}},
+    "peering-one-replica": {"replicaCount": 1, "peering": {"enabled": True}},
+    "peering-namespaced": {"replicaCount": 1, "peering": {"enabled": True},
+                           "rbac": {"namespaced": True}, "watchNamespaces": ["shop"]},
+    "no-crds": {"crds": {"install": False}},
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    loaded = helm_python.Chart.load(str(CHART))
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def render(chart: helm_python.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rendered object (NOTES.txt excluded), in template order."""
+    rendered = chart.render(copy.deepcopy(values), name="fs", namespace="forescale",
+                            is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: helm_python.Chart) -> dict[str, list[dict[str, Any]]]:
+    return {case: render(chart, values) for case, values in MATRIX.items()}
+
+
+# --- lint and values schema --------------------------------------------------------------
+
+
+def test_lint_strict_has_no_errors_or_warnings() -> None:
+    report = helm_python.lint(str(CHART), strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+@pytest.mark.parametrize("case", ["namespaced-rbac", "models-volume", "prometheus-auth-tls"])
+def test_lint_strict_with_values(case: str) -> None:
+    report = helm_python.lint(str(CHART), copy.deepcopy(MATRIX[case]), strict=True)
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("bad", [
+    {"replicaCount": -1},
+    {"replicaCount": "2"},
+    {"unknownKey": True},
+    {"image": {"repository": "x", "tagg": "1"}},
+    {"logLevel": "verbose"},
+    {"logFormat": "xml"},
+    {"models": {"source": "s3"}},
+    {"prometheus": {"url": "prometheus:9090"}},
+    {"metrics": {"port": 70000}},
+    {"watchNamespaces": ["Not_A_Namespace"]},
+    {"securityContext": {"readOnlyRootFilesystem": False}},
+    {"securityContext": {"allowPrivilegeEscalation": True}},
+    {"podSecurityContext": {"runAsNonRoot": False}},
+    {"serviceMonitor": {"interval": "often"}},
+], ids=repr)
+def test_values_schema_rejects_bad_values(chart: helm_python.Chart, bad: dict[str, Any]) -> None:
+    with pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema(bad)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"rbac": {"namespaced": True}}, "rbac.namespaced needs watchNamespaces"),
+    ({"peering": {"enabled": True}}, "peering.enabled needs replicaCount 1"),
+    ({"models": {"source": "configMap"}}, "needs models.configMapName"),
+    ({"models": {"source": "volume"}}, "needs models.volume"),
+])
+def test_impossible_combinations_fail_to_render(chart: helm_python.Chart,
+                                                values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=message):
+        render(chart, values)
+
+
+# --- every manifest is valid Kubernetes ------------------------------------------------
+
+
+def test_chart_kube_version_floor_is_the_oldest_validated() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0"
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_manifests_validate_strictly(rendered: dict[str, list[dict[str, Any]]], case: str,
+                                     kube_version: str) -> None:
+    for doc in rendered[case]:
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            # A custom resource: kubernetes-validate has no schema for it (see the
+            # structural test below).
+            continue
+        if doc["apiVersion"] == "kopf.dev/v1":
+            # kopf's peering objects: their CRD (rendered alongside) is what validates them.
+            assert set(doc) == {"apiVersion", "kind", "metadata"}
+            continue
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+
+
+def test_service_monitor_structure(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The ServiceMonitor's fields, checked against the prometheus-operator API by hand (its
+    CRD is not shipped here): it selects the metrics Service by its labels and port name."""
+    docs = rendered["service-monitor"]
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    (service,) = of_kind(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert set(monitor["spec"]) == {"selector", "namespaceSelector", "endpoints"}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["forescale"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s",
+                        "scrapeTimeout": "10s"}
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert not of_kind(rendered["defaults"], "ServiceMonitor")
+
+
+# --- the Deployment --------------------------------------------------------------------
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = of_kind(docs, "Deployment")
+    return dep
+
+
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_secure_defaults_on_every_container(rendered: dict[str, list[dict[str, Any]]],
+                                            case: str) -> None:
+    pod = deployment(rendered[case])["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    containers = pod["containers"] + pod.get("initContainers", [])
+    for container in containers:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        # The root FS is read-only: /tmp must be a writable emptyDir, HOME/TMPDIR in it.
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["HOME"] == env["TMPDIR"] == "/tmp"
+        assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+        assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
+        assert container["resources"]["requests"]
+
+
+def args_of(docs: list[dict[str, Any]]) -> list[str]:
+    return list(deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_default_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    dep = deployment(docs)
+    assert dep["spec"]["replicas"] == 2
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/forescale/forescale:0.1.0"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert args_of(docs) == [
+        "--all-namespaces", "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
+        "--models-dir=/models", "--metrics-port=8080", "--identity=$(POD_NAME)",
+        "--standalone", "--log-format=json", "--log-level=info"]
+
+
+def test_args_follow_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    args = args_of(rendered["namespaced-rbac"])
+    assert "--namespace=shop" in args and "--namespace=search" in args
+    assert "--all-namespaces" not in args
+    assert "--peering=forescale" in args_of(rendered["peering-one-replica"])
+    assert "--standalone" not in args_of(rendered["peering-one-replica"])
+    assert deployment(rendered["one-replica"])["spec"]["replicas"] == 1
+
+
+def test_models_volume_and_configmap(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = deployment(rendered["models-volume"])["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "models"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["models"]["mountPath"] == "/models" and mounts["models"]["readOnly"]
+
+    pod = deployment(rendered["models-configmap"])["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["configMap"] == {"name": "nasa-jul1995"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    # One ConfigMap is one artifact directory: modelRef nasa-jul1995 -> /models/nasa-jul1995.
+    assert mounts["models"]["mountPath"] == "/models/nasa-jul1995"
+
+    pod = deployment(rendered["defaults"])["spec"]["template"]["spec"]
+    assert "models" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_prometheus_auth_and_tls(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = deployment(rendered["prometheus-auth-tls"])["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    token_file = env["FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE"]
+    ca_file = env["FORESCALE_PROMETHEUS_CA_FILE"]
+    assert "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY" not in env
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert volumes["prometheus-token"]["secret"]["secretName"] == "prom-token"
+    assert token_file == f"{mounts['prometheus-token']}/token"
+    assert volumes["prometheus-ca"]["secret"]["secretName"] == "prom-ca"
+    assert ca_file == f"{mounts['prometheus-ca']}/ca.crt"
+    assert "--prometheus-url=https://prometheus.monitoring:9091" in container["args"]
+    # The token never appears in the pod spec itself, only a path to the mounted Secret.
+    default_env = {e["name"] for e in
+                   deployment(rendered["defaults"])["spec"]["template"]["spec"]
+                   ["containers"][0]["env"]}
+    assert not {n for n in default_env if n.startswith("FORESCALE_PROMETHEUS")}
+
+
+def test_service_selects_the_operator_pods(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    (service,) = of_kind(docs, "Service")
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+# --- RBAC ------------------------------------------------------------------------------
+
+
+Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+def grants(rules: list[dict[str, Any]]) -> set[Grant]:
+    return {(group, resource, verb)
+            for rule in rules
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+def rendered_grants(docs: list[dict[str, Any]]) -> set[Grant]:
+    roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
+    return grants([rule for role in roles for rule in role["rules"]])
+
+
+def required_grants() -> set[Grant]:
+    """What the operator's code uses, from the code itself."""
+    if importlib.util.find_spec("forescale.controller") is None:
+        pytest.fail("forescale.controller.rbac.required_rules() does not exist yet: the "
+                    "chart's RBAC cannot be checked against the operator's code until the "
+                    "operator (issue 4) lands")
+    from forescale.controller.rbac import required_rules
+
+    return grants(required_rules())
+
+
+PEERING: set[str] = {"kopfpeerings", "clusterkopfpeerings"}
+
+
+def test_rbac_equals_what_the_operator_uses(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    required = required_grants()
+    # With peering on, the chart grants exactly what the code uses.
+    assert rendered_grants(rendered["peering-one-replica"]) == required
+    # --standalone never touches peering objects, so the default drops those and only those.
+    assert rendered_grants(rendered["defaults"]) == {
+        g for g in required if g[1] not in PEERING}
+
+
+def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["namespaced-rbac"]
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["search", "shop"]
+    bindings = of_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["search", "shop"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fs-forescale",
+                                        "namespace": "forescale"}]
+    # The ClusterRole keeps only cluster-scoped reads; everything namespaced is in the Roles.
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    cluster = grants(cluster_role["rules"])
+    assert {resource for _, resource, _ in cluster} == {"customresourcedefinitions",
+                                                        "namespaces"}
+    assert {verb for _, _, verb in cluster} == {"get", "list", "watch"}
+    # Same total grants as cluster-wide mode, just split by scope.
+    assert rendered_grants(docs) == rendered_grants(rendered["defaults"])
+    for role in roles:
+        assert grants(role["rules"]) == rendered_grants(docs) - cluster
+
+
+def test_namespaced_peering_uses_kopfpeerings(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["peering-namespaced"]
+    peerings = of_kind(docs, "KopfPeering")
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings] == [
+        ("shop", "forescale")]
+    assert not of_kind(docs, "ClusterKopfPeering")
+    assert ("kopf.dev", "kopfpeerings", "patch") in rendered_grants(docs)
+    assert ("kopf.dev", "clusterkopfpeerings", "patch") not in rendered_grants(docs)
+    (peering,) = of_kind(rendered["peering-one-replica"], "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "forescale"
+
+
+# --- CRDs ------------------------------------------------------------------------------
+
+
+def source_crd() -> dict[str, Any]:
+    crd: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
+    return crd
+
+
+def test_chart_crd_equals_crds_folder(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    crds = {c["metadata"]["name"]: c for c in of_kind(rendered["defaults"],
+                                                      "CustomResourceDefinition")}
+    chart_crd = copy.deepcopy(crds["scalingpolicies.forescale.dev"])
+    # Uninstalling the release must not delete every ScalingPolicy with the CRD.
+    assert chart_crd["metadata"]["annotations"].pop(KEEP[0]) == KEEP[1]
+    if not chart_crd["metadata"]["annotations"]:
+        del chart_crd["metadata"]["annotations"]
+    assert chart_crd == source_crd()
+
+
+def test_generated_crd_template_is_up_to_date() -> None:
+    result = subprocess.run([sys.executable, str(SYNC_SCRIPT), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, (
+        f"{result.stderr}run `python scripts/sync-chart-crds.py` and commit the result")
+
+
+def test_crds_switch(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert not of_kind(rendered["no-crds"], "CustomResourceDefinition")
+    names = {c["metadata"]["name"] for c in
+             of_kind(rendered["peering-one-replica"], "CustomResourceDefinition")}
+    assert names == {"scalingpolicies.forescale.dev", "clusterkopfpeerings.kopf.dev",
+                     "kopfpeerings.kopf.dev"}
+    for crd in of_kind(rendered["peering-one-replica"], "CustomResourceDefinition"):
+        assert crd["metadata"]["annotations"][KEEP[0]] == KEEP[1]
+
+
+# --- example ScalingPolicies against the CRD --------------------------------------------
+
+
+def openapi_schema() -> dict[str, Any]:
+    (version,) = source_crd()["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def crd_validator() -> jsonschema.Draft4Validator:
+    # OpenAPI v3.0 (the CRD's dialect) has Draft 4's boolean exclusiveMinimum/Maximum, so a
+    # Draft 4 validator reads the schema as the API server does; x-kubernetes-* keys are
+    # unknown keywords and ignored (the CEL rule is checked separately below).
+    return jsonschema.Draft4Validator(openapi_schema())
+
+
+def cel_min_le_max(manifest: dict[str, Any]) -> bool:
+    """The intent of the CRD's CEL rule, in Python: min <= max when both are given."""
+    (rule,) = openapi_schema()["properties"]["spec"]["x-kubernetes-validations"]
+    assert rule["rule"] == ("!has(self.minReplicas) || !has(self.maxReplicas) || "
+                            "self.minReplicas <= self.maxReplicas")
+    spec = manifest["spec"]
+    return ("minReplicas" not in spec or "maxReplicas" not in spec
+            or spec["minReplicas"] <= spec["maxReplicas"])
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert len(docs) == 1, f"{path.name}: one ScalingPolicy per example file"
+    doc: dict[str, Any] = docs[0]
+    return doc
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_a_valid_scaling_policy(path: Path) -> None:
+    manifest = load_example(path)
+    assert manifest["apiVersion"] == "forescale.dev/v1alpha1"
+    assert manifest["kind"] == "ScalingPolicy"
+    errors = sorted(crd_validator().iter_errors(manifest), key=str)
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    assert cel_min_le_max(manifest)
+    policy_spec_from_manifest(manifest)
+
+
+def minimal_manifest(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "forescale.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": "web"},
+                     "metrics": {"query": "sum(rate(http_requests_total[2m]))"},
+                     "serviceRatePerReplica": 10, **spec}}
+
+
+def test_min_greater_than_max_is_caught_by_the_cel_rule_not_the_schema() -> None:
+    bad = minimal_manifest(minReplicas=5, maxReplicas=3)
+    # The structural schema alone accepts it: the cross-field rule is what rejects it...
+    assert not list(crd_validator().iter_errors(bad))
+    assert not cel_min_le_max(bad)
+    # ...and the core agrees, naming the fields.
+    with pytest.raises(InvalidInputError, match="minReplicas"):
+        policy_spec_from_manifest(bad)
+    assert cel_min_le_max(minimal_manifest(minReplicas=3, maxReplicas=3))
+    assert cel_min_le_max(minimal_manifest(minReplicas=7))
+
+
+@pytest.mark.parametrize("spec", [
+    {"serviceRatePerReplica": 0},           # exclusiveMinimum: the boolean OpenAPI v3.0 form
+    {"mode": "Autopilot"},
+    {"forecast": {"models": ["prophet"]}},
+    {"slo": {"percentile": 1}},
+    {"unknownField": 1},
+], ids=repr)
+def test_schema_rejects_bad_specs(spec: dict[str, Any]) -> None:
+    bad = minimal_manifest(**spec)
+    schema = openapi_schema()
+    # The API server prunes unknown fields in structural schemas; model that as rejection.
+    unknown = set(bad["spec"]) - set(schema["properties"]["spec"]["properties"])
+    assert unknown or list(crd_validator().iter_errors(bad))
+
+
+# --- CRD defaults equal the core's ------------------------------------------------------
+
+
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """Structural defaulting as the API server does it: a missing property with a default
+    gets it, then defaulting recurses into what is present (including the defaults)."""
+    if schema.get("type") == "object" and isinstance(value, dict):
+        out = dict(value)
+        for name, sub in schema.get("properties", {}).items():
+            if name not in out and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = apply_defaults(out[name], sub)
+        return out
+    if schema.get("type") == "array" and isinstance(value, list) and "items" in schema:
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def test_crd_defaults_equal_the_core_defaults() -> None:
+    manifest = minimal_manifest()
+    defaulted = copy.deepcopy(manifest)
+    defaulted["spec"] = apply_defaults(manifest["spec"],
+                                       openapi_schema()["properties"]["spec"])
+    # Defaulting did fill the sections the core reads...
+    assert {"slo", "forecast", "behavior", "chaos", "minReplicas", "maxReplicas",
+            "leadTimeSeconds", "decisionPeriodSeconds"} <= set(defaulted["spec"])
+    # ...and a policy the API server defaulted is the same policy as one the core defaulted.
+    assert policy_spec_from_manifest(defaulted) == policy_spec_from_manifest(manifest)
