@@ -1,0 +1,85 @@
+"""``forescale run``: the operator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@click.command("run")
+@click.option("--namespace", "namespaces", multiple=True, help="Watch these namespaces.")
+@click.option("--all-namespaces", is_flag=True, help="Watch every namespace.")
+@click.option("--prometheus-url", help="Default Prometheus for policies that name none.")
+@click.option("--models-dir", type=click.Path(path_type=Path),
+              help="Where forecast.lstm.modelRef artifacts live.")
+@click.option("--metrics-port", type=int, default=8080, show_default=True,
+              help="/metrics and /healthz (0: any free port).")
+@click.option("--metrics-address", default="0.0.0.0", show_default=True)
+@click.option("--identity", default=lambda: os.environ.get("POD_NAME") or socket.gethostname(),
+              help="Lease holder identity (default: $POD_NAME or the host name).")
+@click.option("--standalone/--no-standalone", default=True, show_default=True,
+              help="Without kopf peering; Leases still keep targets exclusive.")
+@click.option("--peering", help="Use kopf peering under this name (implies --no-standalone).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="Kubeconfig file (default: in-cluster, then ~/.kube/config).")
+@click.option("--step-seconds", type=float, default=60.0, show_default=True,
+              help="Step of the arrival-rate history read from Prometheus.")
+@click.option("--lease-extra-seconds", type=float, default=15.0, show_default=True,
+              help="Lease duration is 2 x decision period + this.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
+              show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: str | None,
+            models_dir: Path | None, metrics_port: int, metrics_address: str, identity: str,
+            standalone: bool, peering: str | None, kubeconfig: str | None,
+            step_seconds: float, lease_extra_seconds: float, log_format: str,
+            log_level: str) -> None:
+    """Run the operator: one decision loop per ScalingPolicy."""
+    if not namespaces and not all_namespaces:
+        raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    _configure_logging(log_format, log_level)
+    from forescale.controller.handlers import run_operator
+    from forescale.controller.kube import KubeClient
+    from forescale.controller.metrics import OperatorMetrics, serve
+    from forescale.controller.settings import ControllerSettings
+    from forescale.controller.worker import Controller
+
+    settings = ControllerSettings(identity=identity, prometheus_url=prometheus_url,
+                                  models_dir=models_dir, kubeconfig=kubeconfig,
+                                  step_seconds=step_seconds,
+                                  lease_extra_seconds=lease_extra_seconds)
+    kube = KubeClient(kubeconfig=kubeconfig)
+    metrics = OperatorMetrics()
+    port = serve(metrics, address=metrics_address, port=metrics_port)
+    logging.getLogger("forescale.controller").info(
+        "forescale operator %s: metrics on %s:%d", identity, metrics_address, port)
+    controller = Controller(settings, kube, metrics)
+    standalone = standalone and not peering
+    run_operator(controller, standalone=standalone, peering=peering,
+                 all_namespaces=all_namespaces, namespaces=namespaces)

@@ -1,0 +1,98 @@
+"""kopf wiring only: login, one daemon per ScalingPolicy, release on deletion, settings.
+
+A daemon rather than a timer: kopf timers share one interval per handler, while every
+policy has its own ``decisionPeriodSeconds`` (and a failing Prometheus wants a shorter
+retry). The daemon's ``body`` is kopf's live view, so spec edits apply on the next cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from forescale.controller.kube import KubeError
+from forescale.controller.worker import Controller
+
+GROUP, VERSION, PLURAL = "forescale.dev", "v1alpha1", "scalingpolicies"
+FINALIZER = "forescale.dev/release-lease"
+
+logger = logging.getLogger("forescale.controller")
+
+
+def operator_settings(*, standalone: bool, peering: str | None) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Our own finalizer name: it is what keeps a deleted policy until its lease is released.
+    settings.persistence.finalizer = FINALIZER
+    # Events for handler failures only; our decisions post their own, rate-limited events.
+    settings.posting.level = logging.WARNING
+    # A watch that silently stalls would freeze spec changes: reconnect every few minutes
+    # (server side), and give up on a connection that stays silent longer than that.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # API calls of kopf itself (patches of finalizers) must not hang a shutdown.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # Deleting a policy stops its daemon; a cycle in a thread cannot be interrupted, so
+    # give it a moment to finish before kopf abandons it.
+    settings.background.cancellation_polling = 1
+    # Standalone by default: per-target Leases, not kopf's peering, decide who scales, so
+    # every replica may observe and report. --peering adds kopf's whole-operator pause.
+    settings.peering.standalone = standalone
+    if peering:
+        settings.peering.name = peering
+        settings.peering.mandatory = True
+    return settings
+
+
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # Explicit: the kubernetes client read $KUBECONFIG at import; use --kubeconfig.
+        params = {k: v for k, v in controller.kube.connection_params().items()
+                  if v is not None}
+        return kopf.ConnectionInfo(**params)
+
+    @kopf.on.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30)
+    async def decide(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
+        snapshot: dict[str, Any] = {}
+        while not stopped:
+            snapshot = copy.deepcopy(dict(body))
+            try:
+                delay = await asyncio.to_thread(controller.cycle, snapshot)
+            except KubeError as exc:
+                # The API is unreachable or refused us: retry soon; kopf keeps the daemon.
+                controller.metrics.errors.labels("KubernetesApi").inc()
+                logger.warning("%s/%s: Kubernetes API error: %s",
+                               body.get("metadata", {}).get("namespace"),
+                               body.get("metadata", {}).get("name"), exc)
+                delay = controller.settings.retry_seconds
+            await stopped.wait(delay)
+        if stopped.reason is not None and \
+                stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED and snapshot:
+            await asyncio.to_thread(controller.release, snapshot)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def release(body: kopf.Body, **_: Any) -> None:
+        try:
+            await asyncio.to_thread(controller.release, copy.deepcopy(dict(body)))
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"could not release the lease: {exc}", delay=2) from exc
+
+    return registry
+
+
+def run_operator(controller: Controller, *, standalone: bool, peering: str | None,
+                 all_namespaces: bool, namespaces: Sequence[str]) -> None:
+    """Run kopf until it is signalled to stop."""
+    kopf.run(registry=build_registry(controller),
+             settings=operator_settings(standalone=standalone, peering=peering),
+             standalone=standalone, peering_name=peering,
+             clusterwide=all_namespaces, namespaces=list(namespaces))

@@ -1,0 +1,119 @@
+"""A coordination.k8s.io/v1 Lease per scale target: whoever holds it may scale the target.
+
+Every write carries the resourceVersion it read, so of two racers exactly one wins and the
+other gets 409 and is not the holder. A renewal always moves ``renewTime`` forward: a
+write that changes nothing keeps its resourceVersion on a real apiserver, so a renewal that
+did not change the object would prove nothing. One lease serves one policy: the holder is
+``--identity`` and the annotation names the policy, so two policies on one target (even in
+one operator process) never both scale it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from forescale.controller.kube import JSON, Conflict, KubeClient, parse_time, rfc3339_micro
+
+POLICY_ANNOTATION = "forescale.dev/policy"
+
+
+def lease_name(kind: str, name: str) -> str:
+    """Named after the target, e.g. ``forescale-deployment-web`` (a valid object name)."""
+    return f"forescale-{kind.lower()}-{name}"[:253].rstrip("-.")
+
+
+def lease_duration_seconds(period_seconds: float, extra_seconds: float) -> int:
+    """Longer than a period: a holder renews every period, and a missed renewal (a slow
+    Prometheus, a slow fit) must not hand the target over while the holder is alive."""
+    return math.ceil(2 * period_seconds + extra_seconds)
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    held: bool
+    holder: str | None
+    message: str
+
+
+class LeaseLock:
+    def __init__(self, kube: KubeClient, *, identity: str) -> None:
+        self._kube = kube
+        self.identity = identity
+
+    def _spec(self, now: float, duration: int, *, acquired: float,
+              transitions: int) -> JSON:
+        return {"holderIdentity": self.identity, "leaseDurationSeconds": duration,
+                "acquireTime": rfc3339_micro(acquired), "renewTime": rfc3339_micro(now),
+                "leaseTransitions": transitions}
+
+    def ensure(self, namespace: str, name: str, *, policy: str, duration: int,
+               now: float) -> LeaseState:
+        """Acquire, renew or take over the lease; ``held`` says whether we hold it now."""
+        lease = self._kube.get_lease(namespace, name)
+        if lease is None:
+            try:
+                self._kube.create_lease(namespace, name,
+                                        self._spec(now, duration, acquired=now, transitions=0),
+                                        labels={"app.kubernetes.io/managed-by": "forescale"},
+                                        annotations={POLICY_ANNOTATION: policy})
+            except Conflict:
+                return LeaseState(False, None, "another operator created the lease first")
+            return LeaseState(True, self.identity, f"acquired lease {namespace}/{name}")
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
+        acquired = parse_time(spec.get("acquireTime")) or now
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity and owner in (policy, None):
+            return self._write(lease, now, duration, policy, acquired=acquired,
+                               transitions=transitions, verb="renewed")
+        renewed = parse_time(spec.get("renewTime"))
+        held_for = float(spec.get("leaseDurationSeconds") or 0)
+        if holder and renewed is not None and now < renewed + held_for:
+            who = holder if holder != self.identity else f"{holder} for policy {owner}"
+            return LeaseState(False, holder, f"lease {namespace}/{name} is held by {who} "
+                                             f"until {rfc3339_micro(renewed + held_for)}")
+        return self._write(lease, now, duration, policy, acquired=now,
+                           transitions=transitions + 1, verb="took over")
+
+    def _write(self, lease: JSON, now: float, duration: int, policy: str, *,
+               acquired: float, transitions: int, verb: str) -> LeaseState:
+        lease = dict(lease)
+        meta = dict(lease.get("metadata") or {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), POLICY_ANNOTATION: policy}
+        lease["metadata"] = meta
+        try:
+            self._kube.replace_lease(lease, self._spec(now, duration, acquired=acquired,
+                                                       transitions=transitions))
+        except Conflict:
+            return LeaseState(False, None, "lost a race for the lease (409 Conflict)")
+        return LeaseState(True, self.identity, f"{verb} lease {meta.get('namespace')}/"
+                                               f"{meta.get('name')}")
+
+    def holder(self, namespace: str, name: str, *, policy: str, now: float) -> bool:
+        """Whether we hold a live lease right now (the check before a scale write)."""
+        lease = self._kube.get_lease(namespace, name)
+        if lease is None:
+            return False
+        spec = lease.get("spec") or {}
+        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
+        renewed = parse_time(spec.get("renewTime"))
+        alive = renewed is not None and now < renewed + float(
+            spec.get("leaseDurationSeconds") or 0)
+        return bool(spec.get("holderIdentity") == self.identity and owner == policy and alive)
+
+    def release(self, namespace: str, name: str, *, policy: str) -> bool:
+        """Delete the lease if it is ours (resourceVersion precondition); True if deleted."""
+        lease = self._kube.get_lease(namespace, name)
+        if lease is None:
+            return False
+        spec = lease.get("spec") or {}
+        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
+        if spec.get("holderIdentity") != self.identity or owner not in (policy, None):
+            return False
+        try:
+            self._kube.delete_lease(lease)
+        except Conflict:
+            return False
+        return True

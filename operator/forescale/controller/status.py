@@ -1,0 +1,202 @@
+"""A decision → the policy's status, its conditions and the Events to emit. Pure: no I/O.
+
+Conditions follow the HPA's: every one has a CamelCase reason; ``lastTransitionTime`` moves
+only when the condition's status changes. Events are emitted for scaling actions and on
+transitions into a fallback or an error, not every period, so a stuck policy does not
+flood the namespace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from forescale.core.plan import Plan
+
+#: Forecast values kept in the status: enough for a dashboard, small enough for etcd.
+MAX_FORECAST_VALUES = 60
+
+CONDITION_TYPES = ("Ready", "ScalingActive", "ModelReady", "ScalingLimited",
+                   "MetricsAvailable")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one decision cycle found and did."""
+
+    now: float
+    generation: int | None
+    mode: str
+    identity: str
+    plan: Plan | None = None
+    #: Why the spec cannot be acted on (InvalidSpec), or None.
+    invalid_spec: str | None = None
+    #: (reason, message) from the Prometheus adapter, or None when the read worked.
+    metrics_error: tuple[str, str] | None = None
+    #: (reason, message) why the target is not scaled although it could be:
+    #: ObserveMode, TargetLocked, ConflictingAutoscaler.
+    blocked: tuple[str, str] | None = None
+    #: Replicas written to /scale in this cycle, or None.
+    scaled_to: int | None = None
+    observed_rate: float | None = None
+    #: Whether an LSTM artifact is configured: without one, its skip is not a fallback.
+    lstm_configured: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _num(x: float | None, digits: int = 4) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), digits)
+
+
+def _model_condition(d: Decision) -> tuple[str, str, str]:
+    plan = d.plan
+    if plan is None or plan.forecast is None:
+        return "Unknown", "NoForecast", "no forecast was made in this cycle"
+    fc = plan.forecast
+    if fc.served_by is None:
+        return "False", fc.reason, fc.message
+    fallbacks = [s for s in fc.stages if not s.served and s.reason != "NotTried"
+                 and not (s.model == "lstm" and not d.lstm_configured)]
+    if fallbacks:
+        first = fallbacks[0]
+        return "False", first.reason, (f"{first.model} skipped ({first.message}); "
+                                       f"{fc.served_by} serves")
+    return "True", "ModelServing", f"{fc.served_by} serves the forecast"
+
+
+def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
+    """type → (status, reason, message)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    plan = d.plan
+    if d.metrics_error is not None:
+        out["MetricsAvailable"] = ("False", *d.metrics_error)
+    elif plan is not None and not plan.metrics_available and plan.forecast is None:
+        out["MetricsAvailable"] = ("False", plan.reasons[1], plan.message)
+    elif plan is not None:
+        out["MetricsAvailable"] = ("True", "MetricsRead", "arrival rate read from Prometheus")
+    else:
+        out["MetricsAvailable"] = ("Unknown", "NotRead", "metrics were not read")
+    out["ModelReady"] = _model_condition(d)
+    limits = plan.limits if plan is not None else ()
+    if limits:
+        out["ScalingLimited"] = ("True", limits[-1].reason, limits[-1].message)
+    else:
+        out["ScalingLimited"] = ("False", "DesiredWithinRange",
+                                 "the desired replicas are within the limits")
+    if d.invalid_spec is not None:
+        out["ScalingActive"] = ("False", "InvalidSpec", d.invalid_spec)
+        out["Ready"] = ("False", "InvalidSpec", d.invalid_spec)
+        return out
+    if d.blocked is not None:
+        out["ScalingActive"] = ("False", *d.blocked)
+    elif d.metrics_error is not None or (plan is not None and not plan.metrics_available):
+        out["ScalingActive"] = ("False", "HoldingReplicas",
+                                "no usable metrics: holding the current replicas")
+    else:
+        out["ScalingActive"] = ("True", "ScalingEnabled",
+                                "the operator scales the target through /scale")
+    if d.metrics_error is not None or plan is None:
+        msg = d.metrics_error[1] if d.metrics_error else "no decision was made"
+        out["Ready"] = ("False", "MetricsUnavailable", msg)
+    else:
+        out["Ready"] = ("True", "DecisionMade", plan.message)
+    return out
+
+
+def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The full status to write (a merge patch of ``status``)."""
+    previous = previous or {}
+    before = {c.get("type"): c for c in previous.get("conditions") or []
+              if isinstance(c, Mapping)}
+    conds = []
+    for ctype, (state, reason, message) in sorted(conditions(d).items(),
+                                                  key=lambda kv: CONDITION_TYPES.index(kv[0])):
+        old = before.get(ctype) or {}
+        changed = old.get("status") != state
+        conds.append({"type": ctype, "status": state, "reason": reason,
+                      "message": message[:1024],
+                      "lastTransitionTime": rfc3339(d.now) if changed or not
+                      old.get("lastTransitionTime") else old["lastTransitionTime"],
+                      "observedGeneration": d.generation})
+    status: dict[str, Any] = {
+        "observedGeneration": d.generation,
+        "conditions": conds,
+        "lastDecisionTime": rfc3339(d.now),
+        "decidedBy": d.identity,
+        "observedArrivalRate": _num(d.observed_rate),
+    }
+    plan = d.plan
+    if d.scaled_to is not None:
+        status["lastScaleTime"] = rfc3339(d.now)
+    if plan is not None:
+        status.update({
+            "currentReplicas": plan.current_replicas,
+            "desiredReplicas": plan.desired_replicas,
+            "reasons": list(plan.reasons),
+            "plannedArrivalRate": _num(plan.planned_arrival_rate),
+            "planState": plan.state.to_dict(),
+        })
+        if plan.forecast is not None:
+            fc = plan.forecast
+            status["servingModel"] = fc.served_by
+            status["skippedModels"] = [{"model": s.model, "reason": s.reason,
+                                        "message": s.message[:512]}
+                                       for s in fc.stages if not s.served]
+            if fc.forecast is not None:
+                f = fc.forecast
+                status["forecast"] = {
+                    "startTime": rfc3339(f.start_seconds), "stepSeconds": f.step_seconds,
+                    "level": f.level,
+                    **{k: [_num(float(v)) for v in getattr(f, k)[:MAX_FORECAST_VALUES]]
+                       for k in ("mean", "lower", "upper")}}
+    return status
+
+
+def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
+    """Events for this cycle: every scale, and every transition into a problem."""
+    previous = previous or {}
+    before = {c.get("type"): (c.get("status"), c.get("reason"))
+              for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    out: list[Event] = []
+    plan = d.plan
+    if d.scaled_to is not None and plan is not None:
+        reason = "ScaledUp" if d.scaled_to > plan.current_replicas else "ScaledDown"
+        out.append(Event("Normal", reason, plan.message))
+    for ctype, (status, reason, message) in conditions(d).items():
+        if status == "True" or before.get(ctype) == (status, reason):
+            continue
+        if ctype == "ScalingLimited":
+            continue
+        if ctype == "ScalingActive" and reason in ("ObserveMode", "TargetLocked"):
+            kind = "Normal"
+        elif ctype == "Ready" and reason != "InvalidSpec":
+            continue  # already said by MetricsAvailable
+        else:
+            kind = "Warning"
+        out.append(Event(kind, reason, message))
+    return _unique(out)
+
+
+def _unique(items: Sequence[Event]) -> list[Event]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in items:
+        if (e.reason, e.message) not in seen:
+            seen.add((e.reason, e.message))
+            out.append(e)
+    return out

@@ -1,0 +1,46 @@
+"""The real operator process against the API emulator and a real Prometheus."""
+
+from __future__ import annotations
+
+import pytest
+
+from forescale.core.sizing import size
+from forescale.core.spec import SLO
+from tests.integration.conftest import RAMP_TO, World
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_fills_in_and_the_deployment_is_scaled_up_before_the_peak(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("web", "web")
+    world.start_operator("operator-a")
+    ready = world.wait(lambda: (c := world.condition("web", "Ready")) and
+                       c["status"] == "True" and c, what="Ready=True")
+    assert ready["reason"] == "DecisionMade"
+    # Sized for the rate observed now, the target would need this many replicas:
+    now_needs = size(RAMP_TO, 10, SLO(), None).replicas
+    world.wait(lambda: world.replicas("web") > now_needs,
+               what=f"more than {now_needs} replicas (ahead of the rising rate)")
+    status = world.get_policy("web")["status"]  # type: ignore[index]
+    assert status["observedGeneration"] == 1
+    assert status["servingModel"] in ("arima", "ma")
+    assert status["plannedArrivalRate"] > RAMP_TO * 0.9
+    assert status["desiredReplicas"] >= world.replicas("web") - 0
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready", "ScalingActive", "ModelReady", "ScalingLimited", "MetricsAvailable"}
+    assert all(e.identity == "operator-a" for e in world.scale_writes())
+    assert world.kube.get("coordination.k8s.io/v1/leases", "forescale-deployment-web",
+                          namespace="default")["spec"]["holderIdentity"] == "operator-a"
+
+
+def test_observe_mode_never_writes_the_target(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("web", "web", mode="Observe")
+    world.start_operator("operator-a")
+    world.wait(lambda: (c := world.condition("web", "ScalingActive")) and
+               c["reason"] == "ObserveMode", what="ScalingActive ObserveMode")
+    world.wait(lambda: (world.get_policy("web") or {}).get("status", {}).get(
+        "desiredReplicas", 0) > 1, what="a desired replicas above 1")
+    assert world.scale_writes() == []
+    assert world.replicas("web") == 1
