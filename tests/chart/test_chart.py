@@ -507,3 +507,34 @@ def test_crd_defaults_equal_the_core_defaults() -> None:
             "leadTimeSeconds", "decisionPeriodSeconds"} <= set(defaulted["spec"])
     # ...and a policy the API server defaulted is the same policy as one the core defaulted.
     assert policy_spec_from_manifest(defaulted) == policy_spec_from_manifest(manifest)
+
+
+# --- the operator image ----------------------------------------------------------------
+
+
+DOCKERFILE = ROOT / "operator" / "Dockerfile"
+
+
+def test_dockerfile_matches_the_package_pins_and_the_chart() -> None:
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    # torch comes from constraints.txt (torch==2.13.0), from the CPU-only index.
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()
+    assert "-c constraints.txt ." in text
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    assert "torch==" not in text.replace("torch==2.13.0", "")  # no second, drifting pin
+    assert lines.count("FROM ${PYTHON_IMAGE} AS builder") == 1
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in lines
+    # Non-root, with the id the chart's securityContext runs as.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    uid = values["securityContext"]["runAsUser"]
+    assert f"USER {uid}:{uid}" in lines
+    assert 'ENTRYPOINT ["forescale", "run"]' in lines
+    assert "COPY models/ /models/" in lines
+    assert "HOME=/tmp \\" in lines and "TMPDIR=/tmp \\" in lines
+    # The chart's default image is this one, tagged with the chart's appVersion.
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert values["image"]["repository"] == "ghcr.io/forescale/forescale"
+    assert values["image"]["tag"] == ""  # empty: appVersion
+    assert f'forescale/forescale:{chart_meta["appVersion"]}' in text
+    assert values["models"]["mountPath"] == "/models"
