@@ -1,0 +1,325 @@
+"""The fallback chain: try each model in ``settings.models`` order, serve the first that passes.
+
+A stage is skipped, with a CamelCase reason, when
+
+- its artifact is missing, corrupt or made for another series (``Artifact*``, LSTM only);
+- the history is shorter than it needs (``HistoryTooShort``);
+- it raises (``ModelError``): a model failure must never take the operator down;
+- it overruns ``settings.stage_budget_seconds`` (``BudgetExceeded``), measured only with an
+  injected clock: the core never reads the clock itself, so without one budgets are off;
+- its forecast has a NaN or infinity (``NonFiniteForecast``) or a negative mean
+  (``NegativeForecast``): forecasters return raw values so that a bad fit shows here;
+- its recent out-of-sample error is above ``settings.max_error`` (``AccuracyTooLow``).
+
+Later stages after the serving one are reported as ``NotTried``. Every stage's outcome is in
+the result, so a status condition can say why LSTM did not serve, not just that ARIMA did.
+
+The recent error is the WAPE of the forecast mean at up to :data:`CHECK_ORIGINS` origins,
+one horizon apart, in the last ``CHECK_ORIGINS * horizon`` samples: each forecast is made
+from the history up to its origin with the current parameters (no refit) and scored
+against what followed. For ARIMA those parameters have seen the scored samples, so the
+check is a little optimistic; it exists to catch a model that has gone wrong, such as a
+stale LSTM after the traffic changed shape, not to rank models. A history too short for
+even one origin (``min_history + horizon`` samples) cannot be checked; the stage then serves
+with ``recent_error`` None and says so, rather than leaving a young service unforecast.
+
+State: the loaded LSTM and the fitted ARIMA are kept between calls. ARIMA is refitted when
+``now - fitted_at >= settings.arima_refit_seconds`` or when the history no longer continues
+what it has seen (a gap, a restart, rewritten samples); otherwise new samples are filtered
+into its state. Given the same inputs and call sequence the result is the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from forescale.core.errors import ArtifactError
+from forescale.core.forecast import registry
+from forescale.core.forecast.base import Forecast, Forecaster, check_horizon
+from forescale.core.metrics import wape
+from forescale.core.series import Series
+from forescale.core.spec import ForecastSettings, ModelName
+
+#: Origins of the recent out-of-sample check.
+CHECK_ORIGINS = 3
+#: A mean this far below 0 (req/s) is rounding, not a bad model: ~0.09 requests a day.
+NEGATIVE_TOLERANCE = 1e-6
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """How one model of the chain fared."""
+
+    model: str
+    served: bool
+    #: ``Served``, ``ArtifactMissing``, ``ArtifactCorrupt``, ``ArtifactMismatch``,
+    #: ``HistoryTooShort``, ``ModelError``, ``BudgetExceeded``, ``NonFiniteForecast``,
+    #: ``NegativeForecast``, ``AccuracyTooLow`` or ``NotTried``.
+    reason: str
+    message: str
+    #: WAPE of the recent out-of-sample check, when it was computed.
+    recent_error: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "served": self.served,
+            "reason": self.reason,
+            "message": self.message,
+            "recent_error": _json_number(self.recent_error),
+        }
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """The forecast (or none) with every stage's report."""
+
+    forecast: Forecast | None
+    served_by: str | None
+    stages: tuple[StageReport, ...]
+    #: ``Forecasted``, ``NoData`` or ``AllForecastersFailed``.
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "served_by": self.served_by,
+            "forecast": None if self.forecast is None else self.forecast.to_dict(),
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+def _json_number(x: float | None) -> float | None:
+    # JSON has no infinity; a WAPE of inf (actuals all zero) is still in the message.
+    if x is None or not math.isfinite(x):
+        return None
+    return round(x, 6)
+
+
+class _Skip(Exception):  # noqa: N818 (control flow, not an error)
+    """A stage cannot serve; carries the reason and the one-line message."""
+
+    def __init__(self, reason: str, message: str, recent_error: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.recent_error = recent_error
+
+
+class ForecastChain:
+    """Forecasts with the first model of ``settings.models`` that passes every gate.
+
+    ``clock`` (seconds, monotonic) enables the per-stage budget; ``lstm`` is a preloaded
+    model used instead of loading ``settings.lstm_model``.
+    """
+
+    def __init__(self, settings: ForecastSettings, *, clock: Clock | None = None,
+                 lstm: Forecaster | None = None) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._preloaded_lstm = lstm
+        self._loaded_lstm: dict[str, Forecaster] = {}
+        self._models: dict[str, Forecaster] = {}
+        self._fitted_at: dict[str, float] = {}
+
+    def forecast(self, history: Series, horizon: int, *, now: float) -> ChainResult:
+        """Forecast the ``horizon`` steps after ``history``; ``now`` drives refits."""
+        check_horizon(horizon)
+        if len(history) == 0 or history.missing == len(history):
+            what = "history is empty" if len(history) == 0 else \
+                f"all {len(history)} samples of history are missing"
+            untried = tuple(StageReport(m, False, "NotTried", f"not tried: {what}")
+                            for m in self.settings.models)
+            return ChainResult(None, None, untried, "NoData", f"no data: {what}")
+        note = ""
+        if history.missing:
+            note = (f"; interpolated {history.missing} missing of {len(history)} samples "
+                    f"(longest gap {_longest_gap(history)})")
+            history = history.filled()
+
+        stages: list[StageReport] = []
+        served: Forecast | None = None
+        served_by: str | None = None
+        for name in self.settings.models:
+            if served is not None:
+                stages.append(StageReport(name, False, "NotTried",
+                                          f"not tried: {served_by} served"))
+                continue
+            start = self._clock() if self._clock is not None else 0.0
+            try:
+                fc, detail, error = self._run_stage(name, history, horizon, now, start)
+            except _Skip as skip:
+                stages.append(StageReport(name, False, skip.reason, skip.message,
+                                          skip.recent_error))
+                continue
+            served, served_by = _served_forecast(fc), name
+            stages.append(StageReport(name, True, "Served", detail, error))
+
+        skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages
+                            if not s.served and s.reason != "NotTried")
+        if served is None:
+            return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
+                               f"no forecaster could serve ({skipped}){note}")
+        after = f" after {skipped}" if skipped else ""
+        return ChainResult(served, served_by, tuple(stages), "Forecasted",
+                           f"forecast by {served_by}{after}{note}")
+
+    # -- one stage -----------------------------------------------------------------------
+
+    def _run_stage(self, name: ModelName, history: Series, horizon: int, now: float,
+                   start: float) -> tuple[Forecast, str, float | None]:
+        """Prepare, forecast and gate one model; raises :class:`_Skip` when it cannot serve."""
+        level = self.settings.confidence
+        try:
+            model, prepared = self._prepare(name, history, horizon, now)
+            forecast = model.forecast(history, horizon, level)
+        except _Skip:
+            raise
+        except ArtifactError as exc:
+            raise _Skip(exc.reason, _one_line(exc)) from None
+        except Exception as exc:
+            # Broad on purpose: whatever a model raises, the next stage should get its turn.
+            raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
+        self._check_budget(start)
+        _check_values(forecast)
+        error = self._recent_error(model, history, horizon)
+        self._check_budget(start)
+        if error is not None and not error <= self.settings.max_error:
+            raise _Skip("AccuracyTooLow",
+                        f"recent error (WAPE) {error:.3g} is above the limit "
+                        f"{self.settings.max_error:g}", error)
+        checked = (f"recent error {error:.3g} (limit {self.settings.max_error:g})"
+                   if error is not None else
+                   "recent error not checked: history too short for one origin")
+        return forecast, f"{prepared}; {checked}", error
+
+    def _prepare(self, name: ModelName, history: Series, horizon: int,
+                 now: float) -> tuple[Forecaster, str]:
+        """The stage's model, ready to forecast ``history``, and what was done to it."""
+        if name == "lstm":
+            model = self._lstm()
+            check = getattr(model, "check_compatible", None)
+            if callable(check):
+                check(history, horizon)
+            self._require_history(model, history)
+            return model, "pretrained artifact"
+        if name not in self._models:
+            self._models[name] = registry.create(name, self.settings)
+        model = self._models[name]
+        self._require_history(model, history)
+        if name == "arima":
+            why = self._refit_reason(model, history, now)
+            if why is None:
+                return model, "no refit: new samples filtered into the fitted state"
+            # Forget the old fit first: if the refit raises, the next call retries it.
+            self._fitted_at.pop(name, None)
+            model.fit(history)
+            self._fitted_at[name] = now
+            return model, f"refitted ({why})"
+        # The moving average (and any other stateless model) has nothing to keep: its fit
+        # is free, so fitting on the current history every call is the simple, exact path.
+        model.fit(history)
+        return model, "stateless"
+
+    def _lstm(self) -> Forecaster:
+        if self._preloaded_lstm is not None:
+            return self._preloaded_lstm
+        path = self.settings.lstm_model
+        if path is None:
+            raise _Skip("ArtifactMissing",
+                        "no LSTM model configured")
+        if path not in self._loaded_lstm:
+            # Failures are not cached: a missing artifact may be mounted or trained later.
+            self._loaded_lstm[path] = registry.create("lstm", self.settings)
+        return self._loaded_lstm[path]
+
+    def _refit_reason(self, model: Forecaster, history: Series, now: float) -> str | None:
+        fitted_at = self._fitted_at.get("arima")
+        if fitted_at is None or not model.fitted:
+            return "first fit"
+        if now - fitted_at >= self.settings.arima_refit_seconds:
+            return f"last fit {now - fitted_at:.0f}s ago"
+        continues: Any = getattr(model, "continues", None)
+        if callable(continues) and not continues(history):
+            return "history does not continue the fitted one"
+        return None
+
+    @staticmethod
+    def _require_history(model: Forecaster, history: Series) -> None:
+        if len(history) < model.min_history:
+            raise _Skip("HistoryTooShort",
+                        f"needs at least {model.min_history} samples of history, "
+                        f"has {len(history)}")
+
+    def _check_budget(self, start: float) -> None:
+        if self._clock is None:
+            return
+        elapsed = self._clock() - start
+        if elapsed > self.settings.stage_budget_seconds:
+            raise _Skip("BudgetExceeded",
+                        f"took {elapsed:.2f}s, budget {self.settings.stage_budget_seconds:g}s")
+
+    def _recent_error(self, model: Forecaster, history: Series, horizon: int) -> float | None:
+        """WAPE of forecasts from recent history prefixes (see the module docstring)."""
+        n = len(history)
+        origins = [n - k * horizon for k in range(1, CHECK_ORIGINS + 1)
+                   if n - k * horizon >= model.min_history]
+        if not origins:
+            return None
+        actual, predicted = [], []
+        for origin in sorted(origins):
+            try:
+                fc = model.forecast(history.head(origin), horizon, self.settings.confidence)
+            except Exception as exc:
+                raise _Skip("ModelError", f"recent-error check: {type(exc).__name__}: "
+                                          f"{_one_line(exc)}") from None
+            actual.append(history.values[origin: origin + horizon])
+            predicted.append(fc.mean)
+        error = wape(np.concatenate(actual), np.concatenate(predicted))
+        # NaN (a non-finite past forecast) must fail the gate, not slip through a comparison.
+        return error if not math.isnan(error) else math.inf
+
+
+def _check_values(forecast: Forecast) -> None:
+    bad = sum(int((~np.isfinite(a)).sum()) for a in (forecast.mean, forecast.lower,
+                                                       forecast.upper))
+    if bad:
+        raise _Skip("NonFiniteForecast",
+                    f"forecast has {bad} non-finite values (mean, lower and upper)")
+    lowest = float(forecast.mean.min())
+    if lowest < -NEGATIVE_TOLERANCE:
+        raise _Skip("NegativeForecast",
+                    f"forecast mean goes down to {lowest:.3g} req/s "
+                    f"(step {int(forecast.mean.argmin()) + 1} of {forecast.horizon})")
+
+
+def _served_forecast(fc: Forecast) -> Forecast:
+    """The forecast as served: a rate interval within [0, inf) that contains its mean.
+
+    A Gaussian interval of a non-negative rate can dip below 0; that says nothing about the
+    model (the mean has passed the gate) and the plan must never see a negative rate.
+    """
+    mean = np.maximum(fc.mean, 0.0)
+    lower = np.clip(fc.lower, 0.0, mean)
+    upper = np.maximum(fc.upper, mean)
+    return Forecast(fc.model, fc.start_seconds, fc.step_seconds, mean, lower, upper, fc.level)
+
+
+def _longest_gap(history: Series) -> int:
+    nan = np.concatenate(([0], np.isnan(history.values).astype(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(nan))
+    return int((edges[1::2] - edges[0::2]).max()) if edges.size else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,0 +1,169 @@
+"""ArimaForecaster: Fourier seasonality, the update path, prefixes, raw (unclipped) output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.forecast.arima import ArimaForecaster
+from forescale.core.series import Series
+
+#: The ``make_seasonal`` fixture (tests/conftest.py).
+SeasonalFactory = Callable[..., Series]
+
+DAY = 86400.0
+
+
+def _fitted(history: Series, **kwargs: object) -> ArimaForecaster:
+    model = ArimaForecaster(**kwargs)  # type: ignore[arg-type]
+    model.fit(history)
+    return model
+
+
+@pytest.fixture
+def fit_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts refits: every call of ArimaForecaster._fit appends the history length."""
+    calls: list[int] = []
+    original = ArimaForecaster._fit
+
+    def spy(self: ArimaForecaster, history: Series) -> None:
+        calls.append(len(history))
+        original(self, history)
+
+    monkeypatch.setattr(ArimaForecaster, "_fit", spy)
+    return calls
+
+
+def test_learns_the_daily_shape(seasonal_series: Series) -> None:
+    history = seasonal_series.head(len(seasonal_series) - 36)
+    model = _fitted(history)
+    assert model.fourier_terms_used == 3
+    fc = model.forecast(history, 36, 0.9)
+    # The true rate the Poisson counts were drawn around (see tests/conftest.py).
+    t = fc.timestamps()
+    truth = 20.0 * (1.0 + 0.6 * np.sin(2.0 * np.pi * (t % DAY) / DAY))
+    assert np.abs(fc.mean - truth).max() < 0.1 * truth.mean()
+    actual = seasonal_series.values[-36:]
+    assert 0.75 <= np.mean((fc.lower <= actual) & (actual <= fc.upper)) <= 1.0
+
+
+def test_no_fourier_terms_under_two_days(make_seasonal: SeasonalFactory) -> None:
+    short = make_seasonal(days=1.5)
+    model = _fitted(short, fourier_terms=3)
+    assert model.fourier_terms_used == 0
+    assert np.isfinite(model.forecast(short, 6, 0.9).mean).all()
+    assert _fitted(make_seasonal(), fourier_terms=0).fourier_terms_used == 0
+
+
+def test_fit_uses_a_bounded_recent_window(fit_calls: list[int],
+                                          make_seasonal: SeasonalFactory) -> None:
+    week = make_seasonal(days=7.0)
+    model = _fitted(week, fit_window_seconds=2 * DAY)
+    assert fit_calls == [len(week)]
+    window = 2 * 288
+    # Only the window counts: a sample rewritten before it changes nothing, inside it does.
+    for index, continues in ((len(week) - window - 1, True), (len(week) - window, False)):
+        values = week.values.copy()
+        values[index] += 1.0
+        assert model.continues(Series(week.start_seconds, week.step_seconds,
+                                      values)) is continues
+
+
+def test_new_samples_update_the_state_without_refitting(
+        seasonal_series: Series, fit_calls: list[int]) -> None:
+    n = len(seasonal_series)
+    model = _fitted(seasonal_series.head(n - 12))
+    updated = [model.forecast(seasonal_series.head(k), 6, 0.9) for k in (n - 11, n - 5, n)]
+    assert len(fit_calls) == 1
+    # The update is the same filter as running the fitted parameters over the history anew
+    # (apply), up to the initial state of that run.
+    fresh = _fitted(seasonal_series.head(n - 12))
+    applied = fresh._apply(seasonal_series)  # the prefix/other-history path
+    assert updated[-1].start_seconds == seasonal_series.end_seconds
+    np.testing.assert_allclose(
+        updated[-1].mean,
+        fresh._design(updated[-1].timestamps()) @ fresh._beta
+        + np.asarray(applied.get_forecast(6).predicted_mean), rtol=1e-3)
+
+
+def test_prefix_forecast_leaves_the_state_alone(seasonal_series: Series,
+                                                fit_calls: list[int]) -> None:
+    model = _fitted(seasonal_series)
+    before = model.forecast(seasonal_series, 6, 0.9)
+    prefix = seasonal_series.head(len(seasonal_series) - 30)
+    from_prefix = model.forecast(prefix, 6, 0.9)
+    assert from_prefix.start_seconds == prefix.end_seconds
+    after = model.forecast(seasonal_series, 6, 0.9)
+    np.testing.assert_array_equal(before.mean, after.mean)
+    assert model.continues(seasonal_series)
+    assert len(fit_calls) == 1
+
+
+def test_sliding_window_history_still_continues(seasonal_series: Series) -> None:
+    # The operator reads "the last 7 days" each time: the start moves with the end.
+    n = len(seasonal_series)
+    model = _fitted(seasonal_series.head(n - 10))
+    later = Series(seasonal_series.start_seconds + 10 * seasonal_series.step_seconds,
+                   seasonal_series.step_seconds, seasonal_series.values[10:])
+    assert model.continues(later)
+
+
+def test_what_does_not_continue(seasonal_series: Series) -> None:
+    n = len(seasonal_series)
+    model = _fitted(seasonal_series.head(n - 10))
+    step = seasonal_series.step_seconds
+    rewritten = seasonal_series.values.copy()
+    rewritten[n - 20] += 1.0
+    shifted = Series(seasonal_series.start_seconds + step / 2, step, seasonal_series.values)
+    after_gap = Series(seasonal_series.end_seconds + 100 * step, step,
+                       seasonal_series.values[:200])
+    cases = {
+        "prefix": seasonal_series.head(n - 11),
+        "rewritten sample": Series(seasonal_series.start_seconds, step, rewritten),
+        "off the time grid": shifted,
+        "after a gap": after_gap,
+        "another step": Series(seasonal_series.start_seconds, step * 2,
+                               seasonal_series.values),
+    }
+    for label, history in cases.items():
+        assert not model.continues(history), label
+    assert not ArimaForecaster().continues(seasonal_series)  # never fitted
+
+
+def test_negative_values_are_returned_raw() -> None:
+    # Traffic collapsing at the end of the history: ARIMA extrapolates the fall below 0.
+    # The forecaster must not hide that; the chain's gate rejects it (NegativeForecast).
+    rng = np.random.default_rng(0)
+    values = np.concatenate([np.full(300, 5.0) + rng.normal(0, 0.01, 300),
+                             np.linspace(5.0, 0.3, 10)])
+    history = Series.from_array(values)
+    fc = _fitted(history).forecast(history, 10, 0.9)
+    assert fc.mean.min() < 0.0
+    assert fc.lower.min() < fc.mean.min()
+
+
+def test_lower_bound_is_not_clipped_at_a_trough(make_seasonal: SeasonalFactory) -> None:
+    series = make_seasonal(base=2.0, amplitude=1.0)
+    model = _fitted(series)
+    phase = (series.timestamps() % DAY) / DAY
+    trough = int(np.flatnonzero(np.abs(phase - 0.75) < 0.5 / 288)[-1])
+    fc = model.forecast(series.head(trough), 6, 0.9)
+    assert fc.lower.min() < 0.0  # a Gaussian interval of a rate near 0, as computed
+
+
+def test_convergence_warnings_stay_local(seasonal_series: Series,
+                                         recwarn: pytest.WarningsRecorder) -> None:
+    _fitted(seasonal_series, maxiter=1).forecast(seasonal_series, 3, 0.9)
+    assert not [w for w in recwarn if "statsmodels" in w.filename]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"order": (2, 1)}, {"order": (-1, 1, 1)}, {"fourier_terms": -1},
+    {"season_seconds": 0.0}, {"fit_window_seconds": float("nan")}, {"maxiter": 0},
+])
+def test_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        ArimaForecaster(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,422 @@
+"""ForecastChain: one test per fallback cause, plus refit scheduling and the result's shape.
+
+Fakes stand in for models through the registry (``monkeypatch.setitem``) or the chain's
+``lstm`` argument; the real LSTM is used where the artifact itself is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forescale.core.errors import ArtifactError
+from forescale.core.forecast import registry
+from forescale.core.forecast.arima import ArimaForecaster
+from forescale.core.forecast.base import Forecast, Forecaster
+from forescale.core.forecast.chain import ChainResult, ForecastChain
+from forescale.core.series import FloatArray, Series
+from forescale.core.spec import ForecastSettings, ModelName
+
+#: The ``make_seasonal`` fixture (tests/conftest.py).
+SeasonalFactory = Callable[..., Series]
+
+HORIZON = 6
+NOW = 1_800_000_000.0
+
+Behaviour = Callable[[Series, int], tuple[FloatArray, FloatArray, FloatArray]]
+
+
+def _level(history: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """A decent forecast: the mean of the last hour, ±20 %."""
+    mean = np.full(horizon, float(history.values[-12:].mean()))
+    return mean, 0.8 * mean, 1.2 * mean
+
+
+class Fake(Forecaster):
+    """A forecaster whose output (or failure) a test chooses."""
+
+    def __init__(self, behaviour: Behaviour = _level, *, name: str = "fake",
+                 min_history: int = 1, on_forecast: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self._behaviour = behaviour
+        self._min_history = min_history
+        self._on_forecast = on_forecast
+        self.forecasts = 0
+
+    @property
+    def min_history(self) -> int:
+        return self._min_history
+
+    def _fit(self, history: Series) -> None:
+        return None
+
+    def _forecast(self, history: Series, horizon: int, level: float) -> Forecast:
+        self.forecasts += 1
+        if self._on_forecast is not None:
+            self._on_forecast()
+        mean, lower, upper = self._behaviour(history, horizon)
+        return Forecast(self.name, history.end_seconds, history.step_seconds, mean, lower,
+                        upper, level)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _raise(history: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    raise np.linalg.LinAlgError("Schur decomposition solver error.\nsecond line")
+
+
+def _constant(value: float) -> Behaviour:
+    def behaviour(history: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        mean = np.full(horizon, value)
+        return mean, mean - 1.0, mean + 1.0
+    return behaviour
+
+
+@pytest.fixture
+def history(make_seasonal: SeasonalFactory) -> Series:
+    return make_seasonal(days=1.0)
+
+
+def _settings(*models: ModelName, **changes: object) -> ForecastSettings:
+    return ForecastSettings(models=models, **changes)  # type: ignore[arg-type]
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, name: ModelName, model: Forecaster) -> None:
+    monkeypatch.setitem(registry.FACTORIES, name, lambda settings: model)
+
+
+def _reasons(result: ChainResult) -> list[tuple[str, str]]:
+    return [(s.model, s.reason) for s in result.stages]
+
+
+def _assert_fell_back(result: ChainResult, model: str, reason: str) -> None:
+    assert result.reason == "Forecasted"
+    assert result.served_by == "ma"
+    assert result.forecast is not None and result.forecast.model == "ma"
+    assert (model, reason) in _reasons(result)
+    assert f"{model}: {reason}" in result.message
+
+
+# -- one test per fallback cause -------------------------------------------------------
+
+
+def test_artifact_missing_without_a_path(history: Series) -> None:
+    result = ForecastChain(_settings("lstm", "ma")).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "lstm", "ArtifactMissing")
+
+
+def test_artifact_missing_at_the_path(history: Series, tmp_path: Path) -> None:
+    settings = _settings("lstm", "ma", lstm_model=str(tmp_path / "nowhere"))
+    result = ForecastChain(settings).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "lstm", "ArtifactMissing")
+    assert "nowhere" in result.stages[0].message
+
+
+def test_artifact_corrupt(history: Series, tmp_path: Path) -> None:
+    (tmp_path / "metadata.json").write_text("{not json")
+    (tmp_path / "weights.pt").write_bytes(b"\x00garbage")
+    settings = _settings("lstm", "ma", lstm_model=str(tmp_path))
+    result = ForecastChain(settings).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "lstm", "ArtifactCorrupt")
+
+
+@pytest.fixture(scope="module")
+def lstm_artifact(tmp_path_factory: pytest.TempPathFactory,
+                  make_seasonal: SeasonalFactory) -> Path:
+    """A small LSTM trained for 2 epochs at a 5-minute step, saved as an artifact."""
+    from forescale.core.forecast.lstm import train_lstm
+
+    path = tmp_path_factory.mktemp("lstm")
+    train_lstm(make_seasonal(), epochs=2, seed=0, hidden_size=16).save(path)
+    return path
+
+
+def test_artifact_mismatch_step(lstm_artifact: Path, make_seasonal: SeasonalFactory) -> None:
+    minute_steps = make_seasonal(days=1.0, step_seconds=60.0)
+    settings = _settings("lstm", "ma", lstm_model=str(lstm_artifact))
+    result = ForecastChain(settings).forecast(minute_steps, HORIZON, now=NOW)
+    _assert_fell_back(result, "lstm", "ArtifactMismatch")
+    assert "300s" in result.stages[0].message
+
+
+def test_artifact_mismatch_horizon(lstm_artifact: Path, history: Series) -> None:
+    settings = _settings("lstm", "ma", lstm_model=str(lstm_artifact))
+    result = ForecastChain(settings).forecast(history, 16, now=NOW)  # trained for 15
+    _assert_fell_back(result, "lstm", "ArtifactMismatch")
+
+
+def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Series,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from forescale.core.forecast.lstm import LSTMForecaster
+
+    loads: list[str] = []
+    original = LSTMForecaster.load.__func__  # type: ignore[attr-defined]
+
+    def counting_load(cls: type[LSTMForecaster], path: str) -> LSTMForecaster:
+        loads.append(path)
+        loaded: LSTMForecaster = original(cls, path)
+        return loaded
+
+    monkeypatch.setattr(LSTMForecaster, "load", classmethod(counting_load))
+    # A generous error limit: a 2-epoch net is not accurate, the plumbing is the point.
+    chain = ForecastChain(_settings("lstm", "ma", lstm_model=str(lstm_artifact),
+                                    max_error=10.0))
+    for k in range(2):
+        result = chain.forecast(history.head(len(history) - k), HORIZON, now=NOW + 60 * k)
+        assert result.served_by == "lstm", result.message
+        assert _reasons(result) == [("lstm", "Served"), ("ma", "NotTried")]
+        assert result.stages[0].recent_error is not None
+    assert loads == [str(lstm_artifact)]
+
+
+def test_history_too_short(history: Series) -> None:
+    short = history.head(40)  # ARIMA needs 60
+    result = ForecastChain(_settings("arima", "ma")).forecast(short, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "HistoryTooShort")
+    assert "60" in result.stages[0].message
+
+
+def test_raising_model(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use(monkeypatch, "arima", Fake(_raise))
+    result = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "ModelError")
+    message = result.stages[0].message
+    assert message.startswith("LinAlgError: Schur")
+    assert "\n" not in message
+
+
+def test_budget_overrun_with_a_fake_clock(history: Series,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+
+    def slow() -> None:
+        clock.now += 3.0  # each forecast "takes" 3 s; the budget is 5 s
+
+    _use(monkeypatch, "arima", Fake(on_forecast=slow))
+    settings = _settings("arima", "ma", stage_budget_seconds=5.0)
+    result = ForecastChain(settings, clock=clock).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "BudgetExceeded")
+    assert "budget 5s" in result.stages[0].message
+
+
+def test_one_slow_forecast_is_caught_before_the_accuracy_check(
+        history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    slow = Fake(on_forecast=lambda: setattr(clock, "now", clock.now + 6.0))
+    _use(monkeypatch, "arima", slow)
+    result = ForecastChain(_settings("arima", "ma"), clock=clock).forecast(
+        history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "BudgetExceeded")
+    assert slow.forecasts == 1
+
+
+def test_budget_not_enforced_without_a_clock(history: Series,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    _use(monkeypatch, "arima", Fake(on_forecast=lambda: setattr(clock, "now", 1e9)))
+    result = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW)
+    assert result.served_by == "arima"
+
+
+def test_non_finite_output(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    def nan_upper(h: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        mean, lower, upper = _level(h, horizon)
+        upper[-1] = np.inf
+        return mean, lower, upper
+
+    _use(monkeypatch, "arima", Fake(nan_upper))
+    result = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "NonFiniteForecast")
+
+
+def test_negative_output(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use(monkeypatch, "arima", Fake(_constant(-0.5)))
+    result = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "NegativeForecast")
+    assert "-0.5" in result.stages[0].message
+
+
+def test_accuracy_above_the_limit(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    level = float(history.values.mean())
+    _use(monkeypatch, "arima", Fake(_constant(3.0 * level)))  # ~200 % off
+    settings = _settings("arima", "ma", max_error=0.5)
+    result = ForecastChain(settings).forecast(history, HORIZON, now=NOW)
+    _assert_fell_back(result, "arima", "AccuracyTooLow")
+    stage = result.stages[0]
+    assert stage.recent_error is not None and stage.recent_error > 0.5
+    served = result.stages[1]
+    assert served.recent_error is not None and served.recent_error <= 0.5
+
+
+def test_no_data() -> None:
+    chain = ForecastChain(ForecastSettings())
+    for history in (Series.from_array([]), Series.from_array([np.nan] * 30)):
+        result = chain.forecast(history, HORIZON, now=NOW)
+        assert (result.reason, result.forecast, result.served_by) == ("NoData", None, None)
+        assert [s.reason for s in result.stages] == ["NotTried"] * 3
+
+
+def test_all_forecasters_failed(history: Series) -> None:
+    settings = _settings("lstm", "arima", "ma", moving_average_window=100)
+    result = ForecastChain(settings).forecast(history.head(50), HORIZON, now=NOW)
+    assert result.reason == "AllForecastersFailed"
+    assert result.forecast is None and result.served_by is None
+    assert _reasons(result) == [("lstm", "ArtifactMissing"), ("arima", "HistoryTooShort"),
+                                ("ma", "HistoryTooShort")]
+
+
+# -- the rest of the semantics ----------------------------------------------------------
+
+
+def test_real_chain_on_three_days_of_nasa(nasa_3days: Series) -> None:
+    result = ForecastChain(ForecastSettings()).forecast(nasa_3days, 15, now=NOW)
+    assert _reasons(result) == [("lstm", "ArtifactMissing"), ("arima", "Served"),
+                                ("ma", "NotTried")]
+    arima = result.stages[1]
+    assert arima.recent_error is not None and arima.recent_error < 0.5
+    assert result.forecast is not None
+    # Around 40 requests a minute at that hour: well inside 0-3 req/s.
+    assert 0.0 < result.forecast.mean.min() <= result.forecast.mean.max() < 3.0
+
+
+def test_stages_after_the_served_one_are_not_tried(history: Series) -> None:
+    result = ForecastChain(_settings("ma", "arima")).forecast(history, HORIZON, now=NOW)
+    assert _reasons(result) == [("ma", "Served"), ("arima", "NotTried")]
+    assert result.message == "forecast by ma"
+
+
+def test_too_short_to_check_serves_unchecked(history: Series) -> None:
+    # The moving average (window 15) needs 16 samples; one check origin would need 22.
+    result = ForecastChain(_settings("ma")).forecast(history.head(20), HORIZON, now=NOW)
+    assert result.served_by == "ma"
+    assert result.stages[0].recent_error is None
+    assert "not checked" in result.stages[0].message
+
+
+def test_missing_samples_are_interpolated_and_noted(history: Series) -> None:
+    values = history.values.copy()
+    values[[100, 101, 102, 200]] = np.nan
+    gappy = Series(history.start_seconds, history.step_seconds, values)
+    result = ForecastChain(_settings("ma")).forecast(gappy, HORIZON, now=NOW)
+    assert result.served_by == "ma"
+    assert "interpolated 4 missing of 288 samples (longest gap 3)" in result.message
+
+
+def test_served_interval_is_clipped_to_non_negative(history: Series,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def dips(h: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        mean, _, upper = _level(h, horizon)
+        return mean, mean - 1e3, upper
+
+    _use(monkeypatch, "arima", Fake(dips))
+    result = ForecastChain(_settings("arima")).forecast(history, HORIZON, now=NOW)
+    assert result.forecast is not None
+    assert (result.forecast.lower == 0.0).all()
+
+
+def test_deterministic_and_json_ready(history: Series) -> None:
+    settings = _settings("lstm", "arima", "ma")
+    first = ForecastChain(settings).forecast(history, HORIZON, now=NOW).to_dict()
+    second = ForecastChain(settings).forecast(history, HORIZON, now=NOW).to_dict()
+    assert first == second
+    document = json.loads(json.dumps(first, allow_nan=False))
+    assert document["reason"] == "Forecasted"
+    assert document["served_by"] == "arima"
+    assert [s["reason"] for s in document["stages"]] == ["ArtifactMissing", "Served",
+                                                         "NotTried"]
+    assert set(document["stages"][0]) == {"model", "served", "reason", "message",
+                                          "recent_error"}
+    assert len(document["forecast"]["mean"]) == HORIZON
+
+
+def test_preloaded_lstm_is_used_and_checked(history: Series) -> None:
+    mismatch = ArtifactError("trained at 60s", reason="ArtifactMismatch")
+
+    class Incompatible(Fake):
+        def check_compatible(self, history: Series, horizon: int) -> None:
+            raise mismatch
+
+    fake = Incompatible(name="lstm")
+    fake.fit(history)
+    result = ForecastChain(_settings("lstm", "ma"), lstm=fake).forecast(
+        history, HORIZON, now=NOW)
+    _assert_fell_back(result, "lstm", "ArtifactMismatch")
+    good = Fake(name="lstm").fit(history)
+    served = ForecastChain(_settings("lstm", "ma"), lstm=good).forecast(
+        history, HORIZON, now=NOW)
+    assert served.served_by == "lstm"
+
+
+# -- ARIMA refits on schedule and updates in between -----------------------------------
+
+
+@pytest.fixture
+def arima_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = ArimaForecaster._fit
+
+    def spy(self: ArimaForecaster, history: Series) -> None:
+        calls.append(len(history))
+        original(self, history)
+
+    monkeypatch.setattr(ArimaForecaster, "_fit", spy)
+    return calls
+
+
+def test_arima_updates_between_refits_and_refits_on_schedule(
+        arima_fits: list[int], make_seasonal: SeasonalFactory) -> None:
+    series = make_seasonal(days=2.5)
+    n, step = len(series), series.step_seconds
+    chain = ForecastChain(_settings("arima", arima_refit_seconds=3600.0))
+
+    def at(k: int) -> ChainResult:
+        # k samples after the first call, with the clock moving in step with the data.
+        result = chain.forecast(series.head(n - 20 + k), HORIZON, now=NOW + k * step)
+        assert result.served_by == "arima", result.message
+        return result
+
+    assert "refitted (first fit)" in at(0).stages[0].message
+    for k in (1, 2, 11):  # 55 minutes later: still within the hour
+        assert "no refit" in at(k).stages[0].message
+    assert len(arima_fits) == 1
+    assert "refitted (last fit 3600s ago)" in at(12).stages[0].message
+    assert len(arima_fits) == 2
+    assert "no refit" in at(13).stages[0].message
+    assert len(arima_fits) == 2
+
+
+def test_arima_refits_when_history_does_not_continue(arima_fits: list[int],
+                                                     make_seasonal: SeasonalFactory) -> None:
+    series = make_seasonal(days=2.5)
+    chain = ForecastChain(_settings("arima"))
+    chain.forecast(series.head(len(series) - 10), HORIZON, now=NOW)
+    restarted = make_seasonal(days=2.5, seed=99)  # same times, other samples
+    result = chain.forecast(restarted, HORIZON, now=NOW + 60)
+    assert "history does not continue" in result.stages[0].message
+    assert len(arima_fits) == 2
+
+
+def test_failed_refit_is_retried(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[int] = []
+
+    def failing(self: ArimaForecaster, h: Series) -> None:
+        attempts.append(len(h))
+        raise ValueError("optimizer blew up")
+
+    monkeypatch.setattr(ArimaForecaster, "_fit", failing)
+    chain = ForecastChain(_settings("arima", "ma"))
+    for k in range(2):
+        result = chain.forecast(history, HORIZON, now=NOW + k)
+        _assert_fell_back(result, "arima", "ModelError")
+    assert len(attempts) == 2

@@ -1,0 +1,97 @@
+"""MovingAverageForecaster: the windowed mean and its empirical interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.forecast.moving_average import MIN_ORIGINS_PER_LEAD, MovingAverageForecaster
+from forescale.core.series import Series
+
+
+def _fitted(series: Series, window: int = 5) -> MovingAverageForecaster:
+    model = MovingAverageForecaster(window)
+    model.fit(series)
+    return model
+
+
+def test_mean_of_last_window_flat_over_horizon() -> None:
+    series = Series.from_array([9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    fc = _fitted(series, window=3).forecast(series, 4, 0.9)
+    np.testing.assert_array_equal(fc.mean, [5.0] * 4)
+    assert fc.model == "ma"
+
+
+def test_constant_series_has_no_uncertainty() -> None:
+    series = Series.from_array(np.full(200, 7.0))
+    fc = _fitted(series).forecast(series, 10, 0.99)
+    np.testing.assert_array_equal(fc.lower, fc.mean)
+    np.testing.assert_array_equal(fc.upper, fc.mean)
+
+
+def test_interval_covers_about_its_level_on_fresh_data() -> None:
+    # Stationary Poisson traffic: the rule's own errors are the right yardstick, so a 90 %
+    # interval should hold roughly 90 % of what follows (here: origins never seen before).
+    rng = np.random.default_rng(11)
+    values = rng.poisson(30.0, size=6000) / 1.0
+    model = MovingAverageForecaster(15, residual_span=1440)
+    model.fit(Series.from_array(values[:2000]))
+    inside = []
+    for origin in range(2000, 5900, 29):
+        fc = model.forecast(Series.from_array(values[:origin]), 10, 0.9)
+        actual = values[origin: origin + 10]
+        inside.append((fc.lower <= actual) & (actual <= fc.upper))
+    coverage = float(np.mean(inside))
+    assert 0.85 <= coverage <= 0.95, coverage
+
+
+def test_interval_keeps_the_skew_of_low_traffic() -> None:
+    # Rare bursts on a near-idle service: the upper half-width must be the larger one.
+    rng = np.random.default_rng(3)
+    series = Series.from_array(rng.poisson(0.3, size=3000) / 1.0)
+    fc = _fitted(series, window=30).forecast(series, 5, 0.9)
+    assert (fc.upper - fc.mean > fc.mean - fc.lower).all()
+
+
+def test_lower_bound_is_clipped_at_zero() -> None:
+    series = Series.from_array(np.tile([0.0, 0.0, 0.0, 50.0], 100))
+    fc = _fitted(series, window=4).forecast(series, 6, 0.95)
+    assert (fc.lower >= 0.0).all()
+    assert fc.lower.min() == 0.0
+
+
+def test_half_widths_do_not_shrink_with_lead() -> None:
+    rng = np.random.default_rng(5)
+    series = Series.from_array(rng.gamma(2.0, 10.0, size=2000))
+    fc = _fitted(series, window=10).forecast(series, 30, 0.8)
+    assert (np.diff(fc.upper - fc.mean) >= 0).all()
+    assert (np.diff(fc.mean - fc.lower) >= 0).all()
+
+
+def test_short_history_widens_unmeasured_leads_like_a_random_walk() -> None:
+    rng = np.random.default_rng(9)
+    window = 5
+    # Enough origins for the first leads only: lead h has (n - window - h + 1) origins.
+    n = window + MIN_ORIGINS_PER_LEAD + 2
+    series = Series.from_array(rng.normal(50.0, 5.0, size=n))
+    fc = _fitted(series, window=window).forecast(series, 10, 0.9)
+    h_ok = n - window - MIN_ORIGINS_PER_LEAD + 1  # the longest well-measured lead
+    above = fc.upper - fc.mean
+    expected = above[h_ok - 1] * np.sqrt(np.arange(h_ok + 1, 11) / h_ok)
+    np.testing.assert_allclose(above[h_ok:], expected)
+
+
+def test_minimal_history_forecasts() -> None:
+    model = MovingAverageForecaster(3)
+    series = Series.from_array([1.0, 2.0, 3.0, 4.0])
+    assert model.min_history == 4
+    fc = model.fit(series).forecast(series, 5, 0.9)
+    assert np.isfinite(fc.upper).all()
+    assert fc.mean[0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("window", [0, -1, 2.5])
+def test_bad_window(window: object) -> None:
+    with pytest.raises(InvalidInputError, match="window"):
+        MovingAverageForecaster(window)  # type: ignore[arg-type]
