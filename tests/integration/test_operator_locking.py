@@ -1,0 +1,69 @@
+"""Two operator processes over the same policies: the per-target Lease decides who scales."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from forescale.controller.kube import parse_time
+from forescale.core.sizing import size
+from forescale.core.spec import SLO
+from tests.integration.conftest import RAMP_TO, World
+
+pytestmark = pytest.mark.integration
+
+LEASES = "coordination.k8s.io/v1/leases"
+
+
+def _holder(world: World, target: str) -> str | None:
+    lease = world.kube.get(LEASES, f"forescale-deployment-{target}", namespace="default")
+    return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+def test_every_scale_write_is_made_by_the_lease_holder_of_that_moment(world: World) -> None:
+    needs = size(RAMP_TO, 10, SLO(), None).replicas
+    for name in ("web", "api"):
+        world.deployment(name, replicas=1)
+        world.policy(name, name)
+    world.start_operator("operator-a")
+    world.start_operator("operator-b")
+    for name in ("web", "api"):
+        world.wait(lambda n=name: world.replicas(n) > needs, what=f"{name} scaled up")
+    # Several renewals: both processes have run several cycles over both policies (the
+    # standby only reads the lease, so its work shows as its absence from the writes).
+    world.wait(lambda: sum(e.resource == "leases" and e.changed
+                           for e in world.kube.audit()) >= 8, what="several lease renewals")
+    writes = world.scale_writes()
+    assert writes, "nobody scaled"
+    for entry in writes:
+        holder = world.kube.lease_holder_at(entry.seq, namespace="default",
+                                            name=f"forescale-deployment-{entry.name}")
+        assert entry.identity == holder, (entry, holder)
+    # A holder changes only when the previous lease had expired.
+    for name in ("web", "api"):
+        lease_writes = [e for e in world.kube.audit()
+                        if e.resource == "leases" and e.name == f"forescale-deployment-{name}"
+                        and e.changed and e.method != "DELETE"]
+        for before, after in itertools.pairwise(lease_writes):
+            b, a = before.result["spec"], after.result["spec"]  # type: ignore[index]
+            if a["holderIdentity"] != b["holderIdentity"]:
+                expiry = parse_time(b["renewTime"]) + b["leaseDurationSeconds"]  # type: ignore[operator]
+                assert after.wall_time >= expiry, (before, after)
+
+
+def test_a_killed_holder_is_replaced_within_lease_duration_plus_period(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("web", "web")
+    first = world.start_operator("operator-a")
+    world.wait(lambda: _holder(world, "web") == "operator-a", what="operator-a holds the lease")
+    world.start_operator("operator-b")
+    world.wait(lambda: (c := world.condition("web", "Ready")) and c["status"] == "True",
+               what="a decision")
+    first.kill()
+    killed = time.monotonic()
+    duration = 2 * 5 + 3  # 2 x period + --lease-extra-seconds
+    world.wait(lambda: _holder(world, "web") == "operator-b", timeout=duration + 5 + 5,
+               what="operator-b takes over")
+    assert time.monotonic() - killed <= duration + 5 + 2  # + period, + polling slack

@@ -1,0 +1,73 @@
+"""Prometheus outages, invalid specs and deletion, against the real operator process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import World
+
+pytestmark = pytest.mark.integration
+
+
+def test_prometheus_outage_holds_replicas_and_recovers(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("web", "web")
+    world.start_operator("operator-a")
+    world.wait(lambda: world.replicas("web") > 1, what="a first scale-up")
+    world.wait(lambda: (c := world.condition("web", "MetricsAvailable")) and
+               c["status"] == "True", what="MetricsAvailable=True")
+    scaled = world.replicas("web")
+    writes_before = len(world.scale_writes())
+    world.prometheus.stop()
+    down = world.wait(lambda: (c := world.condition("web", "MetricsAvailable")) and
+                      c["status"] == "False" and c, what="MetricsAvailable=False")
+    assert down["reason"] == "PrometheusUnavailable"
+    assert world.condition("web", "ScalingActive")["reason"] == "HoldingReplicas"  # type: ignore[index]
+    assert world.replicas("web") >= scaled
+    for entry in world.scale_writes()[writes_before:]:
+        assert entry.request_body["spec"]["replicas"] >= scaled, "scaled down without data"
+    world.prometheus.start()
+    world.wait(lambda: (c := world.condition("web", "MetricsAvailable")) and
+               c["status"] == "True", what="MetricsAvailable=True again")
+    events = world.kube.list_objects("v1/events", namespace="default")
+    assert any(e["reason"] == "PrometheusUnavailable" for e in events)
+
+
+def test_invalid_specs_are_reported_and_other_policies_carry_on(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("good", "web")
+    world.policy("min-over-max", "web", minReplicas=10, maxReplicas=2)
+    world.policy("bad-query", "web", metrics={"query": "sum(rate(http_requests_total[2m]"})
+    world.policy("no-target", "ghost")
+    world.policy("unknown-model", "web", mode="Observe",
+                 forecast={"models": ["lstm", "arima"], "historySeconds": 3600,
+                           "lstm": {"modelRef": "no-such-model"}})
+    world.start_operator("operator-a")
+    for name in ("min-over-max", "bad-query", "no-target"):
+        ready = world.wait(lambda n=name: (c := world.condition(n, "Ready")) and
+                           c["reason"] == "InvalidSpec" and c, what=f"{name} InvalidSpec")
+        assert ready["status"] == "False"
+    world.wait(lambda: (c := world.condition("good", "Ready")) and c["status"] == "True",
+               what="the good policy decides")
+    model = world.wait(lambda: (c := world.condition("unknown-model", "ModelReady")) and
+                       c["status"] == "False" and c, what="ModelReady=False")
+    assert model["reason"] == "ArtifactMissing"
+    assert world.get_policy("unknown-model")["status"]["servingModel"] == "arima"  # type: ignore[index]
+    events = world.kube.list_objects("v1/events", namespace="default")
+    warned = {e["involvedObject"]["name"] for e in events
+              if e["reason"] == "InvalidSpec" and e["type"] == "Warning"}
+    assert {"min-over-max", "bad-query", "no-target"} <= warned
+
+
+def test_deleting_a_policy_releases_its_lease_and_removes_the_finalizer(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.policy("web", "web")
+    world.start_operator("operator-a")
+    lease = "forescale-deployment-web"
+    world.wait(lambda: world.kube.get("coordination.k8s.io/v1/leases", lease,
+                                      namespace="default"), what="the lease")
+    assert world.get_policy("web")["metadata"]["finalizers"] == [  # type: ignore[index]
+        "forescale.dev/release-lease"]
+    world.kube.delete("forescale.dev/v1alpha1/scalingpolicies", "web", namespace="default")
+    world.wait(lambda: world.get_policy("web") is None, what="the policy gone")
+    assert world.kube.get("coordination.k8s.io/v1/leases", lease, namespace="default") is None
