@@ -64,10 +64,13 @@ def render_png(result: BacktestResult, *, dpi: int = 110) -> bytes:
         policies.append(("forescale", "forescale", result.forescale))
     fs = result.forescale_policy
 
-    fig, axes = plt.subplots(2, 2, figsize=(15, 8), sharex="col",
-                             gridspec_kw={"width_ratios": [2.2, 1], "height_ratios": [1, 1]})
+    spans = [(world.warmup_steps, len(world))]
     zoom = zoom_window(result)
-    for col, (first, last) in enumerate([(world.warmup_steps, len(world)), zoom]):
+    if zoom != spans[0]:  # a short replay is its own zoom
+        spans.append(zoom)
+    fig, axes = plt.subplots(2, len(spans), figsize=(15, 8), sharex="col", squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1][:len(spans)]})
+    for col, (first, last) in enumerate(spans):
         x = _dates(result, first, last)
         top, bottom = axes[0][col], axes[1][col]
         top.plot(x, world.observed[first:last], color="#bbbbbb", lw=0.5,
@@ -101,7 +104,8 @@ def render_png(result: BacktestResult, *, dpi: int = 110) -> bytes:
         top_y = bottom.get_ylim()[1]
         # Put y = 0 just above the strip: the strip takes the lowest ``strip`` of the axes.
         bottom.set_ylim(-top_y * strip / (1 - strip), top_y)
-        locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
+        locator = mdates.AutoDateLocator(  # type: ignore[no-untyped-call]
+            minticks=3, maxticks=10 if col == 0 else 6)
         bottom.xaxis.set_major_locator(locator)
         bottom.xaxis.set_major_formatter(
             mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
@@ -109,7 +113,8 @@ def render_png(result: BacktestResult, *, dpi: int = 110) -> bytes:
             ax.grid(alpha=0.25, lw=0.5)
             ax.margins(x=0)
     axes[0][0].set_title(f"{result.trace_name}: scored period (UTC)", loc="left")
-    axes[0][1].set_title("zoom: one day", loc="left")
+    if len(spans) > 1:
+        axes[0][1].set_title("zoom: one day", loc="left")
     axes[0][0].legend(loc="upper left", fontsize=8, ncol=2)
     axes[1][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
