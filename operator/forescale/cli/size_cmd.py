@@ -42,7 +42,7 @@ _DEFAULT_SLO = SLO()
 @click.option("--max-replicas", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLICAS,
               show_default=True, help="Never answer more replicas than this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(arrival_rate: float, service_rate: float, slo_wait_seconds: float,  # noqa: PLR0917
+def command(arrival_rate: float, service_rate: float, slo_wait_seconds: float,
             slo_percentile: float, max_utilisation: float,
             cost_per_replica_hour: float | None, cost_per_violation: float | None,
             max_replicas: int, as_json: bool) -> None:

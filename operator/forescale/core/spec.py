@@ -144,7 +144,8 @@ class ForecastSettings:
     arima_fourier_terms: int = 3
     arima_refit_seconds: float = 6 * 3600.0
     moving_average_window: int = 15
-    #: A stage whose recent out-of-sample MAPE exceeds this hands over to the next.
+    #: A stage whose recent out-of-sample error (WAPE of the horizon's level) exceeds this
+    #: hands over to the next.
     max_error: float = 0.5
     #: Wall-clock budget for one stage's forecast (including any refit).
     stage_budget_seconds: float = 5.0

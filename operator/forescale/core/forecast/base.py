@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 from scipy.special import ndtri
@@ -89,7 +90,7 @@ class Forecaster(abc.ABC):
     def fitted(self) -> bool:
         return self._fitted
 
-    def fit(self, history: Series) -> Forecaster:
+    def fit(self, history: Series) -> Self:
         """Fit on ``history`` (no NaN; see :meth:`Series.filled`)."""
         self._check_history(history)
         self._fit(history)

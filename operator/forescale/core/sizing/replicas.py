@@ -332,7 +332,7 @@ def size(arrival_rate: float, service_rate: float, slo: SLO, costs: Costs | None
 # --- cost-mode helpers ----------------------------------------------------------------------
 
 
-def _cheapest(first: int, last: int, arrival_rate: float, service_rate: float,  # noqa: PLR0917
+def _cheapest(first: int, last: int, arrival_rate: float, service_rate: float,
               wait_seconds: float, costs: Costs) -> tuple[int, float]:
     """The c in [first, last] with the lowest hourly cost (the fewest on a tie)."""
     best_c, best_cost = first, math.inf
