@@ -1,5 +1,9 @@
 """Errors raised by the decision core."""
 
+from __future__ import annotations
+
+from typing import Literal
+
 
 class ForescaleError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -17,5 +21,28 @@ class NotFittedError(ForescaleError, RuntimeError):
     """A forecaster was asked to predict before it was fitted."""
 
 
+ArtifactReason = Literal["ArtifactMissing", "ArtifactCorrupt", "ArtifactMismatch"]
+ARTIFACT_REASONS: tuple[ArtifactReason, ...] = ("ArtifactMissing", "ArtifactCorrupt",
+                                                "ArtifactMismatch")
+
+
 class ArtifactError(ForescaleError):
-    """A model artifact is missing, corrupt or does not match the series it is used on."""
+    """A model artifact is missing, corrupt or does not match the series it is used on.
+
+    ``reason`` is a CamelCase word for status conditions and events, so that an operator
+    can tell "train a model first" (``ArtifactMissing``) from "the file is damaged"
+    (``ArtifactCorrupt``) and "retrain for this series" (``ArtifactMismatch``: another
+    step, or a longer horizon than trained). It defaults to ``ArtifactCorrupt`` so that
+    code written before reasons existed keeps working: an artifact that cannot be used as
+    it is.
+    """
+
+    def __init__(self, message: str, reason: ArtifactReason = "ArtifactCorrupt") -> None:
+        if reason not in ARTIFACT_REASONS:
+            raise ValueError(f"unknown artifact error reason {reason!r}")
+        super().__init__(message)
+        self.reason: ArtifactReason = reason
+
+    def __reduce__(self) -> tuple[type[ArtifactError], tuple[str, ArtifactReason]]:
+        # Exception pickles only ``args``; keep the reason across process boundaries.
+        return (type(self), (str(self), self.reason))

@@ -1,0 +1,110 @@
+"""``forescale train`` through the CLI entry point, on a small trace CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from forescale.cli import main
+from forescale.core.forecast.lstm import LSTMForecaster
+
+# One thread: the machine is shared, and tiny ops gain nothing from more.
+torch.set_num_threads(1)
+
+MONDAY = 1_700_438_400  # 2023-11-20T00:00:00Z
+#: Small and quick: one epoch of this trains in well under a second.
+FAST = ["--epochs", "1", "--window", "20", "--horizon", "5m", "--hidden", "8"]
+
+
+def write_trace(path: Path, *, minutes: int = 2 * 1440, seed: int = 5) -> Path:
+    t = MONDAY + 60 * np.arange(minutes)
+    rate = 30.0 * (1.0 + 0.5 * np.sin(2 * np.pi * (t % 86400) / 86400))
+    counts = np.random.default_rng(seed).poisson(rate)
+    lines = ["timestamp,requests"] + [
+        f"{np.datetime_as_string(np.datetime64(int(s), 's'))}Z,{c}"
+        for s, c in zip(t, counts, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_trace(tmp_path_factory.mktemp("trace") / "small.csv")
+
+
+def test_train_writes_artifact_card_and_summary(trace: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "models" / "small"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST]) == 0
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "metadata.json",
+                                                     "weights.pt"]
+    assert "validation WAPE" in captured.out and "seasonal naive" in captured.out
+    assert "training lstm" in captured.err  # the progress bar, on stderr
+    model = LSTMForecaster.load(out)
+    assert (model.window, model.horizon) == (20, 5)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "`small`" in card and "Reproduce with: `forescale train --trace" in card
+
+
+def test_until_limits_the_training_range(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST,
+                 "--until", "2023-11-21T12:00:00Z"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["end"] == "2023-11-21T12:00:00Z"
+    assert meta["training"]["points"] == 36 * 60
+
+
+def test_existing_model_is_not_overwritten_without_force(
+        trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "weights.pt").write_bytes(b"precious")
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err
+    assert (out / "weights.pt").read_bytes() == b"precious"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST, "--force"]) == 0
+    LSTMForecaster.load(out)
+
+
+def test_an_empty_out_directory_is_fine(trace: Path, tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    assert main(["train", "--trace", str(trace), "--out", str(tmp_path / "m"), *FAST]) == 0
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("time,count\n1,2\n2,3\n", "header must be"),
+    ("timestamp,requests\n2023-11-20T00:00:00Z,5\n2023-11-20T00:01:00Z,-1\n",
+     "negative request count"),
+])
+def test_bad_trace_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      content: str, message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    assert main(["train", "--trace", str(bad), "--out", str(tmp_path / "m"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_too_short_trace_is_one_line_exit_2(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    short = write_trace(tmp_path / "short.csv", minutes=90)
+    assert main(["train", "--trace", str(short), "--out", str(tmp_path / "m"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has 90 samples" in err and "needs at least" in err
+
+
+@pytest.mark.parametrize("horizon", ["90s", "0", "soon"])
+def test_bad_horizon_is_exit_2(trace: Path, tmp_path: Path, horizon: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--trace", str(trace), "--out", str(tmp_path / "m"), "--epochs", "1",
+            "--horizon", horizon]
+    assert main(args) == 2
+    assert "--horizon" in capsys.readouterr().err
