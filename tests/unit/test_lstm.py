@@ -126,6 +126,20 @@ def test_forecast_uses_only_the_latest_window(model: LSTMForecaster, series: Ser
     assert a.start_seconds == newer.end_seconds
 
 
+def test_forecast_scales_with_the_traffic_level(model: LSTMForecaster,
+                                                series: Series) -> None:
+    """Inputs are relative to the recent level: ten or a thousand times the traffic gives
+    ten or a thousand times the forecast and interval, although training never saw it."""
+    base = model.forecast(series, 6, 0.9)
+    for factor in (10.0, 1000.0):
+        scaled = Series.from_array(series.values * factor, start_seconds=MONDAY,
+                                   step_seconds=series.step_seconds)
+        fc = model.forecast(scaled, 6, 0.9)
+        np.testing.assert_allclose(fc.mean, base.mean * factor, rtol=1e-6)
+        np.testing.assert_allclose(fc.lower, base.lower * factor, rtol=1e-6)
+        np.testing.assert_allclose(fc.upper, base.upper * factor, rtol=1e-6)
+
+
 def test_interval_widens_with_level(model: LSTMForecaster, series: Series) -> None:
     widths = [model.forecast(series, 6, level).upper - model.forecast(series, 6, level).lower
               for level in (0.5, 0.8, 0.95)]
@@ -228,7 +242,9 @@ def test_save_load_round_trip(model: LSTMForecaster, saved: Path, series: Series
 
 def test_metadata_schema(saved: Path) -> None:
     raw = json.loads((saved / "metadata.json").read_text())
-    assert raw["format_version"] == 1 and raw["model"] == "lstm"
+    assert raw["format_version"] == 2 and raw["model"] == "lstm"
+    assert raw["normalisation"]["transform"] == "log_relative"
+    assert raw["features"][0] == "log_rate_relative"
     assert {"window", "horizon", "step_seconds", "features", "hidden_size", "normalisation",
             "training", "validation", "residual_quantiles"} <= raw.keys()
     assert raw["training"]["start"].endswith("Z") and raw["training"]["seed"] == 0
@@ -254,13 +270,13 @@ def _edit_metadata(path: Path, edit: str) -> None:
     if edit == "version":
         meta["format_version"] = 99
     elif edit == "missing-key":
-        del meta["normalisation"]["std"]
+        del meta["normalisation"]["scale"]
     elif edit == "hidden-size":
         meta["hidden_size"] = 32  # the weights are for 16
     elif edit == "horizon":
         meta["horizon"] = 7  # quantile table and head are for 6
     elif edit == "features":
-        meta["features"] = ["log_rate_standardised", "temperature"]
+        meta["features"] = ["log_rate_relative", "temperature"]
     elif edit == "wrong-type":
         meta["window"] = "24"
     (path / "metadata.json").write_text(json.dumps(meta))
@@ -272,6 +288,20 @@ def test_inconsistent_metadata_is_corrupt(saved: Path, tmp_path: Path, edit: str
     copy = _copy(saved, tmp_path)
     _edit_metadata(copy, edit)
     assert _reason(copy) == "ArtifactCorrupt"
+
+
+def test_format_version_1_is_refused_as_a_mismatch(saved: Path, tmp_path: Path) -> None:
+    """A version 1 artifact (absolute-level inputs) must be retrained, not misread."""
+    copy = _copy(saved, tmp_path)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["format_version"] = 1
+    meta["features"][0] = "log_rate_standardised"
+    meta["normalisation"] = {"transform": "log1p", "mean": 0.58, "std": 0.27}
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError) as info:
+        LSTMForecaster.load(copy)
+    assert info.value.reason == "ArtifactMismatch"
+    assert "format version 1" in str(info.value) and "retrain" in str(info.value)
 
 
 @pytest.mark.parametrize("damage", ["json", "weights", "not-a-state-dict"])

@@ -52,23 +52,27 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         "Nothing after the end of that range was seen in training or validation.",
         f"- Validation: the last {m.validation_fraction:.0%} of that range, "
         f"{iso_utc(v.start_seconds)} to {iso_utc(v.end_seconds)} ({val_points:,} points, "
-        f"{v.origins:,} forecast origins), held out from training; the normalisation "
-        "statistics come from the training part alone.",
+        f"{v.origins:,} forecast origins), held out from training; the input scale comes "
+        "from the training part alone.",
         "",
         "## Model",
         "",
         f"- Input: the last {m.window} samples ({_duration(m.window * step)}), each with "
-        f"these features: {', '.join(f'`{f}`' for f in m.features)}. The rate is "
-        f"`log1p` then standardised (mean {m.log_mean:.6g}, std {m.log_std:.6g}); the "
-        "calendar features are sine/cosine of the UTC time stamps.",
+        f"these features: {', '.join(f'`{f}`' for f in m.features)}. The rate is taken "
+        f"relative to the window's recent level (the mean rate of its last {m.anchor_steps} "
+        f"samples): `log((rate + b) / (level + b))` with `b = {m.level_offset:g} * level`, "
+        f"divided by {m.scale:.6g} (its std on the training part). It depends only on "
+        "rate / level, so the model applies unchanged at any traffic volume. The calendar "
+        "features are sine/cosine of the UTC time stamps.",
         f"- Output: the next {m.horizon} steps ({_duration(m.horizon * step)}) at once, "
-        "as offsets from the mean of the last "
-        f"{m.anchor_steps} normalised inputs.",
+        "in the same relative space, as offsets from the mean of the last "
+        f"{m.anchor_steps} inputs.",
         f"- Net: one LSTM layer with {m.hidden_size} hidden units and a linear head, "
         f"{_parameter_count(m):,} parameters.",
         "- Prediction interval: empirical quantiles of the validation residuals for each "
-        "step ahead, in the normalised log space, interpolated to the requested level "
-        "(levels above 0.99 get the 99 % interval); lower bounds are clipped at 0.",
+        "step ahead, in the same relative log space (so they scale with the level), "
+        "interpolated to the requested level (levels above 0.99 get the 99 % interval); "
+        "lower bounds are clipped at 0.",
     ]
     if not dow:
         lines.append(
@@ -81,10 +85,10 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         "",
         f"- {m.epochs} epochs, batch size {m.batch_size}, Adam with learning rate "
         f"{m.learning_rate:g} decayed (cosine) to a tenth, gradient norm clipped at 1, "
-        "squared error in the normalised space.",
+        "squared error in the scaled relative log space.",
         f"- Seed {m.seed}: retraining with the same data, settings, seed and torch thread "
         "count gives the same weights.",
-        f"- Final loss (normalised MSE): training {m.final_train_loss:.4f}, "
+        f"- Final loss (MSE in the scaled relative log space): training {m.final_train_loss:.4f}, "
         f"validation {m.final_validation_loss:.4f}.",
     ]
     if command:
@@ -110,7 +114,7 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         "## Intended use",
         "",
         f"Forecasting the next {_duration(m.horizon * step)} or less of the arrival rate of "
-        f"the service this trace comes from (or one with the same daily pattern and "
+        f"the service this trace comes from (or one with the same daily pattern, at any "
         f"volume), at a {step:g} s step, as the first stage of forescale's forecast chain; "
         "the plan provisions for the upper bound of its interval.",
         "",
@@ -118,8 +122,9 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         "",
         f"- Only for a {step:g} s step and at most {m.horizon} steps ahead: anything else "
         "is refused (`ArtifactMismatch`) and the chain falls back to the next model.",
-        "- It has seen one trace over the range above. Traffic that has grown, moved in time "
-        "or changed shape since then needs retraining; the chain's error gate hands over to "
+        "- It has seen one trace over the range above. Growth alone does not need "
+        "retraining (the input is relative to the recent level), but traffic that has moved "
+        "in time or changed shape since then does; the chain's error gate hands over to "
         "the next model when its recent error is too high.",
         "- Events that are not in the last window (a launch, a sale, an outage) are not "
         "foreseen; the model follows a surge only once it shows in the input.",
