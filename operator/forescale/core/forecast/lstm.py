@@ -326,7 +326,7 @@ class LSTMForecaster(Forecaster):
     this makes the input depend only on rate / level: format 1 standardised the absolute
     log rate with the training span's mean and std, so a model trained on quiet weeks saw
     inputs far outside its training range when traffic grew tenfold (the World Cup 1998
-    tournament: 69 % of 5-minute means within 10 %, against 84 % with relative inputs).
+    tournament: 69 % of 5-minute means within 10 %, against 83 % with relative inputs).
     The net predicts in the same relative space and is trained with squared error there,
     so the point forecast is closer to the conditional median than the mean of the rate (a
     slight low bias on spikes, which the upper bound covers).
