@@ -16,9 +16,15 @@ an HPA sweep that cannot match forescale's violation rate at all).
 
 from __future__ import annotations
 
+import os
+
+# One BLAS/OpenMP thread, as the CLI and the operator run (see forescale.cli): statsmodels
+# is several times slower with OpenBLAS' default threading on a small, busy machine.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -121,13 +127,13 @@ def git(*args: str) -> str:
                              check=True)
     except (OSError, subprocess.CalledProcessError):
         return ""
-    return out.stdout.strip()
+    return out.stdout.rstrip()  # porcelain lines start with a meaningful space
 
 
 def code_version() -> str:
     """The commit, and the operator files that differ from it (figures must say so)."""
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "operator").splitlines()]
-    version = f"commit {git('rev-parse', '--short', 'HEAD') or 'unknown'}"
+    version = f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}"
     if dirty:
         version += f" plus uncommitted changes to {', '.join(sorted(dirty))}"
     return version
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="traces replayed at once, one process each (wall times then "
                              "include the contention)")
     args = parser.parse_args(argv)
+    version = code_version()  # before the run: the code it imports is the code of now
 
     names = [n for n in TRACES if args.only is None or args.only in n]
     options = BacktestOptions(lstm_epochs=args.lstm_epochs)
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Scaling benchmark, protocol v1",
         "",
         "Every figure below comes from one run of `python benchmarks/scaling.py` "
-        f"({now:%Y-%m-%d %H:%M} UTC, {code_version()}; Python "
+        f"(finished {now:%Y-%m-%d %H:%M} UTC, {version}; Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs shared with other work, "
         f"{args.jobs} trace(s) at a time), under "
         "[BENCHMARK.md](../../../shared/BENCHMARK.md) protocol v1: μ = 10 req/s per pod, SLO "

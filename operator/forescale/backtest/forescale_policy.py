@@ -11,6 +11,8 @@ re-implemented, fed only what the operator would have seen at each decision.
   artifact named by a policy file is deliberately not used: it may have been trained on the
   very trace being replayed.
 * ``current_replicas`` is ready plus starting, what ``/scale`` reports.
+* The chain gets no clock, so its per-stage wall-clock budget is off: a replay's decisions
+  must not depend on how busy the machine was (the operator injects one).
 
 Speed: the chain's accuracy gate forecasts again from the three most recent origins at
 every decision, so each history end is forecast by the LSTM up to four times over a

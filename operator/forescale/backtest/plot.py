@@ -75,14 +75,16 @@ def render_png(result: BacktestResult, *, dpi: int = 110) -> bytes:
         top, bottom = axes[0][col], axes[1][col]
         top.plot(x, world.observed[first:last], color="#bbbbbb", lw=0.5,
                  label="observed λ (req/s)")
-        top.plot(x, world.underlying[first:last], color="#222222", lw=0.7,
-                 label="λ* (scored against)")
         if fs is not None:
             top.fill_between(x, fs.forecast_lower[first:last], fs.forecast_upper[first:last],
                              color=_COLOURS["forescale"], alpha=0.18, lw=0,
                              label=f"forecast band ({fs.spec.forecast.confidence:.0%})")
-            top.plot(x, fs.forecast_mean[first:last], color=_COLOURS["forescale"], lw=0.7,
+            top.plot(x, fs.forecast_mean[first:last], color=_COLOURS["forescale"],
+                     lw=0.7 if col else 0.4,
                      label=f"forecast made {world.startup_steps} steps ahead")
+        # λ* last, on top: over weeks of steps the forecast would hide it otherwise.
+        top.plot(x, world.underlying[first:last], color="#222222", lw=0.7 if col else 0.5,
+                 label="λ* (scored against)")
         top.set_ylabel("arrival rate (req/s)")
         top.set_ylim(bottom=0)
 

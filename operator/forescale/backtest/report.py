@@ -63,10 +63,11 @@ def describe_world(result: BacktestResult) -> str:
     w = result.world
     first = datetime.fromtimestamp(w.time_of(w.warmup_steps), tz=UTC)
     last = datetime.fromtimestamp(w.time_of(len(w)), tz=UTC)
+    scale = ("rates as in the trace" if w.params.p999_multiple is None else
+             f"rates x {w.scale_factor:.4g} (p99.9 = {w.params.p999_multiple:g} pods' worth)")
     return (f"{result.trace_name}: {w.scored_steps:,} scored steps of {w.step_seconds:g}s "
             f"({first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC) after a "
-            f"{w.warmup_steps * w.step_seconds / 86400:g}-day warm-up; rates x "
-            f"{w.scale_factor:.4g} (p99.9 = {w.params.p999_multiple} pods' worth)")
+            f"{w.warmup_steps * w.step_seconds / 86400:g}-day warm-up; {scale}")
 
 
 def summary_table(result: BacktestResult) -> Table:
