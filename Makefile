@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job on the bundled real trace: replay NASA July 1995 through forescale (the
+# operator's own plan()), the HPA target sweep and the oracle, under benchmark protocol v1.
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/forescale size --arrival-rate 80 --service-rate 10 --slo-wait-seconds 0.05 --slo-percentile 0.95
-	$(BIN)/forescale forecast --trace $(TRACE) --at 1995-07-20T15:00:00Z --horizon 15m --model chain
+	$(BIN)/forescale backtest --trace $(TRACE) --policy all \
+		--plot $(OUT)/nasa-backtest.png --report $(OUT)/nasa-backtest.html \
+		--json $(OUT)/nasa-backtest.json
+	@echo "wrote $(OUT)/nasa-backtest.png, $(OUT)/nasa-backtest.html and $(OUT)/nasa-backtest.json"
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks
@@ -39,7 +43,10 @@ prometheus:
 test: lint prometheus
 	$(BIN)/pytest
 
+# Figures for benchmarks/results/ (slow: minutes each; not part of make test).
 bench: $(STAMP)
+	$(PY) benchmarks/bench_sizing.py
+	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/accuracy.py
 
 # Regenerate the pins after changing dependencies (review the diff: torch must stay 2.13.0).
