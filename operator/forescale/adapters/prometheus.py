@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,15 +126,21 @@ class PrometheusSource:
     """Reads arrival rates from one Prometheus server's HTTP API.
 
     ``headers`` are sent with every request (e.g. ``Authorization``); ``verify_tls=False``
-    skips certificate checks for self-signed servers. A request is retried once on a refused
-    connection or a 502/503/504: the operator calls again on its next cycle anyway, and a
-    reconcile loop must not block for long on a Prometheus that is down. (So a host that
-    swallows packets costs up to twice ``timeout_seconds`` before PrometheusUnavailable.)
+    skips certificate checks for self-signed servers. ``bearer_token_file`` sends
+    ``Authorization: Bearer <the file's content>``, read anew for every request so that a
+    rotated token (a re-mounted Secret) is used without a restart; ``ca_file`` is a PEM
+    bundle that verifies the server's certificate instead of the system CAs. A request is
+    retried once on a refused connection or a 502/503/504: the operator calls again on its
+    next cycle anyway, and a reconcile loop must not block for long on a Prometheus that is
+    down. (So a host that swallows packets costs up to twice ``timeout_seconds`` before
+    PrometheusUnavailable.)
     """
 
     def __init__(self, url: str, *, headers: Mapping[str, str] | None = None,
                  verify_tls: bool = True, timeout_seconds: float = 10,
-                 max_points_per_query: int = DEFAULT_MAX_POINTS_PER_QUERY) -> None:
+                 max_points_per_query: int = DEFAULT_MAX_POINTS_PER_QUERY,
+                 bearer_token_file: str | Path | None = None,
+                 ca_file: str | Path | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInputError(f"Prometheus URL must be http(s)://host[:port][/path], "
@@ -144,6 +151,8 @@ class PrometheusSource:
         if not 1 <= max_points_per_query <= PROMETHEUS_MAX_POINTS:
             raise InvalidInputError(f"max_points_per_query must be in 1..{PROMETHEUS_MAX_POINTS}, "
                                     f"got {max_points_per_query}")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise InvalidInputError(f"Prometheus CA file {str(ca_file)!r} is not a file")
         self.url = url.rstrip("/")
         self.timeout_seconds = float(timeout_seconds)
         self.max_points_per_query = max_points_per_query
@@ -155,9 +164,14 @@ class PrometheusSource:
                       raise_on_status=False)
         # The client's annotations say ``int`` for the timeout; requests takes any number.
         client_timeout: Any = self.timeout_seconds
+        session = requests.Session()
+        # requests takes a CA bundle's path where it takes True/False.
+        session.verify = str(ca_file) if ca_file is not None and verify_tls else verify_tls
+        # The client passes ``auth`` to every request: the token file is read each time.
+        auth: Any = None if bearer_token_file is None else _BearerTokenFile(Path(bearer_token_file))
         self._client = PrometheusConnect(url=self.url, headers=dict(headers or {}),
-                                         disable_ssl=not verify_tls, retry=retry,
-                                         timeout=client_timeout)
+                                         retry=retry, timeout=client_timeout,
+                                         session=session, auth=auth)
 
     def close(self) -> None:
         self._client.close()
@@ -268,6 +282,9 @@ class PrometheusSource:
             return method(*args, **kwargs)
         except PrometheusApiClientException as exc:
             raise _from_status(str(exc), where=where, query=query) from None
+        except _TokenUnreadable as exc:
+            raise PrometheusUnavailable(f"cannot read the bearer token for Prometheus at "
+                                        f"{where}: {exc}") from None
         except requests.Timeout:
             raise PrometheusUnavailable(f"Prometheus at {where} did not answer within "
                                         f"{self.timeout_seconds:g}s") from None
@@ -282,6 +299,30 @@ class PrometheusSource:
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"request to Prometheus at {where} failed: "
                                         f"{type(exc).__name__}") from None
+        except OSError as exc:  # e.g. a CA bundle that vanished or does not parse
+            raise PrometheusUnavailable(f"request to Prometheus at {where} failed: "
+                                        f"{_shorten(str(exc)) or type(exc).__name__}") from None
+
+
+class _TokenUnreadable(Exception):  # noqa: N818 (turned into PrometheusUnavailable)
+    """The bearer token file is missing, unreadable or empty."""
+
+
+class _BearerTokenFile(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>``, the token read from its file for every request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        try:
+            token = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _TokenUnreadable(f"{self.path}: {type(exc).__name__}") from None
+        if not token:
+            raise _TokenUnreadable(f"{self.path} is empty")
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
 
 
 def _from_status(text: str, *, where: str, query: str) -> MetricsError:

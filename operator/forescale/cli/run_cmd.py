@@ -35,6 +35,18 @@ def _configure_logging(fmt: str, level: str) -> None:
 @click.option("--namespace", "namespaces", multiple=True, help="Watch these namespaces.")
 @click.option("--all-namespaces", is_flag=True, help="Watch every namespace.")
 @click.option("--prometheus-url", help="Default Prometheus for policies that name none.")
+@click.option("--prometheus-bearer-token-file", envvar="FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Send this file's token as 'Authorization: Bearer' to --prometheus-url's "
+                   "server (re-read per request) [env FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE].")
+@click.option("--prometheus-ca-file", envvar="FORESCALE_PROMETHEUS_CA_FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA bundle (PEM) for Prometheus' certificate "
+                   "[env FORESCALE_PROMETHEUS_CA_FILE].")
+@click.option("--prometheus-insecure-skip-verify", is_flag=True,
+              envvar="FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY",
+              help="Do not verify Prometheus' certificate "
+                   "[env FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY].")
 @click.option("--models-dir", type=click.Path(path_type=Path),
               help="Where forecast.lstm.modelRef artifacts live.")
 @click.option("--metrics-port", type=int, default=8080, show_default=True,
@@ -56,7 +68,9 @@ def _configure_logging(fmt: str, level: str) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: str | None,
-            models_dir: Path | None, metrics_port: int, metrics_address: str, identity: str,
+            prometheus_bearer_token_file: Path | None, prometheus_ca_file: Path | None,
+            prometheus_insecure_skip_verify: bool, models_dir: Path | None,
+            metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
             step_seconds: float, lease_extra_seconds: float, log_format: str,
             log_level: str) -> None:
@@ -73,7 +87,10 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
     settings = ControllerSettings(identity=identity, prometheus_url=prometheus_url,
                                   models_dir=models_dir, kubeconfig=kubeconfig,
                                   step_seconds=step_seconds,
-                                  lease_extra_seconds=lease_extra_seconds)
+                                  lease_extra_seconds=lease_extra_seconds,
+                                  prometheus_bearer_token_file=prometheus_bearer_token_file,
+                                  prometheus_ca_file=prometheus_ca_file,
+                                  prometheus_insecure_skip_verify=prometheus_insecure_skip_verify)
     kube = KubeClient(kubeconfig=kubeconfig)
     metrics = OperatorMetrics()
     port = serve(metrics, address=metrics_address, port=metrics_port)

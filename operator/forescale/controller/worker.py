@@ -65,8 +65,7 @@ class Controller:
     def _source(self, url: str) -> PrometheusSource:
         with self._lock:
             if url not in self._sources:
-                self._sources[url] = PrometheusSource(
-                    url, timeout_seconds=self.settings.prometheus_timeout_seconds)
+                self._sources[url] = self.settings.prometheus_source(url)
             return self._sources[url]
 
     def _event(self, body: Mapping[str, Any], type_: str, reason: str, message: str,

@@ -1,0 +1,101 @@
+"""``forescale run``'s Prometheus authentication flags and their env-var fallbacks (the names
+the Helm chart sets), parsed into :class:`ControllerSettings` without starting anything."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from forescale.cli import run_cmd
+from forescale.controller import handlers, kube, metrics, worker
+from forescale.controller.settings import ControllerSettings
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "forescale" / "templates"
+ENV = ("FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE", "FORESCALE_PROMETHEUS_CA_FILE",
+       "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY")
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    class FakeController:
+        def __init__(self, settings: ControllerSettings, *args: object) -> None:
+            seen["settings"] = settings
+
+    # The command points the root logger at its stderr; keep the test run's logging intact.
+    monkeypatch.setattr(run_cmd, "_configure_logging", lambda *a: None)
+    monkeypatch.setattr(kube, "KubeClient", lambda **kw: object())
+    monkeypatch.setattr(metrics, "serve", lambda *a, **kw: 0)
+    monkeypatch.setattr(worker, "Controller", FakeController)
+    monkeypatch.setattr(handlers, "run_operator", lambda *a, **kw: None)
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    return seen
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> None:
+    result = CliRunner().invoke(run_cmd.command,
+                                ["--all-namespaces", "--log-format", "text", *args],
+                                env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_defaults_are_no_auth_and_verified_tls(captured: dict[str, Any]) -> None:
+    run([])
+    s: ControllerSettings = captured["settings"]
+    assert s.prometheus_bearer_token_file is None
+    assert s.prometheus_ca_file is None
+    assert s.prometheus_insecure_skip_verify is False
+
+
+def test_flags(captured: dict[str, Any], tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not parsed at startup")
+    run(["--prometheus-url", "https://prom:9090",
+         "--prometheus-bearer-token-file", str(tmp_path / "token"),
+         "--prometheus-ca-file", str(ca), "--prometheus-insecure-skip-verify"])
+    s: ControllerSettings = captured["settings"]
+    assert s.prometheus_bearer_token_file == tmp_path / "token"
+    assert s.prometheus_ca_file == ca
+    assert s.prometheus_insecure_skip_verify is True
+
+
+def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path: Path) -> None:
+    deployment = (CHART / "deployment.yaml").read_text()
+    assert set(re.findall(r"FORESCALE_PROMETHEUS_[A-Z_]+", deployment)) == set(ENV)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    run([], env={"FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/token",
+                 "FORESCALE_PROMETHEUS_CA_FILE": str(ca),
+                 "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
+    s: ControllerSettings = captured["settings"]
+    assert s.prometheus_bearer_token_file == Path("/var/run/token")
+    assert s.prometheus_ca_file == ca
+    assert s.prometheus_insecure_skip_verify is True
+
+
+def test_a_missing_ca_file_is_a_usage_error(captured: dict[str, Any], tmp_path: Path) -> None:
+    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
+                                          "--prometheus-ca-file", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert "settings" not in captured
+
+
+def test_the_source_gets_the_token_only_for_the_operators_prometheus(tmp_path: Path) -> None:
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    ca.write_text("x")
+    s = ControllerSettings(identity="t", prometheus_url="https://prom.monitoring:443/",
+                           prometheus_bearer_token_file=token, prometheus_ca_file=ca)
+    same = s.prometheus_source("https://PROM.monitoring/prometheus")
+    other = s.prometheus_source("https://evil.example:443")
+    assert same._client.auth is not None and same._client.auth.path == token
+    assert other._client.auth is None
+    assert same._client._session.verify == other._client._session.verify == str(ca)
+    insecure = ControllerSettings(identity="t", prometheus_insecure_skip_verify=True,
+                                  prometheus_ca_file=ca)
+    assert insecure.prometheus_source("https://x:1")._client._session.verify is False
