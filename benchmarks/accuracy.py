@@ -4,7 +4,9 @@ For every trace: train the LSTM on a training span only, then walk forecast orig
 15 minutes through a later evaluation span. At each origin every model forecasts the next
 15 minutes from the history up to the origin (no look-ahead); forecasts and actuals are
 averaged into 5-minute mean rates and scored by MAPE and by the share of 5-minute means
-within 10 %. Seasonal naive (same time yesterday) is the yardstick.
+within 10 %. Seasonal naive (same time yesterday) is the yardstick. The walk and the scores
+are :func:`forescale.core.evaluation.rolling_origin_evaluation`, which the training notebook
+calls too.
 
     .venv/bin/python benchmarks/accuracy.py [--traces DIR] [--quick]
 
@@ -26,16 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.progress import Progress
 
+from forescale.core.evaluation import EvaluationResult, rolling_origin_evaluation
 from forescale.core.forecast.arima import ArimaForecaster
 from forescale.core.forecast.base import Forecaster
 from forescale.core.forecast.baselines import SeasonalNaive
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.forecast.lstm import train_lstm
 from forescale.core.forecast.moving_average import MovingAverageForecaster
-from forescale.core.metrics import mape, share_within
 from forescale.core.spec import ForecastSettings
 from forescale.trace import load_trace, parse_timestamp
 
@@ -67,18 +68,12 @@ CASES = (
 )
 
 
-def block_means(values: np.ndarray, per_block: int) -> np.ndarray:
-    n = (len(values) // per_block) * per_block
-    return values[:n].reshape(-1, per_block).mean(axis=1)
-
-
 def evaluate(case: Case, traces: Path, *, quick: bool, progress: Progress,
-             max_error: float) -> dict[str, object]:
+             max_error: float) -> tuple[dict[str, object], EvaluationResult]:
     trace = load_trace(traces / case.file)
     series = trace.rates
     step = series.step_seconds
     horizon = round(HORIZON_SECONDS / step)
-    per_block = max(1, round(BLOCK_SECONDS / step))
     train = series.until(parse_timestamp(case.train_until)).tail(
         round(14 * 86400 / step) if not quick else round(3 * 86400 / step))
     t0 = time.perf_counter()
@@ -91,61 +86,27 @@ def evaluate(case: Case, traces: Path, *, quick: bool, progress: Progress,
         "arima": ArimaForecaster().fit(train),
         "lstm": lstm,
     }
-    settings = ForecastSettings(max_error=max_error)
-    chain = ForecastChain(settings, lstm=lstm)
+    chain = ForecastChain(ForecastSettings(max_error=max_error), lstm=lstm)
     start, end = parse_timestamp(case.eval_from), parse_timestamp(case.eval_until)
     if quick:
         end = min(end, start + 86400)
-    origins = np.arange(start, end - HORIZON_SECONDS + 1, HORIZON_SECONDS)
-    names = [*models, "chain"]
-    predicted: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    actual: list[np.ndarray] = []
-    served: dict[str, int] = {}
-    seconds: dict[str, float] = dict.fromkeys(names, 0.0)
-    task = progress.add_task(case.file, total=len(origins))
-    for origin in origins:
-        history = series.until(float(origin)).tail(round(HISTORY_SECONDS / step))
-        future = series.values[len(series.until(float(origin))):][:horizon]
-        if len(future) < horizon:
-            break
-        actual.append(block_means(future, per_block))
-        for name, model in models.items():
-            t = time.perf_counter()
-            fc = model.forecast(history, horizon, 0.9)
-            seconds[name] += time.perf_counter() - t
-            predicted[name].append(block_means(fc.mean, per_block))
-        t = time.perf_counter()
-        result = chain.forecast(history, horizon, now=float(origin))
-        seconds["chain"] += time.perf_counter() - t
-        key = result.served_by or f"none ({result.reason})"
-        served[key] = served.get(key, 0) + 1
-        if result.forecast is not None:
-            predicted["chain"].append(block_means(result.forecast.mean, per_block))
-        else:
-            # Every stage failed its gate: the operator holds its replicas. To keep the
-            # scores comparable, such origins are scored with the last stage's ungated
-            # forecast; how often it happened is reported as "none" above.
-            predicted["chain"].append(predicted[settings.models[-1]][-1])
-        progress.advance(task)
-    a = np.concatenate(actual)
-    scores = {}
-    for name in names:
-        p = np.concatenate(predicted[name])
-        scores[name] = {
-            "mape": mape(a, p),
-            "within_10pct": share_within(a, p, 0.10),
-            "mean_forecast_ms": 1000 * seconds[name] / len(actual),
-        }
+    task = progress.add_task(case.file, total=None)
+    result = rolling_origin_evaluation(
+        series, models, start=start, end=end, horizon_seconds=HORIZON_SECONDS,
+        every_seconds=HORIZON_SECONDS, block_seconds=BLOCK_SECONDS,
+        history_seconds=HISTORY_SECONDS, level=0.9, chain=chain, clock=time.perf_counter,
+        progress=lambda done, total: progress.update(task, completed=done, total=total))
     return {
         "trace": case.file, "note": case.note, "step_seconds": step,
         "train_until": case.train_until, "eval_from": case.eval_from,
-        "eval_until": case.eval_until, "origins": len(actual), "scores": scores,
-        "chain_served": served, "lstm_train_seconds": round(train_seconds, 1),
-        "quick": quick, "max_error": max_error,
-    }
+        "eval_until": case.eval_until, "origins": result.origins,
+        "scores": result.to_dict()["scores"],
+        "chain_served": dict(result.chain_served),
+        "lstm_train_seconds": round(train_seconds, 1), "quick": quick, "max_error": max_error,
+    }, result
 
 
-def to_markdown(results: list[dict[str, object]]) -> str:
+def to_markdown(results: list[tuple[dict[str, object], EvaluationResult]]) -> str:
     lines = [
         "# Forecast accuracy at a 15-minute horizon",
         "",
@@ -155,9 +116,9 @@ def to_markdown(results: list[dict[str, object]]) -> str:
         "the span before it.",
         "",
     ]
-    for r in results:
-        scores: dict[str, dict[str, float]] = r["scores"]  # type: ignore[assignment]
-        naive = scores["seasonal_naive"]["mape"]
+    for r, evaluation in results:
+        scores = evaluation.scores
+        naive = scores["seasonal_naive"].mape
         lines += [
             f"## {r['trace']}",
             "",
@@ -167,13 +128,9 @@ def to_markdown(results: list[dict[str, object]]) -> str:
             f"chain served by {r['chain_served']} (none: every stage failed its gate; the "
             "operator holds, and the last stage's ungated forecast is scored).",
             "",
-            "| model | MAPE | within 10 % | MAPE / seasonal naive | ms per forecast |",
-            "|---|---:|---:|---:|---:|",
+            evaluation.to_markdown(baseline="seasonal_naive").rstrip("\n"),
         ]
-        for name, s in scores.items():
-            lines.append(f"| {name} | {s['mape']:.1%} | {s['within_10pct']:.1%} | "
-                         f"{s['mape'] / naive:.2f} | {s['mean_forecast_ms']:.2f} |")
-        chain_beats = scores["chain"]["mape"] < naive
+        chain_beats = scores["chain"].mape < naive
         lines += ["", f"Chain beats seasonal naive: **{'yes' if chain_beats else 'no'}**.", ""]
     return "\n".join(lines)
 
@@ -196,7 +153,8 @@ def main() -> int:
                                     max_error=args.max_error))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = args.name + ("-quick" if args.quick else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps([r for r, _ in results], indent=2)
+                                          + "\n")
     (RESULTS / f"{stem}.md").write_text(to_markdown(results))
     print(to_markdown(results))
     return 0
