@@ -74,7 +74,13 @@ def test_train_model_small(tmp_path: Path) -> None:
     artifact = models / "nb-test"
     assert {p.name for p in artifact.iterdir()} >= {"weights.pt", "metadata.json",
                                                      "MODEL_CARD.md"}
-    assert "Model card" in outputs_text(nb)
+    text = outputs_text(nb)
+    assert "Model card" in text
+    # The held-back comparison of the four models and the chain, as a table, also in the card.
+    assert "MAPE / seasonal naive" in text
+    for name in ("seasonal_naive", "| ma |", "| arima |", "| lstm |", "| chain |"):
+        assert name in text
+    assert "Held-back comparison" in (artifact / "MODEL_CARD.md").read_text()
 
     from forescale.core.forecast.lstm import LSTMForecaster
 
