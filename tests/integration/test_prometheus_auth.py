@@ -8,6 +8,8 @@ PrometheusSource is the one the operator builds from its settings.
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -34,7 +36,8 @@ QUERY = rate_query('http_requests_total{job="web"}', STEP)
 class AuthProxy:
     """Forwards GETs to ``upstream`` when the bearer token matches ``token``; else 401."""
 
-    def __init__(self, upstream: str, token: str) -> None:
+    def __init__(self, upstream: str, token: str, *,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream
         self.token = token
         self.seen: list[str | None] = []
@@ -64,7 +67,10 @@ class AuthProxy:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -153,3 +159,38 @@ def test_the_token_goes_only_to_the_operators_own_prometheus(
           pytest.raises(PrometheusUnavailable, match="HTTP 401")):
         source.read_rate(QUERY, start=t0, end=t0 + 3600, step_seconds=STEP)
     assert proxy.seen[-1] is None
+
+
+@pytest.fixture
+def tls_proxy(prometheus: PrometheusServer, tmp_path: Path) -> Iterator[tuple[AuthProxy, Path]]:
+    """The proxy over HTTPS with a self-signed certificate for 127.0.0.1 (its own CA)."""
+    cert, key = tmp_path / "ca.crt", tmp_path / "ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    p = AuthProxy(prometheus.url, "s3cret", tls=context)
+    yield p, cert
+    p.close()
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_with_the_ca_file_or_without_verification(
+        tls_proxy: tuple[AuthProxy, Path], trace: Trace, tmp_path: Path) -> None:
+    proxy, ca = tls_proxy
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    t0 = trace.start_seconds
+    read = {"query": QUERY, "start": t0, "end": t0 + 600, "step_seconds": STEP}
+    base = {"identity": "t", "prometheus_url": proxy.url, "prometheus_bearer_token_file": token}
+    with ControllerSettings(**base, prometheus_ca_file=ca).prometheus_source(proxy.url) as s:
+        np.testing.assert_allclose(s.read_rate(**read).values, trace.rates.values[:10])
+    with ControllerSettings(**base, prometheus_insecure_skip_verify=True).prometheus_source(
+            proxy.url) as s:
+        np.testing.assert_allclose(s.read_rate(**read).values, trace.rates.values[:10])
+    # The system CAs do not know this certificate.
+    with (ControllerSettings(**base).prometheus_source(proxy.url) as s,
+          pytest.raises(PrometheusUnavailable) as info):
+        s.read_rate(**read)
+    assert info.value.reason == "PrometheusUnavailable"
