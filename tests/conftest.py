@@ -66,3 +66,19 @@ def nasa_3days(nasa_trace: Trace) -> Series:
 def seasonal_series() -> Series:
     """Three days of daily-seasonal Poisson traffic at a 5-minute step (864 samples)."""
     return seasonal_poisson()
+
+
+@pytest.fixture
+def arima_fit_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts ARIMA refits: every call of ArimaForecaster._fit appends the history length."""
+    from forescale.core.forecast.arima import ArimaForecaster
+
+    calls: list[int] = []
+    original = ArimaForecaster._fit
+
+    def spy(self: ArimaForecaster, history: Series) -> None:
+        calls.append(len(history))
+        original(self, history)
+
+    monkeypatch.setattr(ArimaForecaster, "_fit", spy)
+    return calls

@@ -23,19 +23,6 @@ def _fitted(history: Series, **kwargs: object) -> ArimaForecaster:
     return model
 
 
-@pytest.fixture
-def fit_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts refits: every call of ArimaForecaster._fit appends the history length."""
-    calls: list[int] = []
-    original = ArimaForecaster._fit
-
-    def spy(self: ArimaForecaster, history: Series) -> None:
-        calls.append(len(history))
-        original(self, history)
-
-    monkeypatch.setattr(ArimaForecaster, "_fit", spy)
-    return calls
-
 
 def test_learns_the_daily_shape(seasonal_series: Series) -> None:
     history = seasonal_series.head(len(seasonal_series) - 36)
@@ -58,11 +45,11 @@ def test_no_fourier_terms_under_two_days(make_seasonal: SeasonalFactory) -> None
     assert _fitted(make_seasonal(), fourier_terms=0).fourier_terms_used == 0
 
 
-def test_fit_uses_a_bounded_recent_window(fit_calls: list[int],
+def test_fit_uses_a_bounded_recent_window(arima_fit_calls: list[int],
                                           make_seasonal: SeasonalFactory) -> None:
     week = make_seasonal(days=7.0)
     model = _fitted(week, fit_window_seconds=2 * DAY)
-    assert fit_calls == [len(week)]
+    assert arima_fit_calls == [len(week)]
     window = 2 * 288
     # Only the window counts: a sample rewritten before it changes nothing, inside it does.
     for index, continues in ((len(week) - window - 1, True), (len(week) - window, False)):
@@ -73,11 +60,11 @@ def test_fit_uses_a_bounded_recent_window(fit_calls: list[int],
 
 
 def test_new_samples_update_the_state_without_refitting(
-        seasonal_series: Series, fit_calls: list[int]) -> None:
+        seasonal_series: Series, arima_fit_calls: list[int]) -> None:
     n = len(seasonal_series)
     model = _fitted(seasonal_series.head(n - 12))
     updated = [model.forecast(seasonal_series.head(k), 6, 0.9) for k in (n - 11, n - 5, n)]
-    assert len(fit_calls) == 1
+    assert len(arima_fit_calls) == 1
     # The update is the same filter as running the fitted parameters over the history anew
     # (apply), up to the initial state of that run.
     fresh = _fitted(seasonal_series.head(n - 12))
@@ -90,7 +77,7 @@ def test_new_samples_update_the_state_without_refitting(
 
 
 def test_prefix_forecast_leaves_the_state_alone(seasonal_series: Series,
-                                                fit_calls: list[int]) -> None:
+                                                arima_fit_calls: list[int]) -> None:
     model = _fitted(seasonal_series)
     before = model.forecast(seasonal_series, 6, 0.9)
     prefix = seasonal_series.head(len(seasonal_series) - 30)
@@ -99,7 +86,7 @@ def test_prefix_forecast_leaves_the_state_alone(seasonal_series: Series,
     after = model.forecast(seasonal_series, 6, 0.9)
     np.testing.assert_array_equal(before.mean, after.mean)
     assert model.continues(seasonal_series)
-    assert len(fit_calls) == 1
+    assert len(arima_fit_calls) == 1
 
 
 def test_sliding_window_history_still_continues(seasonal_series: Series) -> None:

@@ -361,21 +361,9 @@ def test_preloaded_lstm_is_used_and_checked(history: Series) -> None:
 # -- ARIMA refits on schedule and updates in between -----------------------------------
 
 
-@pytest.fixture
-def arima_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    original = ArimaForecaster._fit
-
-    def spy(self: ArimaForecaster, history: Series) -> None:
-        calls.append(len(history))
-        original(self, history)
-
-    monkeypatch.setattr(ArimaForecaster, "_fit", spy)
-    return calls
-
 
 def test_arima_updates_between_refits_and_refits_on_schedule(
-        arima_fits: list[int], make_seasonal: SeasonalFactory) -> None:
+        arima_fit_calls: list[int], make_seasonal: SeasonalFactory) -> None:
     series = make_seasonal(days=2.5)
     n, step = len(series), series.step_seconds
     chain = ForecastChain(_settings("arima", arima_refit_seconds=3600.0))
@@ -389,14 +377,14 @@ def test_arima_updates_between_refits_and_refits_on_schedule(
     assert "refitted (first fit)" in at(0).stages[0].message
     for k in (1, 2, 11):  # 55 minutes later: still within the hour
         assert "no refit" in at(k).stages[0].message
-    assert len(arima_fits) == 1
+    assert len(arima_fit_calls) == 1
     assert "refitted (last fit 3600s ago)" in at(12).stages[0].message
-    assert len(arima_fits) == 2
+    assert len(arima_fit_calls) == 2
     assert "no refit" in at(13).stages[0].message
-    assert len(arima_fits) == 2
+    assert len(arima_fit_calls) == 2
 
 
-def test_arima_refits_when_history_does_not_continue(arima_fits: list[int],
+def test_arima_refits_when_history_does_not_continue(arima_fit_calls: list[int],
                                                      make_seasonal: SeasonalFactory) -> None:
     series = make_seasonal(days=2.5)
     chain = ForecastChain(_settings("arima"))
@@ -404,7 +392,7 @@ def test_arima_refits_when_history_does_not_continue(arima_fits: list[int],
     restarted = make_seasonal(days=2.5, seed=99)  # same times, other samples
     result = chain.forecast(restarted, HORIZON, now=NOW + 60)
     assert "history does not continue" in result.stages[0].message
-    assert len(arima_fits) == 2
+    assert len(arima_fit_calls) == 2
 
 
 def test_failed_refit_is_retried(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
