@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -161,16 +162,27 @@ class Controller:
         if blocked is None and result.desired_replicas != current:
             # Renew right before the write: a successful, resourceVersion-checked renewal
             # means we hold the lease for a full duration from now.
+            # With a fresh clock, not the cycle's: a slow fit must not date the renewal
+            # back, or the lease could lapse before the write it guards.
+            renewed = self._clock()
+            duration = self._duration(period)
             state_now = self.lease.ensure(namespace, lease_name(kind, target), policy=key,
-                                          duration=self._duration(period), now=now)
+                                          duration=duration, now=renewed)
             if not state_now.held:
                 blocked = ("TargetLocked", state_now.message)
             else:
                 try:
-                    self.kube.patch_scale(resource, namespace, target,
-                                          replicas=result.desired_replicas,
-                                          resource_version=scale_rv)
+                    started = self._clock()
+                    written = self.kube.patch_scale(resource, namespace, target,
+                                                    replicas=result.desired_replicas,
+                                                    resource_version=scale_rv)
                     scaled_to = result.desired_replicas
+                    _log_scale_write(identity=self.settings.identity, policy=key,
+                                     kind=kind, target=target, replicas=scaled_to,
+                                     resource_version=(written.get("metadata") or {}).get(
+                                         "resourceVersion"),
+                                     lease_renew_time=renewed, lease_duration=duration,
+                                     started=started, finished=self._clock())
                     self.metrics.scales.labels(
                         "up" if scaled_to > current else "down").inc()
                 except KubeError as exc:
@@ -276,6 +288,19 @@ class Controller:
         return self.lease.release(namespace, lease_name(str(ref.get("kind", "Deployment")),
                                                         str(ref["name"])),
                                   policy=f"{namespace}/{name}")
+
+
+#: The prefix of the one log line per scale write; the rest of the line is JSON.
+SCALE_WRITE_LOG = "scale write "
+
+
+def _log_scale_write(**fields: Any) -> None:
+    """One machine-readable line per successful /scale write: who (identity), what
+    (target, replicas, the resourceVersion the write produced), when (wall time before and
+    after the request) and under which lease (the renewTime and duration this operator
+    wrote right before). Audits on a real cluster, where the API server's own audit log is
+    out of reach, match these against a watch of the target and of the Lease."""
+    logger.info("%s%s", SCALE_WRITE_LOG, json.dumps(fields, sort_keys=True))
 
 
 def _last_finite(series: Series) -> float | None:
