@@ -1,12 +1,28 @@
 """The operator's integration harness: the API emulator (or a real cluster), a real
 Prometheus with a backfilled history that ends now, and real ``forescale run`` processes.
 
-With ``FORESCALE_TEST_KUBECONFIG`` set, tests that need the emulator's audit log skip
-themselves (see ``needs_emulator``); the emulator is not started.
+Two modes, one set of scenarios:
+
+* emulator mode (default): a fresh in-process API emulator per test; the scenarios can
+  also read its audit log (``world.emulator``), which records who made every write;
+* real-cluster mode: ``FORESCALE_TEST_KUBECONFIG=/path/to/kubeconfig`` points the tests at
+  any API server (kind, k3d, or the standalone emulator treated as an opaque cluster, see
+  ``scripts/real-cluster-mode.sh``). The CRD is applied from ``crds/`` (and waited on
+  until Established), each test gets its own namespace (deleted afterwards), Prometheus and
+  the operator processes stay local. ``world.emulator`` is None; tests that can only run
+  on the emulator (fault injection, the audit log) take the ``emulator`` fixture, which
+  skips them with the reason.
+
+Either way the scenarios talk to the API through :class:`tests.support.cluster.Cluster`
+(the public API only) and record a watch of the namespace's Deployments and Leases from
+the start; who scaled what is proven from those watches and the operators' own
+``scale write`` log lines (see ``World.check_scale_writes_by_lease_holders``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -14,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +40,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.support.kubeapi import EmulatorHandle, run_emulator
+from forescale.controller.kube import KubeError, parse_time
+from forescale.controller.worker import SCALE_WRITE_LOG
+from tests.support.cluster import Cluster, WatchRecorder
+from tests.support.kubeapi import HARNESS_IDENTITY, EmulatorHandle, run_emulator
 from tests.support.prometheus import (
     CounterSeries,
     LiveCounter,
@@ -42,6 +62,11 @@ QUERY = f"sum(rate({QUERY_SELECTOR}[2m]))"
 #: The backfilled arrival rate rises linearly to this (req/s) at "now": a peak on its way.
 RAMP_FROM, RAMP_TO = 10.0, 80.0
 REAL_CLUSTER = os.environ.get("FORESCALE_TEST_KUBECONFIG")
+#: Pods of the test Deployments must be able to start on a real cluster.
+IMAGE = "registry.k8s.io/pause:3.10"
+DEPLOYMENTS = "apps/v1/deployments"
+LEASES = "coordination.k8s.io/v1/leases"
+POLICIES = "forescale.dev/v1alpha1/scalingpolicies"
 #: How long a scenario waits for the operator to get somewhere (see ``World.wait``).
 WAIT_SECONDS = float(os.environ.get("FORESCALE_TEST_WAIT_SECONDS", "90"))
 
@@ -58,6 +83,16 @@ class Operator:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def logged_scale_writes(self) -> list[dict[str, Any]]:
+        """The operator's own ``scale write`` log lines (see ``worker._log_scale_write``)."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            at = line.find(SCALE_WRITE_LOG)
+            if at >= 0:
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line[at + len(SCALE_WRITE_LOG):]))
+        return out
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
@@ -72,23 +107,46 @@ class Operator:
                 self.kill()
 
 
+@dataclass(frozen=True)
+class ScaleWrite:
+    """A write of a target's replicas. ``identity`` is who made it: from the emulator's
+    audit log, or on a real cluster from the operator's log line with the same
+    resourceVersion (None if no operator claims it)."""
+
+    name: str
+    replicas: int
+    identity: str | None
+    resource_version: str
+    time: float
+
+
 @dataclass
 class World:
-    kube: EmulatorHandle
+    #: The API, through its public interface only (both modes).
+    kube: Cluster
+    #: The in-process emulator, or None in real-cluster mode.
+    emulator: EmulatorHandle | None
+    namespace: str
     prometheus: PrometheusServer
     live: LiveCounter
     tmp: Path
+    #: Watches of the namespace's Deployments and Leases, recorded from the start.
+    deployments: WatchRecorder
+    leases: WatchRecorder
+    #: The kubeconfig the operators use in real-cluster mode.
+    kubeconfig: Path | None = None
     operators: list[Operator] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     def start_operator(self, identity: str, *extra: str) -> Operator:
-        kubeconfig = self.kube.kubeconfig_path(identity)
+        kubeconfig = (self.emulator.kubeconfig_path(identity, namespace=self.namespace)
+                      if self.emulator is not None else self.kubeconfig)
         port = free_port()
         log_path = self.tmp / f"operator-{identity}.log"
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "KUBECONFIG": "/nonexistent"}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [str(FORESCALE), "run", "--namespace", "default",
+                [str(FORESCALE), "run", "--namespace", self.namespace,
                  "--kubeconfig", str(kubeconfig), "--identity", identity,
                  "--prometheus-url", self.prometheus.url,
                  "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
@@ -102,12 +160,13 @@ class World:
         labels = {"app": name}
         return self.kube.create({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": self.namespace},
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+                                  "spec": {"containers": [{"name": "c", "image": IMAGE}]}}}})
 
     def policy(self, name: str, target: str, **spec: Any) -> dict[str, Any]:
+        """Create a policy; a schema rejection (422) raises ``KubeError``."""
         body = {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "metrics": {"query": QUERY}, "serviceRatePerReplica": 10,
@@ -120,12 +179,14 @@ class World:
         body.update(spec)
         return self.kube.create({"apiVersion": "forescale.dev/v1alpha1",
                                  "kind": "ScalingPolicy",
-                                 "metadata": {"name": name, "namespace": "default"},
+                                 "metadata": {"name": name, "namespace": self.namespace},
                                  "spec": body})
 
     def get_policy(self, name: str) -> dict[str, Any] | None:
-        return self.kube.get("forescale.dev/v1alpha1/scalingpolicies", name,
-                             namespace="default")
+        return self.kube.get(POLICIES, name, namespace=self.namespace)
+
+    def delete_policy(self, name: str) -> None:
+        self.kube.delete(POLICIES, name, namespace=self.namespace)
 
     def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
         policy = self.get_policy(name) or {}
@@ -135,8 +196,15 @@ class World:
         return None
 
     def replicas(self, name: str) -> int:
-        dep = self.kube.get("apps/v1/deployments", name, namespace="default") or {}
+        dep = self.kube.get(DEPLOYMENTS, name, namespace=self.namespace) or {}
         return int(dep["spec"]["replicas"])
+
+    def lease(self, target: str) -> dict[str, Any] | None:
+        return self.kube.get(LEASES, f"forescale-deployment-{target}",
+                             namespace=self.namespace)
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.kube.list_objects("v1/events", namespace=self.namespace)
 
     def wait(self, predicate: Callable[[], Any], *, timeout: float = WAIT_SECONDS,
              what: str = "the condition") -> Any:
@@ -151,38 +219,161 @@ class World:
 
     def diagnostics(self) -> str:
         """What a failed scenario needs to be understood: the operators' logs, the
-        policies' status and the scale writes the emulator recorded."""
-        parts = []
+        policies' status and the scale writes (the emulator's audit log, or the watch)."""
+        parts = [f"--- namespace {self.namespace} "
+                 f"({'emulator' if self.emulator is not None else 'real cluster'})"]
         for op in self.operators:
             state = op.process.poll()
             parts.append(f"--- operator {op.identity} "
                          f"({'running' if state is None else f'exited {state}'}), log tail:\n"
                          f"{op.log()}")
         try:
-            for policy in self.kube.list_objects("forescale.dev/v1alpha1/scalingpolicies",
-                                                 namespace="default"):
+            for policy in self.kube.list_objects(POLICIES, namespace=self.namespace):
                 status = dict(policy.get("status") or {})
                 status.pop("forecast", None)
                 parts.append(f"--- policy {policy['metadata']['name']} status:\n"
                              f"{json.dumps(status, indent=1, sort_keys=True)[:6000]}")
-            for dep in self.kube.list_objects("apps/v1/deployments", namespace="default"):
+            for dep in self.kube.list_objects(DEPLOYMENTS, namespace=self.namespace):
                 parts.append(f"--- deployment {dep['metadata']['name']}: "
                              f"spec.replicas={dep['spec'].get('replicas')}")
             t0 = self.started
-            parts.append("--- writes (t since setup, identity, method, path, status):\n" +
-                         "\n".join(f"{e.wall_time - t0:8.3f} {e.identity} {e.method} "
-                                    f"{e.path} {e.status_code}"
-                                    + (f" replicas={e.request_body['spec']['replicas']}"
-                                       if e.path.endswith('/scale') and
-                                       isinstance(e.request_body, dict) else "")
-                                    for e in self.kube.audit()[-80:]))
+            if self.emulator is not None:
+                parts.append("--- writes (t since setup, identity, method, path, status):\n" +
+                             "\n".join(f"{e.wall_time - t0:8.3f} {e.identity} {e.method} "
+                                       f"{e.path} {e.status_code}"
+                                       + (f" replicas={e.request_body['spec']['replicas']}"
+                                          if e.path.endswith('/scale') and
+                                          isinstance(e.request_body, dict) else "")
+                                       for e in self.emulator.audit()[-80:]))
+            else:
+                parts.append("--- replica changes seen by the watch (t, name, replicas, "
+                             "resourceVersion, claimed by):\n" +
+                             "\n".join(f"{w.time - t0:8.3f} {w.name} {w.replicas} "
+                                       f"{w.resource_version} {w.identity}"
+                                       for w in self.scale_writes()[-80:]))
         except Exception as exc:  # diagnostics must never hide the real failure
-            parts.append(f"--- could not read the emulator's state: {exc!r}")
+            parts.append(f"--- could not read the cluster's state: {exc!r}")
         return "\n".join(parts)
 
-    def scale_writes(self) -> list[Any]:
-        return [e for e in self.kube.audit() if e.path.endswith("/scale")
-                and e.method in ("PATCH", "PUT")]
+    # -- who scaled what ---------------------------------------------------------------
+
+    def _logged_writes(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(str(w["target"]), str(w["resource_version"])): w
+                for op in self.operators for w in op.logged_scale_writes()}
+
+    def replica_changes(self) -> list[ScaleWrite]:
+        """Every change of a Deployment's ``spec.replicas`` the watch saw, attributed to
+        the operator whose log line names that resourceVersion (None if none does)."""
+        logged = self._logged_writes()
+        last: dict[str, int] = {}
+        out = []
+        for event in self.deployments.snapshot():
+            if event.type == "DELETED":
+                last.pop(event.name, None)
+                continue
+            replicas = int(event.object["spec"].get("replicas", 1))
+            if event.name in last and last[event.name] != replicas:
+                claim = logged.get((event.name, event.resource_version))
+                out.append(ScaleWrite(event.name, replicas,
+                                      None if claim is None else str(claim["identity"]),
+                                      event.resource_version, event.received))
+            last[event.name] = replicas
+        return out
+
+    def scale_writes(self) -> list[ScaleWrite]:
+        """Writes of the targets' replicas: on the emulator every /scale write request
+        (from its audit log, so even a write that changed nothing shows); on a real
+        cluster every change the watch saw."""
+        if self.emulator is None:
+            return self.replica_changes()
+        return [ScaleWrite(str(e.name), int(e.request_body["spec"]["replicas"]), e.identity,
+                           str(e.resource_version), e.wall_time)
+                for e in self.emulator.audit()
+                if e.namespace == self.namespace and e.path.endswith("/scale")
+                and e.method in ("PATCH", "PUT") and isinstance(e.request_body, dict)]
+
+    def check_scale_writes_by_lease_holders(self, targets: list[str]) -> int:
+        """Prove, with the public API only (so on any cluster), that every change of the
+        targets' replicas was made by the lease holder of that moment, and that no two
+        holders overlap. Returns the number of writes checked.
+
+        Evidence: (1) the Deployment watch, which sees every change of ``spec.replicas``
+        with its resourceVersion; (2) each operator's ``scale write`` log line: identity,
+        resourceVersion produced, wall time before/after the request, and the lease
+        renewTime/duration it wrote right before; (3) the Lease watch, every version of
+        each lease. The operators run on this machine, so their clock (which writes
+        renewTime) is the tests' clock.
+
+        * every replica change is claimed by exactly the operator log line with its
+          resourceVersion and replicas: there is no unclaimed writer;
+        * the claimant's lease version (holder, renewTime, duration) is in the watch, and
+          its validity [renewTime, renewTime + duration) covers the request's
+          [started, finished];
+        * no lease version of any *other* holder is valid at any instant of that
+          request; and along each lease's versions, a holder change happens only at or
+          after the previous version's expiry (no overlapping holders).
+        """
+        assert not self.deployments.gaps and not self.leases.gaps, \
+            "a watch lost history (410): the record is incomplete"
+        logged = self._logged_writes()
+        changes = [c for c in self.replica_changes() if c.name in targets]
+        for change in changes:
+            claim = logged.get((change.name, change.resource_version))
+            assert claim is not None, f"no operator claims this replica change: {change}"
+            assert claim["replicas"] == change.replicas, (claim, change)
+        seen = {(c.name, c.resource_version) for c in changes}
+        versions: dict[str, list[dict[str, Any]]] = {}
+        rvs: set[tuple[str, str]] = set()
+        for event in self.leases.snapshot():
+            if event.type == "DELETED" or (event.name, event.resource_version) in rvs:
+                continue
+            rvs.add((event.name, event.resource_version))
+            spec = event.object["spec"]
+            versions.setdefault(event.name, []).append({
+                "holder": spec.get("holderIdentity"),
+                "from": parse_time(spec.get("renewTime")),
+                "until": (parse_time(spec.get("renewTime")) or 0.0)
+                + float(spec.get("leaseDurationSeconds") or 0)})
+        for name, history in versions.items():
+            for before, after in itertools.pairwise(history):
+                if after["holder"] != before["holder"]:
+                    assert after["from"] >= before["until"], \
+                        f"lease {name}: {after} took over before {before} expired"
+        checked = 0
+        for (target, rv), claim in logged.items():
+            if target not in targets:
+                continue
+            # The operator writes only when the replicas differ, with the Scale's
+            # resourceVersion as a precondition: a successful write always changes them.
+            assert (target, rv) in seen, f"a logged write the watch never saw: {claim}"
+            history = versions.get(f"forescale-deployment-{target}", [])
+            start, end = float(claim["started"]), float(claim["finished"])
+            own = [v for v in history if v["holder"] == claim["identity"]
+                   and abs(v["from"] - float(claim["lease_renew_time"])) < 1e-5]
+            assert own, f"the lease version behind {claim} is not in the watch: {history}"
+            assert own[0]["from"] <= start and end < own[0]["until"], (claim, own[0])
+            others = [v for v in history if v["holder"] != claim["identity"]
+                      and v["from"] <= end and start < v["until"]]
+            assert not others, f"{claim} while another holder's lease was valid: {others}"
+            checked += 1
+        return checked
+
+    def cleanup(self) -> None:
+        """Stop the operators and watches; delete the test namespace (its policies'
+        finalizers first: with the operators gone nobody else would remove them)."""
+        for op in self.operators:
+            op.stop()
+        self.deployments.stop()
+        self.leases.stop()
+        with contextlib.suppress(KubeError):
+            for policy in self.kube.list_objects(POLICIES, namespace=self.namespace):
+                name = policy["metadata"]["name"]
+                with contextlib.suppress(KubeError):
+                    self.kube.patch(POLICIES, name, {"metadata": {"finalizers": None}},
+                                    namespace=self.namespace)
+                    self.kube.delete(POLICIES, name, namespace=self.namespace)
+        with contextlib.suppress(KubeError):
+            self.kube.delete("v1/namespaces", self.namespace)
 
 
 def ramp_history(now: float) -> CounterSeries:
@@ -225,30 +416,66 @@ class ContinuingCounter(LiveCounter):
         return self.offset + float(LiveCounter.count.fget(self))  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[Cluster | None]:
+    """In real-cluster mode, the cluster with the CRD applied (once per session)."""
+    if not REAL_CLUSTER:
+        yield None
+        return
+    cluster = Cluster(REAL_CLUSTER)
+    cluster.apply_crd(yaml.safe_load(CRD.read_text()))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    if REAL_CLUSTER:
-        pytest.skip("these scenarios read the API emulator's audit log; run without "
-                    "FORESCALE_TEST_KUBECONFIG (real-cluster mode is not implemented yet)")
+def emulator(world: World) -> EmulatorHandle:
+    """The in-process emulator, for tests that need what only it offers (its audit log,
+    fault injection); skips them in real-cluster mode."""
+    if world.emulator is None:
+        pytest.skip("needs the API emulator's audit log or fault injection, which a real "
+                    "cluster does not offer (FORESCALE_TEST_KUBECONFIG is set)")
+    return world.emulator
+
+
+@pytest.fixture
+def world(tmp_path: Path, real_cluster: Cluster | None) -> Iterator[World]:
     live_counter = ContinuingCounter(labels=LABELS, rate_per_second=RAMP_TO)
     now = time.time()
     history = ramp_history(now)
     live_counter.offset = float(history.values[-1]) + RAMP_TO * (now - history.end_seconds)
-    with live_counter as live, \
-            running_prometheus(series=[history], scrape_targets=[live.target],
-                               scrape_interval_seconds=1.0) as prom, \
-            run_emulator() as kube:
+    with contextlib.ExitStack() as stack:
+        live = stack.enter_context(live_counter)
+        prom = stack.enter_context(running_prometheus(
+            series=[history], scrape_targets=[live.target], scrape_interval_seconds=1.0))
+        emulator: EmulatorHandle | None = None
+        if real_cluster is None:
+            emulator = stack.enter_context(run_emulator())
+            kube = Cluster(emulator.kubeconfig_path(HARNESS_IDENTITY))
+            stack.callback(kube.close)
+            kube.apply_crd(yaml.safe_load(CRD.read_text()))
+        else:
+            kube = real_cluster
+        namespace = f"forescale-test-{uuid.uuid4().hex[:8]}"
+        kube.create({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": namespace,
+                                  "labels": {"app.kubernetes.io/created-by": "forescale-tests"}}})
         # The operator starts only once the live samples continue the history.
         prom.wait_for_query(f'timestamp({QUERY_SELECTOR}) > {history.end_seconds}',
                             timeout_seconds=WAIT_SECONDS)
-        kube.create(yaml.safe_load(CRD.read_text()))
-        w = World(kube=kube, prometheus=prom, live=live, tmp=tmp_path)
+        w = World(kube=kube, emulator=emulator, namespace=namespace, prometheus=prom,
+                  live=live, tmp=tmp_path,
+                  deployments=kube.watch(DEPLOYMENTS, namespace=namespace),
+                  leases=kube.watch(LEASES, namespace=namespace),
+                  kubeconfig=None if real_cluster is None else Path(str(REAL_CLUSTER)))
         try:
             yield w
         finally:
-            for op in w.operators:
-                op.stop()
-        kube.assert_healthy()
+            w.cleanup()
+        if emulator is not None:
+            emulator.assert_healthy()
 
 
 @pytest.hookimpl(hookwrapper=True)

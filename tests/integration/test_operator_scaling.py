@@ -36,8 +36,7 @@ def test_status_fills_in_and_the_deployment_is_scaled_up_before_the_peak(world: 
     assert {c["type"] for c in status["conditions"]} == {
         "Ready", "ScalingActive", "ModelReady", "ScalingLimited", "MetricsAvailable"}
     assert all(e.identity == "operator-a" for e in world.scale_writes())
-    lease = world.kube.get("coordination.k8s.io/v1/leases", "forescale-deployment-web",
-                           namespace="default")
+    lease = world.lease("web")
     assert lease is not None and lease["spec"]["holderIdentity"] == "operator-a"
 
 
