@@ -1,0 +1,134 @@
+"""lease.py against the in-process API emulator over real HTTP (fast: no subprocess)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from forescale.controller.kube import Conflict, KubeClient, parse_time
+from forescale.controller.lease import POLICY_ANNOTATION, LeaseLock, lease_duration_seconds
+from tests.support.kubeapi import EmulatorHandle, run_emulator
+
+LEASES = "coordination.k8s.io/v1/leases"
+NS, NAME = "default", "forescale-deployment-web"
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def kube() -> Iterator[EmulatorHandle]:
+    with run_emulator() as handle:
+        yield handle
+        handle.assert_healthy()
+
+
+def lock(kube: EmulatorHandle, identity: str) -> LeaseLock:
+    return LeaseLock(KubeClient(kubeconfig=str(kube.kubeconfig_path(identity))),
+                     identity=identity)
+
+
+def stored(kube: EmulatorHandle) -> dict:  # type: ignore[type-arg]
+    lease = kube.get(LEASES, NAME, namespace=NS)
+    assert lease is not None
+    return lease
+
+
+def test_duration_is_longer_than_two_periods() -> None:
+    assert lease_duration_seconds(5, 3) == 13
+    assert lease_duration_seconds(30, 0.5) == 61
+
+
+def test_acquire_creates_the_lease(kube: EmulatorHandle) -> None:
+    a = lock(kube, "a")
+    state = a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    assert state.held and state.holder == "a" and "acquired" in state.message
+    lease = stored(kube)
+    assert lease["spec"]["holderIdentity"] == "a"
+    assert lease["spec"]["leaseDurationSeconds"] == 13
+    assert parse_time(lease["spec"]["renewTime"]) == pytest.approx(T0)
+    assert lease["spec"]["leaseTransitions"] == 0
+    assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == "default/web"
+    assert a.holder(NS, NAME, policy="default/web", now=T0 + 1)
+    assert not a.holder(NS, NAME, policy="default/web", now=T0 + 13)  # expired
+    assert not a.holder(NS, NAME, policy="default/other", now=T0 + 1)
+
+
+def test_a_renewal_always_moves_renew_time_and_the_resource_version(
+        kube: EmulatorHandle) -> None:
+    a = lock(kube, "a")
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    before = stored(kube)
+    for i in range(1, 4):
+        state = a.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + i)
+        assert state.held and "renewed" in state.message
+        after = stored(kube)
+        assert parse_time(after["spec"]["renewTime"]) == pytest.approx(T0 + i)
+        assert after["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
+        assert after["spec"]["acquireTime"] == before["spec"]["acquireTime"]
+        assert after["spec"]["leaseTransitions"] == 0
+        before = after
+
+
+def test_a_live_lease_is_not_taken_over(kube: EmulatorHandle) -> None:
+    lock(kube, "a").ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    rv = stored(kube)["metadata"]["resourceVersion"]
+    state = lock(kube, "b").ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 12)
+    assert not state.held and state.holder == "a" and "held by a" in state.message
+    assert stored(kube)["metadata"]["resourceVersion"] == rv  # not written
+
+
+def test_an_expired_lease_is_taken_over(kube: EmulatorHandle) -> None:
+    lock(kube, "a").ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    b = lock(kube, "b")
+    state = b.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 13)
+    assert state.held and "took over" in state.message
+    spec = stored(kube)["spec"]
+    assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
+    assert parse_time(spec["acquireTime"]) == pytest.approx(T0 + 13)
+    assert not lock(kube, "a").holder(NS, NAME, policy="default/web", now=T0 + 14)
+
+
+def test_two_policies_in_one_process_do_not_share_a_lease(kube: EmulatorHandle) -> None:
+    a = lock(kube, "a")
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    state = a.ensure(NS, NAME, policy="default/web-too", duration=13, now=T0 + 1)
+    assert not state.held and "for policy default/web" in state.message
+
+
+def test_a_stale_write_gets_409_and_is_not_the_holder(kube: EmulatorHandle) -> None:
+    a, b = lock(kube, "a"), lock(kube, "b")
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    seen = stored(kube)  # b reads the expired lease ...
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 13)  # ... a renews ...
+    # ... and b's takeover, with the resourceVersion it read, loses.
+    with pytest.raises(Conflict):
+        b._kube.replace_lease(seen, {"holderIdentity": "b"})
+    state = b._write(seen, T0 + 13, 13, "default/web", acquired=T0 + 13,
+                     transitions=1, verb="took over")
+    assert not state.held and "409" in state.message
+    assert stored(kube)["spec"]["holderIdentity"] == "a"
+
+
+def test_a_racing_create_is_not_the_holder(kube: EmulatorHandle) -> None:
+    a, b = lock(kube, "a"), lock(kube, "b")
+    original = b._kube.get_lease
+    # b looks first and sees no lease; a creates it before b does.
+    b._kube.get_lease = lambda ns, name: None  # type: ignore[method-assign]
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    state = b.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    b._kube.get_lease = original  # type: ignore[method-assign]
+    assert not state.held and "created the lease first" in state.message
+    assert stored(kube)["spec"]["holderIdentity"] == "a"
+
+
+def test_release_only_if_ours(kube: EmulatorHandle) -> None:
+    a, b = lock(kube, "a"), lock(kube, "b")
+    assert not a.release(NS, NAME, policy="default/web")  # nothing to release
+    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    assert not b.release(NS, NAME, policy="default/web")  # another holder
+    assert not a.release(NS, NAME, policy="default/other")  # another policy's
+    assert kube.get(LEASES, NAME, namespace=NS) is not None
+    assert a.release(NS, NAME, policy="default/web")
+    assert kube.get(LEASES, NAME, namespace=NS) is None
+    deletes = [e for e in kube.audit() if e.method == "DELETE" and e.resource == "leases"]
+    assert [(e.identity, e.status_code) for e in deletes] == [("a", 200)]
