@@ -178,7 +178,9 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
         reason = "ScaledUp" if d.scaled_to > plan.current_replicas else "ScaledDown"
         out.append(Event("Normal", reason, plan.message))
     for ctype, (status, reason, message) in conditions(d).items():
-        if status == "True" or before.get(ctype) == (status, reason):
+        # Only transitions into False: Unknown (e.g. metrics not read because the spec is
+        # invalid) is no problem of its own, and the InvalidSpec event already says why.
+        if status != "False" or before.get(ctype) == (status, reason):
             continue
         if ctype == "ScalingLimited":
             continue
