@@ -121,10 +121,6 @@ def test_a_slow_prometheus_times_out_holds_the_replicas_and_reports_it(
     assert any(e["reason"] == "PrometheusUnavailable" for e in events)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adapters/prometheus.py: with its urllib3 Retry(read=0), a read timeout reaches requests "
-    "as MaxRetryError(ReadTimeoutError), which requests raises as ConnectionError, so the "
-    "message says 'unreachable: ConnectionError' instead of 'did not answer within'"))
 def test_the_condition_names_the_timeout_as_the_cause(
         kube: EmulatorHandle, slow_prometheus: str) -> None:
     _, _, status, _ = _one_slow_cycle(kube, slow_prometheus)

@@ -289,6 +289,11 @@ class PrometheusSource:
             raise PrometheusUnavailable(f"Prometheus at {where} did not answer within "
                                         f"{self.timeout_seconds:g}s") from None
         except (requests.ConnectionError, requests.exceptions.RetryError) as exc:
+            if _is_read_timeout(exc):
+                # With Retry(read=0) urllib3 wraps a read timeout in MaxRetryError, which
+                # requests raises as ConnectionError: name the real cause.
+                raise PrometheusUnavailable(f"Prometheus at {where} did not answer within "
+                                            f"{self.timeout_seconds:g}s") from None
             raise PrometheusUnavailable(f"Prometheus at {where} is unreachable: "
                                         f"{_root_cause(exc)}") from None
         except (requests.exceptions.JSONDecodeError, KeyError, TypeError):
@@ -357,6 +362,23 @@ def _error_text(body_repr: str) -> str:
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         return _shorten(payload["error"])
     return _shorten(text)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """Whether a requests/urllib3 error chain contains a read timeout."""
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ReadTimeoutError):
+            return True
+        if isinstance(seen, MaxRetryError) and isinstance(seen.reason, ReadTimeoutError):
+            return True
+        nxt = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = nxt or seen.__cause__ or seen.__context__
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:
