@@ -99,3 +99,13 @@ def test_the_source_gets_the_token_only_for_the_operators_prometheus(tmp_path: P
     insecure = ControllerSettings(identity="t", prometheus_insecure_skip_verify=True,
                                   prometheus_ca_file=ca)
     assert insecure.prometheus_source("https://x:1")._client._session.verify is False
+
+
+def test_prometheus_timeout(captured: dict[str, Any]) -> None:
+    run([])
+    assert captured["settings"].prometheus_timeout_seconds == 10.0
+    run(["--prometheus-timeout-seconds", "2.5"])
+    assert captured["settings"].prometheus_timeout_seconds == 2.5
+    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
+                                                  "--prometheus-timeout-seconds", "0"])
+    assert result.exit_code == 2

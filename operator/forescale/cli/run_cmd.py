@@ -47,6 +47,9 @@ def _configure_logging(fmt: str, level: str) -> None:
               envvar="FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY",
               help="Do not verify Prometheus' certificate "
                    "[env FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY].")
+@click.option("--prometheus-timeout-seconds", type=click.FloatRange(min=0.1), default=10.0,
+              show_default=True,
+              help="A read slower than this is a failed read: hold replicas, retry later.")
 @click.option("--models-dir", type=click.Path(path_type=Path),
               help="Where forecast.lstm.modelRef artifacts live.")
 @click.option("--metrics-port", type=int, default=8080, show_default=True,
@@ -69,7 +72,8 @@ def _configure_logging(fmt: str, level: str) -> None:
               default="info", show_default=True)
 def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: str | None,
             prometheus_bearer_token_file: Path | None, prometheus_ca_file: Path | None,
-            prometheus_insecure_skip_verify: bool, models_dir: Path | None,
+            prometheus_insecure_skip_verify: bool, prometheus_timeout_seconds: float,
+            models_dir: Path | None,
             metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
             step_seconds: float, lease_extra_seconds: float, log_format: str,
@@ -90,7 +94,8 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                   lease_extra_seconds=lease_extra_seconds,
                                   prometheus_bearer_token_file=prometheus_bearer_token_file,
                                   prometheus_ca_file=prometheus_ca_file,
-                                  prometheus_insecure_skip_verify=prometheus_insecure_skip_verify)
+                                  prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
+                                  prometheus_timeout_seconds=prometheus_timeout_seconds)
     kube = KubeClient(kubeconfig=kubeconfig)
     metrics = OperatorMetrics()
     port = serve(metrics, address=metrics_address, port=metrics_port)
