@@ -97,25 +97,6 @@ def test_window_covers_lead_time_plus_period() -> None:
     assert chain.calls == [(3, T0)]
 
 
-def test_near_part_of_the_window_keeps_pods_but_never_adds_them() -> None:
-    # 120 s lead time: steps 0 and 1 are served by the pods that exist now.
-    near_peak = [200.0, 200.0, 10.0, 10.0]
-    need_near = replicas_for_slo(220.0, 10.0, SLO()).replicas
-    need_far = replicas_for_slo(11.0, 10.0, SLO()).replicas
-    assert need_far < 5 < need_near < 30
-    # Pods the near peak needs are kept (they could not be back in time)...
-    kept = run(spec(), FixedChain(near_peak), current=30)
-    assert kept.recommended_replicas == need_near
-    assert "KeptForLeadTime" in kept.reasons
-    # ...but none are started for it: they would be ready only after it has passed.
-    small = run(spec(), FixedChain(near_peak), current=5)
-    assert small.desired_replicas == 5
-    assert small.planned_arrival_rate == pytest.approx(11.0)
-    # With no lead time the whole window is "far".
-    instant = run(spec(lead_time_seconds=0.0), FixedChain(near_peak), current=5)
-    assert instant.planned_arrival_rate == pytest.approx(220.0)
-
-
 def test_scale_up_is_rate_limited_like_the_hpa() -> None:
     # Default scale-up: max(+4 pods, +100 %) per 15 s.
     p = run(spec(), FixedChain(1000.0), current=3)

@@ -103,8 +103,7 @@ class Plan:
     reasons: tuple[str, ...]
     message: str
     forecast: ChainResult | None
-    #: The arrival rate sized for: the highest upper bound over the part of the planning
-    #: window that pods asked for now can serve (``[now + lead, now + lead + period]``).
+    #: The arrival rate sized for: the highest upper bound over the planning window.
     planned_arrival_rate: float | None
     window_start_seconds: float
     window_end_seconds: float
@@ -170,8 +169,7 @@ def metrics_problem(history: Series, spec: PolicySpec, now: float) -> tuple[str,
 def planning_window(spec: PolicySpec, now: float) -> tuple[float, float]:
     """Pods asked for now serve from ``now + lead`` and must also carry the load until the
     next decision's pods are ready; pods removed now cannot come back before ``now + lead``.
-    So the plan covers ``[now, now + lead time + decision period]``: the far part
-    ``[now + lead, end]`` decides what to add, the whole window what may be removed."""
+    So the plan covers ``[now, now + lead time + decision period]``."""
     return now, now + spec.lead_time_seconds + spec.decision_period_seconds
 
 
@@ -335,23 +333,13 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
             state=_next_state(state, spec, now, None, current_replicas, desired))
 
     assert result is not None
-    ready_at = min(now + spec.lead_time_seconds, window[1])
-    # What pods asked for now can serve: the far part of the window.
-    rate = planned_rate(result, (ready_at, window[1])) if ready_at < window[1] else \
-        planned_rate(result, window)
-    sizing, chaos = _size(rate, spec)
+    rate = planned_rate(result, window)
+    # Sized without the policy's maxReplicas, so that a binding max shows as TooManyReplicas
+    # (the SLO is at risk) rather than disappearing inside the sizing.
+    sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
+    chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
+                         spec.chaos)
     recommended = sizing.replicas + chaos.extra_replicas
-    keep_reason: str | None = None
-    if ready_at > now:
-        # Before ``ready_at`` no new pod can help, so the near part never adds pods (they
-        # would only cost), but pods it needs are kept: removed now, they could not be
-        # back in time.
-        near_rate = planned_rate(result, (now, ready_at))
-        if near_rate > rate:
-            near_sizing, near_chaos = _size(near_rate, spec)
-            keep = min(current_replicas, near_sizing.replicas + near_chaos.extra_replicas)
-            if keep > recommended:
-                recommended, keep_reason = keep, "KeptForLeadTime"
 
     proposed, lim = stabilise(recommended, current_replicas, state, spec, now)
     limits += [lim] if lim else []
@@ -365,8 +353,6 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     reasons = [outcome, sizing.reason]
     if chaos.extra_replicas:
         reasons.append(chaos.reason)
-    if keep_reason:
-        reasons.append(keep_reason)
     reasons += [lim.reason for lim in limits]
     served = result.served_by or "none"
     message = (f"{outcome}: {current_replicas} -> {desired} replicas for "
@@ -379,15 +365,6 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         window_end_seconds=window[1], sizing=sizing, chaos=chaos, limits=tuple(limits),
         metrics_available=True,
         state=_next_state(state, spec, now, recommended, current_replicas, desired))
-
-
-def _size(rate: float, spec: PolicySpec) -> tuple[SizingResult, ChaosResult]:
-    # Sized without the policy's maxReplicas, so that a binding max shows as TooManyReplicas
-    # (the SLO is at risk) rather than disappearing inside the sizing.
-    sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
-    chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
-                         spec.chaos)
-    return sizing, chaos
 
 
 def _outcome(desired: int, current: int) -> str:
