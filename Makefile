@@ -45,6 +45,7 @@ test: lint prometheus
 # Figures for benchmarks/results/ (slow: minutes each; not part of make test).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sizing.py
+	$(PY) benchmarks/bench_plan.py
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/accuracy.py
 
