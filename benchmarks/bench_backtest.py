@@ -22,6 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
+import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--lstm-epochs", type=int, default=BacktestOptions().lstm_epochs)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "backtest_speed.md", help="results file")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
@@ -47,18 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     done = time.perf_counter()
     total = done - began
 
-    print(f"{args.trace.name}: {len(world):,} steps, {world.scored_steps:,} scored")
-    print(f"  {'load + world':<16}{built - began:8.1f}s")
+    lines = [f"{args.trace.name}: {len(world):,} steps, {world.scored_steps:,} scored",
+             f"  {'load + world':<16}{built - began:8.1f}s"]
     hpa = sum(run.wall_seconds for _, run in result.hpa)
-    print(f"  {'oracle':<16}{result.oracle.wall_seconds:8.1f}s")
-    print(f"  {'hpa (13 targets)':<16}{hpa:8.1f}s")
-    print(f"  {'lstm training':<16}{result.training_seconds:8.1f}s")
+    lines.append(f"  {'oracle':<16}{result.oracle.wall_seconds:8.1f}s")
+    lines.append(f"  {'hpa (13 targets)':<16}{hpa:8.1f}s")
+    lines.append(f"  {'lstm training':<16}{result.training_seconds:8.1f}s")
     if result.forescale is not None:
         per = result.forescale.wall_seconds / max(len(result.forescale.requested), 1)
-        print(f"  {'forescale':<16}{result.forescale.wall_seconds:8.1f}s "
-              f"({per * 1e3:.2f} ms per decision)")
+        lines.append(f"  {'forescale':<16}{result.forescale.wall_seconds:8.1f}s "
+                     f"({per * 1e3:.2f} ms per decision)")
     verdict = "within" if total <= BUDGET_SECONDS else "OVER"
-    print(f"  {'total':<16}{total:8.1f}s ({verdict} the {BUDGET_SECONDS:.0f}s budget)")
+    lines.append(f"  {'total':<16}{total:8.1f}s ({verdict} the {BUDGET_SECONDS:.0f}s budget)")
+    print("\n".join(lines))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            "# Backtest speed: protocol v1 with the full chain on a 28-day 1-minute trace\n\n"
+            f"Written by `python benchmarks/bench_backtest.py` (one run, {platform.machine()}, "
+            "2 CPUs shared with other work, one BLAS thread).\n\n```\n"
+            + "\n".join(lines) + "\n```\n")
     return 0 if total <= BUDGET_SECONDS else 1
 
 
