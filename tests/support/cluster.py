@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from forescale.controller.kube import JSON, MERGE_PATCH, KubeClient, KubeError, NotFound
+from tests.support import polling
 
 T = TypeVar("T")
 
@@ -132,14 +133,7 @@ class Cluster:
     def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10.0,
                  interval: float = 0.2, what: str = "the condition") -> T:
         """Poll ``predicate`` until it returns something truthy; return that, or fail."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
+        return polling.wait_for(predicate, timeout=timeout, interval=interval, what=what)
 
     # -- the CRD -------------------------------------------------------------------------
 

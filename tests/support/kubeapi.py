@@ -133,6 +133,7 @@ from jsonschema.protocols import Validator
 # HTTP, so a kmock upgrade that moves these fails loudly instead of weakening anything.
 from kmock._internal import apps, parsing, rendering
 
+from tests.support import polling
 from tests.support.kubeconfig import write_kubeconfig
 
 logger = logging.getLogger(__name__)
@@ -2616,14 +2617,7 @@ class EmulatorHandle:
         what: str = "the condition",
     ) -> T:
         """Poll ``predicate`` until it returns something truthy; return that, or fail."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
+        return polling.wait_for(predicate, timeout=timeout, interval=interval, what=what)
 
 
 @contextlib.contextmanager
