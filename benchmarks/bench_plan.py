@@ -10,11 +10,9 @@ one new sample (ARIMA is updated, not refitted; the accuracy gate runs every tim
 
 from __future__ import annotations
 
-import os
+from forescale.threads import limit_native_threads
 
-# One BLAS/OpenMP thread, as the CLI and the operator run (see forescale.cli).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+limit_native_threads()  # before numpy and torch load
 
 import platform
 import statistics

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 
-# One BLAS/OpenMP thread, as the CLI and the operator run (see forescale.cli): statsmodels
-# is several times slower with OpenBLAS' default threading on a small, busy machine.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from forescale.threads import limit_native_threads
+
+limit_native_threads()  # before numpy and torch load
 
 import argparse
 import json

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from forescale.threads import limit_native_threads
 
-# Before numpy and torch are imported: their worker threads busy-wait on tiny matrices (a
-# Kalman filter's, one LSTM forecast's), which made an ARIMA fit ~8x slower in CPU and an
-# LSTM forecast ~50x slower in wall time on a shared, loaded 2-core machine. One thread per
-# test process is the fast setting here.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+limit_native_threads()  # before numpy and torch load
 
 from collections.abc import Callable
 from pathlib import Path

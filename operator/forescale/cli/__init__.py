@@ -6,13 +6,9 @@ click's own usage errors) into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import os
+from forescale.threads import limit_native_threads
 
-# One BLAS/OpenMP thread: statsmodels' ARIMA fit is 3-6x slower with OpenBLAS' default
-# threading on small machines, and torch's single forecasts are fastest on one thread.
-# Must be set before numpy loads; a user's own setting wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+limit_native_threads()  # before numpy and torch load
 
 import importlib
 import sys
