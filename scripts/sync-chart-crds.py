@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Generate the chart's CRD templates from crds/, the one source of truth.
+"""Generate the copies of crds/, the one source of truth: the chart's CRD templates and the
+package's ScalingPolicy spec schema.
 
-    python scripts/sync-chart-crds.py          # rewrite charts/forescale/templates/crd-*.yaml
-    python scripts/sync-chart-crds.py --check  # exit 1 if they are out of date (CI, tests)
+    python scripts/sync-chart-crds.py          # rewrite every generated copy
+    python scripts/sync-chart-crds.py --check  # exit 1 if one is out of date (CI, tests)
+
+The package copy, ``operator/forescale/scalingpolicy_spec_schema.json``, is the CRD's
+``spec`` schema as JSON: ``forescale.policy`` validates policy files outside the cluster
+against it, and an installed package has no ``crds/`` folder to read.
 
 Each CRD becomes ``templates/crd-<name>.yaml``: the source document, plus the
 ``helm.sh/resource-policy: keep`` annotation (uninstalling the release must not delete every
@@ -28,6 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = ROOT / "crds"
 TEMPLATES_DIR = ROOT / "charts" / "forescale" / "templates"
+SCALINGPOLICY_CRD = SOURCE_DIR / "scalingpolicies.forescale.dev.yaml"
+PACKAGE_SPEC_SCHEMA = ROOT / "operator" / "forescale" / "scalingpolicy_spec_schema.json"
 KEEP_ANNOTATION = ("helm.sh/resource-policy", "keep")
 
 HEADER = """\
@@ -53,6 +60,14 @@ def render(source: Path) -> str:
     return HEADER.format(source=source.name) + body + "\n" + FOOTER
 
 
+def render_spec_schema(source: Path) -> str:
+    """The ScalingPolicy CRD's (single version's) ``spec`` schema, as JSON."""
+    crd = yaml.safe_load(source.read_text(encoding="utf-8"))
+    (version,) = crd["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
+
+
 def target_for(source: Path) -> Path:
     return TEMPLATES_DIR / f"crd-{source.stem}.yaml"
 
@@ -63,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not write; exit 1 if a template is out of date")
     args = parser.parse_args(argv)
     stale = []
-    for source in sorted(SOURCE_DIR.glob("*.yaml")):
-        target, text = target_for(source), render(source)
+    copies = [(target_for(source), render(source))
+              for source in sorted(SOURCE_DIR.glob("*.yaml"))]
+    copies.append((PACKAGE_SPEC_SCHEMA, render_spec_schema(SCALINGPOLICY_CRD)))
+    for target, text in copies:
         if target.exists() and target.read_text(encoding="utf-8") == text:
             continue
         stale.append(target)

@@ -2,18 +2,20 @@
 
 The CLI's ``--policy-file`` and anything else that reads a manifest outside the cluster go
 through here, so a file that converts cleanly is one the API server would accept:
-:data:`SPEC_SCHEMA` mirrors the CRD's ``spec`` schema (``crds/scalingpolicies.forescale.dev
-.yaml``; a unit test fails if the two drift), and every error names the field's path
-(``spec.slo.percentile must be in (0, 1), got 1.5``). Fields the manifest omits are not
-filled in here: they take :class:`PolicySpec`'s defaults, which live once, in
+:data:`SPEC_SCHEMA` is the CRD's ``spec`` schema (generated from
+``crds/scalingpolicies.forescale.dev.yaml``; a test fails if the two drift), and every error
+names the field's path (``spec.slo.percentile must be in (0, 1), got 1.5``). Fields the
+manifest omits are not filled in here: they take :class:`PolicySpec`'s defaults, which live once, in
 :mod:`forescale.core.spec`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,142 +39,13 @@ KIND = "ScalingPolicy"
 T = TypeVar("T")
 Schema = Mapping[str, Any]
 
-_NUMBER_POSITIVE: dict[str, Any] = {"type": "number", "exclusiveMinimum": True, "minimum": 0}
-_FRACTION_OPEN: dict[str, Any] = {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                  "exclusiveMaximum": True, "maximum": 1}
-_RATE_POLICY: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "value", "periodSeconds"],
-    "properties": {
-        "type": {"type": "string", "enum": ["Pods", "Percent"]},
-        "value": _NUMBER_POSITIVE,
-        "periodSeconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                          "maximum": 3600},
-    },
-}
-
-#: The CRD's ``spec`` schema without descriptions, defaults and ``x-kubernetes-*`` markers
-#: (defaults are the core's; the CEL rule min <= max is checked by PolicySpec).
-SPEC_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["scaleTargetRef", "metrics", "serviceRatePerReplica"],
-    "properties": {
-        "scaleTargetRef": {
-            "type": "object",
-            "required": ["apiVersion", "kind", "name"],
-            "properties": {
-                "apiVersion": {"type": "string", "minLength": 1},
-                "kind": {"type": "string", "minLength": 1},
-                "name": {"type": "string", "minLength": 1, "maxLength": 253},
-            },
-        },
-        "mode": {"type": "string", "enum": ["Scale", "Observe"]},
-        "minReplicas": {"type": "integer", "minimum": 0, "maximum": 100000},
-        "maxReplicas": {"type": "integer", "minimum": 1, "maximum": 100000},
-        "metrics": {
-            "type": "object",
-            "required": ["query"],
-            "properties": {
-                "query": {"type": "string", "minLength": 1},
-                "prometheusUrl": {"type": "string", "pattern": "^https?://"},
-            },
-        },
-        "serviceRatePerReplica": _NUMBER_POSITIVE,
-        "slo": {
-            "type": "object",
-            "properties": {
-                "waitSeconds": {"type": "number", "minimum": 0},
-                "percentile": _FRACTION_OPEN,
-                "maxUtilisation": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                   "maximum": 1},
-            },
-        },
-        "costs": {
-            "type": "object",
-            "required": ["perReplicaHour", "perViolation"],
-            "properties": {
-                "perReplicaHour": {"type": "number", "minimum": 0},
-                "perViolation": {"type": "number", "minimum": 0},
-            },
-        },
-        "forecast": {
-            "type": "object",
-            "properties": {
-                "models": {"type": "array", "minItems": 1, "maxItems": 3,
-                           "items": {"type": "string", "enum": ["lstm", "arima", "ma"]}},
-                "confidence": _FRACTION_OPEN,
-                "maxError": _NUMBER_POSITIVE,
-                "stageBudgetSeconds": _NUMBER_POSITIVE,
-                "historySeconds": {"type": "number", "minimum": 3600, "maximum": 7776000},
-                "lstm": {
-                    "type": "object",
-                    "properties": {
-                        "modelRef": {"type": "string",
-                                     "pattern": "^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
-                                     "maxLength": 253},
-                    },
-                },
-                "arima": {
-                    "type": "object",
-                    "properties": {
-                        "order": {"type": "array", "minItems": 3, "maxItems": 3,
-                                  "items": {"type": "integer", "minimum": 0, "maximum": 10}},
-                        "fourierTerms": {"type": "integer", "minimum": 0, "maximum": 12},
-                        "refitSeconds": _NUMBER_POSITIVE,
-                    },
-                },
-                "movingAverage": {
-                    "type": "object",
-                    "properties": {
-                        "window": {"type": "integer", "minimum": 1, "maximum": 10080},
-                    },
-                },
-            },
-        },
-        "leadTimeSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
-        "decisionPeriodSeconds": {"type": "number", "minimum": 5, "maximum": 86400},
-        "behavior": {
-            "type": "object",
-            "properties": {
-                "scaleUp": {
-                    "type": "object",
-                    "properties": {
-                        "policies": {"type": "array", "maxItems": 10, "items": _RATE_POLICY},
-                    },
-                },
-                "scaleDown": {
-                    "type": "object",
-                    "properties": {
-                        "stabilizationWindowSeconds": {"type": "number", "minimum": 0,
-                                                       "maximum": 3600},
-                        "policies": {"type": "array", "maxItems": 10, "items": _RATE_POLICY},
-                    },
-                },
-                "cooldownSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
-            },
-        },
-        "chaos": {
-            "type": "object",
-            "properties": {
-                "rule": {"type": "string", "enum": ["none", "proportional", "survive"]},
-                "probabilityFloor": {"type": "number", "minimum": 0, "maximum": 1},
-                "scenarios": {
-                    "type": "array",
-                    "maxItems": 20,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "probability", "capacityFractionLost"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1, "maxLength": 63},
-                            "probability": {"type": "number", "minimum": 0, "maximum": 1},
-                            "capacityFractionLost": _FRACTION_OPEN,
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
+#: The CRD's ``spec`` schema, generated from ``crds/`` by ``scripts/sync-chart-crds.py``
+#: (an installed package has no ``crds/``). :func:`validate` reads its types, bounds, enums,
+#: lengths, patterns and required fields; defaults are the core's, and the CEL rule
+#: min <= max is checked by PolicySpec.
+SPEC_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("forescale").joinpath("scalingpolicy_spec_schema.json")
+    .read_text(encoding="utf-8"))
 
 #: Top-level fields of a manifest; ``metadata`` and ``status`` are accepted and ignored.
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
