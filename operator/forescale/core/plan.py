@@ -112,7 +112,17 @@ class Plan:
     limits: tuple[LimitApplied, ...]
     #: False when metrics were missing/stale or every forecaster failed: the plan held.
     metrics_available: bool
+    #: The memory to keep if ``desired_replicas`` was applied (the write happened).
     state: PlanState = field(default_factory=PlanState)
+    #: The memory to keep if it was not (Observe mode, a locked target, a failed write):
+    #: the recommendation is remembered, no scale event is. None means the same as ``state``.
+    held_state: PlanState | None = None
+
+    def state_to_commit(self, *, applied: bool) -> PlanState:
+        """The one rule for what the status remembers: a scale event only if it happened."""
+        if applied or self.held_state is None:
+            return self.state
+        return self.held_state
 
     @property
     def direction(self) -> int:
@@ -330,7 +340,9 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
             planned_arrival_rate=None, window_start_seconds=window[0],
             window_end_seconds=window[1], sizing=None, chaos=None, limits=tuple(limits),
             metrics_available=False,
-            state=_next_state(state, spec, now, None, current_replicas, desired))
+            state=_next_state(state, spec, now, None, current_replicas, desired),
+            held_state=_next_state(state, spec, now, None, current_replicas,
+                                   current_replicas))
 
     assert result is not None
     rate = planned_rate(result, window)
@@ -364,7 +376,9 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         forecast=result, planned_arrival_rate=rate, window_start_seconds=window[0],
         window_end_seconds=window[1], sizing=sizing, chaos=chaos, limits=tuple(limits),
         metrics_available=True,
-        state=_next_state(state, spec, now, recommended, current_replicas, desired))
+        state=_next_state(state, spec, now, recommended, current_replicas, desired),
+        held_state=_next_state(state, spec, now, recommended, current_replicas,
+                               current_replicas))
 
 
 def _outcome(desired: int, current: int) -> str:
