@@ -79,17 +79,29 @@ def _lost(total: int, scenario: ChaosScenario) -> int:
     return _ceil(total * scenario.capacity_fraction_lost)
 
 
-def _survivors_needed_total(needed: int, scenario: ChaosScenario) -> int:
-    """Smallest N with N − ceil(N·f) ≥ ``needed``.
+#: The answer lies within a few steps of the float estimate; never walk further.
+_MAX_STEPS = 16
+
+
+def _survivors_needed_total(needed: int, scenario: ChaosScenario, limit: int) -> int:
+    """Smallest N with N − ceil(N·f) ≥ ``needed``, or ``limit + 1`` when it is above
+    ``limit``.
 
     N − ceil(N·f) never decreases as N grows (ceil((N+1)f) ≤ ceil(Nf) + 1 for f < 1), and
     it lies in (N(1−f) − 1, N(1−f)], so the answer is within a few steps of needed/(1−f).
+    That estimate is computed in floats and checked against the limit first: with f a hair
+    below 1 it is astronomically large, and a walk there would not end.
     """
     keep = 1.0 - scenario.capacity_fraction_lost
-    n = max(needed, math.floor(needed / keep) - 2)
-    while n - _lost(n, scenario) < needed:
+    estimate = needed / keep if keep > 0 else math.inf
+    if not math.isfinite(estimate) or estimate > limit + _MAX_STEPS:
+        return limit + 1
+    n = max(needed, math.floor(estimate) - 2)
+    for _ in range(_MAX_STEPS):
+        if n - _lost(n, scenario) >= needed:
+            return n
         n += 1
-    return n
+    return limit + 1
 
 
 def chaos_buffer(base_replicas: int, arrival_rate: float, service_rate: float, slo: SLO,
@@ -138,7 +150,7 @@ def _survive(base: int, arrival_rate: float, service_rate: float, slo: SLO, chao
     # above the cap, no total can survive; the cap check below reports it.
     needed = replicas_for_slo(arrival_rate, service_rate, slo,
                               max_replicas=max_replicas).replicas
-    totals = [(_survivors_needed_total(needed, s), s) for s in applicable]
+    totals = [(_survivors_needed_total(needed, s, max_replicas), s) for s in applicable]
     # First of equals wins again; a scenario only "decides" if it needed more than base.
     total, decider = max(totals, key=lambda pair: pair[0])
     if total <= base:

@@ -34,6 +34,10 @@ SizingMode = Literal["slo", "cost"]
 #: BENCHMARK.md §5: pods are bounded to 1..100,000.
 DEFAULT_MAX_REPLICAS = 100_000
 
+#: The largest cap any caller may ask for: it bounds every search (cost mode scans at most
+#: twice the cap), so sizing takes bounded time for any input.
+MAX_REPLICAS_LIMIT = 10_000_000
+
 #: Cost mode evaluates candidate counts in vectorised blocks of at most this many.
 _COST_BLOCK = 65_536
 
@@ -113,6 +117,9 @@ def check_max_replicas(max_replicas: int) -> int:
         raise InvalidInputError(f"max_replicas must be an integer, got {max_replicas!r}")
     if max_replicas < 1:
         raise InvalidInputError(f"max_replicas must be at least 1, got {max_replicas!r}")
+    if max_replicas > MAX_REPLICAS_LIMIT:
+        raise InvalidInputError(f"max_replicas must be at most {MAX_REPLICAS_LIMIT:,}, "
+                                f"got {max_replicas!r}")
     return int(max_replicas)
 
 
@@ -140,36 +147,53 @@ def _capacity_ok(servers: int, arrival_rate: float, service_rate: float,
     return arrival_rate < capacity and arrival_rate / capacity <= max_utilisation
 
 
-def _capacity_floor(arrival_rate: float, service_rate: float, max_utilisation: float) -> int:
-    """The smallest c ≥ 1 passing :func:`_capacity_ok`.
+#: How far the integer answer may be from the float closed form it starts from. Within the
+#: cap (≤ a few million) floats hold integers exactly and the closed form is off by at most
+#: one after rounding; the margin is for safety, and the loops can never run longer.
+_NUDGE_STEPS = 4
 
-    The closed form ceil(λ/(μU)) can be one off after rounding (and must move up by one
-    when λ/μ is a whole number and U = 1, since stability is strict), so it is only the
-    starting point; the predicate itself decides.
+
+def _capacity_floor(arrival_rate: float, service_rate: float, max_utilisation: float,
+                    limit: int) -> int:
+    """The smallest c ≥ 1 passing :func:`_capacity_ok`, or ``limit + 1`` when it is above
+    ``limit``.
+
+    Computed in floats first: ceil(λ/(μU)). When that ratio is above the limit (or not
+    finite: μ = 1e-320 makes λ/μ infinite) the answer is "above the cap" without any
+    search: a ±1 walk from a ratio beyond ~1e16 would never end, because floats can no
+    longer tell c from c − 1. Below the limit the closed form can be one off after
+    rounding (and must move up by one when λ/μ is a whole number and U = 1, since
+    stability is strict), so a few bounded steps let the predicate itself decide.
     """
-    c = max(1, math.ceil(arrival_rate / (service_rate * max_utilisation)))
-    while c > 1 and _capacity_ok(c - 1, arrival_rate, service_rate, max_utilisation):
-        c -= 1
-    while not _capacity_ok(c, arrival_rate, service_rate, max_utilisation):
+    ratio = arrival_rate / service_rate / max_utilisation
+    if not math.isfinite(ratio) or ratio > limit + _NUDGE_STEPS:
+        return limit + 1
+    c = max(1, math.ceil(ratio))
+    for _ in range(_NUDGE_STEPS):
+        if c > 1 and _capacity_ok(c - 1, arrival_rate, service_rate, max_utilisation):
+            c -= 1
+    for _ in range(_NUDGE_STEPS):
+        if _capacity_ok(c, arrival_rate, service_rate, max_utilisation):
+            break
         c += 1
-    return c
+    return c if _capacity_ok(c, arrival_rate, service_rate, max_utilisation) else limit + 1
 
 
 def _first_true(start: int, predicate: Callable[[int], bool], *, step: int,
-                limit: int | None = None) -> int | None:
+                limit: int) -> int | None:
     """Smallest c in [start, limit] with ``predicate(c)``, for a predicate monotone in c.
 
     Brackets the answer by doubling steps from ``start`` and bisects the bracket: O(log)
-    evaluations wherever the answer is. None when even ``limit`` fails. Without a limit it
-    terminates because the predicates used here hold once P(W_q > t) underflows to 0.
+    evaluations wherever the answer is. None when even ``limit`` fails. Always bounded by
+    ``limit``: a predicate that never holds (a NaN cost) must not search for ever.
     """
     if predicate(start):
         return start
     fail = start  # invariant: predicate(fail) is False, predicate(ok) is True
     while True:
         ok = fail + step
-        if limit is not None and ok >= limit:
-            if not predicate(limit):
+        if ok >= limit:
+            if limit <= fail or not predicate(limit):
                 return None
             ok = limit
             break
@@ -186,7 +210,8 @@ def _first_true(start: int, predicate: Callable[[int], bool], *, step: int,
 
 
 def _sqrt_load(arrival_rate: float, service_rate: float) -> int:
-    """√a, the scale of the square-root staffing rule c ≈ a + β√a: the first bracket step."""
+    """√a, the scale of the square-root staffing rule c ≈ a + β√a: the first bracket step.
+    Only called below the cap, where a = λ/μ is finite."""
     return max(1, math.isqrt(math.ceil(arrival_rate / service_rate)))
 
 
@@ -201,7 +226,7 @@ def _smallest_meeting_slo(arrival_rate: float, service_rate: float, *, wait_seco
     """
     if arrival_rate == 0.0:
         return 1, False
-    floor = _capacity_floor(arrival_rate, service_rate, max_utilisation)
+    floor = _capacity_floor(arrival_rate, service_rate, max_utilisation, max_replicas)
     if floor > max_replicas:
         return max_replicas, True
 
@@ -299,7 +324,7 @@ def replicas_for_cost(arrival_rate: float, service_rate: float, slo: SLO, costs:
     if lam == 0.0:
         return _result(1, lam, mu, t, mode="cost", reason="NoTraffic", capped=False,
                        costs=costs)
-    floor = _capacity_floor(lam, mu, slo.max_utilisation)
+    floor = _capacity_floor(lam, mu, slo.max_utilisation, cap)
     if floor > cap:
         return _result(cap, lam, mu, t, mode="cost", reason="MaxReplicasBound", capped=True,
                        costs=costs)
@@ -307,10 +332,15 @@ def replicas_for_cost(arrival_rate: float, service_rate: float, slo: SLO, costs:
     replica_cost = costs.per_replica_hour
 
     def stops(c: int) -> bool:
-        return worst_case_cost * _prob_wait_exceeds(c, lam, mu, t) <= replica_cost
+        p = _prob_wait_exceeds(c, lam, mu, t)
+        # p == 0 first: an infinite K times an underflowed P is NaN, not 0.
+        return p == 0.0 or worst_case_cost * p <= replica_cost
 
-    stop = _first_true(floor, stops, step=_sqrt_load(lam, mu))
-    assert stop is not None  # no limit given
+    # Beyond the cap only matters to tell "the cap binds" apart; looking as far again past
+    # it bounds the scan (at most 2 × cap candidates, in vectorised blocks).
+    stop = _first_true(floor, stops, step=_sqrt_load(lam, mu), limit=2 * cap)
+    if stop is None:
+        stop = 2 * cap
     best_c, best_cost = _cheapest(floor, min(stop, cap), lam, mu, t, costs)
     capped = False
     if stop > cap:
@@ -340,8 +370,11 @@ def _cheapest(first: int, last: int, arrival_rate: float, service_rate: float,
         c = np.arange(block_start, min(last, block_start + _COST_BLOCK - 1) + 1,
                       dtype=np.int64)
         p = prob_wait_exceeds_array(c, arrival_rate, service_rate, wait_seconds)
-        cost = (c * costs.per_replica_hour
-                + arrival_rate * SECONDS_PER_HOUR * p * costs.per_violation)
+        violations = arrival_rate * SECONDS_PER_HOUR * costs.per_violation
+        # Where P underflowed to 0 no request is late, whatever an infinite price says.
+        late = np.where(p > 0.0, violations * p, 0.0) if math.isfinite(violations) else (
+            np.where(p > 0.0, math.inf, 0.0))
+        cost = c * costs.per_replica_hour + late
         i = int(np.argmin(cost))
         if cost[i] < best_cost:
             best_c, best_cost = int(c[i]), float(cost[i])
