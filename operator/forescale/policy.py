@@ -15,9 +15,10 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -55,7 +56,9 @@ _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 
 
 def _fmt(value: object) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    """A value for a message, at most ~80 characters: it may reach a status or an event."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _type_ok(value: object, kind: str) -> bool:
@@ -71,6 +74,15 @@ def _type_ok(value: object, kind: str) -> bool:
         return (isinstance(value, int | float) and not isinstance(value, bool)
                 and math.isfinite(value))
     raise AssertionError(f"schema type {kind!r} not handled")
+
+
+#: What the CRD's patterns mean, for messages a user can act on (others are shown as is).
+_PATTERN_WORDS = {
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$":
+        "be a DNS-1123 name (lower-case letters, digits, '-' and '.')",
+    r"^https?://[^?#\s]+$": "be an http(s) URL without a query string, fragment or spaces",
+    r"^[A-Z][A-Za-z0-9]*$": "be a Kubernetes kind such as Deployment",
+}
 
 
 _TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string",
@@ -104,7 +116,7 @@ def validate(value: object, schema: Schema, path: str) -> None:
         props: Mapping[str, Schema] = schema.get("properties", {})
         for key in value:
             if key not in props:
-                raise InvalidInputError(f"{path}.{key} is not a known field (known: "
+                raise InvalidInputError(f"{path}.{str(key)[:80]} is not a known field (known: "
                                         f"{', '.join(props)})")
         for key in schema.get("required", ()):
             if key not in value:
@@ -123,14 +135,15 @@ def validate(value: object, schema: Schema, path: str) -> None:
     elif isinstance(value, str):
         if "enum" in schema and value not in schema["enum"]:
             raise InvalidInputError(f"{path} must be one of {', '.join(schema['enum'])}, "
-                                    f"got {value!r}")
+                                    f"got {_fmt(value)}")
         if len(value) < schema.get("minLength", 0):
             raise InvalidInputError(f"{path} must not be empty")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise InvalidInputError(f"{path} must be at most {schema['maxLength']} "
                                     f"characters, got {len(value)}")
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise InvalidInputError(f"{path} must match {schema['pattern']}, got {value!r}")
+            words = _PATTERN_WORDS.get(schema["pattern"], f"match {schema['pattern']}")
+            raise InvalidInputError(f"{path} must {words}, got {_fmt(value)}")
     else:
         assert isinstance(value, int | float)  # the type check above admits only numbers
         if _in_range(value, schema):
@@ -226,7 +239,7 @@ def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
                                 f"got {type(manifest).__name__}")
     for key in manifest:
         if key not in _TOP_LEVEL:
-            raise InvalidInputError(f"{key} is not a known field of a ScalingPolicy "
+            raise InvalidInputError(f"{str(key)[:80]} is not a known field of a ScalingPolicy "
                                     f"(known: {', '.join(_TOP_LEVEL)})")
     if manifest.get("apiVersion") != API_VERSION:
         raise InvalidInputError(f"apiVersion must be {API_VERSION}, "
@@ -262,27 +275,161 @@ def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
     return _core("spec", lambda: PolicySpec(**kwargs))
 
 
+#: Bounds on a policy file, checked before anything is built from it: a real ScalingPolicy
+#: is a few KB and a few levels deep. Aliases are refused outright: a 780-byte file of
+#: nested aliases ("billion laughs") expands to gigabytes.
+MAX_POLICY_FILE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+_MAX_YAML_EVENTS = 100_000
+
+
+def _check_yaml_shape(text: str) -> None:
+    """Walk the parser's events (no object is built, so nothing is expanded and nothing
+    recurses) and refuse aliases and deep nesting; raises a one-line error."""
+    depth = 0
+    try:
+        for count, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader)):
+            if count > _MAX_YAML_EVENTS:
+                raise InvalidInputError(f"more than {_MAX_YAML_EVENTS:,} YAML nodes")
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                line = f" at line {mark.line + 1}" if mark is not None else ""
+                raise InvalidInputError(f"YAML aliases (*name) are not accepted{line}")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise InvalidInputError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc) from None
+
+
+def _yaml_error(exc: yaml.YAMLError) -> InvalidInputError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
+    return InvalidInputError(f"not valid YAML{where}: {str(problem)[:200]}")
+
+
+def parse_policy_text(text: str) -> Any:
+    """The one document of a policy file, parsed within bounds (size, depth, no aliases)."""
+    if len(text) > MAX_POLICY_FILE_BYTES:
+        raise InvalidInputError(f"larger than {MAX_POLICY_FILE_BYTES // 1024} KiB")
+    _check_yaml_shape(text)
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc) from None
+    except RecursionError:  # unreachable after the depth check; never a traceback
+        raise InvalidInputError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    if len(documents) != 1:
+        raise InvalidInputError(f"expected one ScalingPolicy document, found {len(documents)}")
+    return documents[0]
+
+
 def load_policy_file(path: str | Path, *, models_dir: Path | None = None) -> PolicySpec:
     """Read a ScalingPolicy YAML (or JSON) file; every problem is one line naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_POLICY_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise InvalidInputError(f"policy file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"policy file {path}: cannot read: {exc}") from None
+        raise InvalidInputError(f"policy file {path}: cannot read: "
+                                f"{type(exc).__name__}") from None
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInputError(f"policy file {path}: not valid YAML{where}: {problem}"
-                                ) from None
-    if len(documents) != 1:
-        raise InvalidInputError(f"policy file {path}: expected one ScalingPolicy document, "
-                                f"found {len(documents)}")
-    try:
-        return policy_spec_from_manifest(documents[0], models_dir=models_dir)
+        return policy_spec_from_manifest(parse_policy_text(text), models_dir=models_dir)
     except InvalidInputError as exc:
         raise InvalidInputError(f"policy file {path}: {exc}") from None
+
+
+# --- the operator's view of a ScalingPolicy resource ---------------------------------------
+
+Mode = Literal["Scale", "Observe"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleTarget:
+    """``spec.scaleTargetRef``, defaults applied; ``name`` is a DNS-1123 name."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSource:
+    """``spec.metrics``: a PromQL query and the Prometheus it is sent to (None: the
+    operator's own; whether another URL is allowed is the operator's settings' call)."""
+
+    query: str
+    prometheus_url: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """One ScalingPolicy resource, complete and validated: nothing reads the raw spec after
+    this. ``spec`` is what the core plans with; the rest is what the operator needs."""
+
+    namespace: str
+    name: str
+    generation: int | None
+    mode: Mode
+    target: ScaleTarget
+    metrics: MetricsSource
+    spec: PolicySpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def decision_period_seconds(self) -> float:
+        return self.spec.decision_period_seconds
+
+
+def policy_from_resource(body: Mapping[str, Any], *,
+                         models_dir: Path | None = None) -> Policy:
+    """The typed :class:`Policy` of a ScalingPolicy object as the API server returns it
+    (``metadata``, ``spec``; ``status`` is ignored). Raises :class:`InvalidInputError`
+    with one line naming the field."""
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise InvalidInputError("metadata must be a mapping")
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not (isinstance(namespace, str) and namespace and isinstance(name, str) and name):
+        raise InvalidInputError("metadata.namespace and metadata.name are required")
+    generation = meta.get("generation")
+    raw = body.get("spec")
+    spec = policy_spec_from_manifest({"apiVersion": API_VERSION, "kind": KIND, "spec": raw},
+                                     models_dir=models_dir)
+    assert isinstance(raw, Mapping)  # validated above
+    ref = raw["scaleTargetRef"]
+    metrics = raw["metrics"]
+    return Policy(
+        namespace=namespace, name=name,
+        generation=generation if isinstance(generation, int) else None,
+        mode="Observe" if raw.get("mode") == "Observe" else "Scale",
+        target=ScaleTarget(api_version=str(ref.get("apiVersion") or "apps/v1"),
+                           kind=str(ref.get("kind") or "Deployment"), name=str(ref["name"])),
+        metrics=MetricsSource(query=str(metrics["query"]),
+                              prometheus_url=metrics.get("prometheusUrl")),
+        spec=spec)
+
+
+def target_of(body: Mapping[str, Any]) -> ScaleTarget | None:
+    """The scale target of a resource whose spec may no longer validate (a policy being
+    deleted still releases its Lease): only the three fields, each checked."""
+    ref = (body.get("spec") or {}).get("scaleTargetRef")
+    if not isinstance(ref, Mapping):
+        return None
+    name, kind = ref.get("name"), ref.get("kind") or "Deployment"
+    name_schema = SPEC_SCHEMA["properties"]["scaleTargetRef"]["properties"]["name"]
+    if not (isinstance(name, str) and isinstance(kind, str)
+            and re.search(name_schema["pattern"], name) and len(name) <= 253):
+        return None
+    return ScaleTarget(api_version=str(ref.get("apiVersion") or "apps/v1"), kind=kind,
+                       name=name)

@@ -96,7 +96,29 @@ def test_every_field_converts() -> None:
                                "capacityFractionLost": 1}]}},
      "spec.chaos.scenarios[0].capacityFractionLost must be in (0, 1), got 1"),
     ({"metrics": {"query": "up", "prometheusUrl": "prom:9090"}},
-     "spec.metrics.prometheusUrl must match ^https?://, got 'prom:9090'"),
+     "spec.metrics.prometheusUrl must be an http(s) URL without a query string, fragment or "
+     "spaces, got 'prom:9090'"),
+    # A trailing '#' or '?' once cut /api/v1/query_range off: the whole path was the user's.
+    ({"metrics": {"query": "up", "prometheusUrl": "http://10.0.0.1/secret#"}},
+     "spec.metrics.prometheusUrl must be an http(s) URL without a query string"),
+    ({"metrics": {"query": "up", "prometheusUrl": "http://10.0.0.1/x?a="}},
+     "spec.metrics.prometheusUrl must be an http(s) URL without a query string"),
+    # "../" in a target name once read another namespace's /scale (urllib3 collapses dots).
+    ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                         "name": "../../victim/deployments/db"}},
+     "spec.scaleTargetRef.name must be a DNS-1123 name (lower-case letters, digits, '-' and "
+     "'.'), got '../../victim/deployments/db'"),
+    ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "deployments/x", "name": "web"}},
+     "spec.scaleTargetRef.kind must be a Kubernetes kind such as Deployment"),
+    ({"scaleTargetRef": {"apiVersion": "../v1", "kind": "Deployment", "name": "web"}},
+     "spec.scaleTargetRef.apiVersion must match"),
+    # The value that sent sizing into an endless search; the CRD bounds it now.
+    ({"serviceRatePerReplica": 1e-30},
+     "spec.serviceRatePerReplica must be in [0.001, 1000000000], got 1e-30"),
+    ({"slo": {"waitSeconds": 1e300}}, "spec.slo.waitSeconds must be in [0, 3600], got 1e+300"),
+    ({"costs": {"perReplicaHour": 1, "perViolation": 1e12}},
+     "spec.costs.perViolation must be in [0, 1000000000]"),
+    ({"metrics": {"query": "x" * 5000}}, "spec.metrics.query must be at most 4096 characters"),
 ])
 def test_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     assert error_of(minimal(**change)).startswith(message)
@@ -141,3 +163,63 @@ def test_the_packaged_schema_is_the_crds() -> None:
     (version,) = crd["spec"]["versions"]
     spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec_schema == SPEC_SCHEMA
+
+
+def test_every_number_in_the_schema_is_bounded() -> None:
+    """The CRD bounds every numeric field on both sides (issue 12): nothing reaches the core
+    that could make it compute for ever or overflow."""
+    unbounded: list[str] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        if schema.get("type") in ("number", "integer") and (
+                "minimum" not in schema or "maximum" not in schema):
+            unbounded.append(path)
+        for key, sub in schema.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(SPEC_SCHEMA, "spec")
+    assert unbounded == []
+
+
+def test_every_string_in_the_schema_is_bounded() -> None:
+    unbounded: list[str] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+            unbounded.append(path)
+        for key, sub in schema.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(SPEC_SCHEMA, "spec")
+    assert unbounded == []
+
+
+BILLION_LAUGHS = "\n".join(
+    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]"
+       for i in range(8)])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (BILLION_LAUGHS, "YAML aliases (*name) are not accepted at line 2"),
+    ("[" * 5000 + "]" * 5000, "nested more than 32 levels deep"),
+    ("{a: " * 5000 + "1" + "}" * 5000, "nested more than 32 levels deep"),
+    ("x: " + "y" * (1 << 20), "larger than 1024 KiB"),
+    ("spec: [unclosed\n", "not valid YAML at line 2"),
+])
+def test_hostile_files_are_refused_quickly_in_one_line(tmp_path: Path, text: str,
+                                                       message: str) -> None:
+    import time
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    began = time.perf_counter()
+    with pytest.raises(InvalidInputError) as info:
+        load_policy_file(bad)
+    assert time.perf_counter() - began < 1.0
+    assert str(info.value).startswith(f"policy file {bad}: {message}")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
