@@ -46,7 +46,7 @@ def test_hpa_backtest_writes_json_plot_and_report(tmp_path: Path,
     out = tmp_path / "out.json"
     report = tmp_path / "out.html"
     plot = tmp_path / "out.png"
-    code = main(["backtest", "--trace", str(trace), "--policy", "hpa", "--json", str(out),
+    code = main(["backtest", "--trace", str(trace), "--policy", "hpa", "--out", str(out),
                  "--report", str(report), "--plot", str(plot), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -64,7 +64,7 @@ def test_hpa_backtest_writes_json_plot_and_report(tmp_path: Path,
 
 def test_json_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "t.csv", daily_counts(4.05))
-    assert main(["backtest", "--trace", str(trace), "--policy", "oracle", "--json", "-"]) == 0
+    assert main(["backtest", "--trace", str(trace), "--policy", "oracle", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [p["name"] for p in doc["policies"]] == ["oracle"]
     assert doc["equal_slo"] is None

@@ -17,7 +17,7 @@ BASE = ["size", "--arrival-rate", "80", "--service-rate", "10"]
 
 
 def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*BASE, "--slo-wait-seconds", "0.05", "--slo-percentile", "0.95"]) == 0
+    assert main([*BASE, "--slo-wait", "50ms", "--slo-percentile", "0.95"]) == 0
     out = capsys.readouterr().out
     assert "12 replicas (SloSized)" in out
     assert "66.7 %" in out  # utilisation 80 / 120
@@ -41,7 +41,7 @@ def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_options_reach_the_sizing(capsys: pytest.CaptureFixture[str]) -> None:
-    args = [*BASE, "--slo-wait-seconds", "0.2", "--slo-percentile", "0.99",
+    args = [*BASE, "--slo-wait", "200ms", "--slo-percentile", "0.99",
             "--max-utilisation", "0.5", "--max-replicas", "15", "--json"]
     assert main(args) == 0
     document = json.loads(capsys.readouterr().out)
@@ -75,8 +75,10 @@ def test_cost_mode(capsys: pytest.CaptureFixture[str]) -> None:
      "'--slo-percentile'"),
     (["--arrival-rate", "5", "--service-rate", "10", "--slo-percentile", "0"],
      "'--slo-percentile'"),
-    (["--arrival-rate", "5", "--service-rate", "10", "--slo-wait-seconds", "-1"],
-     "'--slo-wait-seconds'"),
+    (["--arrival-rate", "5", "--service-rate", "10", "--slo-wait", "-1s"],
+     "'--slo-wait'"),
+    (["--arrival-rate", "5", "--service-rate", "10", "--slo-wait", "0.05"],
+     "'0.05' has no unit"),
     (["--arrival-rate", "5", "--service-rate", "10", "--max-utilisation", "1.5"],
      "'--max-utilisation'"),
     (["--arrival-rate", "5", "--service-rate", "10", "--cost-per-violation", "1"],

@@ -101,7 +101,7 @@ def test_too_short_trace_is_one_line_exit_2(tmp_path: Path,
     assert err.count("\n") == 1 and "has 90 samples" in err and "needs at least" in err
 
 
-@pytest.mark.parametrize("horizon", ["90s", "0", "soon"])
+@pytest.mark.parametrize("horizon", ["90s", "0", "15", "soon"])
 def test_bad_horizon_is_exit_2(trace: Path, tmp_path: Path, horizon: str,
                                capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "--trace", str(trace), "--out", str(tmp_path / "m"), "--epochs", "1",

@@ -20,7 +20,7 @@ from forescale import __version__
 from forescale.core.errors import ForescaleError, InvalidInputError
 
 #: Subcommand modules; each defines a click command named ``command``.
-SUBCOMMANDS = ("size", "forecast", "train", "backtest", "run")
+SUBCOMMANDS = ("size", "forecast", "train", "backtest", "validate", "run")
 
 EXIT_BAD_INPUT = 2
 
@@ -58,7 +58,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="forescale", standalone_mode=False)
+        # Not standalone: click returns a command's exit code (click.exceptions.Exit, as
+        # ``validate`` raises for an invalid file) instead of calling sys.exit itself.
+        code = cli.main(args=argv, prog_name="forescale", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("forescale: aborted", err=True)
         return 130
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except ForescaleError as exc:
         click.echo(f"forescale: error: {exc}", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

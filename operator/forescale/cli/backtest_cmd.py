@@ -7,11 +7,14 @@ for what-if runs (and any figure from such a run must say so).
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,9 +28,10 @@ from rich.progress import (
 
 from forescale.backtest.report import describe_world, html_report, summary_table
 from forescale.backtest.runner import BacktestOptions, run_backtest, world_from_trace
-from forescale.backtest.world import ExcludedInterval, ProtocolParameters
-from forescale.cli.options import FiniteFloat
+from forescale.backtest.world import ExcludedInterval, ProtocolParameters, World, build_world
+from forescale.cli.options import Duration, FiniteFloat
 from forescale.core.errors import InvalidInputError
+from forescale.core.series import Series
 from forescale.trace import parse_timestamp
 
 POLICY_CHOICES = ("all", "forescale", "hpa", "oracle")
@@ -80,49 +84,78 @@ def _write(path: Path, data: bytes | str) -> None:
 
 
 @click.command("backtest")
-@click.option("--trace", "trace_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Trace CSV (timestamp,requests) at 60 s steps or finer.")
+@click.option("--prometheus-url",
+              help="Read the history from this Prometheus instead of a trace (with "
+                   "--query and --since).")
+@click.option("--query", "query",
+              help="PromQL returning one series, the arrival rate in req/s (as the "
+                   "policy's spec.metrics.query).")
+@click.option("--since", "since", type=Duration(gt=0.0),
+              help="How much history to read from Prometheus, e.g. 14d.")
+@click.option("--until", "until",
+              help="End of the Prometheus history (ISO-8601 UTC or Unix seconds) "
+                   "[default: now].")
+@click.option("--step", "step_seconds", type=Duration(gt=0.0), default="1m",
+              show_default=True, help="Step of the history read from Prometheus.")
+@click.option("--prometheus-bearer-token-file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Send this file's token as 'Authorization: Bearer' to Prometheus.")
+@click.option("--prometheus-timeout", type=Duration(gt=0.0), default="30s",
+              show_default=True, help="Give up on one Prometheus request after this long.")
 @click.option("--policy", type=click.Choice(POLICY_CHOICES), default="all", show_default=True,
               help="Which policies to replay; the oracle always runs (ratios are to it).")
 @click.option("--policy-file", type=click.Path(dir_okay=False, path_type=Path),
               help="A ScalingPolicy manifest for forescale instead of the one matching "
                    "the world.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the results as JSON here ('-': stdout, no table).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as one JSON object on stdout (no table).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results as JSON to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG of traffic, forecast and replicas here.")
+              help="Write a PNG of traffic, forecast and replicas to this file.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report here.")
+              help="Write a self-contained HTML report to this file.")
 @click.option("--service-rate", type=FiniteFloat(gt=0), default=10.0, show_default=True,
               help="μ: requests per second one pod serves.")
-@click.option("--slo-wait-seconds", type=FiniteFloat(ge=0), default=0.05, show_default=True)
+@click.option("--slo-wait", "slo_wait_seconds", type=Duration(ge=0.0), default="50ms",
+              show_default=True, help="SLO: the longest a request may wait, e.g. 50ms.")
 @click.option("--slo-percentile", type=FiniteFloat(gt=0, lt=1), default=0.95,
               show_default=True)
-@click.option("--startup-seconds", type=FiniteFloat(ge=0), default=120.0, show_default=True,
+@click.option("--startup", "startup_seconds", type=Duration(ge=0.0), default="2m",
+              show_default=True,
               help="From the decision that asks for a pod until it is ready.")
 @click.option("--p999-multiple", type=FiniteFloat(gt=0), default=100.0, show_default=True,
               help="Rescale so that p99.9 of the scored arrival rate is this many pods' "
                    "worth of service.")
+@click.option("--no-rescale", is_flag=True,
+              help="Keep the traffic's own rates (your service rate, your traffic) instead "
+                   "of protocol v1's --p999-multiple rescaling.")
 @click.option("--exclude", "exclude", multiple=True, metavar="START/END",
               help="Leave an interval out of scoring (repeatable); the shared traces' "
                    "known missing minutes are left out anyway.")
 @click.option("--lstm-epochs", type=click.IntRange(min=0), default=3, show_default=True,
               help="Epochs for the LSTM trained on the warm-up (0: no LSTM stage).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off without a TTY).")
-def command(*, trace_path: Path, policy: str, policy_file: Path | None, json_path: Path | None,
+def command(*, trace_path: Path | None, prometheus_url: str | None, query: str | None,
+            since: float | None, until: str | None, step_seconds: float,
+            prometheus_bearer_token_file: Path | None, prometheus_timeout: float,
+            policy: str, policy_file: Path | None, as_json: bool, out_path: Path | None,
             plot_path: Path | None, report_path: Path | None, service_rate: float,
             slo_wait_seconds: float, slo_percentile: float, startup_seconds: float,
-            p999_multiple: float, exclude: tuple[str, ...], lstm_epochs: int,
-            no_progress: bool) -> None:
+            p999_multiple: float, no_rescale: bool, exclude: tuple[str, ...],
+            lstm_epochs: int, no_progress: bool) -> None:
     """Replay real traffic through forescale, the HPA and the oracle (protocol v1).
 
-    Prints cost (pod-hours), violation rate, cost ratio to the oracle, scaling actions and
-    the equal-SLO comparison with the HPA's target sweep.
+    The traffic comes from a trace CSV (--trace) or straight from Prometheus
+    (--prometheus-url, --query, --since): "would forescale beat my HPA on my traffic?" in
+    one command. Prints cost (pod-hours), violation rate, cost ratio to the oracle, scaling
+    actions and the equal-SLO comparison with the HPA's target sweep.
     """
     params = ProtocolParameters(service_rate=service_rate, slo_wait_seconds=slo_wait_seconds,
                                 slo_percentile=slo_percentile, startup_seconds=startup_seconds,
-                                p999_multiple=p999_multiple)
+                                p999_multiple=None if no_rescale else p999_multiple)
     spec = None
     if policy_file is not None:
         from forescale.policy import load_policy_file
@@ -131,25 +164,40 @@ def command(*, trace_path: Path, policy: str, policy_file: Path | None, json_pat
     policies = ("oracle", "hpa", "forescale") if policy == "all" else ("oracle", policy)
     options = BacktestOptions(policies=tuple(dict.fromkeys(policies)), policy_spec=spec,
                               lstm_epochs=lstm_epochs)
-    world = world_from_trace(trace_path, params,
-                             excluded=tuple(_interval(x) for x in exclude))
+    excluded = tuple(_interval(x) for x in exclude)
+    if trace_path is not None:
+        if prometheus_url is not None or query is not None or since is not None:
+            raise click.UsageError("give either --trace or --prometheus-url/--query/--since, "
+                                   "not both")
+        world = world_from_trace(trace_path, params, excluded=excluded)
+        trace_name = trace_path.name
+    else:
+        if prometheus_url is None or query is None or since is None:
+            raise click.UsageError("give --trace CSV, or --prometheus-url URL with --query "
+                                   "PROMQL and --since DURATION")
+        # The CLI is the boundary where the wall clock may be read; --until pins it.
+        end = parse_timestamp(until) if until is not None else time.time()
+        world, trace_name = _world_from_prometheus(
+            prometheus_url, query, since=since, end=end, step_seconds=step_seconds,
+            params=params, excluded=excluded, token_file=prometheus_bearer_token_file,
+            timeout_seconds=prometheus_timeout)
 
-    show_progress = not no_progress and sys.stderr.isatty()
+    show_progress = not no_progress and not as_json and sys.stderr.isatty()
     if show_progress:
         with _Bar() as bar:
-            result = run_backtest(world, options, trace_name=trace_path.name, progress=bar)
+            result = run_backtest(world, options, trace_name=trace_name, progress=bar)
     else:
-        result = run_backtest(world, options, trace_name=trace_path.name)
+        result = run_backtest(world, options, trace_name=trace_name)
 
     document = result.to_dict()
-    if json_path is not None and str(json_path) == "-":
+    if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
         console = Console()
         console.print(describe_world(result), highlight=False)
         console.print(summary_table(result))
-        if json_path is not None:
-            _write(json_path, json.dumps(document, indent=2) + "\n")
+    if out_path is not None:
+        _write(out_path, json.dumps(document, indent=2) + "\n")
     png = None
     if plot_path is not None or report_path is not None:
         from forescale.backtest.plot import render_png
@@ -159,3 +207,35 @@ def command(*, trace_path: Path, policy: str, policy_file: Path | None, json_pat
         _write(plot_path, png)
     if report_path is not None:
         _write(report_path, html_report(result, png=png))
+
+
+def _world_from_prometheus(url: str, query: str, *, since: float, end: float,
+                           step_seconds: float, params: ProtocolParameters,
+                           excluded: tuple[ExcludedInterval, ...], token_file: Path | None,
+                           timeout_seconds: float) -> tuple[World, str]:
+    """The world of ``since`` of ``query``'s history up to ``end``, read on the step grid.
+
+    Steps Prometheus has no value for (a scrape gap, a restart) are replayed as no traffic
+    and left out of the scoring, as the shared traces' missing minutes are.
+    """
+    from forescale.adapters.prometheus import MetricsError, PrometheusSource
+
+    end = math.floor(end / step_seconds) * step_seconds
+    start = end - math.floor(since / step_seconds) * step_seconds
+    try:
+        with PrometheusSource(url, bearer_token_file=token_file,
+                              timeout_seconds=timeout_seconds) as source:
+            rates = source.read_rate(query, start=start, end=end, step_seconds=step_seconds)
+    except MetricsError as exc:
+        raise InvalidInputError(f"--prometheus-url: {exc}") from None
+    missing = np.isnan(rates.values)
+    gaps = list(excluded)
+    if missing.any():
+        starts = rates.timestamps()
+        for i in np.flatnonzero(missing):
+            gaps.append(ExcludedInterval(float(starts[i]), float(starts[i]) + step_seconds,
+                                         note="no sample in Prometheus"))
+        rates = Series(rates.start_seconds, rates.step_seconds,
+                       np.where(missing, 0.0, rates.values))
+    name = f"Prometheus {query}"
+    return build_world(rates, params, excluded=tuple(gaps), name=name), name

@@ -40,7 +40,7 @@ _DEFAULTS = ForecastSettings()
 @click.option("--at", "at", required=True,
               help="Forecast from this moment (ISO-8601 UTC or Unix seconds); the history "
                    "ends here.")
-@click.option("--horizon", type=Duration(), required=True,
+@click.option("--horizon", type=Duration(gt=0.0), required=True,
               help="How far ahead, e.g. 15m (rounded up to whole trace steps).")
 @click.option("--model", type=click.Choice([*MODEL_NAMES, "chain"]), default="chain",
               show_default=True,

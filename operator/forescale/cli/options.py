@@ -1,4 +1,9 @@
-"""Option types shared by the subcommands."""
+"""Option types shared by the subcommands.
+
+Every duration on the command line takes a unit (``900s``, ``15m``, ``2h``, ``1d``,
+``50ms``): a bare number is refused with a message that says so, because the same ``15``
+used to mean fifteen steps in one command and fifteen seconds in another.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,54 @@ import re
 import click
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
-    """``15m``, ``90s``, ``2h``, ``1d`` or plain seconds, to seconds."""
+    """``50ms``, ``90s``, ``15m``, ``2h`` or ``1d`` to seconds; a bare number is an error."""
     m = _DURATION.match(text)
     if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h)")
+        raise ValueError(f"not a duration: {text!r} (use a number and a unit: ms, s, m, h "
+                         "or d, e.g. 900s or 15m)")
+    if m.group(2) is None:
+        raise ValueError(f"{text.strip()!r} has no unit: durations take one (ms, s, m, h or "
+                         f"d), e.g. {m.group(1)}s or {m.group(1)}m")
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling :func:`parse_duration` reads back (``900`` -> ``15m``)."""
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and float(seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if float(seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
 class Duration(click.ParamType[float]):
+    """A duration with a unit, in seconds; ``ge``/``gt`` bound it (in seconds)."""
+
     name = "duration"
+
+    def __init__(self, *, ge: float | None = None, gt: float | None = None) -> None:
+        self.ge, self.gt = ge, gt
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            return float(value)
+        if isinstance(value, float):  # already converted (a default given in seconds)
+            return value
         try:
-            return parse_duration(str(value))
+            seconds = parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if self.gt is not None and not seconds > self.gt:
+            self.fail(f"must be longer than {format_duration(self.gt)}, got {value}",
+                      param, ctx)
+        if self.ge is not None and not seconds >= self.ge:
+            self.fail(f"must be at least {format_duration(self.ge)}, got {value}", param, ctx)
+        return seconds
 
 
 class FiniteFloat(click.ParamType[float]):

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from forescale.cli.options import FiniteFloat
+from forescale.cli.options import Duration, FiniteFloat, format_duration
 from forescale.core.sizing import DEFAULT_MAX_REPLICAS, SizingResult, size
 from forescale.core.spec import SLO, Costs
 
@@ -26,12 +26,12 @@ _DEFAULT_SLO = SLO()
               help="Arrival rate to size for, in requests per second.")
 @click.option("--service-rate", type=FiniteFloat(gt=0.0), required=True,
               help="Requests per second one replica serves (μ; 1 / mean service time).")
-@click.option("--slo-wait-seconds", type=FiniteFloat(ge=0.0),
-              default=_DEFAULT_SLO.wait_seconds, show_default=True,
-              help="SLO: the longest a request may wait in the queue, in seconds.")
+@click.option("--slo-wait", "slo_wait_seconds", type=Duration(ge=0.0),
+              default=format_duration(_DEFAULT_SLO.wait_seconds), show_default=True,
+              help="SLO: the longest a request may wait in the queue, e.g. 50ms or 1s.")
 @click.option("--slo-percentile", type=FiniteFloat(gt=0.0, lt=1.0),
               default=_DEFAULT_SLO.percentile, show_default=True,
-              help="SLO: the share of requests that must wait at most --slo-wait-seconds.")
+              help="SLO: the share of requests that must wait at most --slo-wait.")
 @click.option("--max-utilisation", type=FiniteFloat(gt=0.0),
               default=_DEFAULT_SLO.max_utilisation, show_default=True,
               help="Never size above this utilisation λ/(cμ), in (0, 1].")

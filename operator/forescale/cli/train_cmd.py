@@ -32,8 +32,8 @@ from forescale.trace import format_timestamp, load_trace, parse_timestamp
               show_default=True, help="Passes over the training windows.")
 @click.option("--window", type=click.IntRange(min=1), default=60, show_default=True,
               help="Samples of history the model sees.")
-@click.option("--horizon", default="15", show_default=True,
-              help="Steps forecast at once: a number of steps, or a duration such as 15m.")
+@click.option("--horizon", default="15m", show_default=True,
+              help="How far one forecast reaches, e.g. 15m: a whole number of trace steps.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True,
               help="LSTM hidden units.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -108,19 +108,17 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
 
 
 def _horizon_steps(text: str, step_seconds: float) -> int:
-    """``15`` is 15 steps; ``15m`` is as many steps as fit in 15 minutes (exactly)."""
+    """``15m`` is as many steps as fit in 15 minutes, exactly; a bare number is refused
+    (it once meant steps here and seconds in ``forecast``)."""
     text = text.strip()
-    if text.isdigit():
-        steps = int(text)
-    else:
-        try:
-            seconds = parse_duration(text)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--horizon") from None
-        steps = round(seconds / step_seconds)
-        if abs(steps * step_seconds - seconds) > 1e-6 * step_seconds:
-            raise click.BadParameter(f"{text} is not a whole number of {step_seconds:g}s "
-                                     "steps", param_hint="--horizon")
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--horizon") from None
+    steps = round(seconds / step_seconds)
+    if abs(steps * step_seconds - seconds) > 1e-6 * step_seconds:
+        raise click.BadParameter(f"{text} is not a whole number of {step_seconds:g}s "
+                                 "steps", param_hint="--horizon")
     if steps < 1:
         raise click.BadParameter("must be at least one step", param_hint="--horizon")
     return steps

@@ -1,0 +1,131 @@
+"""``forescale validate FILE…``: check ScalingPolicy manifests as the API server would.
+
+For CI pipelines: every ScalingPolicy document in the files is checked against the CRD's
+``spec`` schema (types, bounds, enums, patterns, required fields), then, with the CRD's
+defaults applied, against its CEL rules (``x-kubernetes-validations``, evaluated with
+``cel-python``), then against the core's own checks (what the operator would refuse).
+Documents of other kinds in the same files (a Deployment next to its policy) are skipped.
+
+Exit codes: 0 when every policy is valid, 2 when one is not (or a file cannot be read, or
+no file holds a ScalingPolicy). Invalid documents are one line each on stderr; ``--json``
+prints one JSON object with every document's result on stdout instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from forescale.cli import crd_rules
+from forescale.core.errors import InvalidInputError
+from forescale.policy import API_VERSION, KIND, SPEC_SCHEMA, policy_spec_from_manifest, validate
+
+
+@dataclass
+class Result:
+    file: str
+    index: int
+    name: str | None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def where(self) -> str:
+        name = f" {self.name}" if self.name else ""
+        return f"{self.file}[{self.index}] {KIND}{name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "index": self.index, "name": self.name,
+                "valid": self.valid, "errors": self.errors}
+
+
+def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
+    """Every problem of one ScalingPolicy manifest; empty when the API server and the
+    operator would both accept it."""
+    meta = manifest.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) \
+            or not meta.get("name"):
+        return ["metadata.name is required"]
+    if manifest.get("apiVersion") != API_VERSION:
+        return [f"apiVersion must be {API_VERSION}, got {manifest.get('apiVersion')!r}"]
+    if "spec" not in manifest:
+        return ["spec is required"]
+    try:
+        validate(manifest["spec"], SPEC_SCHEMA, "spec")
+    except InvalidInputError as exc:
+        return [str(exc)]  # CEL over a structurally wrong object would only add noise
+    spec = crd_rules.with_defaults(manifest["spec"], SPEC_SCHEMA)
+    errors = crd_rules.violations(spec, SPEC_SCHEMA)
+    if errors:
+        return errors
+    try:
+        policy_spec_from_manifest(manifest)
+    except InvalidInputError as exc:
+        return [str(exc)]
+    return []
+
+
+def check_file(path: Path) -> list[Result]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot read: {exc}") from None
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [Result(str(path), 0, None, [f"not valid YAML{where}: {problem}"])]
+    results = []
+    for i, doc in enumerate(documents):
+        if doc is None:
+            continue
+        if not isinstance(doc, Mapping):
+            results.append(Result(str(path), i, None,
+                                  [f"a document must be a mapping, got {type(doc).__name__}"]))
+            continue
+        if doc.get("kind") != KIND:
+            continue
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        results.append(Result(str(path), i, name if isinstance(name, str) else None,
+                              check_manifest(doc)))
+    return results
+
+
+@click.command(name="validate")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every document's result as one JSON object on stdout.")
+def command(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check ScalingPolicy files against the CRD's schema and CEL rules (exit 2: invalid)."""
+    results: list[Result] = []
+    for path in files:
+        results += check_file(path)
+    if not results:
+        raise InvalidInputError(f"no {KIND} document in {', '.join(map(str, files))}")
+    invalid = [r for r in results if not r.valid]
+    if as_json:
+        click.echo(json.dumps({"valid": not invalid,
+                               "documents": [r.to_dict() for r in results]}))
+    else:
+        for r in results:
+            if r.valid:
+                click.echo(f"{r.where}: valid")
+            else:
+                click.echo(f"{r.where}: {'; '.join(r.errors)}", err=True)
+    if invalid:
+        raise click.exceptions.Exit(2)

@@ -1,0 +1,152 @@
+"""``forescale validate``: the CRD's schema and CEL rules, checked outside the cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from forescale.cli import crd_rules, main
+from forescale.policy import SPEC_SCHEMA
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("scalingpolicy-*.yaml"))
+CRD = yaml.safe_load((REPO / "crds" / "scalingpolicies.forescale.dev.yaml").read_text())
+
+
+def manifest(name: str = "web", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "metrics": {"query": 'sum(rate(http_requests_total{job="web"}[2m]))'},
+        "serviceRatePerReplica": 10}
+    body.update(spec)
+    return {"apiVersion": "forescale.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": {"name": name}, "spec": body}
+
+
+def write(path: Path, *docs: object) -> Path:
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def crd_message(rule_fragment: str) -> str:
+    """The message the CRD gives for the spec-level rule containing ``rule_fragment``."""
+    spec = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for entry in spec["x-kubernetes-validations"]:
+        if rule_fragment in entry["rule"]:
+            return str(entry["message"])
+    raise AssertionError(f"no CEL rule with {rule_fragment!r} in the CRD")
+
+
+def test_every_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert EXAMPLES
+    assert main(["validate", *map(str, EXAMPLES)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(EXAMPLES) and all(line.endswith(": valid") for line in out)
+
+
+def test_every_cel_rule_in_the_crd_compiles() -> None:
+    rules = crd_rules.all_rules(SPEC_SCHEMA)
+    assert any(r.path == "spec" for r in rules)
+    for rule in rules:
+        assert rule.program is not None and rule.message
+
+
+def test_cel_rule_breaks_with_the_crds_message(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "p.yaml", manifest(minReplicas=5, maxReplicas=3))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"{path}[0] ScalingPolicy web: spec: {crd_message('maxReplicas')}"
+
+
+def test_defaults_apply_before_the_rules(tmp_path: Path) -> None:
+    """As on the API server: maxReplicas defaults to 100, so minReplicas 150 alone breaks
+    the min <= max rule, though the file never mentions maxReplicas."""
+    spec = crd_rules.with_defaults(manifest(minReplicas=150)["spec"], SPEC_SCHEMA)
+    assert isinstance(spec, dict) and spec["maxReplicas"] == 100
+    assert crd_rules.violations(spec, SPEC_SCHEMA) == [f"spec: {crd_message('maxReplicas')}"]
+    assert main(["validate", str(write(tmp_path / "p.yaml", manifest(minReplicas=150)))]) == 2
+
+
+def test_numbers_are_doubles_as_in_the_api_server() -> None:
+    schema = {"type": "object",
+              "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+              "x-kubernetes-validations": [{"rule": "self.a < self.b", "message": "a < b"}]}
+    # YAML's 1 is an int; CEL refuses int < double, the API server's number is a double.
+    assert crd_rules.violations({"a": 1, "b": 1.5}, schema) == []
+    assert crd_rules.violations({"a": 2, "b": 1.5}, schema) == ["spec: a < b"]
+
+
+def test_transition_rules_are_skipped_not_failed() -> None:
+    schema = {"type": "string",
+              "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}]}
+    assert crd_rules.violations("x", schema) == []
+
+
+def test_a_rule_that_does_not_compile_is_reported() -> None:
+    with pytest.raises(crd_rules.RuleError, match="does not compile"):
+        crd_rules.compile_rule("self.a ===")
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ({"slo": {"percentile": 1.5}}, "spec.slo.percentile must be in (0, 1), got 1.5"),
+    ({"replicas": 3}, "spec.replicas is not a known field"),
+    ({"mode": "Auto"}, "spec.mode must be one of Scale, Observe"),
+    ({"serviceRatePerReplica": "fast"}, "spec.serviceRatePerReplica must be a finite number"),
+])
+def test_schema_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       spec: dict[str, Any], needle: str) -> None:
+    path = write(tmp_path / "p.yaml", manifest(**spec))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_several_files_and_documents_one_line_each(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path / "good.yaml", manifest("a"),
+                 {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}},
+                 manifest("b"))
+    bad = write(tmp_path / "bad.yaml", manifest("c", minReplicas=5, maxReplicas=3))
+    assert main(["validate", str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"{good}[0] ScalingPolicy a: valid",
+                                         f"{good}[2] ScalingPolicy b: valid"]
+    assert captured.err.splitlines()[0].startswith(f"{bad}[0] ScalingPolicy c: spec: ")
+
+
+def test_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "p.yaml", manifest("a"), manifest("b", minReplicas=9,
+                                                               maxReplicas=2))
+    assert main(["validate", "--json", str(path)]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is False
+    assert [(d["name"], d["valid"]) for d in doc["documents"]] == [("a", True), ("b", False)]
+    assert doc["documents"][1]["errors"] == [f"spec: {crd_message('maxReplicas')}"]
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("a: [1, 2", "not valid YAML"),
+    ("apiVersion: v1\nkind: Service\n", "no ScalingPolicy document"),
+    (None, "no such file"),
+])
+def test_unreadable_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    content: str | None, needle: str) -> None:
+    path = tmp_path / "p.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_policy_without_a_name_is_invalid(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    doc = manifest()
+    del doc["metadata"]
+    assert main(["validate", str(write(tmp_path / "p.yaml", doc))]) == 2
+    assert "metadata.name is required" in capsys.readouterr().err
