@@ -39,6 +39,7 @@ from forescale.core.forecast.chain import ForecastChain
 from forescale.core.plan import PlanState, plan
 from forescale.core.series import FloatArray, Series
 from forescale.core.spec import PolicySpec
+from forescale.core.window import history_steps
 
 TrainingProgress = Callable[[int, int], None]
 
@@ -103,7 +104,7 @@ class ForescalePolicy:
         self._start = world.start_seconds
         self._step = world.step_seconds
         self._lead = world.startup_steps
-        self._history_steps = max(1, round(spec.forecast.history_seconds / world.step_seconds))
+        self._history_steps = history_steps(spec.forecast.history_seconds, world.step_seconds)
         n = len(world)
         # The forecast each decision made for the step its new pods become ready in,
         # indexed by that step (for the plot), and what it provisioned for.
