@@ -25,6 +25,7 @@ from forescale.cli.options import Duration, FiniteFloat
 from forescale.core.errors import ForescaleError, InvalidInputError
 from forescale.core.series import FloatArray, Series
 from forescale.core.spec import MODEL_NAMES, ForecastSettings, ModelName
+from forescale.core.window import history_steps
 from forescale.trace import Trace, format_timestamp, load_trace, parse_timestamp
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def _horizon_steps(horizon_seconds: float, step_seconds: float) -> int:
 
 
 def _window(settings: ForecastSettings, trace: Trace) -> int:
-    return max(1, round(settings.history_seconds / trace.step_seconds))
+    return history_steps(settings.history_seconds, trace.step_seconds)
 
 
 def _table(result: ChainResult, trace: Trace) -> Table:
