@@ -165,6 +165,9 @@ class PrometheusSource:
         # The client's annotations say ``int`` for the timeout; requests takes any number.
         client_timeout: Any = self.timeout_seconds
         session = requests.Session()
+        # Never follow a redirect: the URL was checked against the allow-list, the place it
+        # redirects to was not (and a redirect would carry the query elsewhere).
+        session.max_redirects = 0
         # requests takes a CA bundle's path where it takes True/False.
         session.verify = str(ca_file) if ca_file is not None and verify_tls else verify_tls
         # The client passes ``auth`` to every request: the token file is read each time.
@@ -296,6 +299,9 @@ class PrometheusSource:
                                             f"{self.timeout_seconds:g}s") from None
             raise PrometheusUnavailable(f"Prometheus at {where} is unreachable: "
                                         f"{_root_cause(exc)}") from None
+        except requests.TooManyRedirects:
+            raise PrometheusUnavailable(f"Prometheus at {where} answered with a redirect, "
+                                        f"which is not followed; use the final URL") from None
         except (requests.exceptions.JSONDecodeError, KeyError, TypeError):
             # A 200 that is not the Prometheus API's JSON: a proxy's login page, a wrong path.
             # (Before RequestException: requests' JSONDecodeError is one too.)
@@ -334,7 +340,7 @@ def _from_status(text: str, *, where: str, query: str) -> MetricsError:
     """Classify the client's ``HTTP Status Code <n> (<body repr>)`` exception."""
     match = re.fullmatch(r"HTTP Status Code (\d+) \((.*)\)", text, flags=re.DOTALL)
     if not match:
-        return PrometheusUnavailable(f"Prometheus at {where} failed: {_shorten(text)}")
+        return PrometheusUnavailable(f"Prometheus at {where} failed without an HTTP status")
     status = int(match.group(1))
     detail = _error_text(match.group(2))
     if status in (400, 422):
@@ -348,20 +354,37 @@ def _from_status(text: str, *, where: str, query: str) -> MetricsError:
     return PrometheusUnavailable(f"Prometheus at {where} answered HTTP {status}: {detail}")
 
 
+#: Prometheus API ``errorType`` values: only an answer that is a Prometheus API error
+#: contributes any text to a message.
+_ERROR_TYPES = frozenset({"bad_data", "timeout", "canceled", "execution", "internal",
+                          "unavailable", "not_found", "too_many_samples"})
+_MAX_ERROR_TEXT = 160
+
+
 def _error_text(body_repr: str) -> str:
-    """Prometheus' own ``error`` text from the repr of a response body, else the body."""
+    """A sanitised, bounded reason from the repr of an error response's body.
+
+    The body comes from whatever answers at the URL, and the message reaches a status and an
+    Event that every reader of the policy sees: so nothing of an arbitrary body is repeated.
+    Only a Prometheus API error (``{"status": "error", "errorType": <known>, "error": …}``)
+    gives its ``errorType`` and the first characters of its ``error`` (printable ASCII),
+    which is what tells a user why a query was rejected."""
     try:
         body = ast.literal_eval(body_repr)
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    except (ValueError, SyntaxError):
-        text = body_repr
-    try:
         payload = json.loads(text)
-    except ValueError:
-        return _shorten(text) if text.strip() else "(empty response)"
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return _shorten(payload["error"])
-    return _shorten(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return "not a Prometheus API error response"
+    if not (isinstance(payload, dict) and payload.get("status") == "error"
+            and payload.get("errorType") in _ERROR_TYPES
+            and isinstance(payload.get("error"), str)):
+        return "not a Prometheus API error response"
+    detail = "".join(ch if " " <= ch <= "~" else " " for ch in payload["error"])
+    # Label sets ({job="x", ...}) in an execution error name other series: drop their values.
+    detail = _one_line(re.sub(r"\{[^{}]*\}", "{…}", detail))
+    if len(detail) > _MAX_ERROR_TEXT:
+        detail = detail[: _MAX_ERROR_TEXT - 1] + "…"
+    return f"{payload['errorType']}: {detail}"
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
@@ -409,7 +432,7 @@ def _sample(sample: Sequence[Any], query: str) -> tuple[float, float]:
         value = float(text)
         return float(ts), value if math.isfinite(value) else math.nan
     except (TypeError, ValueError):
-        raise _malformed(query, f"a sample {sample!r:.60}") from None
+        raise _malformed(query, "a sample that is not [time, value]") from None
 
 
 def _check_not_negative(values: np.ndarray[Any, Any], *, start: float, step_seconds: float,
@@ -428,9 +451,14 @@ def _negative(query: str, value: float, at: float) -> BadQuery:
 
 
 def _ambiguous(query: str, label_sets: Sequence[Mapping[str, str]]) -> AmbiguousQuery:
-    shown = ", ".join(_label_key(m) for m in label_sets[:3])
-    return AmbiguousQuery(f"query {_shorten(query)} returned several series ({shown}); "
-                          f"aggregate them into one, e.g. sum(rate(...))")
+    # Label names, never values: the message is in a status other tenants may read, and
+    # values would let a policy list another namespace's series.
+    differing = sorted({k for m in label_sets for k in m
+                        if len({o.get(k) for o in label_sets}) > 1})
+    names = ", ".join(differing[:5]) or "none"
+    return AmbiguousQuery(f"query {_shorten(query)} returned several series (differing in "
+                          f"labels: {_shorten(names)}); aggregate them into one, e.g. "
+                          f"sum(rate(...))")
 
 
 def _malformed(query: str, what: str) -> PrometheusUnavailable:

@@ -28,6 +28,29 @@ class ControllerSettings:
     #: CA bundle that verifies Prometheus' certificate (default: the system CAs).
     prometheus_ca_file: Path | None = None
     prometheus_insecure_skip_verify: bool = False
+    #: URL prefixes a policy's ``metrics.prometheusUrl`` may name (the cluster admin's
+    #: allow-list, ``--allow-prometheus-url``). Empty: only the operator's own Prometheus.
+    allowed_prometheus_urls: tuple[str, ...] = ()
+
+    def check_prometheus_url(self, url: str) -> str | None:
+        """Why a policy may not send its queries to ``url``, or None if it may.
+
+        A policy's URL is chosen by whoever may write a ScalingPolicy; without this check
+        the operator would send requests anywhere its network reaches (SSRF). A URL is
+        allowed when it is on the server of ``--prometheus-url`` or under one of
+        :attr:`allowed_prometheus_urls` (same scheme, host and port, and a path at or
+        below the entry's)."""
+        problem = _url_problem(url)
+        if problem is not None:
+            return problem
+        if self.prometheus_url and _origin(url) == _origin(self.prometheus_url):
+            return None
+        if any(_under(url, entry) for entry in self.allowed_prometheus_urls):
+            return None
+        allowed = ", ".join(self.allowed_prometheus_urls) or "none besides the operator's own"
+        return (f"spec.metrics.prometheusUrl {_origin_text(url)} is not on the operator's "
+                f"allow-list (allowed: {allowed}); ask the cluster admin to add it "
+                f"(chart value prometheus.allowedUrls)")
 
     def prometheus_source(self, url: str) -> PrometheusSource:
         """A source for ``url`` with the operator's TLS settings, and its bearer token when
@@ -49,3 +72,35 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:  # a bad port: PrometheusSource rejects the URL with its own message
         port = -1
     return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return "spec.metrics.prometheusUrl is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "spec.metrics.prometheusUrl must be an http(s) URL with a host"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "spec.metrics.prometheusUrl must not have a query string or fragment"
+    if parts.username is not None or parts.password is not None:
+        return "spec.metrics.prometheusUrl must not carry credentials"
+    return None
+
+
+def _under(url: str, entry: str) -> bool:
+    """``url`` is on ``entry``'s server and its path is ``entry``'s path or below it."""
+    if _url_problem(entry) is not None or _origin(url) != _origin(entry):
+        return False
+    prefix = urlsplit(entry).path.rstrip("/")
+    path = urlsplit(url).path
+    segments = [s for s in path.split("/") if s]
+    if ".." in segments or "." in segments:
+        return False  # a path that climbs out of the prefix once normalised
+    return path.rstrip("/") == prefix or path.startswith(prefix + "/")
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"

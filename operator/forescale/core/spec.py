@@ -188,8 +188,11 @@ class PolicySpec:
 
     def __post_init__(self) -> None:
         _positive("serviceRatePerReplica", self.service_rate_per_replica)
-        _require(isinstance(self.min_replicas, int) and self.min_replicas >= 0,
-                 f"minReplicas must be a non-negative integer, got {self.min_replicas!r}")
+        # No scale to zero (issue 11, docs/scale-to-zero.md): the CRD refuses 0 with the
+        # same words, this catches policy files and objects stored before that rule.
+        _require(isinstance(self.min_replicas, int) and self.min_replicas >= 1,
+                 f"minReplicas must be at least 1: forescale does not scale to zero, "
+                 f"got {self.min_replicas!r}")
         _require(isinstance(self.max_replicas, int) and self.max_replicas >= 1,
                  f"maxReplicas must be a positive integer, got {self.max_replicas!r}")
         _require(self.min_replicas <= self.max_replicas,

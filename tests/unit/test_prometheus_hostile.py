@@ -1,0 +1,166 @@
+"""A policy's Prometheus URL is attacker-chosen unless the admin allowed it; whatever answers
+there must not get the operator's token, be followed through a redirect, or have its body
+repeated in a status. A tiny HTTP server on 127.0.0.1 plays the hostile service."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from forescale.adapters.prometheus import (
+    AmbiguousQuery,
+    BadQuery,
+    MetricsError,
+    PrometheusSource,
+    PrometheusUnavailable,
+)
+from forescale.controller.settings import ControllerSettings
+
+SECRET = "SECRET-INTERNAL-DATA: db_password=hunter2"
+
+
+class Hostile:
+    """Answers each path with a canned response and records what it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                me.requests.append((self.path, self.headers.get("Authorization")))
+                path = self.path.split("?")[0]
+                status, body, headers = me.answer(path)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        if path.startswith("/leak500"):
+            return 500, SECRET.encode(), {"Content-Type": "text/plain"}
+        if path.startswith("/leak400"):
+            return 400, json.dumps({"secret": SECRET}).encode(), {}
+        if path.startswith("/fake-prom-error"):
+            body = {"status": "error", "errorType": "execution",
+                    "error": 'found duplicate series for {job="payroll", secret="x"} \x1b[31m'
+                             + "A" * 500}
+            return 422, json.dumps(body).encode(), {}
+        if path.startswith("/redirect"):
+            return 302, b"", {"Location": self.url + "/leak500/api/v1/query_range"}
+        if path.startswith("/two"):
+            data = {"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {"tenant": "other-team-secret"}, "values": [[60, "1"]]},
+                {"metric": {"tenant": "mine"}, "values": [[60, "2"]]}]}}
+            return 200, json.dumps(data).encode(), {}
+        return 404, b"", {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    server = Hostile()
+    yield server
+    server.close()
+
+
+def _error(url: str) -> MetricsError:
+    with PrometheusSource(url, timeout_seconds=5) as source, \
+            pytest.raises(MetricsError) as info:
+        source.read_rate("up", start=0, end=120, step_seconds=60)
+    return info.value
+
+
+@pytest.mark.parametrize("path", ["/leak500", "/leak400"])
+def test_an_error_body_never_reaches_the_message(hostile: Hostile, path: str) -> None:
+    error = _error(hostile.url + path)
+    assert "SECRET" not in str(error) and "hunter2" not in str(error)
+    assert "not a Prometheus API error response" in str(error)
+
+
+def test_a_prometheus_error_gives_a_bounded_printable_reason(hostile: Hostile) -> None:
+    error = _error(hostile.url + "/fake-prom-error")
+    assert isinstance(error, BadQuery)
+    text = str(error)
+    assert "execution: found duplicate series" in text
+    assert "payroll" not in text and "\x1b" not in text  # label values and escapes dropped
+    assert len(text) < 300
+
+
+def test_redirects_are_not_followed(hostile: Hostile) -> None:
+    error = _error(hostile.url + "/redirect")
+    assert isinstance(error, PrometheusUnavailable)
+    assert "redirect" in str(error)
+    assert [p for p, _ in hostile.requests if p.startswith("/leak500")] == []
+
+
+def test_ambiguity_names_labels_not_values(hostile: Hostile) -> None:
+    error = _error(hostile.url + "/two")
+    assert isinstance(error, AmbiguousQuery)
+    assert "tenant" in str(error) and "other-team-secret" not in str(error)
+
+
+def test_the_token_goes_only_to_the_operators_prometheus(hostile: Hostile,
+                                                         tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("operator-token")
+    settings = ControllerSettings(identity="t", prometheus_url="http://prom.monitoring:9090",
+                                  prometheus_bearer_token_file=token,
+                                  allowed_prometheus_urls=(hostile.url + "/",))
+    assert settings.check_prometheus_url(hostile.url + "/leak500") is None
+    with settings.prometheus_source(hostile.url + "/leak500") as source, \
+            pytest.raises(MetricsError):
+        source.read_rate("up", start=0, end=120, step_seconds=60)
+    assert hostile.requests and all(auth is None for _, auth in hostile.requests)
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("http://prom.monitoring:9090", True),              # the operator's own
+    ("http://prom.monitoring:9090/any/prefix", True),
+    ("http://PROM.monitoring:9090/", True),
+    ("http://prom.monitoring:9091", False),             # another port
+    ("https://prom.monitoring:9090", False),            # another scheme
+    ("http://tenant-prom.team-a:9090/prometheus", True),  # on the allow-list
+    ("http://tenant-prom.team-a:9090/prometheus/", True),
+    ("http://tenant-prom.team-a:9090/prometheus-evil", False),
+    ("http://tenant-prom.team-a:9090/prometheus/../admin", False),
+    ("http://tenant-prom.team-a:9090/", False),
+    ("http://169.254.169.254/latest/meta-data", False),
+    ("http://10.0.0.1/secret#", False),
+    ("http://10.0.0.1/x?y=1", False),
+    ("http://user:pw@prom.monitoring:9090", False),
+    ("file:///etc/passwd", False),
+    ("http://[::1", False),
+])
+def test_allow_list(url: str, allowed: bool) -> None:
+    settings = ControllerSettings(identity="t", prometheus_url="http://prom.monitoring:9090",
+                                  allowed_prometheus_urls=(
+                                      "http://tenant-prom.team-a:9090/prometheus",))
+    problem = settings.check_prometheus_url(url)
+    assert (problem is None) == allowed, problem
+    if problem is not None:
+        assert problem.startswith("spec.metrics.prometheusUrl")
+
+
+def test_without_an_allow_list_only_the_operators_own() -> None:
+    settings = ControllerSettings(identity="t", prometheus_url="http://prom:9090")
+    problem = settings.check_prometheus_url("http://elsewhere:9090")
+    assert problem is not None and "allow-list" in problem and "none besides" in problem
+    assert ControllerSettings(identity="t").check_prometheus_url("http://prom:9090") is not None
