@@ -10,6 +10,8 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from forescale.controller.decision_metrics import DecisionMetrics
+
 LABELS = ("namespace", "policy")
 
 
@@ -37,12 +39,16 @@ class OperatorMetrics:
                               ("cause",), registry=r)
         self.scales = Counter("forescale_scale_writes_total", "Replica changes written.",
                               ("direction",), registry=r)
+        # The forecast band, recommendation and conditions the chart's dashboard and
+        # alerts read (issue 11).
+        self.decision = DecisionMetrics(r)
 
     def set_serving(self, namespace: str, policy: str, model: str | None) -> None:
         for name in ("lstm", "arima", "ma"):
             self.serving.labels(namespace, policy, name).set(1.0 if name == model else 0.0)
 
     def forget(self, namespace: str, policy: str) -> None:
+        self.decision.forget(namespace, policy)
         for gauge in (self.forecast_rate, self.observed_rate, self.desired, self.current):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, policy)

@@ -1,0 +1,85 @@
+"""The metrics behind the chart's Grafana dashboard and alert rules.
+
+Registered on the operator's own registry (:class:`~forescale.controller.metrics.
+OperatorMetrics` holds one of these as ``decision``), labelled by namespace and policy:
+
+* ``forescale_forecast_{mean,lower,upper}_arrival_rate``: the forecast and its prediction
+  band for the step ``leadTimeSeconds`` ahead, the moment pods asked for now are ready. The
+  dashboard shows them ``offset`` by the lead time, so each is drawn at the time it was a
+  forecast *for*, next to what was then observed.
+* ``forescale_recommended_replicas``: what sizing asked for before behaviour rules and
+  bounds; above ``forescale_desired_replicas`` for long means maxReplicas or the rate
+  limits hold the SLO back (the "SLO at risk" alert).
+* ``forescale_condition{type, status}``: 1 for each condition's current status, 0 for the
+  other two (kube-state-metrics' convention), so alerts select ``status="False"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Gauge
+
+from forescale.core.plan import Plan
+
+LABELS = ("namespace", "policy")
+STATUSES = ("True", "False", "Unknown")
+
+
+class DecisionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        band = "for the step leadTimeSeconds ahead (req/s)."
+        self.forecast_mean = Gauge("forescale_forecast_mean_arrival_rate",
+                                   "Mean forecast arrival rate " + band, LABELS, registry=r)
+        self.forecast_lower = Gauge("forescale_forecast_lower_arrival_rate",
+                                    "Lower bound of the forecast's prediction interval "
+                                    + band, LABELS, registry=r)
+        self.forecast_upper = Gauge("forescale_forecast_upper_arrival_rate",
+                                    "Upper bound of the forecast's prediction interval "
+                                    + band, LABELS, registry=r)
+        self.recommended = Gauge("forescale_recommended_replicas",
+                                 "Replicas sizing asked for, before behaviour rules and "
+                                 "min/max.", LABELS, registry=r)
+        self.condition = Gauge("forescale_condition",
+                               "1 for a condition's current status, 0 for the others.",
+                               (*LABELS, "type", "status"), registry=r)
+        self._condition_types: dict[tuple[str, str], set[str]] = {}
+
+    def observe_plan(self, namespace: str, policy: str, plan: Plan, *,
+                     lead_time_seconds: float) -> None:
+        if plan.recommended_replicas is not None:
+            self.recommended.labels(namespace, policy).set(plan.recommended_replicas)
+        fc = plan.forecast.forecast if plan.forecast is not None else None
+        if fc is None or fc.horizon == 0:
+            return
+        # The step that contains now + lead time (or the last one, if the forecast is short).
+        at = plan.window_start_seconds + lead_time_seconds
+        starts = fc.timestamps()
+        i = int(np.clip(np.searchsorted(starts, at, side="right") - 1, 0, len(starts) - 1))
+        self.forecast_mean.labels(namespace, policy).set(float(fc.mean[i]))
+        self.forecast_lower.labels(namespace, policy).set(float(fc.lower[i]))
+        self.forecast_upper.labels(namespace, policy).set(float(fc.upper[i]))
+
+    def observe_conditions(self, namespace: str, policy: str,
+                           conditions: Iterable[Mapping[str, Any]]) -> None:
+        seen = self._condition_types.setdefault((namespace, policy), set())
+        for c in conditions:
+            ctype, status = str(c.get("type")), str(c.get("status"))
+            seen.add(ctype)
+            for s in STATUSES:
+                self.condition.labels(namespace, policy, ctype, s).set(
+                    1.0 if s == status else 0.0)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper,
+                      self.recommended):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, policy)
+        for ctype in self._condition_types.pop((namespace, policy), set()):
+            for s in STATUSES:
+                with contextlib.suppress(KeyError):
+                    self.condition.remove(namespace, policy, ctype, s)

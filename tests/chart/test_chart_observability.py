@@ -1,0 +1,124 @@
+"""The chart's Grafana dashboard and PrometheusRule: structure, and every PromQL expression
+checked by the real ``promtool`` (the live evaluation against a Prometheus scraping a
+running operator is tests/integration/test_dashboard_queries.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.test_chart import CHART, chart, of_kind, render  # noqa: F401 (fixture)
+from tests.support.prometheus import prometheus_binaries
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = CHART / "dashboards" / "forescale.json"
+RUNBOOK = REPO / "docs" / "runbook.md"
+VALUES = {"grafanaDashboard": {"enabled": True},
+          "prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}
+#: What Grafana substitutes for the dashboard's variables, for checking and evaluating.
+VARIABLES = {"$namespace": ".*", "$policy": ".*", "$lead": "2m",
+             "$__rate_interval": "1m"}
+ALERTS = {"ForescaleMetricsUnavailable", "ForescaleForecastDegraded",
+          "ForescaleScalingBlocked", "ForescaleSLOAtRisk"}
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, expression with Grafana's variables substituted) of every target."""
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for name, value in VARIABLES.items():
+                expr = expr.replace(name, value)
+            assert "$" not in expr, f"unsubstituted variable in {target['expr']!r}"
+            out.append((panel["title"], expr))
+    return out
+
+
+def alert_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (rule,) = of_kind(docs, "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
+    _, promtool = prometheus_binaries()
+    return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def docs(chart: Any) -> list[dict[str, Any]]:  # noqa: F811
+    return render(chart, VALUES)
+
+
+def test_dashboard_configmap_for_the_sidecar(docs: list[dict[str, Any]],
+                                             chart: Any) -> None:  # noqa: F811
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith(
+        "-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["forescale.json"]) == json.loads(DASHBOARD.read_text())
+    assert not [d for d in of_kind(render(chart, {}), "ConfigMap")
+                if d["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_dashboard_shows_what_the_issue_asks() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = " ".join(e for _, e in dashboard_queries(dashboard))
+    for metric in ("forescale_observed_arrival_rate", "forescale_forecast_mean_arrival_rate",
+                   "forescale_forecast_lower_arrival_rate",
+                   "forescale_forecast_upper_arrival_rate", "forescale_desired_replicas",
+                   "forescale_current_replicas", "forescale_serving_model",
+                   "forescale_decision_seconds_bucket", "forescale_errors_total"):
+        assert metric in exprs, metric
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_alerts(docs: list[dict[str, Any]], chart: Any) -> None:  # noqa: F811
+    rules = alert_rules(docs)
+    assert {r["alert"] for r in rules} == ALERTS
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    # GitHub's heading anchors: lower case, spaces to dashes, punctuation dropped.
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.*)$", RUNBOOK.read_text(), re.MULTILINE)}
+    for r in rules:
+        assert r["labels"]["severity"] in ("info", "warning", "critical")
+        anchor = r["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert anchor in anchors, f"{r['alert']}: no section #{anchor} in the runbook"
+        assert "{{ $labels.namespace }}" in r["annotations"]["summary"]
+    assert not of_kind(render(chart, {}), "PrometheusRule")
+
+
+def test_promtool_accepts_the_alert_rules(docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    (rule,) = of_kind(docs, "PrometheusRule")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = promtool_check(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in done.stdout
+
+
+def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:
+    queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
+    path = tmp_path / "dashboard.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": expr} for i, (_, expr) in
+        enumerate(queries)]}]}))
+    done = promtool_check(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in done.stdout
+
+
+def test_promtool_catches_a_broken_expression(tmp_path: Path) -> None:
+    """The check above can fail: a broken expression is refused."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"record": "x:y", "expr": "sum(rate(forescale_errors_total[1m])"}]}]}))
+    assert promtool_check(path).returncode != 0
