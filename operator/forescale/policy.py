@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from forescale.core.errors import InvalidInputError
+from forescale.core.guardrail import Guardrail
+from forescale.core.schedules import Schedule
 from forescale.core.spec import (
     SLO,
     Behavior,
@@ -227,6 +229,30 @@ def _chaos(section: Mapping[str, Any]) -> Chaos:
     return _core("spec.chaos", lambda: Chaos(**kwargs))
 
 
+def _schedule(item: Mapping[str, Any], path: str) -> Schedule:
+    kwargs = _pick(item, {"timeZone": "time_zone", "minReplicas": "min_replicas",
+                          "maxReplicas": "max_replicas",
+                          "forecastMultiplier": "forecast_multiplier"})
+    return _core(path, lambda: Schedule(name=item["name"], cron=item["cron"],
+                                        duration_seconds=float(item["durationSeconds"]),
+                                        **kwargs))
+
+
+def _guardrail(item: Mapping[str, Any], path: str) -> Guardrail:
+    kwargs = _pick(item, {"tolerance": "tolerance"})
+    return _core(path, lambda: Guardrail(name=item["name"], query=item["query"],
+                                         target=float(item["target"]), **kwargs))
+
+
+def _unique_names(items: list[Mapping[str, Any]], path: str) -> None:
+    """The API server keys these lists by name (list-type map); so do files."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item["name"] in seen:
+            raise InvalidInputError(f"{path}[{i}].name {item['name']!r} is a duplicate")
+        seen.add(item["name"])
+
+
 def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
                               models_dir: Path | None = None) -> PolicySpec:
     """Convert a ScalingPolicy manifest (a parsed YAML/JSON mapping) to a PolicySpec.
@@ -272,6 +298,14 @@ def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
         kwargs["behavior"] = _behavior(spec["behavior"])
     if "chaos" in spec:
         kwargs["chaos"] = _chaos(spec["chaos"])
+    if "schedules" in spec:
+        _unique_names(spec["schedules"], "spec.schedules")
+        kwargs["schedules"] = tuple(_schedule(item, f"spec.schedules[{i}]")
+                                    for i, item in enumerate(spec["schedules"]))
+    if "guardrails" in spec:
+        _unique_names(spec["guardrails"], "spec.guardrails")
+        kwargs["guardrails"] = tuple(_guardrail(item, f"spec.guardrails[{i}]")
+                                     for i, item in enumerate(spec["guardrails"]))
     return _core("spec", lambda: PolicySpec(**kwargs))
 
 

@@ -239,7 +239,7 @@ levels = st.one_of(st.none(), st.floats(min_value=0, max_value=5000, allow_nan=F
 
 @settings(max_examples=200, deadline=None)
 @given(
-    min_r=st.integers(0, 20), extra=st.integers(0, 200), current=st.integers(0, 400),
+    min_r=st.integers(1, 20), extra=st.integers(0, 200), current=st.integers(0, 400),
     steps=st.lists(st.tuples(levels, st.integers(0, 400)), min_size=1, max_size=8),
     up_pods=st.integers(1, 10), down_pct=st.integers(1, 100),
 )

@@ -14,7 +14,7 @@ ScalingPolicy's status — and ``now`` is passed in, never read.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,11 @@ import numpy as np
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
+from forescale.core.guardrail import GuardrailReading, GuardrailResult
+from forescale.core.guardrail import recommend as guardrail_recommend
+from forescale.core.schedules import ScheduleEffect
+from forescale.core.schedules import bound as schedule_bound
+from forescale.core.schedules import effect as schedule_effect
 from forescale.core.series import Series
 from forescale.core.sizing import ChaosResult, SizingResult, chaos_buffer, size
 from forescale.core.spec import PolicySpec, RateLimit
@@ -114,6 +119,10 @@ class Plan:
     metrics_available: bool
     #: The memory to keep if ``desired_replicas`` was applied (the write happened).
     state: PlanState = field(default_factory=PlanState)
+    #: What the declared events changed (None when the plan held).
+    schedules: ScheduleEffect | None = None
+    #: What the guardrail metrics asked for (None when the plan held).
+    guardrail: GuardrailResult | None = None
     #: The memory to keep if it was not (Observe mode, a locked target, a failed write):
     #: the recommendation is remembered, no scale event is. None means the same as ``state``.
     held_state: PlanState | None = None
@@ -301,7 +310,8 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
 
 
 def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
-         current_replicas: int, chain: Forecasting | None = None) -> Plan:
+         current_replicas: int, chain: Forecasting | None = None,
+         guardrails: Sequence[GuardrailReading] = ()) -> Plan:
     """Decide the replicas for one policy at ``now``.
 
     ``history`` is the observed arrival rate (req/s) up to now; ``current_replicas`` the
@@ -346,6 +356,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
     assert result is not None
     rate = planned_rate(result, window)
+    # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
+    # scales the rate sized for, e.g. a launch the history has never seen.
+    events = schedule_effect(spec.schedules, window)
+    rate *= events.multiplier
     # Sized without the policy's maxReplicas, so that a binding max shows as TooManyReplicas
     # (the SLO is at risk) rather than disappearing inside the sizing.
     sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
@@ -353,11 +367,25 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                          spec.chaos)
     recommended = sizing.replicas + chaos.extra_replicas
 
+    # Guardrails (forescale.core.guardrail): extra metrics can only raise the
+    # recommendation, HPA-style max-of; stabilisation and rate limits then apply to it.
+    guard = guardrail_recommend(guardrails, current_replicas)
+    if guard.replicas is not None and guard.replicas > recommended:
+        limits.append(LimitApplied("GuardrailRaised", recommended, guard.replicas,
+                                   guard.message))
+        recommended = guard.replicas
+
     proposed, lim = stabilise(recommended, current_replicas, state, spec, now)
     limits += [lim] if lim else []
     for step in (cooldown, rate_limit):
         proposed, lim = step(proposed, current_replicas, state, spec, now)
         limits += [lim] if lim else []
+    # Declared events: an active floor (ceiling) bounds the proposal like a temporary
+    # minReplicas (maxReplicas), after the rate limits, so the event gets its capacity.
+    scheduled, event_reason, event_note = schedule_bound(proposed, events)
+    if event_reason is not None:
+        limits.append(LimitApplied(event_reason, proposed, scheduled, event_note))
+    proposed = scheduled
     desired, lim = clamp(proposed, spec)
     limits += [lim] if lim else []
 
@@ -375,7 +403,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         recommended_replicas=recommended, reasons=tuple(reasons), message=message,
         forecast=result, planned_arrival_rate=rate, window_start_seconds=window[0],
         window_end_seconds=window[1], sizing=sizing, chaos=chaos, limits=tuple(limits),
-        metrics_available=True,
+        metrics_available=True, schedules=events, guardrail=guard,
         state=_next_state(state, spec, now, recommended, current_replicas, desired),
         held_state=_next_state(state, spec, now, recommended, current_replicas,
                                current_replicas))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from forescale.core.errors import InvalidInputError
+from forescale.core.guardrail import Guardrail
+from forescale.core.schedules import Schedule
 
 ModelName = Literal["lstm", "arima", "ma"]
 MODEL_NAMES: tuple[ModelName, ...] = ("lstm", "arima", "ma")
@@ -185,6 +187,10 @@ class PolicySpec:
     decision_period_seconds: float = 60.0
     behavior: Behavior = field(default_factory=Behavior)
     chaos: Chaos = field(default_factory=Chaos)
+    #: Declared events: floors, ceilings, forecast multipliers (forescale.core.schedules).
+    schedules: tuple[Schedule, ...] = ()
+    #: Extra metrics that can only raise replicas (forescale.core.guardrail).
+    guardrails: tuple[Guardrail, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("serviceRatePerReplica", self.service_rate_per_replica)

@@ -1,0 +1,144 @@
+"""Guardrail metrics: HPA-style max-of that can only raise replicas, and the case it exists
+for: a release that makes each pod slower than serviceRatePerReplica says."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.guardrail import (
+    Guardrail,
+    GuardrailReading,
+    recommend,
+    replicas_for,
+)
+from forescale.core.plan import PlanState, plan
+from forescale.core.series import Series
+from forescale.core.spec import ForecastSettings, PolicySpec
+
+CPU = Guardrail("cpu", 'avg(rate(container_cpu_usage_seconds_total{pod=~"web-.*"}[2m]))', 0.7)
+LATENCY = Guardrail("p99", "histogram_quantile(0.99, ...)", 0.25)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"name": ""}, "needs a name"), ({"query": " "}, "query must not be empty"),
+    ({"target": 0.0}, "target must be a positive number"),
+    ({"target": math.inf}, "target must be a positive number"),
+    ({"tolerance": 1.0}, "tolerance must be in"),
+])
+def test_bad_guardrails(kw: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"name": "cpu", "query": "up", "target": 0.7, **kw}
+    with pytest.raises(InvalidInputError, match=message):
+        Guardrail(**args)  # type: ignore[arg-type]
+
+
+def test_like_the_hpa() -> None:
+    # 10 pods at 91 % CPU against 70 %: ceil(10 × 1.3) = 13.
+    assert replicas_for(GuardrailReading(CPU, 0.91), 10) == 13
+    # Within the 10 % tolerance: the current replicas (hold what the pods need).
+    assert replicas_for(GuardrailReading(CPU, 0.76), 10) == 10
+    assert replicas_for(GuardrailReading(CPU, 0.64), 10) == 10
+    # Well below target: the proportional answer (max-of with sizing ignores it).
+    assert replicas_for(GuardrailReading(CPU, 0.14), 10) == 2
+    # No value, garbage, or no pods to scale from: nothing.
+    for value in (None, math.nan, -1.0):
+        assert replicas_for(GuardrailReading(CPU, value), 10) is None
+    assert replicas_for(GuardrailReading(CPU, 0.95), 0) is None
+
+
+def test_max_of_and_who_decided() -> None:
+    result = recommend([GuardrailReading(CPU, 0.91), GuardrailReading(LATENCY, 0.5)], 10)
+    assert (result.replicas, result.decided_by) == (20, "p99")
+    assert dict(result.per_guardrail) == {"cpu": 13, "p99": 20}
+    assert "p99" in result.message and "0.5" in result.message
+    quiet = recommend([GuardrailReading(CPU, 0.7), GuardrailReading(LATENCY, None)], 10)
+    assert (quiet.replicas, quiet.decided_by) == (10, "cpu")
+    assert "no value from p99" in quiet.message
+    nothing = recommend([GuardrailReading(LATENCY, None)], 10)
+    assert (nothing.replicas, nothing.decided_by) == (None, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 500), st.floats(0, 10, allow_nan=False), st.floats(0.01, 5))
+def test_asks_for_more_exactly_when_hotter_than_tolerated(current: int, value: float,
+                                                          target: float) -> None:
+    g = Guardrail("g", "x", target)
+    n = replicas_for(GuardrailReading(g, value), current)
+    assert n is not None and n >= 1
+    assert (n > current) == (value / target > 1 + g.tolerance)
+
+
+# --- in plan() ----------------------------------------------------------------------------
+
+STEP = 60.0
+NOW = 1_800_000_000.0
+
+
+def spec(**kw: object) -> PolicySpec:
+    base = PolicySpec(service_rate_per_replica=10.0, max_replicas=500,
+                      forecast=ForecastSettings(models=("ma",)))
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def steady(rate: float, now: float, n: int = 120) -> Series:
+    return Series(now - n * STEP, STEP, np.full(n, rate))
+
+
+def test_plan_takes_the_guardrail_when_it_asks_for_more() -> None:
+    s = spec(guardrails=(CPU,))
+    alone = plan(steady(100.0, NOW), s, PlanState.initial(), NOW, current_replicas=12)
+    raised = plan(steady(100.0, NOW), s, PlanState.initial(), NOW, current_replicas=12,
+                  guardrails=[GuardrailReading(CPU, 1.0)])
+    assert alone.recommended_replicas is not None
+    assert raised.recommended_replicas == max(alone.recommended_replicas, math.ceil(12 / 0.7))
+    assert raised.desired_replicas > alone.desired_replicas
+    assert "GuardrailRaised" in raised.reasons
+    assert raised.guardrail is not None and raised.guardrail.decided_by == "cpu"
+    # Below its target it changes nothing.
+    calm = plan(steady(100.0, NOW), s, PlanState.initial(), NOW, current_replicas=12,
+                guardrails=[GuardrailReading(CPU, 0.3)])
+    assert calm.desired_replicas == alone.desired_replicas
+    assert "GuardrailRaised" not in calm.reasons
+
+
+def simulate(true_service_rate: float, *, with_guardrail: bool,
+             decisions: int = 20) -> tuple[int, float]:
+    """A closed loop: each decision's desired replicas become the next one's current, and
+    the CPU guardrail reads what the pods really do (CPU saturates at 100 %)."""
+    arrival = 300.0
+    # The target sits above the utilisation the SLO sizing plans for (~86 % here), so the
+    # guardrail is quiet while serviceRatePerReplica is right.
+    cpu_guard = Guardrail("cpu", CPU.query, 0.9)
+    s = spec(guardrails=(cpu_guard,) if with_guardrail else ())
+    state, current, now = PlanState.initial(), 35, NOW
+    utilisation = arrival / (current * true_service_rate)
+    for _ in range(decisions):
+        cpu = min(1.0, utilisation)
+        readings = [GuardrailReading(cpu_guard, cpu)] if with_guardrail else []
+        result = plan(steady(arrival, now), s, state, now, current_replicas=current,
+                      guardrails=readings)
+        state, current = result.state, result.desired_replicas
+        utilisation = arrival / (current * true_service_rate)
+        now += s.decision_period_seconds
+    return current, utilisation
+
+
+def test_a_slower_release_is_caught_by_the_guardrail() -> None:
+    """The spec says 10 req/s per pod; after a release each pod serves 6. Sizing alone keeps
+    the pods past 100 % (an unstable queue); the CPU guardrail raises them until CPU is back
+    within its 90 % target."""
+    blind, blind_util = simulate(6.0, with_guardrail=False)
+    caught, caught_util = simulate(6.0, with_guardrail=True)
+    assert blind_util > 1.0, (blind, blind_util)
+    assert caught >= math.ceil(300 / 6.0)  # stable at the pods' real capacity
+    assert caught_util <= 0.9 * 1.1, (caught, caught_util)
+    # And when the spec is right, the guardrail stays out of the way.
+    honest, honest_util = simulate(10.0, with_guardrail=True)
+    plain, _ = simulate(10.0, with_guardrail=False)
+    assert honest == plain and honest_util < 1.0
