@@ -85,7 +85,7 @@ def _one_slow_cycle(kube: EmulatorHandle, slow_prometheus: str) -> tuple[
                           "decisionPeriodSeconds": 30,
                           "forecast": {"models": ["ma"], "historySeconds": 3600}}})
     settings = ControllerSettings(identity="op-a", prometheus_timeout_seconds=TIMEOUT,
-                                  step_seconds=60.0)
+                                  step_seconds=60.0, allowed_prometheus_urls=(slow_prometheus,))
     client = KubeClient(kubeconfig=str(kube.kubeconfig_path("op-a")))
     controller = Controller(settings, client, OperatorMetrics())
     policy = kube.get(POLICIES, "web", namespace="default")

@@ -208,7 +208,8 @@ BILLION_LAUGHS = "\n".join(
     (BILLION_LAUGHS, "YAML aliases (*name) are not accepted at line 2"),
     ("[" * 5000 + "]" * 5000, "nested more than 32 levels deep"),
     ("{a: " * 5000 + "1" + "}" * 5000, "nested more than 32 levels deep"),
-    ("x: " + "y" * (1 << 20), "larger than 1024 KiB"),
+    ("x: " + "y" * (1 << 20), "larger than 64 KiB"),
+    ("\n".join(["- x"] * 15_000), "more than 10,000 YAML nodes"),
     ("spec: [unclosed\n", "not valid YAML at line 2"),
 ])
 def test_hostile_files_are_refused_quickly_in_one_line(tmp_path: Path, text: str,

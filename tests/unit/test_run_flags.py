@@ -16,7 +16,7 @@ from forescale.controller.settings import ControllerSettings
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "forescale" / "templates"
 ENV = ("FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE", "FORESCALE_PROMETHEUS_CA_FILE",
-       "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY")
+       "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY", "FORESCALE_ALLOWED_PROMETHEUS_URLS")
 
 
 @pytest.fixture
@@ -24,7 +24,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     class FakeController:
-        def __init__(self, settings: ControllerSettings, *args: object) -> None:
+        def __init__(self, settings: ControllerSettings, *args: object,
+                     **kwargs: object) -> None:
             seen["settings"] = settings
 
     # The command points the root logger at its stderr; keep the test run's logging intact.
@@ -67,7 +68,7 @@ def test_flags(captured: dict[str, Any], tmp_path: Path) -> None:
 
 def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path: Path) -> None:
     deployment = (CHART / "deployment.yaml").read_text()
-    assert set(re.findall(r"FORESCALE_PROMETHEUS_[A-Z_]+", deployment)) == set(ENV)
+    assert set(re.findall(r"FORESCALE_[A-Z_]+", deployment)) == set(ENV)
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
     run([], env={"FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/token",
@@ -109,3 +110,48 @@ def test_prometheus_timeout(captured: dict[str, Any]) -> None:
     result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
                                                   "--prometheus-timeout-seconds", "0"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lease-extra-seconds", "-100"], "must be at least 0"),
+    (["--lease-extra-seconds", "nan"], "not a finite number"),
+    (["--step-seconds", "0"], "must be at least 1"),
+    (["--step-seconds", "nan"], "not a finite number"),
+    (["--step-seconds", "1e9"], "must be at most 3600"),
+    (["--workers", "0"], "--workers"),
+    (["--metrics-port", "70000"], "--metrics-port"),
+    (["--kubeconfig", "/nonexistent/config"], "does not exist"),
+    (["--prometheus-url", "prom:9090"], "must be an http(s) URL with a host"),
+    (["--allow-prometheus-url", "http://x/#"], "must not have a query string or fragment"),
+    (["--identity", ""], "--identity"),
+])
+def test_bad_flags_are_one_line_and_exit_2(captured: dict[str, Any], args: list[str],
+                                           message: str) -> None:
+    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert "settings" not in captured
+
+
+def test_a_malformed_kubeconfig_is_a_usage_error(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real client this time: it must be refused before anything starts.
+    monkeypatch.setattr(run_cmd, "_configure_logging", lambda *a: None)
+    bad = tmp_path / "config"
+    bad.write_text("clusters: [unclosed\n")
+    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces", "--kubeconfig", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "cannot use kubeconfig" in result.output and "Traceback" not in result.output
+    empty = tmp_path / "empty"
+    empty.write_text("apiVersion: v1\nkind: Config\n")
+    result = CliRunner().invoke(run_cmd.command,
+                                ["--all-namespaces", "--kubeconfig", str(empty)])
+    assert result.exit_code == 2 and "cannot use kubeconfig" in result.output, result.output
+
+
+def test_allow_list_flag_and_env(captured: dict[str, Any]) -> None:
+    run(["--allow-prometheus-url", "http://a:9090/p", "--allow-prometheus-url", "https://b"])
+    assert captured["settings"].allowed_prometheus_urls == ("http://a:9090/p", "https://b")
+    run([], env={"FORESCALE_ALLOWED_PROMETHEUS_URLS": "http://a:9090 http://c:1/x"})
+    assert captured["settings"].allowed_prometheus_urls == ("http://a:9090", "http://c:1/x")

@@ -11,6 +11,26 @@ from pathlib import Path
 
 import click
 
+from forescale.cli.options import FiniteFloat
+
+
+class _Seconds(FiniteFloat):
+    """A finite number of seconds in [lo, hi]: NaN, infinities and out-of-range values
+    (a negative Lease extra once made Leases with a negative duration) are usage errors."""
+
+    name = "seconds"
+
+    def __init__(self, lo: float, hi: float) -> None:
+        super().__init__(ge=lo)
+        self.hi = hi
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        x = super().convert(value, param, ctx)
+        if x > self.hi:
+            self.fail(f"must be at most {self.hi:g}, got {x:g}", param, ctx)
+        return x
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -35,6 +55,11 @@ def _configure_logging(fmt: str, level: str) -> None:
 @click.option("--namespace", "namespaces", multiple=True, help="Watch these namespaces.")
 @click.option("--all-namespaces", is_flag=True, help="Watch every namespace.")
 @click.option("--prometheus-url", help="Default Prometheus for policies that name none.")
+@click.option("--allow-prometheus-url", "allowed_prometheus_urls", multiple=True,
+              envvar="FORESCALE_ALLOWED_PROMETHEUS_URLS",
+              help="A URL prefix a policy's metrics.prometheusUrl may name (repeatable; "
+                   "default: only --prometheus-url's server) "
+                   "[env FORESCALE_ALLOWED_PROMETHEUS_URLS, space-separated].")
 @click.option("--prometheus-bearer-token-file", envvar="FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Send this file's token as 'Authorization: Bearer' to --prometheus-url's "
@@ -52,37 +77,57 @@ def _configure_logging(fmt: str, level: str) -> None:
               help="A read slower than this is a failed read: hold replicas, retry later.")
 @click.option("--models-dir", type=click.Path(path_type=Path),
               help="Where forecast.lstm.modelRef artifacts live.")
-@click.option("--metrics-port", type=int, default=8080, show_default=True,
-              help="/metrics and /healthz (0: any free port).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080,
+              show_default=True,
+              help="/metrics, /healthz (liveness) and /readyz (0: any free port).")
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)
 @click.option("--identity", default=lambda: os.environ.get("POD_NAME") or socket.gethostname(),
               help="Lease holder identity (default: $POD_NAME or the host name).")
 @click.option("--standalone/--no-standalone", default=True, show_default=True,
               help="Without kopf peering; Leases still keep targets exclusive.")
 @click.option("--peering", help="Use kopf peering under this name (implies --no-standalone).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False),
               help="Kubeconfig file (default: in-cluster, then ~/.kube/config).")
-@click.option("--step-seconds", type=float, default=60.0, show_default=True,
-              help="Step of the arrival-rate history read from Prometheus.")
-@click.option("--lease-extra-seconds", type=float, default=15.0, show_default=True,
-              help="Lease duration is 2 x decision period + this.")
+@click.option("--step-seconds", type=_Seconds(1, 3600), default=60.0,
+              show_default=True,
+              help="Step of the arrival-rate history read from Prometheus (1..3600).")
+@click.option("--lease-extra-seconds", type=_Seconds(0, 3600), default=15.0,
+              show_default=True,
+              help="Lease duration is 2 x decision period + this (0..3600).")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Threads that run decision cycles (one policy uses at most one).")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
               show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: str | None,
+            allowed_prometheus_urls: tuple[str, ...],
             prometheus_bearer_token_file: Path | None, prometheus_ca_file: Path | None,
             prometheus_insecure_skip_verify: bool, prometheus_timeout_seconds: float,
             models_dir: Path | None,
             metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
-            step_seconds: float, lease_extra_seconds: float, log_format: str,
+            step_seconds: float, lease_extra_seconds: float, workers: int, log_format: str,
             log_level: str) -> None:
     """Run the operator: one decision loop per ScalingPolicy."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    from forescale.controller.settings import url_problem
+
+    # Every flag is checked before anything starts: a bad one is one line and exit 2.
+    allowed = tuple(u for entry in allowed_prometheus_urls for u in entry.split())
+    for name, url in (("--prometheus-url", prometheus_url),
+                      *(("--allow-prometheus-url", u) for u in allowed)):
+        problem = url_problem(url) if url is not None else None
+        if problem is not None:
+            raise click.BadParameter(f"{url!r}: {problem.split(' ', 1)[1]}",
+                                     param_hint=f"'{name}'")
+    if not identity or len(identity) > 253 or not identity.isprintable():
+        raise click.BadParameter("must be 1..253 printable characters",
+                                 param_hint="'--identity'")
     _configure_logging(log_format, log_level)
     from forescale.controller.handlers import run_operator
+    from forescale.controller.health import Health
     from forescale.controller.kube import KubeClient
     from forescale.controller.metrics import OperatorMetrics, serve
     from forescale.controller.settings import ControllerSettings
@@ -95,13 +140,21 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                   prometheus_bearer_token_file=prometheus_bearer_token_file,
                                   prometheus_ca_file=prometheus_ca_file,
                                   prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
-                                  prometheus_timeout_seconds=prometheus_timeout_seconds)
-    kube = KubeClient(kubeconfig=kubeconfig)
+                                  prometheus_timeout_seconds=prometheus_timeout_seconds,
+                                  allowed_prometheus_urls=allowed)
+    try:
+        kube = KubeClient(kubeconfig=kubeconfig)
+    except Exception as exc:  # the kubernetes client raises many kinds for a bad config
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "the Kubernetes configuration"
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise click.BadParameter(f"cannot use {where}: {type(exc).__name__}: {first}",
+                                 param_hint="'--kubeconfig'") from None
     metrics = OperatorMetrics()
-    port = serve(metrics, address=metrics_address, port=metrics_port)
+    health = Health()
+    port = serve(metrics, address=metrics_address, port=metrics_port, health=health)
     logging.getLogger("forescale.controller").info(
         "forescale operator %s: metrics on %s:%d", identity, metrics_address, port)
-    controller = Controller(settings, kube, metrics)
+    controller = Controller(settings, kube, metrics, health=health)
     standalone = standalone and not peering
     run_operator(controller, standalone=standalone, peering=peering,
-                 all_namespaces=all_namespaces, namespaces=namespaces)
+                 all_namespaces=all_namespaces, namespaces=namespaces, workers=workers)

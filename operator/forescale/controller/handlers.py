@@ -1,8 +1,11 @@
-"""kopf wiring only: login, one daemon per ScalingPolicy, release on deletion, settings.
+"""kopf wiring only: login, one daemon per ScalingPolicy, release on deletion and on
+shutdown, the heartbeat behind the liveness probe, settings.
 
 A daemon rather than a timer: kopf timers share one interval per handler, while every
 policy has its own ``decisionPeriodSeconds`` (and a failing Prometheus wants a shorter
 retry). The daemon's ``body`` is kopf's live view, so spec edits apply on the next cycle.
+Cycles run on the controller's own thread pool: one policy has at most one cycle in it at a
+time, so no policy can take more than its share of the workers.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -20,6 +24,8 @@ from forescale.controller.worker import Controller
 
 GROUP, VERSION, PLURAL = "forescale.dev", "v1alpha1", "scalingpolicies"
 FINALIZER = "forescale.dev/release-lease"
+#: How often kopf's event loop proves it is alive to the liveness probe.
+HEARTBEAT_SECONDS = 5.0
 
 logger = logging.getLogger("forescale.controller")
 
@@ -50,8 +56,10 @@ def operator_settings(*, standalone: bool, peering: str | None) -> kopf.Operator
     return settings
 
 
-def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+def build_registry(controller: Controller, *, workers: int = 8) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decide")
+    background: set[asyncio.Task[None]] = set()
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -60,13 +68,41 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
                   if v is not None}
         return kopf.ConnectionInfo(**params)
 
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        async def beat() -> None:
+            while True:
+                controller.health.beat()
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+        task = asyncio.get_running_loop().create_task(beat())
+        background.add(task)
+        try:  # ready once the API answers (discovery is allowed to every user)
+            await asyncio.get_running_loop().run_in_executor(
+                pool, controller.kube.resolve_scale, "apps/v1", "Deployment")
+            controller.health.api_reached()
+        except KubeError as exc:
+            logger.warning("the Kubernetes API did not answer at startup: %s", exc)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        # SIGTERM (a rolling update): hand every target over now, not after a Lease
+        # duration; the other replicas take them on their next cycle.
+        released = await asyncio.get_running_loop().run_in_executor(
+            None, controller.release_all)
+        logger.info("released %d lease(s) on shutdown", released)
+        for task in background:
+            task.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
     @kopf.on.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30)
     async def decide(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
         snapshot: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
         while not stopped:
             snapshot = copy.deepcopy(dict(body))
             try:
-                delay = await asyncio.to_thread(controller.cycle, snapshot)
+                delay = await loop.run_in_executor(pool, controller.cycle, snapshot)
             except KubeError as exc:
                 # The API is unreachable or refused us: retry soon; kopf keeps the daemon.
                 controller.metrics.errors.labels("KubernetesApi").inc()
@@ -74,6 +110,8 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
                                body.get("metadata", {}).get("namespace"),
                                body.get("metadata", {}).get("name"), exc)
                 delay = controller.settings.retry_seconds
+            except RuntimeError:  # the pool is shut down: the operator is exiting
+                return
             await stopped.wait(delay)
         if stopped.reason is not None and \
                 stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED and snapshot:
@@ -90,9 +128,9 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
 
 
 def run_operator(controller: Controller, *, standalone: bool, peering: str | None,
-                 all_namespaces: bool, namespaces: Sequence[str]) -> None:
+                 all_namespaces: bool, namespaces: Sequence[str], workers: int = 8) -> None:
     """Run kopf until it is signalled to stop."""
-    kopf.run(registry=build_registry(controller),
+    kopf.run(registry=build_registry(controller, workers=workers),
              settings=operator_settings(standalone=standalone, peering=peering),
              standalone=standalone, peering_name=peering,
              clusterwide=all_namespaces, namespaces=list(namespaces))

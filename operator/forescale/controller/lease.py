@@ -11,9 +11,11 @@ one operator process) never both scale it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from forescale.controller.kube import JSON, Conflict, KubeClient, parse_time, rfc3339_micro
+from forescale.controller.kube import JSON, Conflict, parse_time, rfc3339_micro
 
 POLICY_ANNOTATION = "forescale.dev/policy"
 
@@ -36,8 +38,18 @@ class LeaseState:
     message: str
 
 
+class LeaseApi(Protocol):
+    """The Lease calls of :class:`~forescale.controller.kube.KubeClient` (or a fake)."""
+
+    def get_lease(self, namespace: str, name: str) -> JSON | None: ...
+    def create_lease(self, namespace: str, name: str, spec: JSON, *,
+                     labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON: ...
+    def replace_lease(self, lease: JSON, spec: JSON) -> JSON: ...
+    def delete_lease(self, lease: JSON) -> None: ...
+
+
 class LeaseLock:
-    def __init__(self, kube: KubeClient, *, identity: str) -> None:
+    def __init__(self, kube: LeaseApi, *, identity: str) -> None:
         self._kube = kube
         self.identity = identity
 

@@ -7,10 +7,20 @@ run several operators' metrics side by side. Labels are namespace and policy nam
 from __future__ import annotations
 
 import contextlib
+import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
+from forescale import __version__
 from forescale.controller.decision_metrics import DecisionMetrics
+from forescale.controller.health import Health, Verdict
 
 LABELS = ("namespace", "policy")
 
@@ -42,6 +52,16 @@ class OperatorMetrics:
         # The forecast band, recommendation and conditions the chart's dashboard and
         # alerts read (issue 11).
         self.decision = DecisionMetrics(r)
+        self.points_read = Counter(
+            "forescale_history_points_read_total",
+            "Arrival-rate points asked of Prometheus (a full window once, then the tail).",
+            registry=r)
+        self.build_info = Gauge("forescale_build_info", "Always 1; the labels say what runs.",
+                                ("version", "python"), registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        # CPU, memory, open files and the interpreter: what a capacity plan needs.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
     def set_serving(self, namespace: str, policy: str, model: str | None) -> None:
         for name in ("lstm", "arima", "ma"):
@@ -57,8 +77,10 @@ class OperatorMetrics:
                 self.serving.remove(namespace, policy, name)
 
 
-def serve(metrics: OperatorMetrics, *, address: str, port: int) -> int:
-    """Serve ``/metrics`` and ``/healthz`` from a background thread; returns the port."""
+def serve(metrics: OperatorMetrics, *, address: str, port: int,
+          health: Health | None = None) -> int:
+    """Serve ``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) from a
+    background thread; returns the port. Without ``health`` both probes answer ok."""
     import threading
     from wsgiref.simple_server import make_server
 
@@ -67,10 +89,18 @@ def serve(metrics: OperatorMetrics, *, address: str, port: int) -> int:
 
     exposition = make_wsgi_app(metrics.registry)
 
+    def probe(verdict: Verdict, start_response: object) -> list[bytes]:
+        status = "200 OK" if verdict.ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain")])  # type: ignore[operator]
+        return [verdict.message.encode() + b"\n"]
+
     def app(environ: dict[str, object], start_response: object) -> object:
-        if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
-            return [b"ok\n"]
+        path = environ.get("PATH_INFO")
+        if path in ("/healthz", "/livez"):
+            return probe(health.liveness() if health else Verdict(True, "ok"), start_response)
+        if path == "/readyz":
+            return probe(health.readiness() if health else Verdict(True, "ok"),
+                         start_response)
         return exposition(environ, start_response)
 
     server = make_server(address, port, app, ThreadingWSGIServer,  # type: ignore[arg-type]

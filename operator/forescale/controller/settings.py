@@ -40,7 +40,7 @@ class ControllerSettings:
         allowed when it is on the server of ``--prometheus-url`` or under one of
         :attr:`allowed_prometheus_urls` (same scheme, host and port, and a path at or
         below the entry's)."""
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem is not None:
             return problem
         if self.prometheus_url and _origin(url) == _origin(self.prometheus_url):
@@ -74,7 +74,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
-def _url_problem(url: str) -> str | None:
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Prometheus URL at all (before any allow-list), or None."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises on a bad port)
@@ -91,7 +92,7 @@ def _url_problem(url: str) -> str | None:
 
 def _under(url: str, entry: str) -> bool:
     """``url`` is on ``entry``'s server and its path is ``entry``'s path or below it."""
-    if _url_problem(entry) is not None or _origin(url) != _origin(entry):
+    if url_problem(entry) is not None or _origin(url) != _origin(entry):
         return False
     prefix = urlsplit(entry).path.rstrip("/")
     path = urlsplit(url).path

@@ -37,8 +37,11 @@ class Decision:
     #: (reason, message) from the Prometheus adapter, or None when the read worked.
     metrics_error: tuple[str, str] | None = None
     #: (reason, message) why the target is not scaled although it could be:
-    #: ObserveMode, TargetLocked, ConflictingAutoscaler.
+    #: ObserveMode, TargetLocked, ConflictingAutoscaler, ScaleFailed.
     blocked: tuple[str, str] | None = None
+    #: (reason, message) when the cycle itself failed (DecisionFailed): the status still
+    #: says so, rather than a traceback in the log and a stale status.
+    failure: tuple[str, str] | None = None
     #: Replicas written to /scale in this cycle, or None.
     scaled_to: int | None = None
     observed_rate: float | None = None
@@ -102,6 +105,10 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
         out["ScalingActive"] = ("False", "InvalidSpec", d.invalid_spec)
         out["Ready"] = ("False", "InvalidSpec", d.invalid_spec)
         return out
+    if d.failure is not None:
+        out["ScalingActive"] = ("False", *d.failure)
+        out["Ready"] = ("False", *d.failure)
+        return out
     if d.blocked is not None:
         out["ScalingActive"] = ("False", *d.blocked)
     elif d.metrics_error is not None or (plan is not None and not plan.metrics_available):
@@ -149,7 +156,8 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
             "desiredReplicas": plan.desired_replicas,
             "reasons": list(plan.reasons),
             "plannedArrivalRate": _num(plan.planned_arrival_rate),
-            "planState": plan.state.to_dict(),
+            # A scale event is remembered only if the write happened (the core's rule).
+            "planState": plan.state_to_commit(applied=d.scaled_to is not None).to_dict(),
         })
         if plan.forecast is not None:
             fc = plan.forecast
@@ -186,7 +194,7 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
             continue
         if ctype == "ScalingActive" and reason in ("ObserveMode", "TargetLocked"):
             kind = "Normal"
-        elif ctype == "Ready" and reason != "InvalidSpec":
+        elif ctype == "Ready" and reason not in ("InvalidSpec", "DecisionFailed"):
             continue  # already said by MetricsAvailable
         else:
             kind = "Warning"

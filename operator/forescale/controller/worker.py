@@ -1,8 +1,15 @@
-"""One policy's decision cycle: read, plan, lock, scale, report. Synchronous (run in a
-thread by the kopf daemon), so that a slow model fit never blocks kopf's event loop.
+"""One policy's decision cycle, as a short sequence of small named steps:
 
-``now`` comes from the injected clock (wall time by default, read once per cycle at this
-boundary); the core never reads a clock.
+    read the policy → read the target → guard → read the history → plan → apply → report
+
+Synchronous (run in a thread by the kopf daemon), so that a slow model fit never blocks
+kopf's event loop. Each step takes what it needs and returns what it found; the ones that
+talk to the cluster go through :class:`KubeApi`, so every step can be tested without one.
+
+The guard comes before the history: a replica whose target's Lease another replica holds
+neither reads metrics nor forecasts (the holder does, and writes the status), so a second
+replica costs Prometheus nothing. ``now`` comes from the injected clock (read once per
+cycle at this boundary); the core never reads a clock.
 """
 
 from __future__ import annotations
@@ -11,46 +18,416 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from forescale.adapters.prometheus import BadQuery, MetricsError, PrometheusSource
-from forescale.controller.kube import KubeClient, KubeError, NotFound
-from forescale.controller.lease import LeaseLock, lease_duration_seconds, lease_name
+from forescale.adapters.prometheus import BadQuery, MetricsError
+from forescale.controller.health import Health
+from forescale.controller.history import HistoryReader, RateSource
+from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource
+from forescale.controller.lease import (
+    LeaseLock,
+    LeaseState,
+    lease_duration_seconds,
+    lease_name,
+)
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import Decision, build_status, events
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ForecastChain
-from forescale.core.plan import PlanState, plan
+from forescale.core.plan import Plan, PlanState, plan
 from forescale.core.series import Series
-from forescale.core.spec import ForecastSettings, PolicySpec
-from forescale.policy import API_VERSION, KIND, policy_spec_from_manifest
+from forescale.core.spec import ForecastSettings
+from forescale.core.window import history_window
+from forescale.policy import Policy, policy_from_resource, target_of
 
 logger = logging.getLogger("forescale.controller")
 
 Clock = Callable[[], float]
 
+#: The decision period assumed before a spec could be read (the CRD's default).
+DEFAULT_PERIOD_SECONDS = 60.0
+#: A failure's message in the status: the exception's type and its first line, bounded.
+_MAX_FAILURE_TEXT = 300
+
+
+class KubeApi(Protocol):
+    """What the cycle needs of the Kubernetes API (:class:`KubeClient`, or a fake in unit
+    tests). The Lease calls go through :class:`LeaseLock`, which needs the lease calls."""
+
+    def connection_params(self) -> dict[str, Any]: ...
+    def resolve_scale(self, api_version: str, kind: str) -> ScaleResource | None: ...
+    def get_scale(self, resource: ScaleResource, namespace: str, name: str) -> JSON: ...
+    def patch_scale(self, resource: ScaleResource, namespace: str, name: str, *,
+                    replicas: int, resource_version: str) -> JSON: ...
+    def list_hpas(self, namespace: str) -> list[JSON]: ...
+    def list_scaled_objects(self, namespace: str) -> list[JSON]: ...
+    def get_lease(self, namespace: str, name: str) -> JSON | None: ...
+    def create_lease(self, namespace: str, name: str, spec: JSON, *,
+                     labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON: ...
+    def replace_lease(self, lease: JSON, spec: JSON) -> JSON: ...
+    def delete_lease(self, lease: JSON) -> None: ...
+    def patch_policy_status(self, namespace: str, name: str, status: JSON) -> JSON: ...
+    def create_event(self, *, involved: Mapping[str, Any], type_: str, reason: str,
+                     message: str, now: float, component: str, instance: str) -> None: ...
+
+
+class Invalid(Exception):  # noqa: N818 (a step's outcome, not an error of the operator)
+    """A step found the policy cannot be acted on: ``reason`` (InvalidSpec,
+    TargetNotFound) for the metrics counter, the message for the status."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The scale target as ``/scale`` reported it at the start of the cycle."""
+
+    resource: ScaleResource
+    current_replicas: int
+    resource_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """The history read for a decision, or why it could not be read."""
+
+    series: Series
+    #: (reason, message) from the adapter, or None when the read worked.
+    error: tuple[str, str] | None = None
+    #: Set when the error is the spec's to fix (a query Prometheus rejects).
+    invalid: str | None = None
+
+
+# --- pure steps ---------------------------------------------------------------------------
+
+
+def read_policy(body: Mapping[str, Any], settings: ControllerSettings) -> Policy:
+    """The typed policy, with its Prometheus URL checked against the allow-list."""
+    try:
+        policy = policy_from_resource(body, models_dir=settings.models_dir)
+    except InvalidInputError as exc:
+        raise Invalid("InvalidSpec", str(exc)) from None
+    url = policy.metrics.prometheus_url
+    if url is not None:
+        problem = settings.check_prometheus_url(url)
+        if problem is not None:
+            raise Invalid("InvalidSpec", problem)
+    elif not settings.prometheus_url:
+        raise Invalid("InvalidSpec", "no Prometheus: set spec.metrics.prometheusUrl or "
+                                     "--prometheus-url")
+    return policy
+
+
+def conflicting_autoscaler(policy: Policy, hpas: list[JSON],
+                           scaled_objects: list[JSON]) -> tuple[str, str] | None:
+    """Another autoscaler of the same target: the operator must not fight it."""
+    kind, name = policy.target.kind, policy.target.name
+    for hpa in hpas:
+        ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        if ref.get("kind") == kind and ref.get("name") == name:
+            return ("ConflictingAutoscaler", f"HorizontalPodAutoscaler "
+                    f"{hpa['metadata']['name']} already scales {kind} {name}")
+    for so in scaled_objects:
+        ref = (so.get("spec") or {}).get("scaleTargetRef") or {}
+        if ref.get("kind", "Deployment") == kind and ref.get("name") == name:
+            return ("ConflictingAutoscaler", f"KEDA ScaledObject "
+                    f"{so['metadata']['name']} already scales {kind} {name}")
+    return None
+
+
+def previous_state(previous: Mapping[str, Any]) -> PlanState:
+    try:
+        return PlanState.from_dict(previous.get("planState"))
+    except InvalidInputError:
+        return PlanState.initial()  # a damaged state only loses stabilisation memory
+
+
+def standing_by(blocked: tuple[str, str] | None, previous: Mapping[str, Any],
+                identity: str) -> bool:
+    """Another replica holds the target's Lease and reports this policy: this one neither
+    reads nor plans nor writes the status (which would flap between the two)."""
+    return (blocked is not None and blocked[0] == "TargetLocked"
+            and previous.get("decidedBy") not in (None, identity))
+
+
+def failure_message(exc: BaseException) -> str:
+    first = (str(exc).splitlines() or [""])[0]
+    text = f"the decision failed ({type(exc).__name__}: {first})"
+    return text if len(text) <= _MAX_FAILURE_TEXT else text[: _MAX_FAILURE_TEXT - 1] + "…"
+
+
+# --- the controller -----------------------------------------------------------------------
+
 
 class Controller:
     """Shared by every policy of one operator process; keeps one chain per policy."""
 
-    def __init__(self, settings: ControllerSettings, kube: KubeClient,
-                 metrics: OperatorMetrics, *, clock: Clock = time.time) -> None:
+    def __init__(self, settings: ControllerSettings, kube: KubeApi,
+                 metrics: OperatorMetrics, *, clock: Clock = time.time,
+                 sources: Callable[[str], RateSource] | None = None,
+                 health: Health | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
+        self.health = health if health is not None else Health()
         self.lease = LeaseLock(kube, identity=settings.identity)
+        self.history = HistoryReader()
         self._clock = clock
+        self._make_source: Callable[[str], RateSource] = (
+            sources if sources is not None else settings.prometheus_source)
         self._chains: dict[str, tuple[ForecastSettings, ForecastChain]] = {}
-        self._sources: dict[str, PrometheusSource] = {}
+        self._sources: dict[str, RateSource] = {}
         self._failures: dict[str, int] = {}
+        #: Leases this process holds: policy key → (namespace, lease name), to release on
+        #: shutdown so that a rolling update hands over at once.
+        self._held: dict[str, tuple[str, str]] = {}
+        #: uids of deleted policies: a cycle still running when its policy was deleted
+        #: must not take the Lease again after the release.
+        self._deleted: set[str] = set()
         self._lock = threading.Lock()
+
+    # -- the cycle -----------------------------------------------------------------------
+
+    def cycle(self, body: Mapping[str, Any]) -> float:
+        """Run one decision for ``body``; return the seconds until the next one.
+
+        Never raises but for the Kubernetes API being unreachable (the daemon retries):
+        anything else becomes a DecisionFailed status with the reason."""
+        began = time.monotonic()
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if not self.health.cycle_started(key):
+            return self.settings.retry_seconds  # the previous cycle still runs
+        try:
+            decision, period = self._decide(body, key)
+        except KubeError:
+            raise
+        except Exception as exc:  # the status says why; the log keeps the traceback
+            logger.exception("%s: the decision failed", key)
+            self.metrics.errors.labels("DecisionFailed").inc()
+            decision = Decision(now=self._clock(), generation=meta.get("generation"),
+                                mode=str((body.get("spec") or {}).get("mode") or "Scale"),
+                                identity=self.settings.identity,
+                                failure=("DecisionFailed", failure_message(exc)))
+            period = DEFAULT_PERIOD_SECONDS
+            with contextlib.suppress(KubeError):
+                self.report(body, decision, body.get("status") or {})
+        finally:
+            self.health.cycle_finished(key)
+            self.metrics.latency.observe(time.monotonic() - began)
+        return self._next_delay(key, decision, period)
+
+    def _decide(self, body: Mapping[str, Any], key: str) -> tuple[Decision, float]:
+        previous: Mapping[str, Any] = body.get("status") or {}
+        now = self._clock()
+        meta = body.get("metadata") or {}
+        base = Decision(now=now, generation=meta.get("generation"),
+                        mode=str((body.get("spec") or {}).get("mode") or "Scale"),
+                        identity=self.settings.identity)
+        try:
+            policy = read_policy(body, self.settings)
+            base = dataclasses.replace(base, mode=policy.mode,
+                                       lstm_configured=policy.spec.forecast.lstm_model
+                                       is not None)
+            target = self.read_target(policy)
+        except Invalid as exc:
+            self.metrics.errors.labels(exc.reason).inc()
+            decision = dataclasses.replace(base, invalid_spec=str(exc))
+            self.report(body, decision, previous)
+            period = _period_of(body)
+            return decision, period
+        period = policy.decision_period_seconds
+
+        blocked = self.guard(policy, now)
+        if standing_by(blocked, previous, self.settings.identity):
+            return dataclasses.replace(base, blocked=blocked), period
+
+        history = self.read_history(policy, now)
+        result = self.plan(policy, history, target, previous, now)
+        scaled_to, blocked = self.apply(policy, target, result, blocked)
+        decision = dataclasses.replace(
+            base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
+            blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series))
+        self._observe(policy, decision)
+        self.report(body, decision, previous)
+        return decision, period
+
+    def _next_delay(self, key: str, decision: Decision, period: float) -> float:
+        failures = self._failures.get(key, 0)
+        if (decision.metrics_error is not None and decision.invalid_spec is None) or \
+                decision.failure is not None:
+            # Back off from a failing Prometheus: quick first retries, then once a period.
+            self._failures[key] = failures + 1
+            return float(min(period, self.settings.retry_seconds * 2 ** min(failures, 16)))
+        self._failures[key] = 0
+        return period
+
+    # -- the steps -----------------------------------------------------------------------
+
+    def read_target(self, policy: Policy) -> Target:
+        ref = policy.target
+        resource = self.kube.resolve_scale(ref.api_version, ref.kind)
+        if resource is None:
+            raise Invalid("InvalidSpec", f"scaleTargetRef {ref.api_version} {ref.kind} has "
+                                         f"no /scale subresource in this cluster")
+        try:
+            scale = self.kube.get_scale(resource, policy.namespace, ref.name)
+        except NotFound:
+            raise Invalid("TargetNotFound", f"scale target {ref.kind} {policy.namespace}/"
+                                            f"{ref.name} not found") from None
+        replicas = (scale.get("spec") or {}).get("replicas") or 0
+        return Target(resource=resource,
+                      current_replicas=replicas if isinstance(replicas, int) else 0,
+                      resource_version=str((scale.get("metadata") or {})
+                                           .get("resourceVersion", "")))
+
+    def guard(self, policy: Policy, now: float) -> tuple[str, str] | None:
+        """Why this replica must not scale the target now, or None (it holds the Lease)."""
+        if policy.mode == "Observe":
+            return "ObserveMode", "Observe mode: forecasting only, the target is not scaled"
+        conflict = conflicting_autoscaler(policy, self.kube.list_hpas(policy.namespace),
+                                          self.kube.list_scaled_objects(policy.namespace))
+        if conflict is not None:
+            return conflict
+        held = self._ensure_lease(policy, now)
+        return None if held.held else ("TargetLocked", held.message)
+
+    def read_history(self, policy: Policy, now: float) -> History:
+        step = self.settings.step_seconds
+        url = policy.metrics.prometheus_url or self.settings.prometheus_url
+        assert url  # read_policy refuses a policy without one
+        start, end = history_window(now, policy.spec.forecast.history_seconds, step)
+        empty = Series.from_array(np.array([]), start_seconds=now, step_seconds=step)
+        try:
+            read = self.history.read(policy.key, self._source(url), url=url,
+                                     query=policy.metrics.query, start=start, end=end,
+                                     step_seconds=step)
+        except BadQuery as exc:
+            self.metrics.errors.labels(exc.reason).inc()
+            return History(empty, (exc.reason, str(exc)), str(exc))
+        except MetricsError as exc:
+            self.metrics.errors.labels(exc.reason).inc()
+            return History(empty, (exc.reason, str(exc)))
+        except InvalidInputError as exc:
+            return History(empty, ("BadQuery", str(exc)), str(exc))
+        self.metrics.points_read.inc(read.points_read)
+        return History(read.series)
+
+    def plan(self, policy: Policy, history: History, target: Target,
+             previous: Mapping[str, Any], now: float) -> Plan:
+        return plan(history.series, policy.spec, previous_state(previous), now,
+                    current_replicas=target.current_replicas,
+                    chain=self._chain(policy.key, policy.spec.forecast))
+
+    def apply(self, policy: Policy, target: Target, result: Plan,
+              blocked: tuple[str, str] | None) -> tuple[int | None, tuple[str, str] | None]:
+        """Write the desired replicas if allowed and needed: (replicas written or None,
+        why not). Renews the Lease right before the write, with a fresh clock: a slow fit
+        must not date the renewal back, or the lease could lapse before the write."""
+        if blocked is not None or result.desired_replicas == target.current_replicas:
+            return None, blocked
+        renewed = self._clock()
+        held = self._ensure_lease(policy, renewed)
+        if not held.held:
+            return None, ("TargetLocked", held.message)
+        ref = policy.target
+        try:
+            started = self._clock()
+            written = self.kube.patch_scale(target.resource, policy.namespace, ref.name,
+                                            replicas=result.desired_replicas,
+                                            resource_version=target.resource_version)
+        except KubeError as exc:
+            self.metrics.errors.labels("ScaleFailed").inc()
+            # A condition (ScalingActive=False), so the Warning is posted on the transition
+            # and a write the authorizer forbids shows in the status, not every cycle.
+            return None, ("ScaleFailed", f"could not scale {ref.kind} {ref.name}: "
+                                         f"{str(exc)[:200]}")
+        _log_scale_write(identity=self.settings.identity, policy=policy.key, kind=ref.kind,
+                         target=ref.name, replicas=result.desired_replicas,
+                         resource_version=(written.get("metadata") or {}).get(
+                             "resourceVersion"),
+                         lease_renew_time=renewed, lease_duration=self._duration(policy),
+                         started=started, finished=self._clock())
+        self.metrics.scales.labels(
+            "up" if result.desired_replicas > target.current_replicas else "down").inc()
+        return result.desired_replicas, None
+
+    def report(self, body: Mapping[str, Any], d: Decision,
+               previous: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        for event in events(d, previous):
+            self._event(body, event.type, event.reason, event.message, d.now)
+        if d.metrics_error is not None:
+            logger.warning("%s/%s: metrics unavailable: %s", meta.get("namespace"),
+                           meta.get("name"), d.metrics_error[1])
+        with contextlib.suppress(NotFound):  # deleted meanwhile
+            self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
+                                          build_status(d, previous))
+        self.health.api_reached()
+        logger.info("%s/%s: %s", meta.get("namespace"), meta.get("name"),
+                    d.invalid_spec or (d.failure[1] if d.failure else None)
+                    or (d.plan.message if d.plan else "no decision"))
+
+    # -- leases --------------------------------------------------------------------------
+
+    def _duration(self, policy: Policy) -> int:
+        return lease_duration_seconds(policy.decision_period_seconds,
+                                      self.settings.lease_extra_seconds)
+
+    def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
+        name = lease_name(policy.target.kind, policy.target.name)
+        with self._lock:
+            if policy.uid is not None and policy.uid in self._deleted:
+                return LeaseState(False, None, "the policy is being deleted")
+        state = self.lease.ensure(policy.namespace, name, policy=policy.key,
+                                  duration=self._duration(policy), now=now)
+        with self._lock:
+            if state.held:
+                self._held[policy.key] = (policy.namespace, name)
+            else:
+                self._held.pop(policy.key, None)
+        return state
+
+    def release(self, body: Mapping[str, Any], *, wait_seconds: float = 30.0) -> bool:
+        """Give up the target's lease: the policy was deleted. A cycle of it still running
+        is waited for (it may have just renewed the Lease) and cannot take it again."""
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        uid = meta.get("uid")
+        if isinstance(uid, str):
+            with self._lock:
+                self._deleted.add(uid)
+        deadline = time.monotonic() + wait_seconds
+        while self.health.running(f"{namespace}/{name}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.forget(namespace, name)
+        target = target_of(body)
+        if target is None:
+            return False
+        return self.lease.release(namespace, lease_name(target.kind, target.name),
+                                  policy=f"{namespace}/{name}")
+
+    def release_all(self) -> int:
+        """Release every Lease this process holds (on SIGTERM): the other replicas take
+        the targets over on their next cycle instead of after a Lease duration."""
+        with self._lock:
+            held = dict(self._held)
+            self._held.clear()
+        released = 0
+        for key, (namespace, name) in held.items():
+            try:
+                released += self.lease.release(namespace, name, policy=key)
+            except KubeError as exc:
+                logger.warning("could not release lease %s/%s: %s", namespace, name, exc)
+        return released
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -63,10 +440,10 @@ class Controller:
                 self._chains[key] = known
             return known[1]
 
-    def _source(self, url: str) -> PrometheusSource:
+    def _source(self, url: str) -> RateSource:
         with self._lock:
             if url not in self._sources:
-                self._sources[url] = self.settings.prometheus_source(url)
+                self._sources[url] = self._make_source(url)
             return self._sources[url]
 
     def _event(self, body: Mapping[str, Any], type_: str, reason: str, message: str,
@@ -78,182 +455,9 @@ class Controller:
         except KubeError as exc:  # an event is worth a log line, not a failed cycle
             logger.warning("could not post event %s: %s", reason, exc)
 
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._chains.pop(f"{namespace}/{name}", None)
-            self._failures.pop(f"{namespace}/{name}", None)
-        self.metrics.forget(namespace, name)
-
-    # -- the cycle -----------------------------------------------------------------------
-
-    def cycle(self, body: Mapping[str, Any]) -> float:
-        """Run one decision for ``body``; return the seconds until the next one."""
-        began = time.monotonic()
-        meta = body.get("metadata") or {}
-        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        key = f"{namespace}/{name}"
-        try:
-            decision, period = self._decide(body, key)
-        finally:
-            self.metrics.latency.observe(time.monotonic() - began)
-        failures = self._failures.get(key, 0)
-        if decision.metrics_error is not None and decision.invalid_spec is None:
-            # Back off from a failing Prometheus: quick first retries, then once a period.
-            self._failures[key] = failures + 1
-            return float(min(period, self.settings.retry_seconds * 2 ** failures))
-        self._failures[key] = 0
-        return period
-
-    def _decide(self, body: Mapping[str, Any], key: str) -> tuple[Decision, float]:
-        meta = body.get("metadata") or {}
-        namespace = str(meta.get("namespace"))
-        raw_spec = body.get("spec") or {}
-        previous = body.get("status") or {}
-        now = self._clock()
-        mode = str(raw_spec.get("mode") or "Scale")
-        base = Decision(now=now, generation=meta.get("generation"), mode=mode,
-                        identity=self.settings.identity)
-        period = float(raw_spec.get("decisionPeriodSeconds") or 60.0)
-
-        def finish(decision: Decision, *, write: bool = True) -> tuple[Decision, float]:
-            if write:
-                self._report(body, decision, previous)
-            return decision, period
-
-        try:
-            spec = policy_spec_from_manifest({"apiVersion": API_VERSION, "kind": KIND,
-                                              "spec": raw_spec},
-                                             models_dir=self.settings.models_dir)
-        except InvalidInputError as exc:
-            self.metrics.errors.labels("InvalidSpec").inc()
-            return finish(dataclasses.replace(base, invalid_spec=str(exc)))
-        period = spec.decision_period_seconds
-        base = dataclasses.replace(base, lstm_configured=spec.forecast.lstm_model is not None)
-
-        ref = raw_spec.get("scaleTargetRef") or {}
-        api_version, kind, target = (str(ref.get("apiVersion", "apps/v1")),
-                                     str(ref.get("kind", "Deployment")), str(ref.get("name")))
-        resource = self.kube.resolve_scale(api_version, kind)
-        if resource is None:
-            self.metrics.errors.labels("InvalidSpec").inc()
-            return finish(dataclasses.replace(base, invalid_spec=(
-                f"scaleTargetRef {api_version} {kind} has no /scale subresource in this "
-                f"cluster")))
-        try:
-            scale = self.kube.get_scale(resource, namespace, target)
-        except NotFound:
-            self.metrics.errors.labels("TargetNotFound").inc()
-            return finish(dataclasses.replace(base, invalid_spec=(
-                f"scale target {kind} {namespace}/{target} not found")))
-        current = int((scale.get("spec") or {}).get("replicas") or 0)
-        scale_rv = str((scale.get("metadata") or {}).get("resourceVersion", ""))
-
-        history, metrics_error, invalid = self._history(raw_spec, spec, now)
-        observed = _last_finite(history)
-        try:
-            state = PlanState.from_dict(previous.get("planState"))
-        except InvalidInputError:
-            state = PlanState.initial()  # a damaged state only loses stabilisation memory
-        result = plan(history, spec, state, now, current_replicas=current,
-                      chain=self._chain(key, spec.forecast))
-
-        blocked = self._blocked(mode, namespace, kind, target, key, period, now)
-        scaled_to = None
-        if blocked is None and result.desired_replicas != current:
-            # Renew right before the write: a successful, resourceVersion-checked renewal
-            # means we hold the lease for a full duration from now.
-            # With a fresh clock, not the cycle's: a slow fit must not date the renewal
-            # back, or the lease could lapse before the write it guards.
-            renewed = self._clock()
-            duration = self._duration(period)
-            state_now = self.lease.ensure(namespace, lease_name(kind, target), policy=key,
-                                          duration=duration, now=renewed)
-            if not state_now.held:
-                blocked = ("TargetLocked", state_now.message)
-            else:
-                try:
-                    started = self._clock()
-                    written = self.kube.patch_scale(resource, namespace, target,
-                                                    replicas=result.desired_replicas,
-                                                    resource_version=scale_rv)
-                    scaled_to = result.desired_replicas
-                    _log_scale_write(identity=self.settings.identity, policy=key,
-                                     kind=kind, target=target, replicas=scaled_to,
-                                     resource_version=(written.get("metadata") or {}).get(
-                                         "resourceVersion"),
-                                     lease_renew_time=renewed, lease_duration=duration,
-                                     started=started, finished=self._clock())
-                    self.metrics.scales.labels(
-                        "up" if scaled_to > current else "down").inc()
-                except KubeError as exc:
-                    self.metrics.errors.labels("ScaleFailed").inc()
-                    self._event(body, "Warning", "ScaleFailed",
-                                f"could not scale {kind} {target}: {exc}", now)
-        if scaled_to is None and result.desired_replicas != current:
-            # Nothing was applied: keep the rate-limit and cooldown memory as it was.
-            result = dataclasses.replace(result, state=dataclasses.replace(
-                result.state, scale_events=state.scale_events,
-                last_scale_seconds=state.last_scale_seconds))
-        decision = dataclasses.replace(base, plan=result, metrics_error=metrics_error,
-                                       invalid_spec=invalid, blocked=blocked,
-                                       scaled_to=scaled_to, observed_rate=observed)
-        self._observe(namespace, str(meta.get("name")), decision)
-        # A standby operator does not overwrite the status the lease holder writes.
-        holder_reports = (blocked is not None and blocked[0] == "TargetLocked"
-                          and previous.get("decidedBy") not in (None, self.settings.identity))
-        return finish(decision, write=not holder_reports)
-
-    def _duration(self, period: float) -> int:
-        return lease_duration_seconds(period, self.settings.lease_extra_seconds)
-
-    def _history(self, raw_spec: Mapping[str, Any], spec: PolicySpec,
-                 now: float) -> tuple[Series, tuple[str, str] | None, str | None]:
-        step = self.settings.step_seconds
-        metrics = raw_spec.get("metrics") or {}
-        url = metrics.get("prometheusUrl") or self.settings.prometheus_url
-        empty = Series.from_array(np.array([]), start_seconds=now, step_seconds=step)
-        if not url:
-            msg = "no Prometheus: set spec.metrics.prometheusUrl or --prometheus-url"
-            return empty, ("PrometheusUnavailable", msg), msg
-        # On the step grid, so that consecutive reads continue each other and the fitted
-        # ARIMA is updated rather than refitted every cycle.
-        end = math.floor(now / step) * step
-        start = end - math.floor(spec.forecast.history_seconds / step) * step
-        try:
-            series = self._source(str(url)).read_rate(str(metrics.get("query")),
-                                                      start=start, end=end, step_seconds=step)
-        except BadQuery as exc:
-            self.metrics.errors.labels(exc.reason).inc()
-            return empty, (exc.reason, str(exc)), str(exc)
-        except MetricsError as exc:
-            self.metrics.errors.labels(exc.reason).inc()
-            return empty, (exc.reason, str(exc)), None
-        except InvalidInputError as exc:
-            return empty, ("BadQuery", str(exc)), str(exc)
-        return series, None, None
-
-    def _blocked(self, mode: str, namespace: str, kind: str, target: str, key: str,
-                 period: float, now: float) -> tuple[str, str] | None:
-        if mode == "Observe":
-            return "ObserveMode", "Observe mode: forecasting only, the target is not scaled"
-        for hpa in self.kube.list_hpas(namespace):
-            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("kind") == kind and ref.get("name") == target:
-                return ("ConflictingAutoscaler", f"HorizontalPodAutoscaler "
-                        f"{hpa['metadata']['name']} already scales {kind} {target}")
-        for so in self.kube.list_scaled_objects(namespace):
-            ref = (so.get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("kind", "Deployment") == kind and ref.get("name") == target:
-                return ("ConflictingAutoscaler", f"KEDA ScaledObject "
-                        f"{so['metadata']['name']} already scales {kind} {target}")
-        held = self.lease.ensure(namespace, lease_name(kind, target), policy=key,
-                                 duration=self._duration(period), now=now)
-        if not held.held:
-            return "TargetLocked", held.message
-        return None
-
-    def _observe(self, namespace: str, name: str, d: Decision) -> None:
+    def _observe(self, policy: Policy, d: Decision) -> None:
         m = self.metrics
+        namespace, name = policy.namespace, policy.name
         if d.observed_rate is not None:
             m.observed_rate.labels(namespace, name).set(d.observed_rate)
         if d.plan is not None:
@@ -263,31 +467,14 @@ class Controller:
                 m.forecast_rate.labels(namespace, name).set(d.plan.planned_arrival_rate)
             m.set_serving(namespace, name, d.plan.served_by)
 
-    def _report(self, body: Mapping[str, Any], d: Decision,
-                previous: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        for event in events(d, previous):
-            self._event(body, event.type, event.reason, event.message, d.now)
-        if d.metrics_error is not None:
-            logger.warning("%s/%s: metrics unavailable: %s", meta.get("namespace"),
-                           meta.get("name"), d.metrics_error[1])
-        with contextlib.suppress(NotFound):  # deleted meanwhile
-            self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
-                                          build_status(d, previous))
-        logger.info("%s/%s: %s", meta.get("namespace"), meta.get("name"),
-                    d.invalid_spec or (d.plan.message if d.plan else "no decision"))
-
-    def release(self, body: Mapping[str, Any]) -> bool:
-        """Give up the target's lease (policy deleted)."""
-        meta = body.get("metadata") or {}
-        ref = (body.get("spec") or {}).get("scaleTargetRef") or {}
-        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        self.forget(namespace, name)
-        if not ref.get("name"):
-            return False
-        return self.lease.release(namespace, lease_name(str(ref.get("kind", "Deployment")),
-                                                        str(ref["name"])),
-                                  policy=f"{namespace}/{name}")
+    def forget(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        with self._lock:
+            self._chains.pop(key, None)
+            self._failures.pop(key, None)
+            self._held.pop(key, None)
+        self.history.forget(key)
+        self.metrics.forget(namespace, name)
 
 
 #: The prefix of the one log line per scale write; the rest of the line is JSON.
@@ -306,3 +493,12 @@ def _log_scale_write(**fields: Any) -> None:
 def _last_finite(series: Series) -> float | None:
     finite = series.values[np.isfinite(series.values)]
     return float(finite[-1]) if finite.size else None
+
+
+def _period_of(body: Mapping[str, Any]) -> float:
+    """The retry period of a policy whose spec did not validate: its own period if that
+    much is readable and sane, else the default."""
+    value = (body.get("spec") or {}).get("decisionPeriodSeconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 5 <= value <= 86400:
+        return float(value)
+    return DEFAULT_PERIOD_SECONDS

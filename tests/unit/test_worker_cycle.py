@@ -1,0 +1,234 @@
+"""The operator's cycle, step by step, without a cluster: read → guard → history → plan →
+apply → report against in-memory fakes of the API and Prometheus (tests/unit/fakes.py)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from forescale.controller.health import Health
+from forescale.controller.kube import KubeError
+from forescale.controller.lease import lease_name
+from forescale.controller.metrics import OperatorMetrics
+from forescale.controller.settings import ControllerSettings
+from forescale.controller.worker import Controller, standing_by
+from tests.unit.fakes import FakeKube, FakeSource
+
+NS = "shop"
+T0 = 1_700_000_040.0
+LEASE = (NS, lease_name("Deployment", "web"))
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def policy(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": NS, "name": "web", "generation": 1},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": "web"},
+                     "metrics": {"query": "sum(rate(x[2m]))"},
+                     "serviceRatePerReplica": 10, "decisionPeriodSeconds": 30,
+                     "forecast": {"models": ["ma"], "historySeconds": 3600}, **spec}}
+
+
+def setup(identity: str = "op-a", rate: float = 100.0,
+          **settings: Any) -> tuple[Controller, FakeKube, FakeSource, Clock]:
+    kube, source, clock = FakeKube(), FakeSource(rate), Clock()
+    kube.replicas[NS, "web"] = 2
+    sources: dict[str, FakeSource] = {}
+
+    def make(url: str) -> FakeSource:
+        sources[url] = source
+        return source
+
+    controller = Controller(
+        ControllerSettings(identity=identity, prometheus_url="http://prom:9090",
+                           step_seconds=60.0, **settings),
+        kube, OperatorMetrics(), clock=clock, sources=make)
+    return controller, kube, source, clock
+
+
+def conditions(kube: FakeKube) -> dict[str, tuple[str, str]]:
+    status = kube.statuses[NS, "web"]
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def with_status(body: dict[str, Any], kube: FakeKube) -> dict[str, Any]:
+    return {**copy.deepcopy(body), "status": kube.statuses.get((NS, "web"), {})}
+
+
+def test_a_cycle_scales_under_the_lease_and_remembers_the_write() -> None:
+    controller, kube, source, _ = setup(rate=100.0)
+    delay = controller.cycle(policy())
+    assert delay == 30
+    assert kube.replicas[NS, "web"] > 2
+    assert kube.leases[LEASE]["spec"]["holderIdentity"] == "op-a"
+    status = kube.statuses[NS, "web"]
+    assert conditions(kube)["Ready"] == ("True", "DecisionMade")
+    assert status["planState"]["scaleEvents"][0][1] == kube.replicas[NS, "web"] - 2
+    assert status["decidedBy"] == "op-a"
+    assert source.points == 60
+
+
+def test_a_failed_write_is_a_condition_and_is_not_remembered() -> None:
+    controller, kube, _, clock = setup(rate=100.0)
+    kube.fail_scale_writes = KubeError(403, "Forbidden", "scale is forbidden")
+    controller.cycle(policy())
+    assert conditions(kube)["ScalingActive"] == ("False", "ScaleFailed")
+    assert kube.statuses[NS, "web"]["planState"]["scaleEvents"] == []
+    assert "lastScaleTime" not in kube.statuses[NS, "web"]
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    # A Warning on the transition, not every cycle.
+    assert [e for e in kube.events if e[1] == "ScaleFailed"] == [
+        ("Warning", "ScaleFailed",
+         "could not scale Deployment web: Forbidden (403): scale is forbidden")]
+
+
+def test_a_standby_reads_nothing_and_writes_nothing() -> None:
+    holder, kube, _, _ = setup("op-a")
+    holder.cycle(policy())
+    status_before = copy.deepcopy(kube.statuses[NS, "web"])
+    standby = Controller(holder.settings.__class__(identity="op-b",
+                                                   prometheus_url="http://prom:9090"),
+                         kube, OperatorMetrics(), clock=Clock(T0 + 5),
+                         sources=lambda url: source_b)
+    source_b = FakeSource()
+    standby.cycle(with_status(policy(), kube))
+    assert source_b.calls == 0  # no Prometheus load from the standby
+    assert kube.statuses[NS, "web"] == status_before
+    assert kube.leases[LEASE]["spec"]["holderIdentity"] == "op-a"
+
+
+def test_standing_by_only_when_another_replica_reports() -> None:
+    locked = ("TargetLocked", "held by op-b")
+    assert standing_by(locked, {"decidedBy": "op-b"}, "op-a")
+    assert not standing_by(locked, {"decidedBy": "op-a"}, "op-a")
+    assert not standing_by(locked, {}, "op-a")  # nobody reports yet: say why we do not scale
+    assert not standing_by(("ObserveMode", ""), {"decidedBy": "op-b"}, "op-a")
+
+
+@pytest.mark.parametrize(("change", "reason", "text"), [
+    ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                         "name": "../../victim/deployments/db"}},
+     "InvalidSpec", "DNS-1123"),
+    ({"serviceRatePerReplica": 1e-30}, "InvalidSpec", "serviceRatePerReplica"),
+    ({"metrics": {"query": "up", "prometheusUrl": "http://10.0.0.1:8080/internal"}},
+     "InvalidSpec", "allow-list"),
+    ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gone"}},
+     "TargetNotFound", "not found"),
+])
+def test_invalid_policies_touch_nothing(change: dict[str, Any], reason: str,
+                                        text: str) -> None:
+    controller, kube, source, _ = setup()
+    controller.cycle(policy(**change))
+    ready = next(c for c in kube.statuses[NS, "web"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and text in ready["message"]
+    assert source.calls == 0 and kube.scale_writes == [] and kube.leases == {}
+    if reason == "InvalidSpec":
+        assert kube.scale_reads == []  # a hostile name never becomes a path
+
+
+def test_an_allowed_url_is_read() -> None:
+    controller, kube, source, _ = setup(
+        allowed_prometheus_urls=("http://tenant-prom.team-a:9090",))
+    controller.cycle(policy(metrics={"query": "up",
+                                     "prometheusUrl": "http://tenant-prom.team-a:9090"}))
+    assert source.calls == 1 and conditions(kube)["Ready"][0] == "True"
+
+
+def test_a_cycle_that_raises_still_writes_a_status() -> None:
+    controller, kube, source, _ = setup()
+    source.error = ZeroDivisionError("float division by zero\nsecond line")
+    delay = controller.cycle(policy())
+    assert conditions(kube)["Ready"] == ("False", "DecisionFailed")
+    ready = next(c for c in kube.statuses[NS, "web"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"] == "the decision failed (ZeroDivisionError: float division by zero)"
+    assert delay == controller.settings.retry_seconds  # retried soon, backing off
+    assert [e[1] for e in kube.events] == ["DecisionFailed"]
+
+
+def test_history_is_read_in_full_once_then_only_the_tail() -> None:
+    controller, kube, source, clock = setup()
+    controller.cycle(policy())
+    assert source.points == 60
+    for _ in range(4):
+        clock.now += 30
+        controller.cycle(with_status(policy(), kube))
+    # 4 cycles over 2 minutes: each reads the new steps plus 3 refreshed ones.
+    assert source.points - 60 <= 4 * 5
+    # A gap longer than the window: a full read again.
+    clock.now += 7200
+    before = source.points
+    controller.cycle(with_status(policy(), kube))
+    assert source.points - before == 60
+
+
+def test_observe_mode_takes_no_lease_and_writes_nothing() -> None:
+    controller, kube, source, _ = setup()
+    controller.cycle(policy(mode="Observe"))
+    assert kube.leases == {} and kube.scale_writes == []
+    assert conditions(kube)["ScalingActive"] == ("False", "ObserveMode")
+    assert source.calls == 1  # but it forecasts and reports
+
+
+def test_a_conflicting_hpa_is_respected() -> None:
+    controller, kube, _, _ = setup()
+    kube.hpas = [{"metadata": {"name": "web-hpa"},
+                  "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}}}]
+    controller.cycle(policy())
+    assert kube.scale_writes == []
+    assert conditions(kube)["ScalingActive"] == ("False", "ConflictingAutoscaler")
+
+
+def test_release_all_hands_every_held_lease_over() -> None:
+    controller, kube, _, _ = setup()
+    controller.cycle(policy())
+    assert LEASE in kube.leases
+    assert controller.release_all() == 1
+    assert kube.leases == {}
+    assert controller.release_all() == 0
+
+
+def test_release_of_a_deleted_policy_with_a_hostile_name_touches_nothing() -> None:
+    controller, kube, _, _ = setup()
+    kube.leases[NS, "forescale-deployment-x"] = {"metadata": {"namespace": NS}, "spec": {}}
+    body = policy(scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment",
+                                  "name": "../x"})
+    assert controller.release(body) is False
+    assert (NS, "forescale-deployment-x") in kube.leases
+
+
+def test_one_policy_never_runs_two_cycles_at_once() -> None:
+    health = Health()
+    assert health.cycle_started("a/b")
+    assert not health.cycle_started("a/b")
+    assert health.cycle_started("a/c")
+    health.cycle_finished("a/b")
+    assert health.cycle_started("a/b")
+
+
+def test_a_deleted_policy_never_takes_the_lease_again() -> None:
+    # A cycle still running when the policy is deleted renews the Lease after the release;
+    # the uid's tombstone makes that renewal (and any later cycle of it) a no-op.
+    controller, kube, _, clock = setup()
+    body = policy()
+    body["metadata"]["uid"] = "uid-1"
+    controller.cycle(body)
+    assert controller.release(body, wait_seconds=0.1)
+    assert kube.leases == {}
+    clock.now += 30
+    controller.cycle(with_status(body, kube))
+    assert kube.leases == {}
+    # The same name created again is another policy: it may take the Lease.
+    again = policy()
+    again["metadata"]["uid"] = "uid-2"
+    controller.cycle(again)
+    assert LEASE in kube.leases
