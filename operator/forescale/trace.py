@@ -34,24 +34,45 @@ class Trace:
         return int(self.counts.shape[0])
 
 
+#: Unix seconds a timestamp may take: 1970-01-01 to the end of year 9999, the range every
+#: datetime formatting (and a human) can handle. 1e300 or NaN is a typo, not a time.
+MIN_TIMESTAMP = 0.0
+MAX_TIMESTAMP = 253_402_300_799.0
+
+#: A trace longer than this is not a trace of request counts (a year of seconds is 31.5M).
+MAX_TRACE_ROWS = 50_000_000
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:59] + "…")
+
+
 def parse_timestamp(text: str) -> float:
-    """ISO-8601 (``Z`` or offset; naive means UTC) or Unix seconds, to Unix seconds."""
+    """ISO-8601 (``Z`` or offset; naive means UTC) or Unix seconds, to Unix seconds, within
+    years 1970 to 9999."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInputError(f"not a timestamp: {text!r} (expected ISO-8601, "
-                                f"e.g. 1995-07-20T15:00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInputError(f"not a timestamp: {_shown(text)} (expected ISO-8601, "
+                                    f"e.g. 1995-07-20T15:00:00Z)") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        try:
+            seconds = dt.timestamp()
+        except (OverflowError, ValueError):
+            raise InvalidInputError(f"timestamp {_shown(text)} is out of range") from None
+    if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:  # NaN fails both
+        raise InvalidInputError(f"timestamp {_shown(text)} is not between 1970 and 9999")
+    return seconds
 
 
 def format_timestamp(seconds: float) -> str:
+    if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+        return f"{seconds!r} (out of range)"
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -63,15 +84,21 @@ def load_trace(path: str | Path) -> Trace:
         with path.open(newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            rows = list(reader)
+            rows = []
+            for row in reader:
+                rows.append(row)
+                if len(rows) > MAX_TRACE_ROWS:
+                    raise InvalidInputError(f"trace {path}: more than {MAX_TRACE_ROWS:,} rows")
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInputError(f"trace {path}: cannot read: {exc}") from None
+        raise InvalidInputError(f"trace {path}: cannot read: "
+                                f"{_shown(str(exc).splitlines()[0] if str(exc) else '')}"
+                                ) from None
     if header is None:
         raise InvalidInputError(f"trace {path}: empty file")
     names = [h.strip().lower() for h in header]
     if names[:2] != ["timestamp", "requests"]:
         raise InvalidInputError(f"trace {path}: header must be 'timestamp,requests', "
-                                f"got {','.join(header)!r}")
+                                f"got {_shown(','.join(header))}")
     if len(rows) < 2:
         raise InvalidInputError(f"trace {path}: needs at least two rows, got {len(rows)}")
     times = np.empty(len(rows))
@@ -88,23 +115,24 @@ def load_trace(path: str | Path) -> Trace:
             counts[i] = float(row[1])
         except ValueError:
             raise InvalidInputError(f"trace {path}, line {line}: requests is not a number: "
-                                    f"{row[1]!r}") from None
+                                    f"{_shown(row[1])}") from None
         if not math.isfinite(counts[i]):
-            raise InvalidInputError(f"trace {path}, line {line}: requests is {row[1]!r}")
+            raise InvalidInputError(f"trace {path}, line {line}: requests is {_shown(row[1])}")
         if counts[i] < 0:
             raise InvalidInputError(f"trace {path}, line {line}: negative request count "
-                                    f"{row[1]}")
+                                    f"{_shown(row[1])}")
     diffs = np.diff(times)
     step = float(diffs[0])
     bad = np.flatnonzero(diffs <= 0)
     if bad.size:
         i = int(bad[0]) + 1
         kind = "duplicate" if diffs[bad[0]] == 0 else "unsorted"
-        raise InvalidInputError(f"trace {path}, line {i + 2}: {kind} timestamp {rows[i][0]}")
+        raise InvalidInputError(f"trace {path}, line {i + 2}: {kind} timestamp "
+                                f"{_shown(rows[i][0])}")
     gaps = np.flatnonzero(np.abs(diffs - step) > 1e-6)
     if gaps.size:
         i = int(gaps[0]) + 1
         raise InvalidInputError(
             f"trace {path}, line {i + 2}: gap or irregular step ({diffs[gaps[0]]:g}s after "
-            f"{rows[i - 1][0]}, expected {step:g}s); fill missing intervals with 0")
+            f"{_shown(rows[i - 1][0])}, expected {step:g}s); fill missing intervals with 0")
     return Trace(path=path, start_seconds=float(times[0]), step_seconds=step, counts=counts)
