@@ -238,6 +238,12 @@ class KubeClient:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         return f"{path}/{name}" if name else path
 
+    @requires("coordination.k8s.io", "leases", ["list"])
+    def list_leases(self, namespace: str, *, label_selector: str) -> list[JSON]:
+        """The Leases of ``namespace`` with these labels (the replicas' membership)."""
+        return list(self._request("GET", self._lease_path(namespace),
+                                  query={"labelSelector": label_selector}).get("items", []))
+
     @requires("coordination.k8s.io", "leases", ["get"])
     def get_lease(self, namespace: str, name: str) -> JSON | None:
         try:
