@@ -335,11 +335,39 @@ def test_rbac_equals_what_the_operator_uses(rendered: dict[str, list[dict[str, A
         g for g in required if g[1] not in PEERING}
 
 
+LEASES: set[Grant] = {("coordination.k8s.io", "leases", v)
+                      for v in ("get", "list", "create", "update", "delete")}
+
+
+def lease_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in operator_roles(docs, "Role") if r["metadata"]["name"].endswith("-leases")]
+
+
+@pytest.mark.parametrize("case", ["defaults", "namespaced-rbac"])
+def test_leases_only_in_the_release_namespace(rendered: dict[str, list[dict[str, Any]]],
+                                              case: str) -> None:
+    """Lease writes are granted in the operator's own namespace only, never cluster-wide
+    (where they would reach kube-system's Leases), and that is where the operator keeps
+    them (FORESCALE_LEASE_NAMESPACE from the pod's namespace)."""
+    docs = rendered[case]
+    (role,) = lease_roles(docs)
+    assert role["metadata"]["namespace"] == "forescale"
+    assert grants(role["rules"]) == LEASES
+    others = [r for r in operator_roles(docs, "ClusterRole") + operator_roles(docs, "Role")
+              if r is not role]
+    assert not any(g[1] == "leases" for r in others for g in grants(r["rules"]))
+    env = {e["name"]: e for e in deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+           ["env"]}
+    assert env["FORESCALE_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.namespace"
+
+
 def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["namespaced-rbac"]
-    roles = of_kind(docs, "Role")
+    roles = [r for r in of_kind(docs, "Role") if r not in lease_roles(docs)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["search", "shop"]
-    bindings = of_kind(docs, "RoleBinding")
+    bindings = [b for b in of_kind(docs, "RoleBinding")
+                if not b["metadata"]["name"].endswith("-leases")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["search", "shop"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -354,7 +382,7 @@ def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     # Same total grants as cluster-wide mode, just split by scope.
     assert rendered_grants(docs) == rendered_grants(rendered["defaults"])
     for role in roles:
-        assert grants(role["rules"]) == rendered_grants(docs) - cluster
+        assert grants(role["rules"]) == rendered_grants(docs) - cluster - LEASES
 
 
 def test_namespaced_peering_uses_kopfpeerings(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -74,6 +74,11 @@ class FakeKube:
         lease = self.leases.get((namespace, name))
         return copy.deepcopy(lease) if lease is not None else None
 
+    def list_leases(self, namespace: str, *, label_selector: str) -> list[JSON]:
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(lease) for (ns, _), lease in self.leases.items()
+                if ns == namespace and lease["metadata"]["labels"].get(key) == value]
+
     def create_lease(self, namespace: str, name: str, spec: JSON, *,
                      labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON:
         if (namespace, name) in self.leases:

@@ -77,11 +77,6 @@ Cluster-scoped resources kopf reads to discover and serve resources.
 - apiGroups: [apps]
   resources: [deployments/scale, statefulsets/scale, replicasets/scale]
   verbs: [get, patch]
-# One Lease per target: whoever holds it is the only one that scales it. Takeover is an
-# update with a resourceVersion precondition; release on policy deletion is a delete.
-- apiGroups: [coordination.k8s.io]
-  resources: [leases]
-  verbs: [get, create, update, delete]
 # Events for scaling actions, fallbacks and errors.
 - apiGroups: [""]
   resources: [events]
@@ -93,6 +88,16 @@ Cluster-scoped resources kopf reads to discover and serve resources.
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [list]
+{{- end }}
+
+{{/* Leases, in the release's own namespace only (never cluster-wide: not kube-system's).
+One Lease per target: whoever holds it is the only one that scales it (takeover is an
+update with a resourceVersion precondition, release a delete); one per replica, listed to
+share the targets among the live replicas. */}}
+{{- define "forescale.rules.leases" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, create, update, delete]
 {{- end }}
 
 {{/* kopf peering keep-alives (only with peering.enabled). */}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -94,6 +95,10 @@ def _configure_logging(fmt: str, level: str) -> None:
 @click.option("--lease-extra-seconds", type=_Seconds(0, 3600), default=15.0,
               show_default=True,
               help="Lease duration is 2 x decision period + this (0..3600).")
+@click.option("--lease-namespace", envvar="FORESCALE_LEASE_NAMESPACE",
+              help="Keep every Lease in this namespace (the operator's own): replicas then "
+                   "share the targets, each taking its fair share "
+                   "[env FORESCALE_LEASE_NAMESPACE].")
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Threads that run decision cycles (one policy uses at most one).")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
@@ -107,7 +112,8 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
             models_dir: Path | None,
             metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
-            step_seconds: float, lease_extra_seconds: float, workers: int, log_format: str,
+            step_seconds: float, lease_extra_seconds: float, lease_namespace: str | None,
+            workers: int, log_format: str,
             log_level: str) -> None:
     """Run the operator: one decision loop per ScalingPolicy."""
     if not namespaces and not all_namespaces:
@@ -122,6 +128,11 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
         if problem is not None:
             raise click.BadParameter(f"{url!r}: {problem.split(' ', 1)[1]}",
                                      param_hint=f"'{name}'")
+    if lease_namespace is not None and (
+            len(lease_namespace) > 63
+            or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", lease_namespace)):
+        raise click.BadParameter("must be a namespace name (DNS-1123 label)",
+                                 param_hint="'--lease-namespace'")
     if not identity or len(identity) > 253 or not identity.isprintable():
         raise click.BadParameter("must be 1..253 printable characters",
                                  param_hint="'--identity'")
@@ -141,7 +152,8 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                   prometheus_ca_file=prometheus_ca_file,
                                   prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
                                   prometheus_timeout_seconds=prometheus_timeout_seconds,
-                                  allowed_prometheus_urls=allowed)
+                                  allowed_prometheus_urls=allowed,
+                                  lease_namespace=lease_namespace)
     try:
         kube = KubeClient(kubeconfig=kubeconfig)
     except Exception as exc:  # the kubernetes client raises many kinds for a bad config

@@ -71,8 +71,13 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
         async def beat() -> None:
+            loop = asyncio.get_running_loop()
             while True:
                 controller.health.beat()
+                try:  # the membership Lease: how the other replicas know this one is alive
+                    await loop.run_in_executor(None, controller.heartbeat)
+                except KubeError as exc:
+                    logger.warning("could not renew the membership lease: %s", exc)
                 await asyncio.sleep(HEARTBEAT_SECONDS)
 
         task = asyncio.get_running_loop().create_task(beat())

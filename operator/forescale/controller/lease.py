@@ -10,6 +10,7 @@ one operator process) never both scale it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +21,18 @@ from forescale.controller.kube import JSON, Conflict, parse_time, rfc3339_micro
 POLICY_ANNOTATION = "forescale.dev/policy"
 
 
-def lease_name(kind: str, name: str) -> str:
-    """Named after the target, e.g. ``forescale-deployment-web`` (a valid object name)."""
-    return f"forescale-{kind.lower()}-{name}"[:253].rstrip("-.")
+def lease_name(kind: str, name: str, *, namespace: str | None = None) -> str:
+    """Named after the target, e.g. ``forescale-deployment-web`` (a valid object name).
+
+    With ``namespace`` (Leases kept in the operator's own namespace, ``--lease-namespace``)
+    the target's namespace is part of the name: ``forescale-shop-deployment-web``; a name
+    that would be longer than an object name may be ends in a hash of the whole."""
+    full = f"forescale-{kind.lower()}-{name}" if namespace is None else \
+        f"forescale-{namespace}-{kind.lower()}-{name}"
+    if len(full) <= 253:
+        return full.rstrip("-.")
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    return f"{full[:236].rstrip('-.')}-{digest}"
 
 
 def lease_duration_seconds(period_seconds: float, extra_seconds: float) -> int:
@@ -60,14 +70,15 @@ class LeaseLock:
                 "leaseTransitions": transitions}
 
     def ensure(self, namespace: str, name: str, *, policy: str, duration: int,
-               now: float) -> LeaseState:
+               now: float, labels: Mapping[str, str] | None = None) -> LeaseState:
         """Acquire, renew or take over the lease; ``held`` says whether we hold it now."""
         lease = self._kube.get_lease(namespace, name)
         if lease is None:
             try:
                 self._kube.create_lease(namespace, name,
                                         self._spec(now, duration, acquired=now, transitions=0),
-                                        labels={"app.kubernetes.io/managed-by": "forescale"},
+                                        labels={"app.kubernetes.io/managed-by": "forescale",
+                                                **(labels or {})},
                                         annotations={POLICY_ANNOTATION: policy})
             except Conflict:
                 return LeaseState(False, None, "another operator created the lease first")
@@ -103,6 +114,11 @@ class LeaseLock:
         return LeaseState(True, self.identity, f"{verb} lease {meta.get('namespace')}/"
                                                f"{meta.get('name')}")
 
+    def peek(self, namespace: str, name: str, *, now: float) -> str | None:
+        """Who holds a live lease right now (None: nobody, or it expired)."""
+        lease = self._kube.get_lease(namespace, name)
+        return None if lease is None else live_holder(lease, now)
+
     def holder(self, namespace: str, name: str, *, policy: str, now: float) -> bool:
         """Whether we hold a live lease right now (the check before a scale write)."""
         lease = self._kube.get_lease(namespace, name)
@@ -129,3 +145,14 @@ class LeaseLock:
         except Conflict:
             return False
         return True
+
+
+def live_holder(lease: JSON, now: float) -> str | None:
+    """The holder of ``lease`` if its last renewal is younger than its duration."""
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity")
+    renewed = parse_time(spec.get("renewTime"))
+    duration = float(spec.get("leaseDurationSeconds") or 0)
+    if not holder or renewed is None or now >= renewed + duration:
+        return None
+    return str(holder)

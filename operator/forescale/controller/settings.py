@@ -31,6 +31,11 @@ class ControllerSettings:
     #: URL prefixes a policy's ``metrics.prometheusUrl`` may name (the cluster admin's
     #: allow-list, ``--allow-prometheus-url``). Empty: only the operator's own Prometheus.
     allowed_prometheus_urls: tuple[str, ...] = ()
+    #: Where the Leases live (``--lease-namespace``, the chart sets the operator's own
+    #: namespace): every target Lease and one membership Lease per replica, so replicas
+    #: share the targets and Lease RBAC is one Role there. None: each target's Lease in
+    #: the target's namespace, first come first served (one replica, or tests).
+    lease_namespace: str | None = None
 
     def check_prometheus_url(self, url: str) -> str | None:
         """Why a policy may not send its queries to ``url``, or None if it may.

@@ -35,11 +35,14 @@ from forescale.controller.lease import (
     lease_duration_seconds,
     lease_name,
 )
+from forescale.controller.membership import Membership
 from forescale.controller.metrics import OperatorMetrics
+from forescale.controller.overrides import Override, apply_override, read_override
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import Decision, build_status, events
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ForecastChain
+from forescale.core.guardrail import GuardrailReading
 from forescale.core.plan import Plan, PlanState, plan
 from forescale.core.series import Series
 from forescale.core.spec import ForecastSettings
@@ -68,6 +71,7 @@ class KubeApi(Protocol):
     def list_hpas(self, namespace: str) -> list[JSON]: ...
     def list_scaled_objects(self, namespace: str) -> list[JSON]: ...
     def get_lease(self, namespace: str, name: str) -> JSON | None: ...
+    def list_leases(self, namespace: str, *, label_selector: str) -> list[JSON]: ...
     def create_lease(self, namespace: str, name: str, spec: JSON, *,
                      labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON: ...
     def replace_lease(self, lease: JSON, spec: JSON) -> JSON: ...
@@ -150,12 +154,23 @@ def previous_state(previous: Mapping[str, Any]) -> PlanState:
         return PlanState.initial()  # a damaged state only loses stabilisation memory
 
 
-def standing_by(blocked: tuple[str, str] | None, previous: Mapping[str, Any],
-                identity: str) -> bool:
-    """Another replica holds the target's Lease and reports this policy: this one neither
-    reads nor plans nor writes the status (which would flap between the two)."""
-    return (blocked is not None and blocked[0] == "TargetLocked"
-            and previous.get("decidedBy") not in (None, identity))
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """Why this replica must not scale the target now (None: it may), and which replica
+    holds (or is assigned) the target's Lease when that is not this one."""
+
+    blocked: tuple[str, str] | None
+    other: str | None = None
+
+
+def standing_by(guard: Guard, previous: Mapping[str, Any], identity: str) -> bool:
+    """Another replica holds (or is assigned) the target's Lease and reports this policy:
+    this one neither reads nor plans nor writes the status (which would flap between the
+    two)."""
+    if guard.blocked is None or guard.blocked[0] != "TargetLocked":
+        return False
+    return (guard.other not in (None, identity)
+            or previous.get("decidedBy") not in (None, identity))
 
 
 def failure_message(exc: BaseException) -> str:
@@ -192,6 +207,11 @@ class Controller:
         #: uids of deleted policies: a cycle still running when its policy was deleted
         #: must not take the Lease again after the release.
         self._deleted: set[str] = set()
+        #: Target Leases this replica knows of (its policies'): what the replicas share.
+        self._targets: dict[str, str] = {}
+        self.membership = (Membership(kube, identity=settings.identity,
+                                      namespace=settings.lease_namespace)
+                           if settings.lease_namespace else None)
         self._lock = threading.Lock()
 
     # -- the cycle -----------------------------------------------------------------------
@@ -238,6 +258,7 @@ class Controller:
                                        lstm_configured=policy.spec.forecast.lstm_model
                                        is not None)
             target = self.read_target(policy)
+            override = self.read_override(body, policy)
         except Invalid as exc:
             self.metrics.errors.labels(exc.reason).inc()
             decision = dataclasses.replace(base, invalid_spec=str(exc))
@@ -246,16 +267,20 @@ class Controller:
             return decision, period
         period = policy.decision_period_seconds
 
-        blocked = self.guard(policy, now)
-        if standing_by(blocked, previous, self.settings.identity):
+        guard = self.guard(policy, now)
+        blocked = guard.blocked
+        if standing_by(guard, previous, self.settings.identity):
             return dataclasses.replace(base, blocked=blocked), period
+        if blocked is None and override is not None and override.replicas is None:
+            blocked = (override.reason, override.message)  # paused: hold, never write
 
         history = self.read_history(policy, now)
-        result = self.plan(policy, history, target, previous, now)
+        result = apply_override(self.plan(policy, history, target, previous, now), override)
         scaled_to, blocked = self.apply(policy, target, result, blocked)
         decision = dataclasses.replace(
             base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
-            blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series))
+            blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
+            paused=None if override is None else (override.reason, override.message))
         self._observe(policy, decision)
         self.report(body, decision, previous)
         return decision, period
@@ -289,16 +314,29 @@ class Controller:
                       resource_version=str((scale.get("metadata") or {})
                                            .get("resourceVersion", "")))
 
-    def guard(self, policy: Policy, now: float) -> tuple[str, str] | None:
-        """Why this replica must not scale the target now, or None (it holds the Lease)."""
+    def read_override(self, body: Mapping[str, Any], policy: Policy) -> Override | None:
+        """A pause or pin annotation (controller.overrides); an unreadable one is an
+        InvalidSpec, so that whoever tried to pause never finds the workload scaled."""
+        annotations = (body.get("metadata") or {}).get("annotations")
+        try:
+            return read_override(annotations if isinstance(annotations, Mapping) else None,
+                                 policy.spec)
+        except InvalidInputError as exc:
+            raise Invalid("InvalidSpec", str(exc)) from None
+
+    def guard(self, policy: Policy, now: float) -> Guard:
+        """Whether this replica may scale the target now (it holds the Lease)."""
         if policy.mode == "Observe":
-            return "ObserveMode", "Observe mode: forecasting only, the target is not scaled"
+            return Guard(("ObserveMode",
+                          "Observe mode: forecasting only, the target is not scaled"))
         conflict = conflicting_autoscaler(policy, self.kube.list_hpas(policy.namespace),
                                           self.kube.list_scaled_objects(policy.namespace))
         if conflict is not None:
-            return conflict
+            return Guard(conflict)
         held = self._ensure_lease(policy, now)
-        return None if held.held else ("TargetLocked", held.message)
+        if held.held:
+            return Guard(None)
+        return Guard(("TargetLocked", held.message), other=held.holder)
 
     def read_history(self, policy: Policy, now: float) -> History:
         step = self.settings.step_seconds
@@ -325,7 +363,30 @@ class Controller:
              previous: Mapping[str, Any], now: float) -> Plan:
         return plan(history.series, policy.spec, previous_state(previous), now,
                     current_replicas=target.current_replicas,
-                    chain=self._chain(policy.key, policy.spec.forecast))
+                    chain=self._chain(policy.key, policy.spec.forecast),
+                    guardrails=self.read_guardrails(policy, history, now))
+
+    def read_guardrails(self, policy: Policy, history: History,
+                        now: float) -> list[GuardrailReading]:
+        """Each guardrail query's value now; None where it has none (a guardrail without
+        a value asks for nothing). Not read when the arrival rate could not be: the plan
+        holds then anyway."""
+        if not policy.spec.guardrails or history.error is not None:
+            return []
+        url = policy.metrics.prometheus_url or self.settings.prometheus_url
+        assert url  # read_policy refuses a policy without one
+        source = self._source(url)
+        readings = []
+        for g in policy.spec.guardrails:
+            value: float | None
+            try:
+                value = source.read_value(g.query, at=now)
+            except (MetricsError, InvalidInputError) as exc:
+                self.metrics.errors.labels(getattr(exc, "reason", "BadQuery")).inc()
+                logger.warning("%s: guardrail %s has no value: %s", policy.key, g.name, exc)
+                value = None
+            readings.append(GuardrailReading(g, value))
+        return readings
 
     def apply(self, policy: Policy, target: Target, result: Plan,
               blocked: tuple[str, str] | None) -> tuple[int | None, tuple[str, str] | None]:
@@ -368,9 +429,12 @@ class Controller:
         if d.metrics_error is not None:
             logger.warning("%s/%s: metrics unavailable: %s", meta.get("namespace"),
                            meta.get("name"), d.metrics_error[1])
+        status = build_status(d, previous)
         with contextlib.suppress(NotFound):  # deleted meanwhile
             self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
-                                          build_status(d, previous))
+                                          status)
+        self.metrics.decision.observe_conditions(str(meta.get("namespace")),
+                                                 str(meta.get("name")), status["conditions"])
         self.health.api_reached()
         logger.info("%s/%s: %s", meta.get("namespace"), meta.get("name"),
                     d.invalid_spec or (d.failure[1] if d.failure else None)
@@ -382,19 +446,45 @@ class Controller:
         return lease_duration_seconds(policy.decision_period_seconds,
                                       self.settings.lease_extra_seconds)
 
+    def lease_ref(self, policy: Policy) -> tuple[str, str]:
+        """(namespace, name) of the target's Lease."""
+        shared = self.settings.lease_namespace
+        if shared is None:
+            return policy.namespace, lease_name(policy.target.kind, policy.target.name)
+        return shared, lease_name(policy.target.kind, policy.target.name,
+                                  namespace=policy.namespace)
+
     def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
-        name = lease_name(policy.target.kind, policy.target.name)
+        namespace, name = self.lease_ref(policy)
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
                 return LeaseState(False, None, "the policy is being deleted")
-        state = self.lease.ensure(policy.namespace, name, policy=policy.key,
+            self._targets[policy.key] = name
+            known = frozenset(self._targets.values())
+        if self.membership is not None:
+            owner = self.membership.assigned(name, known, now)
+            if owner is not None and owner != self.settings.identity:
+                # Not ours: hand it over if we still hold it (a replica joined).
+                if self.lease.peek(namespace, name, now=now) == self.settings.identity:
+                    self.lease.release(namespace, name, policy=policy.key)
+                with self._lock:
+                    self._held.pop(policy.key, None)
+                replicas = len(self.membership.members(now))
+                return LeaseState(False, owner, f"target assigned to replica {owner} "
+                                                f"({replicas} replicas share the targets)")
+        state = self.lease.ensure(namespace, name, policy=policy.key,
                                   duration=self._duration(policy), now=now)
         with self._lock:
             if state.held:
-                self._held[policy.key] = (policy.namespace, name)
+                self._held[policy.key] = (namespace, name)
             else:
                 self._held.pop(policy.key, None)
         return state
+
+    def heartbeat(self) -> None:
+        """Renew this replica's membership (from a timer in kopf's loop)."""
+        if self.membership is not None:
+            self.membership.heartbeat(self._clock())
 
     def release(self, body: Mapping[str, Any], *, wait_seconds: float = 30.0) -> bool:
         """Give up the target's lease: the policy was deleted. A cycle of it still running
@@ -412,12 +502,18 @@ class Controller:
         target = target_of(body)
         if target is None:
             return False
-        return self.lease.release(namespace, lease_name(target.kind, target.name),
-                                  policy=f"{namespace}/{name}")
+        shared = self.settings.lease_namespace
+        lease_ns = shared if shared is not None else namespace
+        lease = lease_name(target.kind, target.name,
+                           namespace=namespace if shared is not None else None)
+        return self.lease.release(lease_ns, lease, policy=f"{namespace}/{name}")
 
     def release_all(self) -> int:
-        """Release every Lease this process holds (on SIGTERM): the other replicas take
-        the targets over on their next cycle instead of after a Lease duration."""
+        """Release every Lease this process holds (on SIGTERM), membership first: the other
+        replicas take the targets over on their next cycle instead of after a Lease
+        duration."""
+        if self.membership is not None:
+            self.membership.leave()
         with self._lock:
             held = dict(self._held)
             self._held.clear()
@@ -466,6 +562,8 @@ class Controller:
             if d.plan.planned_arrival_rate is not None:
                 m.forecast_rate.labels(namespace, name).set(d.plan.planned_arrival_rate)
             m.set_serving(namespace, name, d.plan.served_by)
+            m.decision.observe_plan(namespace, name, d.plan,
+                                    lead_time_seconds=policy.spec.lead_time_seconds)
 
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
@@ -473,6 +571,7 @@ class Controller:
             self._chains.pop(key, None)
             self._failures.pop(key, None)
             self._held.pop(key, None)
+            self._targets.pop(key, None)
         self.history.forget(key)
         self.metrics.forget(namespace, name)
 

@@ -1,0 +1,154 @@
+"""Replicas that share the work (membership Leases + bounded-load rendezvous assignment),
+against the in-memory API: each replica reads and fits only its share, a departing
+replica's targets move at once on SIGTERM and within a Lease duration after a crash."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forescale.controller.membership import assign, shares
+from forescale.controller.metrics import OperatorMetrics
+from forescale.controller.settings import ControllerSettings
+from forescale.controller.worker import Controller
+from tests.unit.fakes import FakeKube, FakeSource
+
+NS, LEASES = "shop", "forescale"
+T0 = 1_700_000_040.0
+PERIOD = 30
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def policy(i: int) -> dict[str, Any]:
+    return {"metadata": {"namespace": NS, "name": f"p{i}", "uid": f"uid-{i}"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": f"web{i}"},
+                     "metrics": {"query": "q"}, "serviceRatePerReplica": 10,
+                     "decisionPeriodSeconds": PERIOD,
+                     "forecast": {"models": ["ma"], "historySeconds": 3600}}}
+
+
+class Replica:
+    def __init__(self, identity: str, kube: FakeKube, clock: Clock) -> None:
+        self.source = FakeSource(50.0)
+        self.controller = Controller(
+            ControllerSettings(identity=identity, prometheus_url="http://prom:9090",
+                               lease_namespace=LEASES, lease_extra_seconds=5),
+            kube, OperatorMetrics(), clock=clock, sources=lambda url: self.source)
+        self.identity = identity
+
+    def reads(self) -> int:
+        calls, self.source.calls = self.source.calls, 0
+        return calls
+
+
+def cluster(n: int, replicas: list[str]) -> tuple[FakeKube, Clock, list[Replica]]:
+    kube, clock = FakeKube(), Clock()
+    for i in range(n):
+        kube.replicas[NS, f"web{i}"] = 1
+    return kube, clock, [Replica(r, kube, clock) for r in replicas]
+
+
+def period(kube: FakeKube, clock: Clock, replicas: list[Replica], n: int) -> None:
+    """One decision period: every replica's heartbeat and one cycle of every policy."""
+    clock.now += PERIOD
+    for replica in replicas:
+        replica.controller.heartbeat()
+    for replica in replicas:
+        for i in range(n):
+            body = {**copy.deepcopy(policy(i)), "status": kube.statuses.get((NS, f"p{i}"), {})}
+            replica.controller.cycle(body)
+
+
+def holders(kube: FakeKube) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (ns, name), lease in kube.leases.items():
+        if ns == LEASES and name.startswith("forescale-shop-"):
+            holder = lease["spec"]["holderIdentity"]
+            out[holder] = out.get(holder, 0) + 1
+    return out
+
+
+def test_two_replicas_each_do_half_the_work() -> None:
+    n = 20
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    for _ in range(3):  # join, settle
+        period(kube, clock, [a, b], n)
+    a.reads(), b.reads()
+    period(kube, clock, [a, b], n)
+    assert holders(kube) == {"op-a": 10, "op-b": 10}
+    # Each replica read (and fitted) only its own targets: half of the work each.
+    assert (a.reads(), b.reads()) == (10, 10)
+    # Every policy has one status, written by its Lease holder.
+    assert {s["decidedBy"] for s in kube.statuses.values()} == {"op-a", "op-b"}
+
+
+def test_a_replica_stopping_hands_over_at_once() -> None:
+    n = 10
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    for _ in range(3):
+        period(kube, clock, [a, b], n)
+    assert holders(kube) == {"op-a": 5, "op-b": 5}
+    released = b.controller.release_all()  # SIGTERM: a rolling update
+    assert released == 5
+    clock.now += 3  # past the membership cache, well within a period
+    a.reads()
+    period(kube, clock, [a], n)
+    # The very next period: op-a holds and decides every target; no period is lost.
+    assert holders(kube) == {"op-a": 10}
+    assert a.reads() == n
+
+
+def test_a_crashed_replica_is_replaced_within_a_lease_duration() -> None:
+    n = 10
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    for _ in range(3):
+        period(kube, clock, [a, b], n)
+    duration = 2 * PERIOD + 5
+    # op-b dies: no release, no heartbeat. Its Leases expire after `duration`.
+    periods = 0
+    while holders(kube).get("op-a", 0) < n:
+        period(kube, clock, [a], n)
+        periods += 1
+        assert periods <= math.ceil(duration / PERIOD) + 1
+    assert holders(kube) == {"op-a": n}
+
+
+def test_a_joining_replica_takes_its_share_from_the_others() -> None:
+    n = 12
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    period(kube, clock, [a], n)
+    assert holders(kube) == {"op-a": n}
+    for _ in range(3):
+        period(kube, clock, [a, b], n)
+    assert holders(kube) == {"op-a": 6, "op-b": 6}
+
+
+@given(targets=st.sets(st.text(min_size=1, max_size=20), max_size=200),
+       members=st.sets(st.text(min_size=1, max_size=10), min_size=1, max_size=7))
+def test_assignment_is_fair_and_agreed(targets: set[str], members: set[str]) -> None:
+    mapping = assign(list(targets), list(members))
+    assert set(mapping) == targets
+    cap = math.ceil(len(targets) / len(members))
+    assert max(shares(list(targets), list(members)).values()) <= cap
+    # Every replica computes the same answer whatever order it saw things in.
+    assert assign(sorted(targets, reverse=True), sorted(members, reverse=True)) == mapping
+
+
+def test_a_join_moves_few_targets() -> None:
+    targets = [f"t{i}" for i in range(300)]
+    before = assign(targets, ["a", "b"])
+    after = assign(targets, ["a", "b", "c"])
+    moved = sum(before[t] != after[t] for t in targets)
+    assert moved <= 300 // 3 + 40  # about the newcomer's share, not a reshuffle
