@@ -12,6 +12,9 @@ OperatorMetrics` holds one of these as ``decision``), labelled by namespace and 
   limits hold the SLO back (the "SLO at risk" alert).
 * ``forescale_condition{type, status}``: 1 for each condition's current status, 0 for the
   other two (kube-state-metrics' convention), so alerts select ``status="False"``.
+* ``forescale_decided_by{source}``: 1 for what set the last recommendation: ``forecast``,
+  ``guardrail:<name>`` (a guardrail metric raised it) or ``schedule:<names>`` (a declared
+  event's floor or ceiling bounded it); 0 for the sources seen before.
 """
 
 from __future__ import annotations
@@ -47,12 +50,22 @@ class DecisionMetrics:
         self.condition = Gauge("forescale_condition",
                                "1 for a condition's current status, 0 for the others.",
                                (*LABELS, "type", "status"), registry=r)
+        self.decided_by = Gauge("forescale_decided_by",
+                                "1 for what set the last decision: forecast, "
+                                "guardrail:<name> or schedule:<names>.",
+                                (*LABELS, "source"), registry=r)
         self._condition_types: dict[tuple[str, str], set[str]] = {}
+        self._sources: dict[tuple[str, str], set[str]] = {}
 
     def observe_plan(self, namespace: str, policy: str, plan: Plan, *,
                      lead_time_seconds: float) -> None:
         if plan.recommended_replicas is not None:
             self.recommended.labels(namespace, policy).set(plan.recommended_replicas)
+            source = decided_by(plan)
+            seen = self._sources.setdefault((namespace, policy), set())
+            seen.add(source)
+            for s in seen:
+                self.decided_by.labels(namespace, policy, s).set(1.0 if s == source else 0.0)
         fc = plan.forecast.forecast if plan.forecast is not None else None
         if fc is None or fc.horizon == 0:
             return
@@ -79,7 +92,21 @@ class DecisionMetrics:
                       self.recommended):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, policy)
+        for source in self._sources.pop((namespace, policy), set()):
+            with contextlib.suppress(KeyError):
+                self.decided_by.remove(namespace, policy, source)
         for ctype in self._condition_types.pop((namespace, policy), set()):
             for s in STATUSES:
                 with contextlib.suppress(KeyError):
                     self.condition.remove(namespace, policy, ctype, s)
+
+
+def decided_by(plan: Plan) -> str:
+    """What set the plan's outcome: the last of a schedule's bound or a guardrail's raise
+    among its limits (the schedule's comes later in the pipeline), else the forecast."""
+    for lim in reversed(plan.limits):
+        if lim.reason in ("ScheduledFloor", "ScheduledCeiling") and plan.schedules:
+            return "schedule:" + ",".join(plan.schedules.active)
+        if lim.reason == "GuardrailRaised" and plan.guardrail and plan.guardrail.decided_by:
+            return "guardrail:" + plan.guardrail.decided_by
+    return "forecast"

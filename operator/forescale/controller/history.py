@@ -30,6 +30,8 @@ class RateSource(Protocol):
     def read_rate(self, query: str, *, start: float, end: float, step_seconds: float,
                   allow_empty: bool = False) -> Series: ...
 
+    def read_value(self, query: str, *, at: float) -> float: ...  # guardrail queries
+
 
 @dataclass(frozen=True)
 class _Cached:

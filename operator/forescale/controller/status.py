@@ -20,7 +20,7 @@ from forescale.core.plan import Plan
 MAX_FORECAST_VALUES = 60
 
 CONDITION_TYPES = ("Ready", "ScalingActive", "ModelReady", "ScalingLimited",
-                   "MetricsAvailable")
+                   "MetricsAvailable", "Paused")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class Decision:
     observed_rate: float | None = None
     #: Whether an LSTM artifact is configured: without one, its skip is not a fallback.
     lstm_configured: bool = False
+    #: (reason, message) of a pause or pin annotation (controller.overrides), or None.
+    paused: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     else:
         out["MetricsAvailable"] = ("Unknown", "NotRead", "metrics were not read")
     out["ModelReady"] = _model_condition(d)
+    out["Paused"] = (("True", *d.paused) if d.paused is not None else
+                     ("False", "NotPaused", "no pause annotation"))
     limits = plan.limits if plan is not None else ()
     if limits:
         out["ScalingLimited"] = ("True", limits[-1].reason, limits[-1].message)
@@ -159,6 +163,19 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
             # A scale event is remembered only if the write happened (the core's rule).
             "planState": plan.state_to_commit(applied=d.scaled_to is not None).to_dict(),
         })
+        if plan.schedules is not None and (plan.schedules.active
+                                           or plan.schedules.next_name is not None):
+            ev = plan.schedules
+            status["schedules"] = {
+                "active": list(ev.active),
+                **({"nextSchedule": ev.next_name,
+                    "nextStartTime": rfc3339(ev.next_start_seconds)}
+                   if ev.next_name is not None and ev.next_start_seconds is not None
+                   else {})}
+        if plan.guardrail is not None and plan.guardrail.replicas is not None:
+            status["guardrail"] = {"decidedBy": plan.guardrail.decided_by,
+                                   "replicas": plan.guardrail.replicas,
+                                   "message": plan.guardrail.message[:512]}
         if plan.forecast is not None:
             fc = plan.forecast
             status["servingModel"] = fc.served_by
@@ -185,7 +202,15 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
     if d.scaled_to is not None and plan is not None:
         reason = "ScaledUp" if d.scaled_to > plan.current_replicas else "ScaledDown"
         out.append(Event("Normal", reason, plan.message))
+    paused_before = before.get("Paused", (None, None))[0] == "True"
+    if d.paused is not None and not paused_before:
+        out.append(Event("Normal", d.paused[0], d.paused[1]))
+    elif d.paused is None and paused_before:
+        out.append(Event("Normal", "Resumed", "pause annotation removed: forescale scales "
+                                              "the target again"))
     for ctype, (status, reason, message) in conditions(d).items():
+        if ctype == "Paused" or reason == "PausedByAnnotation":
+            continue  # its Events are the pause/pin and Resumed ones above
         # Only transitions into False: Unknown (e.g. metrics not read because the spec is
         # invalid) is no problem of its own, and the InvalidSpec event already says why.
         if status != "False" or before.get(ctype) == (status, reason):
