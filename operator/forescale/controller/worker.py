@@ -35,6 +35,7 @@ from forescale.controller.lease import (
     lease_duration_seconds,
     lease_name,
 )
+from forescale.controller.membership import Membership
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.overrides import Override, apply_override, read_override
 from forescale.controller.settings import ControllerSettings
@@ -70,6 +71,7 @@ class KubeApi(Protocol):
     def list_hpas(self, namespace: str) -> list[JSON]: ...
     def list_scaled_objects(self, namespace: str) -> list[JSON]: ...
     def get_lease(self, namespace: str, name: str) -> JSON | None: ...
+    def list_leases(self, namespace: str, *, label_selector: str) -> list[JSON]: ...
     def create_lease(self, namespace: str, name: str, spec: JSON, *,
                      labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON: ...
     def replace_lease(self, lease: JSON, spec: JSON) -> JSON: ...
@@ -152,12 +154,23 @@ def previous_state(previous: Mapping[str, Any]) -> PlanState:
         return PlanState.initial()  # a damaged state only loses stabilisation memory
 
 
-def standing_by(blocked: tuple[str, str] | None, previous: Mapping[str, Any],
-                identity: str) -> bool:
-    """Another replica holds the target's Lease and reports this policy: this one neither
-    reads nor plans nor writes the status (which would flap between the two)."""
-    return (blocked is not None and blocked[0] == "TargetLocked"
-            and previous.get("decidedBy") not in (None, identity))
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """Why this replica must not scale the target now (None: it may), and which replica
+    holds (or is assigned) the target's Lease when that is not this one."""
+
+    blocked: tuple[str, str] | None
+    other: str | None = None
+
+
+def standing_by(guard: Guard, previous: Mapping[str, Any], identity: str) -> bool:
+    """Another replica holds (or is assigned) the target's Lease and reports this policy:
+    this one neither reads nor plans nor writes the status (which would flap between the
+    two)."""
+    if guard.blocked is None or guard.blocked[0] != "TargetLocked":
+        return False
+    return (guard.other not in (None, identity)
+            or previous.get("decidedBy") not in (None, identity))
 
 
 def failure_message(exc: BaseException) -> str:
@@ -194,6 +207,11 @@ class Controller:
         #: uids of deleted policies: a cycle still running when its policy was deleted
         #: must not take the Lease again after the release.
         self._deleted: set[str] = set()
+        #: Target Leases this replica knows of (its policies'): what the replicas share.
+        self._targets: dict[str, str] = {}
+        self.membership = (Membership(kube, identity=settings.identity,
+                                      namespace=settings.lease_namespace)
+                           if settings.lease_namespace else None)
         self._lock = threading.Lock()
 
     # -- the cycle -----------------------------------------------------------------------
@@ -249,8 +267,9 @@ class Controller:
             return decision, period
         period = policy.decision_period_seconds
 
-        blocked = self.guard(policy, now)
-        if standing_by(blocked, previous, self.settings.identity):
+        guard = self.guard(policy, now)
+        blocked = guard.blocked
+        if standing_by(guard, previous, self.settings.identity):
             return dataclasses.replace(base, blocked=blocked), period
         if blocked is None and override is not None and override.replicas is None:
             blocked = (override.reason, override.message)  # paused: hold, never write
@@ -305,16 +324,19 @@ class Controller:
         except InvalidInputError as exc:
             raise Invalid("InvalidSpec", str(exc)) from None
 
-    def guard(self, policy: Policy, now: float) -> tuple[str, str] | None:
-        """Why this replica must not scale the target now, or None (it holds the Lease)."""
+    def guard(self, policy: Policy, now: float) -> Guard:
+        """Whether this replica may scale the target now (it holds the Lease)."""
         if policy.mode == "Observe":
-            return "ObserveMode", "Observe mode: forecasting only, the target is not scaled"
+            return Guard(("ObserveMode",
+                          "Observe mode: forecasting only, the target is not scaled"))
         conflict = conflicting_autoscaler(policy, self.kube.list_hpas(policy.namespace),
                                           self.kube.list_scaled_objects(policy.namespace))
         if conflict is not None:
-            return conflict
+            return Guard(conflict)
         held = self._ensure_lease(policy, now)
-        return None if held.held else ("TargetLocked", held.message)
+        if held.held:
+            return Guard(None)
+        return Guard(("TargetLocked", held.message), other=held.holder)
 
     def read_history(self, policy: Policy, now: float) -> History:
         step = self.settings.step_seconds
@@ -424,19 +446,45 @@ class Controller:
         return lease_duration_seconds(policy.decision_period_seconds,
                                       self.settings.lease_extra_seconds)
 
+    def lease_ref(self, policy: Policy) -> tuple[str, str]:
+        """(namespace, name) of the target's Lease."""
+        shared = self.settings.lease_namespace
+        if shared is None:
+            return policy.namespace, lease_name(policy.target.kind, policy.target.name)
+        return shared, lease_name(policy.target.kind, policy.target.name,
+                                  namespace=policy.namespace)
+
     def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
-        name = lease_name(policy.target.kind, policy.target.name)
+        namespace, name = self.lease_ref(policy)
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
                 return LeaseState(False, None, "the policy is being deleted")
-        state = self.lease.ensure(policy.namespace, name, policy=policy.key,
+            self._targets[policy.key] = name
+            known = frozenset(self._targets.values())
+        if self.membership is not None:
+            owner = self.membership.assigned(name, known, now)
+            if owner is not None and owner != self.settings.identity:
+                # Not ours: hand it over if we still hold it (a replica joined).
+                if self.lease.peek(namespace, name, now=now) == self.settings.identity:
+                    self.lease.release(namespace, name, policy=policy.key)
+                with self._lock:
+                    self._held.pop(policy.key, None)
+                replicas = len(self.membership.members(now))
+                return LeaseState(False, owner, f"target assigned to replica {owner} "
+                                                f"({replicas} replicas share the targets)")
+        state = self.lease.ensure(namespace, name, policy=policy.key,
                                   duration=self._duration(policy), now=now)
         with self._lock:
             if state.held:
-                self._held[policy.key] = (policy.namespace, name)
+                self._held[policy.key] = (namespace, name)
             else:
                 self._held.pop(policy.key, None)
         return state
+
+    def heartbeat(self) -> None:
+        """Renew this replica's membership (from a timer in kopf's loop)."""
+        if self.membership is not None:
+            self.membership.heartbeat(self._clock())
 
     def release(self, body: Mapping[str, Any], *, wait_seconds: float = 30.0) -> bool:
         """Give up the target's lease: the policy was deleted. A cycle of it still running
@@ -454,12 +502,18 @@ class Controller:
         target = target_of(body)
         if target is None:
             return False
-        return self.lease.release(namespace, lease_name(target.kind, target.name),
-                                  policy=f"{namespace}/{name}")
+        shared = self.settings.lease_namespace
+        lease_ns = shared if shared is not None else namespace
+        lease = lease_name(target.kind, target.name,
+                           namespace=namespace if shared is not None else None)
+        return self.lease.release(lease_ns, lease, policy=f"{namespace}/{name}")
 
     def release_all(self) -> int:
-        """Release every Lease this process holds (on SIGTERM): the other replicas take
-        the targets over on their next cycle instead of after a Lease duration."""
+        """Release every Lease this process holds (on SIGTERM), membership first: the other
+        replicas take the targets over on their next cycle instead of after a Lease
+        duration."""
+        if self.membership is not None:
+            self.membership.leave()
         with self._lock:
             held = dict(self._held)
             self._held.clear()
@@ -517,6 +571,7 @@ class Controller:
             self._chains.pop(key, None)
             self._failures.pop(key, None)
             self._held.pop(key, None)
+            self._targets.pop(key, None)
         self.history.forget(key)
         self.metrics.forget(namespace, name)
 
