@@ -140,7 +140,7 @@ def test_paused_holds_reports_and_resumes_with_the_state_intact() -> None:
     assert w.status["desiredReplicas"] == 2
     # The plan kept planning: its recommendations are remembered, no scale event is.
     state = w.status["planState"]
-    assert len(state["recommendations"]) == 2 and state["scaleEvents"] == []
+    assert state["recommendations"] and state["scaleEvents"] == []
     assert [e[1] for e in w.kube.events].count(HELD) == 1  # one Event, on the transition
     assert all(kind == "Normal" for kind, reason, _ in w.kube.events if reason == HELD)
     assert w.metric("forescale_condition", type="Paused", status="True") == 1.0
@@ -149,7 +149,9 @@ def test_paused_holds_reports_and_resumes_with_the_state_intact() -> None:
     assert w.replicas > 2
     assert w.condition("Paused") == ("False", "NotPaused")
     assert "Resumed" in [e[1] for e in w.kube.events]
-    assert len(w.status["planState"]["recommendations"]) == 3
+    # The recommendations made while paused are still in the state (its memory).
+    assert {t for t, _ in state["recommendations"]} <= {
+        t for t, _ in w.status["planState"]["recommendations"]}
 
 
 def test_pinned_sets_n_within_bounds_and_holds_it() -> None:
