@@ -13,7 +13,7 @@ from forescale.controller.kube import KubeError
 from forescale.controller.lease import lease_name
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
-from forescale.controller.worker import Controller, standing_by
+from forescale.controller.worker import Controller, Guard, standing_by
 from tests.unit.fakes import FakeKube, FakeSource
 
 NS = "shop"
@@ -109,10 +109,13 @@ def test_a_standby_reads_nothing_and_writes_nothing() -> None:
 
 def test_standing_by_only_when_another_replica_reports() -> None:
     locked = ("TargetLocked", "held by op-b")
-    assert standing_by(locked, {"decidedBy": "op-b"}, "op-a")
-    assert not standing_by(locked, {"decidedBy": "op-a"}, "op-a")
-    assert not standing_by(locked, {}, "op-a")  # nobody reports yet: say why we do not scale
-    assert not standing_by(("ObserveMode", ""), {"decidedBy": "op-b"}, "op-a")
+    assert standing_by(Guard(locked), {"decidedBy": "op-b"}, "op-a")
+    assert standing_by(Guard(locked, other="op-b"), {}, "op-a")  # the holder will report
+    assert not standing_by(Guard(locked), {"decidedBy": "op-a"}, "op-a")
+    assert not standing_by(Guard(locked), {}, "op-a")  # nobody reports yet: say why not
+    # Another policy of this replica holds the target: this policy reports it is locked.
+    assert not standing_by(Guard(locked, other="op-a"), {}, "op-a")
+    assert not standing_by(Guard(("ObserveMode", "")), {"decidedBy": "op-b"}, "op-a")
 
 
 @pytest.mark.parametrize(("change", "reason", "text"), [
