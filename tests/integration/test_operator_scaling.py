@@ -34,7 +34,8 @@ def test_status_fills_in_and_the_deployment_is_scaled_up_before_the_peak(world: 
     assert status["servingModel"] in ("arima", "ma")
     assert status["plannedArrivalRate"] > RAMP_TO * 0.9
     assert {c["type"] for c in status["conditions"]} == {
-        "Ready", "ScalingActive", "ModelReady", "ScalingLimited", "MetricsAvailable"}
+        "Ready", "ScalingActive", "ModelReady", "ScalingLimited", "MetricsAvailable",
+        "Paused"}
     assert all(e.identity == "operator-a" for e in world.scale_writes())
     lease = world.lease("web")
     assert lease is not None and lease["spec"]["holderIdentity"] == "operator-a"
