@@ -49,6 +49,23 @@ bench: $(STAMP)
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/accuracy.py
 
+# The operator image, built here without a Docker engine: buildah builds operator/Dockerfile
+# from a Debian base made with mmdebstrap, podman runs it (scripts/image/, docs/release.md).
+# mmdebstrap, buildah, podman, runc and skopeo are installed with apt-get when missing.
+.PHONY: image image-test release
+image:
+	bash scripts/image/build.sh
+
+# The image tier (tests/image): the image run with podman as the chart runs it. Not part of
+# `make test` (a cold image build takes minutes and GBs of torch); CI runs it after.
+image-test: $(STAMP) prometheus image
+	FORESCALE_IMAGE_TESTS=1 $(BIN)/pytest tests/image
+
+# dist/: the packaged chart, the image as an OCI archive, its SBOM and SHA256SUMS, checked.
+release: $(STAMP) image
+	bash scripts/image/release.sh
+	FORESCALE_RELEASE_TESTS=1 $(BIN)/pytest tests/image/test_release.py
+
 # Regenerate the pins after changing dependencies (review the diff: torch must stay 2.13.0).
 constraints:
 	$(PY) -m pip freeze --exclude-editable --exclude forescale > constraints.txt
