@@ -29,9 +29,19 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = REPO / "scripts" / "image" / "containers.conf"
+VALUES = REPO / "charts" / "forescale" / "values.yaml"
 #: The chart's securityContext (values.yaml), as podman flags.
 USER = "65532:65532"
-TMP_SIZE = "512m"
+
+
+def chart_tmp_size() -> str:
+    """The chart's /tmp emptyDir ``sizeLimit`` (``tmpSizeLimit``, e.g. 256Mi) for tmpfs."""
+    import yaml
+
+    limit = str(yaml.safe_load(VALUES.read_text())["tmpSizeLimit"])
+    match = re.fullmatch(r"(\d+)([MG])i", limit)
+    assert match, f"tmpSizeLimit {limit!r} is not <n>Mi or <n>Gi"
+    return f"{match.group(1)}{match.group(2).lower()}"
 
 
 def pyproject_version() -> str:
@@ -75,7 +85,7 @@ def chart_flags(*, volumes: Sequence[tuple[Path, str]] = (),
     """``podman run`` flags for the chart's security context; ``volumes`` are mounted
     read-only (host path, container path)."""
     flags = ["--user", USER, "--read-only", "--read-only-tmpfs=false",
-             "--tmpfs", f"/tmp:rw,size={TMP_SIZE},mode=1777",
+             "--tmpfs", f"/tmp:rw,size={chart_tmp_size()},mode=1777",
              "--cap-drop=ALL", "--security-opt", "no-new-privileges",
              "--network", "host"]
     for host, inside in volumes:
