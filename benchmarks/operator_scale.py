@@ -1,14 +1,18 @@
-"""One ``forescale run`` process with N ScalingPolicies against the API emulator and a real
-Prometheus (the integration harness, ``tests/integration/conftest.py``): decision latency
-(the operator's own ``forescale_decision_seconds`` histogram) and the operator process's
-CPU seconds per decision (``/proc/<pid>/stat``).
+"""N ScalingPolicies decided by one or more ``forescale run`` processes against the API
+emulator and a real Prometheus: decision latency (the operators' own
+``forescale_decision_seconds`` histograms), CPU and memory per process, the history points
+read per period (incremental reads), and how the work splits over replicas.
 
-    .venv/bin/python benchmarks/operator_scale.py --policies 200 --period 30 --periods 3
+    .venv/bin/python benchmarks/operator_scale.py --policies 1000 --period 30 --periods 3
+    .venv/bin/python benchmarks/operator_scale.py --policies 1000 --replicas 2 --out ...
 
-Every policy has its own Deployment (leases are per target) and the same query: one shared
-series, a two-hour backfilled ramp continued by a live counter scraped every second.
-The first decision of every policy (cold: discovery, the first ARIMA fit) is measured
-apart from the steady state that follows (warm: ARIMA updates, lease renewals).
+Every policy is the default ScalingPolicy plus its target, query and period: 7 days of
+history, the full LSTM -> ARIMA -> moving-average chain (the bundled NASA model as
+``lstm.modelRef``). All policies share one series: the last 7 days of the bundled NASA
+trace, backfilled at a 60 s scrape so that it ends now, continued by a live counter.
+The first decision of every policy (cold: discovery, reading 7 days, the first ARIMA fit)
+is measured apart from the steady state that follows (warm: tail reads, ARIMA updates,
+LSTM forecasts, Lease renewals). A benchmark, not a test: never run by ``make test``.
 """
 
 from __future__ import annotations
@@ -16,28 +20,46 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.conftest import (
-    CRD,
-    LABELS,
-    QUERY_SELECTOR,
-    RAMP_TO,
-    ContinuingCounter,
-    World,
-    ramp_history,
-)
+import numpy as np
+import yaml
+
+from forescale.trace import load_trace
 from tests.support.kubeapi import run_emulator
-from tests.support.prometheus import running_prometheus
+from tests.support.prometheus import CounterSeries, LiveCounter, running_prometheus
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CRD = REPO / "crds" / "scalingpolicies.forescale.dev.yaml"
+TRACE = REPO / "traces" / "nasa_ksc_jul1995_1min.csv"
+FORESCALE = Path(sys.executable).parent / "forescale"
+LABELS = {"job": "web"}
+QUERY = 'sum(rate(http_requests_total{job="web"}[2m]))'
+STEP = 60.0
+NS = "default"
+POLICIES = "forescale.dev/v1alpha1/scalingpolicies"
+
+
+class Continuing(LiveCounter):
+    """Continues the backfilled counter without a reset at the seam."""
+
+    def __init__(self, *, offset: float, **kwargs: Any) -> None:
+        self.offset = offset
+        super().__init__(**kwargs)
+
+    @property
+    def count(self) -> float:
+        return self.offset + float(LiveCounter.count.fget(self))  # type: ignore[attr-defined]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -46,15 +68,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of stat(5)
 
 
-def histogram(port: int) -> dict[float, float]:
-    """Cumulative bucket counts of forescale_decision_seconds (le → count)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-    buckets: dict[float, float] = {}
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The operator's /metrics, sample name with labels → value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
+    out: dict[str, float] = {}
     for line in text.decode().splitlines():
-        if line.startswith("forescale_decision_seconds_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return buckets
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def buckets(metrics: dict[str, float]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for name, value in metrics.items():
+        if name.startswith("forescale_decision_seconds_bucket{"):
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = value
+    return out
 
 
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
@@ -74,107 +112,180 @@ def quantile(q: float, before: dict[float, float], after: dict[float, float]) ->
     return lower
 
 
+def merged(snapshots: list[dict[float, float]]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for snap in snapshots:
+        for bound, count in snap.items():
+            out[bound] = out.get(bound, 0.0) + count
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def history(now: float, days: float) -> tuple[CounterSeries, float]:
+    """The last ``days`` of the NASA trace as a counter ending on the minute grid before
+    ``now``; and the rate of its last minute (the live counter continues at it)."""
+    trace = load_trace(TRACE)
+    steps = int(days * 86400 / STEP)
+    counts = trace.counts[-steps:]
+    end = np.floor(now / STEP) * STEP
+    series = CounterSeries.from_counts(counts, start_seconds=end - len(counts) * STEP,
+                                       step_seconds=STEP, labels=LABELS)
+    return series, float(counts[-1] / STEP)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policies", type=int, default=200)
+    parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--period", type=float, default=30.0, help="decisionPeriodSeconds")
     parser.add_argument("--periods", type=int, default=3, help="steady-state periods")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--history-days", type=float, default=7.0)
+    parser.add_argument("--models", default="lstm,arima,ma")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--cold-timeout", type=float, default=3600.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/operator.md")
     args = parser.parse_args()
 
-    import yaml
-
     now = time.time()
-    history = ramp_history(now)
-    live_counter = ContinuingCounter(labels=LABELS, rate_per_second=RAMP_TO)
-    live_counter.offset = float(history.values[-1]) + RAMP_TO * (now - history.end_seconds)
+    series, last_rate = history(now, args.history_days)
+    live_counter = Continuing(offset=float(series.values[-1]) + last_rate * (
+        now - series.timestamps_seconds[-1]), labels=LABELS, rate_per_second=last_rate)
+    models = args.models.split(",")
+    spec_extra: dict[str, Any] = {"forecast": {"models": models}}
+    if "lstm" in models:
+        spec_extra["forecast"]["lstm"] = {"modelRef": "nasa-jul1995"}
+    if args.history_days != 7.0:
+        spec_extra["forecast"]["historySeconds"] = args.history_days * 86400
+    procs: list[tuple[str, subprocess.Popen[bytes], int, Path]] = []
     with tempfile.TemporaryDirectory(prefix="forescale-bench-") as tmp, \
             live_counter as live, \
-            running_prometheus(series=[history], scrape_targets=[live.target]) as prom, \
+            running_prometheus(series=[series], scrape_targets=[live.target]) as prom, \
             run_emulator() as kube:
-        prom.wait_for_query(f"timestamp({QUERY_SELECTOR}) > {history.end_seconds}")
         kube.create(yaml.safe_load(CRD.read_text()))
-        world = World(kube=kube, prometheus=prom, live=live, tmp=Path(tmp))
         for i in range(args.policies):
-            world.deployment(f"web-{i}", replicas=1)
-            world.policy(f"p-{i}", f"web-{i}", decisionPeriodSeconds=int(args.period))
+            kube.create({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": f"web-{i}", "namespace": NS},
+                         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}},
+                                  "template": {"metadata": {"labels": {"app": "w"}},
+                                               "spec": {"containers": [
+                                                   {"name": "c", "image": "x"}]}}}})
+            kube.create({"apiVersion": "forescale.dev/v1alpha1", "kind": "ScalingPolicy",
+                         "metadata": {"name": f"p-{i}", "namespace": NS},
+                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1",
+                                                     "kind": "Deployment", "name": f"web-{i}"},
+                                  "metrics": {"query": QUERY}, "serviceRatePerReplica": 10,
+                                  "decisionPeriodSeconds": int(args.period), **spec_extra}})
         began = time.monotonic()
-        op = world.start_operator("bench")
-        pid = op.process.pid
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "KUBECONFIG": "/nonexistent"}
+        for r in range(args.replicas):
+            identity, port = f"bench-{r}", free_port()
+            log = Path(tmp) / f"{identity}.log"
+            with log.open("wb") as fh:
+                proc = subprocess.Popen(
+                    [str(FORESCALE), "run", "--namespace", NS,
+                     "--kubeconfig", str(kube.kubeconfig_path(identity, namespace=NS)),
+                     "--identity", identity, "--prometheus-url", prom.url,
+                     "--models-dir", str(REPO / "models"), "--lease-namespace", NS,
+                     "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+                     "--lease-extra-seconds", "3", "--workers", str(args.workers),
+                     "--log-format", "text", "--log-level", "warning"],
+                    stdout=fh, stderr=subprocess.STDOUT, env=env)
+            procs.append((identity, proc, port, log))
         try:
             def decided() -> int:
-                return sum(1 for p in kube.list_objects(
-                    "forescale.dev/v1alpha1/scalingpolicies", namespace="default")
-                    if (p.get("status") or {}).get("lastDecisionTime"))
+                return sum(1 for p in kube.list_objects(POLICIES, namespace=NS)
+                           if (p.get("status") or {}).get("lastDecisionTime"))
 
-            world.wait(lambda: decided() == args.policies, timeout=max(120, 3 * args.period),
-                       what="a first decision for every policy")
+            while decided() < args.policies:
+                if time.monotonic() - began > args.cold_timeout:
+                    raise SystemExit(f"only {decided()} of {args.policies} policies decided "
+                                     f"within {args.cold_timeout:g}s")
+                for identity, proc, _, log in procs:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"{identity} exited: {log.read_text()[-2000:]}")
+                time.sleep(2)
             cold_wall = time.monotonic() - began
-            cold_cpu = cpu_seconds(pid)
-            h0, c0, t0 = histogram(op.metrics_port), cpu_seconds(pid), time.monotonic()
+            cold = {i: (scrape(port), cpu_seconds(p.pid)) for i, p, port, _ in procs}
+            # One more period to leave the cold start behind, then the measured window.
+            time.sleep(args.period)
+            before = {i: (scrape(port), cpu_seconds(p.pid), time.monotonic())
+                      for i, p, port, _ in procs}
             time.sleep(args.periods * args.period)
-            h1, c1, t1 = histogram(op.metrics_port), cpu_seconds(pid), time.monotonic()
-            errors = [line for line in op.log().splitlines() if " ERROR " in line]
-            rss = next((int(x.split()[1]) for x in Path(f"/proc/{pid}/status").read_text()
-                        .splitlines() if x.startswith("VmRSS:")), 0) / 1024
+            after = {i: (scrape(port), cpu_seconds(p.pid), time.monotonic())
+                     for i, p, port, _ in procs}
+            rss = {i: rss_mib(p.pid) for i, p, _, _ in procs}
+            errors = {i: sum(" ERROR " in line for line in log.read_text().splitlines())
+                      for i, _, _, log in procs}
+            policies = kube.list_objects(POLICIES, namespace=NS)
         finally:
-            op.stop()
+            for _, proc, _, _ in procs:
+                proc.terminate()
+            for _, proc, _, _ in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     inf = float("inf")
-    warm_n = h1[inf] - h0[inf]
-    cold = h0
-    rows = {
-        "policies": args.policies,
+    window = np.mean([after[i][2] - before[i][2] for i in after])
+    rows: dict[str, Any] = {
+        "policies": args.policies, "replicas": args.replicas,
         "decision period (s)": args.period,
-        "steady-state window (s)": round(t1 - t0, 1),
-        "decisions in the window": int(warm_n),
-        "decisions per second": round(warm_n / (t1 - t0), 2),
-        "decision latency p50 (s)": round(quantile(0.5, h0, h1), 4),
-        "decision latency p99 (s)": round(quantile(0.99, h0, h1), 4),
-        "CPU s per decision (steady)": round((c1 - c0) / max(warm_n, 1), 4),
-        "CPU utilisation (steady, cores)": round((c1 - c0) / (t1 - t0), 3),
-        "first decisions: wall s until all decided": round(cold_wall, 1),
-        "first decisions: latency p50 / p99 (s)":
-            f"{quantile(0.5, {}, cold):.3f} / {quantile(0.99, {}, cold):.3f}",
-        "first decisions: CPU s (incl. start-up) per policy": round(cold_cpu / args.policies,
-                                                                     4),
-        "operator RSS at the end (MiB)": round(rss, 1),
-        "ERROR log lines": len(errors),
-    }
+        "history (days) / models": f"{args.history_days:g} / {' -> '.join(models)}",
+        "steady-state window (s)": round(float(window), 1)}
+    h_all_before = merged([buckets(before[i][0]) for i in before])
+    h_all_after = merged([buckets(after[i][0]) for i in after])
+    rows["cycles in the window (all replicas)"] = int(h_all_after[inf] - h_all_before[inf])
+    rows["decision latency p50 / p99 (s)"] = (
+        f"{quantile(0.5, h_all_before, h_all_after):.3f} / "
+        f"{quantile(0.99, h_all_before, h_all_after):.3f}")
+    deciders: dict[str, int] = {}
+    for p in policies:
+        who = (p.get("status") or {}).get("decidedBy")
+        deciders[str(who)] = deciders.get(str(who), 0) + 1
+    for identity, (m1, c1, t1) in after.items():
+        m0, c0, t0 = before[identity]
+        points = m1.get("forescale_history_points_read_total", 0) - m0.get(
+            "forescale_history_points_read_total", 0)
+        b0, b1 = buckets(m0), buckets(m1)
+        rows[f"{identity}: policies it decides (status.decidedBy)"] = deciders.get(identity, 0)
+        rows[f"{identity}: cycles / p99 (s)"] = (
+            f"{int(b1[inf] - b0[inf])} / {quantile(0.99, b0, b1):.3f}")
+        rows[f"{identity}: CPU (cores, steady)"] = round((c1 - c0) / (t1 - t0), 3)
+        rows[f"{identity}: history points read per period"] = round(
+            points / ((t1 - t0) / args.period))
+        rows[f"{identity}: RSS at the end (MiB)"] = round(rss[identity], 1)
+        rows[f"{identity}: cold CPU s (start-up and first decisions)"] = round(
+            cold[identity][1], 1)
+        rows[f"{identity}: ERROR log lines"] = errors[identity]
+    full_reads = args.policies * (args.history_days * 86400 / STEP)
+    rows["a full re-read every period would be (points)"] = int(full_reads)
+    rows["first decisions: wall s until all decided"] = round(cold_wall, 1)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
     print(table)
-    cpus = os.cpu_count()
     load = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"""# Operator scale: one `forescale run`, {args.policies} ScalingPolicies
+    command = " ".join(["benchmarks/operator_scale.py", *sys.argv[1:]])
+    section = f"""## {args.policies} policies, {args.replicas} replica(s), {args.period:g} s period
 
-`.venv/bin/python benchmarks/operator_scale.py --policies {args.policies} --period \
-{args.period:g} --periods {args.periods}`
+`.venv/bin/python {command}`
 
 | | |
 |---|---|
 {table}
 
-## Setup
-
-- One `forescale run --namespace default --log-format text` process (standalone, per-target
-  Leases, `--lease-extra-seconds 3`, `OPENBLAS_NUM_THREADS=1`) against the in-process API
-  emulator (`tests/support/kubeapi.py`, kmock, same Python process as this script but not
-  the operator) and a real Prometheus (`tests/support/prometheus.py`).
-- {args.policies} Deployments, one ScalingPolicy each (the integration harness's policy:
-  `models: [arima, ma]`, `historySeconds: 3600`, `leadTimeSeconds: 600`, Scale mode),
-  `decisionPeriodSeconds: {args.period:g}`; all share one query,
-  `sum(rate(http_requests_total{{job="web"}}[2m]))` over a backfilled 2-hour ramp continued by
-  a live counter (1 s scrapes). Every cycle reads 61 points at a 60 s step.
-- Latency: the operator's own `forescale_decision_seconds` histogram (wall time of one
-  cycle in its worker thread, buckets 0.01 … 30 s; quantiles interpolated within a bucket,
-  as `histogram_quantile` does), the difference of two `/metrics` snapshots taken after
-  every policy had made its first decision and {args.periods} periods later. Cycles run
-  in `asyncio.to_thread`, so under load a cycle's wall time includes waiting for the GIL.
-- CPU: utime + stime of the operator process from `/proc/<pid>/stat` over the same window,
-  divided by the decisions counted in it.
-- Machine: {platform.machine()}, {cpus} CPUs shared with other work (load average at the
-  end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}), Python {platform.python_version()}.
-""")
+Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other work and with the
+API emulator and Prometheus of this benchmark (load average at the end {load[0]:.2f} /
+{load[1]:.2f} / {load[2]:.2f}), Python {platform.python_version()}.
+"""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as fh:
+        fh.write("\n" + section)
+    print(f"appended to {args.out}")
 
 
 if __name__ == "__main__":
