@@ -150,3 +150,34 @@ def test_a_policy_without_a_name_is_invalid(tmp_path: Path,
     del doc["metadata"]
     assert main(["validate", str(write(tmp_path / "p.yaml", doc))]) == 2
     assert "metadata.name is required" in capsys.readouterr().err
+
+
+def schedule(**kw: Any) -> dict[str, Any]:
+    return {"name": "launch", "cron": "0 9 * * 1", "durationSeconds": 3600, **kw}
+
+
+@pytest.mark.parametrize(("item", "needle"), [
+    (schedule(), "spec.schedules[0]: a schedule sets minReplicas, maxReplicas or "
+                 "forecastMultiplier"),
+    (schedule(minReplicas=9, maxReplicas=3),
+     "spec.schedules[0]: a schedule's minReplicas must not exceed its maxReplicas"),
+    (schedule(minReplicas=2, cron="0 9 * *"), "spec.schedules[0].cron must match"),
+    (schedule(minReplicas=2, cron="0 9 * * 8"), "is not a valid cron expression"),
+    (schedule(minReplicas=2, timeZone="Europe/Atlantis"), "unknown time zone"),
+])
+def test_schedule_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        item: dict[str, Any], needle: str) -> None:
+    """Rules on list items are evaluated per item (CEL), then the core's checks (cron
+    values, time zones) catch what a pattern cannot."""
+    path = write(tmp_path / "p.yaml", manifest(schedules=[item]))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_schedule_and_guardrail_names_are_unique(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "p.yaml", manifest(schedules=[schedule(minReplicas=2),
+                                                          schedule(maxReplicas=5)]))
+    assert main(["validate", str(path)]) == 2
+    assert "spec.schedules[1].name 'launch' is a duplicate" in capsys.readouterr().err
