@@ -126,11 +126,13 @@ class FakeSource:
         self.rate = rate
         self.points = 0
         self.calls = 0
+        self.queries: list[str] = []
         self.error: Exception | None = None
 
     def read_rate(self, query: str, *, start: float, end: float, step_seconds: float,
                   allow_empty: bool = False) -> Series:
         self.calls += 1
+        self.queries.append(query)
         if self.error is not None:
             raise self.error
         n = max(math.floor((end - start) / step_seconds + 1e-9), 0)

@@ -17,7 +17,7 @@ from forescale.controller.settings import ControllerSettings
 CHART = Path(__file__).resolve().parents[2] / "charts" / "forescale" / "templates"
 ENV = ("FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE", "FORESCALE_PROMETHEUS_CA_FILE",
        "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY", "FORESCALE_ALLOWED_PROMETHEUS_URLS",
-       "FORESCALE_LEASE_NAMESPACE")
+       "FORESCALE_LEASE_NAMESPACE", "FORESCALE_TENANT_LABEL")
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path:
     assert set(re.findall(r"FORESCALE_[A-Z_]+", deployment)) == set(ENV)
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
-    run([], env={"FORESCALE_LEASE_NAMESPACE": "forescale",
+    run([], env={"FORESCALE_LEASE_NAMESPACE": "forescale", "FORESCALE_TENANT_LABEL": "namespace",
                  "FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/token",
                  "FORESCALE_PROMETHEUS_CA_FILE": str(ca),
                  "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
@@ -81,6 +81,7 @@ def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path:
     assert s.prometheus_ca_file == ca
     assert s.prometheus_insecure_skip_verify is True
     assert s.lease_namespace == "forescale"
+    assert s.tenant_label == "namespace"
 
 
 def test_a_missing_ca_file_is_a_usage_error(captured: dict[str, Any], tmp_path: Path) -> None:
@@ -128,6 +129,7 @@ def test_prometheus_timeout(captured: dict[str, Any]) -> None:
     (["--allow-prometheus-url", "http://x/#"], "must not have a query string or fragment"),
     (["--identity", ""], "--identity"),
     (["--lease-namespace", "../kube-system"], "must be a namespace name"),
+    (["--tenant-label", "name space"], "must be a Prometheus label name"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(captured: dict[str, Any], args: list[str],
                                            message: str) -> None:

@@ -235,3 +235,15 @@ def test_a_deleted_policy_never_takes_the_lease_again() -> None:
     again["metadata"]["uid"] = "uid-2"
     controller.cycle(again)
     assert LEASE in kube.leases
+
+
+def test_tenant_isolation_scopes_the_query_to_the_namespace() -> None:
+    controller, kube, source, _ = setup(tenant_label="namespace")
+    controller.cycle(policy(metrics={"query": 'sum(rate(http_requests_total{job="web"}[2m]))'}))
+    assert source.queries == [
+        'sum ( rate ( http_requests_total{namespace="shop",job="web"} [ 2m ] ) )']
+    source.queries.clear()
+    controller.cycle(policy(metrics={"query": 'sum(rate(x{namespace="payroll"}[2m]))'}))
+    assert source.queries == []
+    ready = next(c for c in kube.statuses[NS, "web"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "payroll" in ready["message"]

@@ -99,6 +99,10 @@ def _configure_logging(fmt: str, level: str) -> None:
               help="Keep every Lease in this namespace (the operator's own): replicas then "
                    "share the targets, each taking its fair share "
                    "[env FORESCALE_LEASE_NAMESPACE].")
+@click.option("--tenant-label", envvar="FORESCALE_TENANT_LABEL",
+              help="Scope every policy's query to its own namespace: this label matcher "
+                   "(e.g. namespace) is injected into every vector selector, and a query "
+                   "that selects another value is InvalidSpec [env FORESCALE_TENANT_LABEL].")
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Threads that run decision cycles (one policy uses at most one).")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
@@ -113,6 +117,7 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
             metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
             step_seconds: float, lease_extra_seconds: float, lease_namespace: str | None,
+            tenant_label: str | None,
             workers: int, log_format: str,
             log_level: str) -> None:
     """Run the operator: one decision loop per ScalingPolicy."""
@@ -133,6 +138,9 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
             or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", lease_namespace)):
         raise click.BadParameter("must be a namespace name (DNS-1123 label)",
                                  param_hint="'--lease-namespace'")
+    if tenant_label and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", tenant_label):
+        raise click.BadParameter("must be a Prometheus label name",
+                                 param_hint="'--tenant-label'")
     if not identity or len(identity) > 253 or not identity.isprintable():
         raise click.BadParameter("must be 1..253 printable characters",
                                  param_hint="'--identity'")
@@ -153,7 +161,8 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                   prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
                                   prometheus_timeout_seconds=prometheus_timeout_seconds,
                                   allowed_prometheus_urls=allowed,
-                                  lease_namespace=lease_namespace)
+                                  lease_namespace=lease_namespace,
+                                  tenant_label=tenant_label or None)
     try:
         kube = KubeClient(kubeconfig=kubeconfig)
     except Exception as exc:  # the kubernetes client raises many kinds for a bad config

@@ -36,6 +36,9 @@ class ControllerSettings:
     #: share the targets and Lease RBAC is one Role there. None: each target's Lease in
     #: the target's namespace, first come first served (one replica, or tests).
     lease_namespace: str | None = None
+    #: Tenant isolation (``--tenant-label``): every policy's query is scoped to its own
+    #: namespace by this label matcher, injected into every vector selector. None: off.
+    tenant_label: str | None = None
 
     def check_prometheus_url(self, url: str) -> str | None:
         """Why a policy may not send its queries to ``url``, or None if it may.

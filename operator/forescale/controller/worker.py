@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from forescale.adapters.prometheus import BadQuery, MetricsError
+from forescale.adapters.promql import scope_query
 from forescale.controller.health import Health
 from forescale.controller.history import HistoryReader, RateSource
 from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource
@@ -114,11 +115,19 @@ class History:
 
 
 def read_policy(body: Mapping[str, Any], settings: ControllerSettings) -> Policy:
-    """The typed policy, with its Prometheus URL checked against the allow-list."""
+    """The typed policy, with its Prometheus URL checked against the allow-list and, with
+    tenant isolation, its query scoped to its namespace."""
     try:
         policy = policy_from_resource(body, models_dir=settings.models_dir)
     except InvalidInputError as exc:
         raise Invalid("InvalidSpec", str(exc)) from None
+    if settings.tenant_label is not None:
+        try:
+            scoped = scope_query(policy.metrics.query, settings.tenant_label, policy.namespace)
+        except InvalidInputError as exc:
+            raise Invalid("InvalidSpec", f"spec.metrics.query: {exc}") from None
+        policy = dataclasses.replace(policy, metrics=dataclasses.replace(policy.metrics,
+                                                                         query=scoped))
     url = policy.metrics.prometheus_url
     if url is not None:
         problem = settings.check_prometheus_url(url)
