@@ -28,13 +28,17 @@ from forescale.trace import format_timestamp, load_trace, parse_timestamp
               help="Trace CSV (timestamp,requests), e.g. traces/nasa_ksc_jul1995_1min.csv.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Artifact directory to write, e.g. models/nasa-jul1995.")
-@click.option("--epochs", type=click.IntRange(min=1), default=LSTMConfig.epochs,
+# Upper bounds: a window of 10^12 samples once hung building training windows, and 10^8
+# hidden units asked torch for 160 PB; the bounds are far above any useful model.
+@click.option("--epochs", type=click.IntRange(min=1, max=10_000), default=LSTMConfig.epochs,
               show_default=True, help="Passes over the training windows.")
-@click.option("--window", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--window", type=click.IntRange(min=1, max=100_000), default=60,
+              show_default=True,
               help="Samples of history the model sees.")
 @click.option("--horizon", default="15m", show_default=True,
               help="How far one forecast reaches, e.g. 15m: a whole number of trace steps.")
-@click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--hidden", type=click.IntRange(min=1, max=4096), default=64,
+              show_default=True,
               help="LSTM hidden units.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed; the same data, settings and seed give the same model.")
@@ -43,7 +47,8 @@ from forescale.trace import format_timestamp, load_trace, parse_timestamp
                    "seconds); later data stays unseen, for evaluation.")
 @click.option("--day-of-week/--no-day-of-week", "day_of_week", default=None,
               help="Day-of-week input features [default: only with 4 weeks of data or more].")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=1,
+              show_default=True,
               help="torch threads while training.")
 @click.option("--force", is_flag=True, help="Replace the files of an existing artifact.")
 def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, hidden: int,
