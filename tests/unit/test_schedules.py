@@ -195,3 +195,16 @@ def test_backtest_shows_what_a_schedule_costs() -> None:
     assert inside.any() and (scheduled[inside] >= 40).all()
     assert plain[inside].max() < 40
     assert scheduled_cost > plain_cost
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["0 9 * * 1", "*/15 * * * *", "30 2 * * *", "0 10 1 * *", "@hourly"]),
+       st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+       st.integers(60, 7200), st.integers(0, 400 * 86400), st.integers(1, 7200))
+def test_the_fast_overlap_agrees_with_the_occurrences(cron: str, zone: str, duration: int,
+                                                      offset: int, width: int) -> None:
+    s = Schedule("s", cron, duration, zone, min_replicas=1)
+    start = 1_767_225_600.0 + offset  # 2026-01-01 onwards, DST changes included
+    overlaps, nxt = s.overlap_and_next(start, start + width)
+    assert overlaps == bool(s.occurrences(start, start + width))
+    assert nxt == s.next_start(start)
