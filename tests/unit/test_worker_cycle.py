@@ -13,7 +13,7 @@ from forescale.controller.kube import KubeError
 from forescale.controller.lease import lease_name
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
-from forescale.controller.worker import Controller, Guard, standing_by
+from forescale.controller.worker import AUTOSCALERS_TTL_SECONDS, Controller, Guard, standing_by
 from tests.unit.fakes import FakeKube, FakeSource
 
 NS = "shop"
@@ -247,3 +247,15 @@ def test_tenant_isolation_scopes_the_query_to_the_namespace() -> None:
     assert source.queries == []
     ready = next(c for c in kube.statuses[NS, "web"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec" and "payroll" in ready["message"]
+
+
+def test_a_new_hpa_is_noticed_within_the_list_ttl() -> None:
+    # The namespace's autoscalers are listed once per few seconds, not per policy per cycle.
+    controller, kube, _, clock = setup(rate=100.0)
+    controller.cycle(policy())
+    assert len(kube.scale_writes) == 1
+    kube.hpas = [{"metadata": {"name": "web-hpa"},
+                  "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}}}]
+    clock.now += AUTOSCALERS_TTL_SECONDS
+    controller.cycle(with_status(policy(), kube))
+    assert conditions(kube)["ScalingActive"] == ("False", "ConflictingAutoscaler")

@@ -56,6 +56,8 @@ Clock = Callable[[], float]
 
 #: The decision period assumed before a spec could be read (the CRD's default).
 DEFAULT_PERIOD_SECONDS = 60.0
+#: How long a namespace's list of HPAs and ScaledObjects is reused.
+AUTOSCALERS_TTL_SECONDS = 5.0
 #: A failure's message in the status: the exception's type and its first line, bounded.
 _MAX_FAILURE_TEXT = 300
 
@@ -216,6 +218,7 @@ class Controller:
         #: uids of deleted policies: a cycle still running when its policy was deleted
         #: must not take the Lease again after the release.
         self._deleted: set[str] = set()
+        self._autoscaler_lists: dict[str, tuple[float, list[JSON], list[JSON]]] = {}
         #: Target Leases this replica knows of (its policies'): what the replicas share.
         self._targets: dict[str, str] = {}
         self.membership = (Membership(kube, identity=settings.identity,
@@ -338,14 +341,28 @@ class Controller:
         if policy.mode == "Observe":
             return Guard(("ObserveMode",
                           "Observe mode: forecasting only, the target is not scaled"))
-        conflict = conflicting_autoscaler(policy, self.kube.list_hpas(policy.namespace),
-                                          self.kube.list_scaled_objects(policy.namespace))
+        hpas, scaled_objects = self._autoscalers(policy.namespace, now)
+        conflict = conflicting_autoscaler(policy, hpas, scaled_objects)
         if conflict is not None:
             return Guard(conflict)
         held = self._ensure_lease(policy, now)
         if held.held:
             return Guard(None)
         return Guard(("TargetLocked", held.message), other=held.holder)
+
+    def _autoscalers(self, namespace: str, now: float) -> tuple[list[JSON], list[JSON]]:
+        """The namespace's HPAs and ScaledObjects, listed at most every
+        :data:`AUTOSCALERS_TTL_SECONDS`: a thousand policies in one namespace must not mean
+        two thousand LISTs a period, and a new HPA is noticed within seconds anyway."""
+        with self._lock:
+            cached = self._autoscaler_lists.get(namespace)
+        if cached is not None and 0 <= now - cached[0] < AUTOSCALERS_TTL_SECONDS:
+            return cached[1], cached[2]
+        hpas = self.kube.list_hpas(namespace)
+        scaled_objects = self.kube.list_scaled_objects(namespace)
+        with self._lock:
+            self._autoscaler_lists[namespace] = (now, hpas, scaled_objects)
+        return hpas, scaled_objects
 
     def read_history(self, policy: Policy, now: float) -> History:
         step = self.settings.step_seconds
