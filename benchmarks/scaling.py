@@ -1,7 +1,8 @@
-"""The scaling benchmark: protocol v1 (../shared/BENCHMARK.md) on the shared 1-minute traces.
+"""The scaling benchmark: protocol v1 (../shared/BENCHMARK.md) on the shared 1-minute traces
+and on robustness scenarios built from them (forescale.backtest.scenarios).
 
-    .venv/bin/python benchmarks/scaling.py                  # every 1-minute trace
-    .venv/bin/python benchmarks/scaling.py --only nasa      # traces whose name contains it
+    .venv/bin/python benchmarks/scaling.py                  # every trace and scenario
+    .venv/bin/python benchmarks/scaling.py --only nasa      # those whose name contains it
 
 Writes ``benchmarks/results/scaling.md`` (a table per trace) and ``scaling.json`` (every
 figure, as ``forescale backtest --json`` writes it). All figures of one file come from one
@@ -9,9 +10,15 @@ run; the wall times are this machine's (2 cores shared with other work), so comp
 only with each other. The 5-minute ELB trace is left out: the protocol scores 60 s steps
 only (§1).
 
-The targets are the project's, reported as met or not, never tuned for: forescale's
-violation rate ≤ 1 %, cost ≤ 1.10 × the oracle's, equal-SLO cost ≤ 0.70 × the HPA's (or
-an HPA sweep that cannot match forescale's violation rate at all).
+One default ScalingPolicy (the one that describes the world: μ, SLO, lead time; everything
+else the core's defaults) serves every trace and scenario; nothing is chosen per trace.
+
+The goals are the project's (issue "Decision core v2"), reported as met or not, never tuned
+for: on every trace violations ≤ 1 % wherever the HPA at target 0.5 stays ≤ 3 %, and
+equal-SLO cost ≤ 0.70 × the cheapest HPA that matches forescale's violation rate; on the
+real traces cost ≤ 1.25 × the oracle (the moonshot: 1.10 ×); scaling actions at most
+1.5 × those of the matched HPA. The calibrated bound's nominal coverage is printed against
+its empirical coverage of the scoring rate.
 """
 
 from __future__ import annotations
@@ -40,17 +47,25 @@ from forescale.backtest.runner import (
     run_backtest,
     world_from_trace,
 )
+from forescale.backtest.scenarios import SCENARIOS, scenario
+from forescale.backtest.world import build_world
+from forescale.trace import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES_DIR = ROOT.parent / "shared" / "traces"
 RESULTS = ROOT / "benchmarks" / "results"
 TRACES = ("nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv")
+SCENARIO_SEED = 0
 LEFT_OUT = {"aws_elb_request_count_nab_5min.csv":
             "5-minute steps: forecast evaluation only (BENCHMARK.md §1)"}
 
 MAX_VIOLATION_RATE = 0.01
-MAX_COST_TO_ORACLE = 1.10
+#: Where the HPA at target 0.5 violates more than this, the violation goal does not apply.
+HPA_REFERENCE = (0.5, 0.03)
+MAX_COST_TO_ORACLE = 1.25
+MOONSHOT_COST_TO_ORACLE = 1.10
 MAX_EQUAL_SLO_RATIO = 0.70
+MAX_ACTIONS_RATIO = 1.5
 
 
 class Log:
@@ -80,41 +95,76 @@ class Log:
               flush=True)
 
 
-def targets(result: BacktestResult) -> list[str]:
+def _hpa_at(result: BacktestResult, target: float) -> Any:
+    for t, run in result.hpa:
+        if abs(t - target) < 1e-9:
+            return run
+    return None
+
+
+def targets(result: BacktestResult, *, real: bool) -> list[str]:
     fs = result.forescale
     if fs is None:
         return []
     lines = []
+    reference = _hpa_at(result, HPA_REFERENCE[0])
+    applies = reference is None or reference.violation_rate <= HPA_REFERENCE[1]
     ok = fs.violation_rate <= MAX_VIOLATION_RATE
-    lines.append(f"- violation rate {fs.violation_rate:.3%} (target ≤ "
-                 f"{MAX_VIOLATION_RATE:.0%}): {'met' if ok else 'NOT met'}")
+    if applies:
+        lines.append(f"- violation rate {fs.violation_rate:.3%} (goal ≤ "
+                     f"{MAX_VIOLATION_RATE:.0%}): {'met' if ok else 'NOT met'}")
+    else:
+        lines.append(f"- violation rate {fs.violation_rate:.3%} (no goal: the HPA at "
+                     f"{HPA_REFERENCE[0]} violates {reference.violation_rate:.2%} > "
+                     f"{HPA_REFERENCE[1]:.0%})")
     ratio = fs.cost_pod_hours / result.oracle.cost_pod_hours
-    ok = ratio <= MAX_COST_TO_ORACLE
-    lines.append(f"- cost {ratio:.3f} x oracle (target ≤ {MAX_COST_TO_ORACLE:.2f}): "
-                 f"{'met' if ok else 'NOT met'}")
+    if real:
+        ok = ratio <= MAX_COST_TO_ORACLE
+        moon = ratio <= MOONSHOT_COST_TO_ORACLE
+        lines.append(f"- cost {ratio:.3f} x oracle (goal ≤ {MAX_COST_TO_ORACLE:.2f}, moonshot "
+                     f"≤ {MOONSHOT_COST_TO_ORACLE:.2f}): {'met' if ok else 'NOT met'}"
+                     f"{', moonshot met' if moon else ''}")
+    else:
+        lines.append(f"- cost {ratio:.3f} x oracle")
     comparison = result.equal_slo
     if comparison is not None:
         if comparison.matched and comparison.cost_ratio is not None:
             ok = comparison.cost_ratio <= MAX_EQUAL_SLO_RATIO
-            lines.append(f"- equal-SLO cost {comparison.cost_ratio:.3f} x HPA (target ≤ "
-                         f"{MAX_EQUAL_SLO_RATIO:.2f}): {'met' if ok else 'NOT met'}")
+            lines.append(f"- equal-SLO cost {comparison.cost_ratio:.3f} x HPA@"
+                         f"{comparison.hpa_target:.2f} (goal ≤ {MAX_EQUAL_SLO_RATIO:.2f}): "
+                         f"{'met' if ok else 'NOT met'}")
+            matched = _hpa_at(result, comparison.hpa_target)
         else:
             lines.append("- equal-SLO cost: HPA cannot match forescale's violation rate "
-                         "(target met)")
+                         "(goal met)")
+            matched = _hpa_at(result, comparison.hpa_target)
+        if matched is not None and matched.scaling_actions:
+            actions = fs.scaling_actions / matched.scaling_actions
+            ok = actions <= MAX_ACTIONS_RATIO
+            lines.append(f"- scaling actions {fs.scaling_actions} = {actions:.2f} x the "
+                         f"matched HPA's {matched.scaling_actions} (goal ≤ "
+                         f"{MAX_ACTIONS_RATIO}): {'met' if ok else 'NOT met'}")
+    coverage = fs.details.get("coverage")
+    if isinstance(coverage, dict) and coverage.get("empirical") is not None:
+        lines.append(f"- calibrated bound: empirical coverage of the scoring rate "
+                     f"{coverage['empirical']:.2%} at the step new pods are ready, over "
+                     f"{coverage['steps']} calibrated steps (nominal at the budget: "
+                     f"{coverage['nominal']:.0%}; adaptive conformal inference moves the "
+                     f"level to hold the plan's own misses at the budget)")
     return lines
 
 
-def section(result: BacktestResult, wall: float) -> str:
-    parts = [f"## {result.trace_name}", "", describe_world(result) + ".", "",
-             markdown_table(result), ""]
+def section(result: BacktestResult, wall: float, *, real: bool, about: str = "") -> str:
+    parts = [f"## {result.trace_name}", "", *([about, ""] if about else []),
+             describe_world(result) + ".", "", markdown_table(result), ""]
     parts += [f"{line}." for line in headline(result)]
     parts.append("")
     if result.forescale is not None:
-        parts += ["Targets:", "", *targets(result), ""]
+        parts += ["Goals:", "", *targets(result, real=real), ""]
         details = result.forescale.details
         parts.append(f"forescale's forecasts were served by {details.get('served_by')}; "
-                     f"its LSTM trained for {result.training_seconds:.1f}s on the warm-up "
-                     f"only.")
+                     f"the planned rate was set by {details.get('rate_sources')}; its LSTM "
+                     f"trained for {result.training_seconds:.1f}s on the warm-up only.")
     parts.append(f"Wall time for the whole trace (loading, world, every policy): "
                  f"{wall:.1f}s.")
     return "\n".join(parts) + "\n"
@@ -138,16 +188,27 @@ def code_version() -> str:
     return version
 
 
-def run_trace(path: Path, options: BacktestOptions) -> tuple[str, dict[str, Any], str,
-                                                              list[str]]:
-    """One trace, start to finish: (name, JSON document, markdown section, summary)."""
+def run_trace(job: tuple[str, Path, str | None], options: BacktestOptions,
+              ) -> tuple[str, dict[str, Any], str, list[str]]:
+    """One trace or scenario, start to finish: (name, JSON document, markdown, summary)."""
+    name, path, scenario_name = job
     began = time.perf_counter()
-    world = world_from_trace(path)
-    result = run_backtest(world, options, trace_name=path.name, progress=Log(path.name))
+    if scenario_name is None:
+        world = world_from_trace(path)
+        about = ""
+    else:
+        found = scenario(scenario_name)
+        rates = found.apply(load_trace(path).rates, SCENARIO_SEED)
+        world = build_world(rates, name=name)
+        about = (f"Robustness scenario `{found.name}` (seed {SCENARIO_SEED}): "
+                 f"{found.description}.")
+    result = run_backtest(world, options, trace_name=name, progress=Log(name))
     wall = time.perf_counter() - began
     document: dict[str, Any] = result.to_dict()
     document["total_wall_seconds"] = wall
-    return path.name, document, section(result, wall), [*headline(result), *targets(result)]
+    real = scenario_name is None
+    return name, document, section(result, wall, real=real, about=about), [
+        *headline(result), *targets(result, real=real)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,14 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     version = code_version()  # before the run: the code it imports is the code of now
 
-    names = [n for n in TRACES if args.only is None or args.only in n]
+    jobs: list[tuple[str, Path, str | None]] = [
+        (n, args.traces_dir / n, None) for n in TRACES]
+    jobs += [(f"scenario-{s.name}", args.traces_dir / s.base, s.name) for s in SCENARIOS]
+    jobs = [j for j in jobs if args.only is None or args.only in j[0]]
     options = BacktestOptions(lstm_epochs=args.lstm_epochs)
-    paths = [args.traces_dir / name for name in names]
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            outcomes = list(pool.map(run_trace, paths, [options] * len(paths)))
+            outcomes = list(pool.map(run_trace, jobs, [options] * len(jobs)))
     else:
-        outcomes = [run_trace(path, options) for path in paths]
+        outcomes = [run_trace(job, options) for job in jobs]
     sections, documents = [], {}
     for name, document, text, summary in outcomes:
         documents[name] = document

@@ -193,7 +193,11 @@ def _scenario(item: Mapping[str, Any], path: str) -> ChaosScenario:
 def _forecast(section: Mapping[str, Any], models_dir: Path | None) -> ForecastSettings:
     kwargs = _pick(section, {"confidence": "confidence", "maxError": "max_error",
                              "stageBudgetSeconds": "stage_budget_seconds",
-                             "historySeconds": "history_seconds"})
+                             "historySeconds": "history_seconds",
+                             "relativeMargin": "relative_margin",
+                             "intensitySeconds": "intensity_seconds",
+                             "calibrationHalfLifeSeconds": "calibration_half_life_seconds",
+                             "recurringDays": "recurring_days"})
     if "models" in section:
         kwargs["models"] = tuple(section["models"])
     ref = (section.get("lstm") or {}).get("modelRef")
@@ -217,7 +221,8 @@ def _behavior(section: Mapping[str, Any]) -> Behavior:
         kwargs["scale_down"] = _rate_limits(down["policies"],
                                             "spec.behavior.scaleDown.policies")
     kwargs.update(_pick(down, {"stabilizationWindowSeconds":
-                               "scale_down_stabilization_seconds"}))
+                               "scale_down_stabilization_seconds",
+                               "tolerance": "scale_down_tolerance"}))
     return _core("spec.behavior", lambda: Behavior(**kwargs))
 
 
@@ -286,7 +291,8 @@ def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
     if "slo" in spec:
         slo_kwargs = _pick(spec["slo"], {"waitSeconds": "wait_seconds",
                                          "percentile": "percentile",
-                                         "maxUtilisation": "max_utilisation"})
+                                         "maxUtilisation": "max_utilisation",
+                                         "violationBudget": "violation_budget"})
         kwargs["slo"] = _core("spec.slo", lambda: SLO(**slo_kwargs))
     if "costs" in spec:
         costs = spec["costs"]

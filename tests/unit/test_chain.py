@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forescale.core.calibration import Records, Scored
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast import registry
 from forescale.core.forecast.arima import ArimaForecaster
@@ -408,3 +409,64 @@ def test_failed_refit_is_retried(history: Series, monkeypatch: pytest.MonkeyPatc
         result = chain.forecast(history, HORIZON, now=NOW + k)
         _assert_fell_back(result, "arima", "ModelError")
     assert len(attempts) == 2
+
+
+# --- track records: the relative gate and shadow runs ------------------------------------
+
+
+def _records_with(errors: dict[str, float], n: int = 12) -> Records:
+    """Track records where each stage forecast ``actual * (1 + error)`` at ``n`` origins."""
+    records = Records()
+    for name, error in errors.items():
+        records.tracks[name] = [Scored(NOW - 300.0 * k, 100.0 * (1 + error), 100.0)
+                                for k in range(n, 0, -1)]
+    return records
+
+
+def test_a_stage_clearly_worse_than_the_next_healthy_one_hands_over(
+        monkeypatch: pytest.MonkeyPatch, history: Series) -> None:
+    _use(monkeypatch, "arima", Fake(name="arima"))  # fitted by the chain
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _records_with({"lstm": 0.30, "arima": 0.10, "ma": 0.20})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(result) == [("lstm", "WorseThanFallback"), ("arima", "Served"),
+                                ("ma", "NotTried")]
+    assert "0.3 is more than 10% above arima's 0.1" in result.stages[0].message
+    # Both ran: the one that handed over is still recorded, so it can come back.
+    assert [(r.model, r.served) for r in result.runs] == [("lstm", False), ("arima", True)]
+
+
+def test_within_the_margin_the_earlier_stage_keeps_serving(history: Series) -> None:
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _records_with({"lstm": 0.105, "arima": 0.10})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert result.served_by == "lstm"
+    assert "over its last 12 scored forecasts" in result.stages[0].message
+
+
+def test_an_unhealthy_next_stage_is_skipped_for_the_comparison(history: Series) -> None:
+    # arima's own record is above maxError (0.5): lstm is compared with ma instead.
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _records_with({"lstm": 0.30, "arima": 0.9, "ma": 0.35})
+    assert chain.forecast(history, HORIZON, now=NOW, records=records).served_by == "lstm"
+    records = _records_with({"lstm": 0.45, "arima": 0.9, "ma": 0.2})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert result.stages[0].reason == "WorseThanFallback" and "ma's" in \
+        result.stages[0].message
+
+
+def test_a_tracked_error_above_the_limit_fails_the_absolute_gate_but_is_recorded(
+        history: Series) -> None:
+    chain = ForecastChain(_settings("lstm", "ma"), lstm=Fake(name="lstm").fit(history))
+    result = chain.forecast(history, HORIZON, now=NOW, records=_records_with({"lstm": 0.8}))
+    assert _reasons(result) == [("lstm", "AccuracyTooLow"), ("ma", "Served")]
+    assert ("lstm", False) in [(r.model, r.served) for r in result.runs]
+
+
+def test_later_stages_shadow_only_at_track_origins(history: Series) -> None:
+    chain = ForecastChain(_settings("lstm", "ma"), lstm=Fake(name="lstm").fit(history))
+    quiet = chain.forecast(history, HORIZON, now=NOW, records=Records())
+    assert [r.model for r in quiet.runs] == ["lstm"]
+    due = chain.forecast(history, HORIZON, now=NOW, records=Records(), track_due=True)
+    assert [(r.model, r.served) for r in due.runs] == [("lstm", True), ("ma", False)]
+    assert due.stages[1].reason == "NotTried"

@@ -77,7 +77,7 @@ def test_every_field_converts() -> None:
     ({"slo": {"waitSeconds": "50ms"}}, "spec.slo.waitSeconds must be a finite number, "
                                        "got '50ms'"),
     ({"slo": {"p95": 0.05}}, "spec.slo.p95 is not a known field (known: waitSeconds, "
-                             "percentile, maxUtilisation)"),
+                             "percentile, maxUtilisation, violationBudget)"),
     ({"minReplicas": 5, "maxReplicas": 3}, "spec.minReplicas (5) must not exceed "
                                            "maxReplicas (3)"),
     ({"maxReplicas": 1.5}, "spec.maxReplicas must be an integer, got 1.5"),

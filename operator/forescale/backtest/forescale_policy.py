@@ -112,6 +112,12 @@ class ForescalePolicy:
         self.forecast_lower: FloatArray = np.full(n, np.nan)
         self.forecast_upper: FloatArray = np.full(n, np.nan)
         self.planned_rate: FloatArray = np.full(n, np.nan)
+        #: The calibrated bound of the intensity for that step (NaN: not calibrated yet),
+        #: to compare with the scoring rate: nominal against empirical coverage.
+        self.bound_upper: FloatArray = np.full(n, np.nan)
+        self.coverage_nominal = 1.0 - spec.slo.violation_budget
+        self._world = world
+        self.rate_sources: Counter[str] = Counter()
         self.served_by: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
 
@@ -133,6 +139,10 @@ class ForescalePolicy:
             self.forecast_mean[target] = fc.mean[self._lead]
             self.forecast_lower[target] = fc.lower[self._lead]
             self.forecast_upper[target] = fc.upper[self._lead]
+            if decision.bound_calibrated and decision.bound_upper is not None:
+                self.bound_upper[target] = decision.bound_upper[self._lead]
+        if decision.rate_source is not None:
+            self.rate_sources[decision.rate_source.reason] += 1
         return decision.desired_replicas
 
     @contextlib.contextmanager
@@ -155,8 +165,21 @@ class ForescalePolicy:
         finally:
             torch.set_num_threads(before)
 
+    def coverage(self) -> tuple[float, float | None, int]:
+        """Nominal and empirical coverage of the calibrated bound, over the scored steps it
+        was calibrated for: the share where the scoring rate λ* stayed within it."""
+        mask = ~np.isnan(self.bound_upper) & self._world.scored
+        n = int(mask.sum())
+        if n == 0:
+            return self.coverage_nominal, None, 0
+        within = self._world.underlying[mask] <= self.bound_upper[mask] * (1 + 1e-9)
+        return self.coverage_nominal, float(within.mean()), n
+
     def details(self) -> dict[str, object]:
+        nominal, empirical, n = self.coverage()
         return {"served_by": dict(self.served_by.most_common()),
+                "rate_sources": dict(self.rate_sources.most_common()),
+                "coverage": {"nominal": nominal, "empirical": empirical, "steps": n},
                 "reasons": dict(self.reasons.most_common())}
 
 

@@ -163,6 +163,12 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
             # A scale event is remembered only if the write happened (the core's rule).
             "planState": plan.state_to_commit(applied=d.scaled_to is not None).to_dict(),
         })
+        if plan.rate_source is not None:
+            src = plan.rate_source
+            status["sizedFor"] = {
+                "reason": src.reason, "rate": _num(src.rate), "message": src.message[:512],
+                "bound": plan.bound_message[:512],
+                "candidates": {k: _num(v) for k, v in src.candidates.items()}}
         if plan.schedules is not None and (plan.schedules.active
                                            or plan.schedules.next_name is not None):
             ev = plan.schedules

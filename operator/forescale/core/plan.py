@@ -3,12 +3,32 @@
 The pipeline follows the HPA controller's, one small step at a time, each step returning its
 result and the reason for it:
 
-    metrics check → forecast (chain) → planned rate → size (Erlang C) → chaos buffer
-      → stabilisation → cooldown → rate limits → min/max clamp
+    metrics check → score past forecasts → forecast (chain, with its relative gate)
+      → planned rate = max(calibrated bound of the intensity, reactive floor, recurring peak)
+      → size (Erlang C) → chaos buffer → guardrails → stabilisation (+ tolerance)
+      → cooldown → rate limits → schedules → min/max clamp
+
+Robust by construction, not tuned per trace:
+
+* **Reactive floor** — never size below what the rate observed in the last decision period
+  needs: a burst already in the metrics is met one decision later whatever a model says
+  (``ReactiveFloor``), and when every forecaster fails the plan sizes for the observed rate
+  instead of holding.
+* **Calibrated bound of the intensity** — the margin over the forecast comes from the plan's
+  own recent out-of-sample errors (weighted split conformal, per horizon step and regime;
+  :mod:`forescale.core.calibration`), at coverage ``1 − slo.violationBudget``, for the rate
+  averaged over ``forecast.intensitySeconds`` — not for each minute's Poisson noise, which
+  Erlang C already models.
+* **Recurring peaks** — a rise seen at this clock time on most of the last days is
+  provisioned for one lead time ahead (``RecurringPeak``; :mod:`forescale.core.calendar`).
+* **Forecast-driven scale-down** — the plan sizes for the highest bound over the whole window
+  in which removed pods could not come back, so it scales down as soon as that allows,
+  except by less than the scale-down tolerance; the HPA's fixed window stays an option.
 
 Unlike the HPA, the state that must survive a restart (recent recommendations, recent scale
-events, last scale time) comes in and goes out as a plain structure — it lives in the
-ScalingPolicy's status — and ``now`` is passed in, never read.
+events, last scale time, the forecasts' track records and calibration) comes in and goes
+out as a plain structure — it lives in the ScalingPolicy's status — and ``now`` is passed
+in, never read.
 """
 
 from __future__ import annotations
@@ -19,7 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
+from forescale.core.calendar import recurring_peak
+from forescale.core.calibration import Records
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -27,17 +50,21 @@ from forescale.core.guardrail import recommend as guardrail_recommend
 from forescale.core.schedules import ScheduleEffect
 from forescale.core.schedules import bound as schedule_bound
 from forescale.core.schedules import effect as schedule_effect
-from forescale.core.series import Series
+from forescale.core.series import FloatArray, Series
 from forescale.core.sizing import ChaosResult, SizingResult, chaos_buffer, size
 from forescale.core.spec import PolicySpec, RateLimit
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Track records are kept at aligned origins this many decision periods apart, where every
+#: runnable stage forecasts (a shadow run for those not serving), so they can be compared.
+TRACK_PERIODS = 5
 
 
 class Forecasting(Protocol):
     """What :func:`plan` needs of a chain (``ForecastChain`` or a test double)."""
 
-    def forecast(self, history: Series, horizon: int, *, now: float) -> ChainResult: ...
+    def forecast(self, history: Series, horizon: int, *, now: float,
+                 records: Records | None = None, track_due: bool = False) -> ChainResult: ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +78,9 @@ class PlanState:
     recommendations: tuple[tuple[float, int], ...] = ()
     scale_events: tuple[tuple[float, int], ...] = ()
     last_scale_seconds: float | None = None
+    #: What the plan learnt from its own forecasts: track records and calibration. Treated
+    #: as immutable: the plan changes a copy.
+    records: Records = field(default_factory=Records, compare=False)
 
     @classmethod
     def initial(cls) -> PlanState:
@@ -62,6 +92,7 @@ class PlanState:
             "recommendations": [[t, n] for t, n in self.recommendations],
             "scaleEvents": [[t, d] for t, d in self.scale_events],
             "lastScaleSeconds": self.last_scale_seconds,
+            "forecasts": self.records.to_dict(),
         }
 
     @classmethod
@@ -71,13 +102,15 @@ class PlanState:
             return cls.initial()
         try:
             version = int(data.get("version", STATE_VERSION))
-            if version != STATE_VERSION:
+            if version not in (1, STATE_VERSION):
                 raise InvalidInputError(f"plan state version {version} is not supported "
                                         f"(expected {STATE_VERSION})")
             recs = tuple((float(t), int(n)) for t, n in data.get("recommendations", []))
             events = tuple((float(t), int(d)) for t, d in data.get("scaleEvents", []))
             last = data.get("lastScaleSeconds")
-            return cls(recs, events, None if last is None else float(last))
+            # Version 1 had no forecast records: they start empty and are learnt again.
+            records = Records.from_dict(data.get("forecasts")) if version > 1 else Records()
+            return cls(recs, events, None if last is None else float(last), records)
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
 
@@ -108,7 +141,8 @@ class Plan:
     reasons: tuple[str, ...]
     message: str
     forecast: ChainResult | None
-    #: The arrival rate sized for: the highest upper bound over the planning window.
+    #: The arrival rate sized for: the highest of the forecast's upper bound over the
+    #: planning window, the reactive floor and a recurring peak.
     planned_arrival_rate: float | None
     window_start_seconds: float
     window_end_seconds: float
@@ -126,6 +160,14 @@ class Plan:
     #: The memory to keep if it was not (Observe mode, a locked target, a failed write):
     #: the recommendation is remembered, no scale event is. None means the same as ``state``.
     held_state: PlanState | None = None
+    #: Which of the candidate rates set ``planned_arrival_rate`` (see :func:`planned_rate`).
+    rate_source: RateSource | None = None
+    #: The calibrated bound's note (whether it is calibrated yet, and how wide).
+    bound_message: str = ""
+    #: The upper bound of the intensity at every forecast step, and whether it was
+    #: calibrated (False: the model's own interval, too little scored history yet).
+    bound_upper: tuple[float, ...] | None = None
+    bound_calibrated: bool = False
 
     def state_to_commit(self, *, applied: bool) -> PlanState:
         """The one rule for what the status remembers: a scale event only if it happened."""
@@ -158,6 +200,8 @@ class Plan:
             "chaos": None if self.chaos is None else self.chaos.to_dict(),
             "limits": [lim.to_dict() for lim in self.limits],
             "metricsAvailable": self.metrics_available,
+            "rateSource": None if self.rate_source is None else self.rate_source.to_dict(),
+            "boundMessage": self.bound_message,
             "state": self.state.to_dict(),
         }
 
@@ -197,26 +241,68 @@ def forecast_horizon(history: Series, window_end: float) -> int:
     return max(1, math.ceil((window_end - history.end_seconds) / history.step_seconds - 1e-9))
 
 
-def planned_rate(result: ChainResult, window: tuple[float, float]) -> float:
-    """The highest upper bound of the forecast over the steps that overlap the window."""
-    fc = result.forecast
-    assert fc is not None
-    starts = fc.timestamps()
-    ends = starts + fc.step_seconds
-    overlap = (ends > window[0]) & (starts < window[1])
+@dataclass(frozen=True)
+class RateSource:
+    """Which candidate set the planned rate: ``ForecastBound`` (the calibrated upper bound
+    of the forecast intensity), ``ReactiveFloor`` (the rate observed in the last decision
+    period) or ``RecurringPeak`` (a rise seen at this clock time on most recent days)."""
+
+    reason: str
+    rate: float
+    message: str
+    #: Every candidate's rate (req/s), for the status.
+    candidates: Mapping[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "rate": self.rate, "message": self.message,
+                "candidates": {k: round(v, 6) for k, v in self.candidates.items()}}
+
+
+def window_steps(fc_start: float, step: float, horizon: int,
+                 window: tuple[float, float]) -> npt.NDArray[np.bool_]:
+    """The forecast steps that overlap the planning window (at least the first)."""
+    starts = fc_start + step * np.arange(horizon, dtype=np.float64)
+    overlap = (starts + step > window[0]) & (starts < window[1])
     if not overlap.any():  # window before the forecast: use its first step
         overlap[0] = True
-    return float(np.max(fc.upper[overlap]))
+    return overlap
+
+
+def reactive_floor(history: Series, spec: PolicySpec) -> float | None:
+    """The mean rate observed over the last decision period: what a burst already in the
+    metrics needs, whatever a model predicts (the HPA at its best reacts to it too)."""
+    recent = max(1, math.ceil(spec.decision_period_seconds / history.step_seconds - 1e-9))
+    values = history.values[-recent:]
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def planned_rate(bound: FloatArray, overlap: npt.NDArray[np.bool_], floor: float | None,
+                 peak: tuple[float, str] | None, bound_message: str) -> RateSource:
+    """The highest of the candidates, and which one it was (a tie goes to the forecast)."""
+    candidates = {"ForecastBound": float(np.max(bound[overlap]))}
+    messages = {"ForecastBound": bound_message}
+    if floor is not None:
+        candidates["ReactiveFloor"] = floor
+        messages["ReactiveFloor"] = (f"the rate observed in the last decision period "
+                                     f"({floor:.4g} req/s) is above the forecast's bound")
+    if peak is not None:
+        candidates["RecurringPeak"] = peak[0]
+        messages["RecurringPeak"] = peak[1]
+    reason = max(candidates, key=lambda k: (candidates[k], k == "ForecastBound"))
+    return RateSource(reason, candidates[reason], messages[reason], candidates)
 
 
 def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
               now: float) -> tuple[int, LimitApplied | None]:
     """Scale-down stabilisation as the HPA does it: never go below the highest
-    recommendation of the window (inclusive of this one); scale-ups are not delayed."""
+    recommendation of the window (inclusive of this one); scale-ups are not delayed. Then
+    the scale-down tolerance: a reduction smaller than that share of the current replicas
+    is not made."""
     window = spec.behavior.scale_down_stabilization_seconds
     recent = [n for t, n in state.recommendations if now - t <= window]
     ceiling = max([raw, *recent])
-    if raw > current:
+    if raw >= current:
         return raw, None
     result = min(ceiling, current)
     if result != raw:
@@ -224,6 +310,12 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
             "ScaleDownStabilized", raw, result,
             f"holding {result} replicas: the highest recommendation of the last "
             f"{window:g}s")
+    tolerance = spec.behavior.scale_down_tolerance
+    if current - result < tolerance * current:
+        return current, LimitApplied(
+            "ScaleDownTolerance", result, current,
+            f"holding {current} replicas: {result} is within the scale-down tolerance "
+            f"({tolerance:.0%})")
     return result, None
 
 
@@ -233,21 +325,30 @@ def _period_start(current: int, state: PlanState, period: float, now: float) -> 
     return current - changed
 
 
-def _policy_limit(rule: RateLimit, start: int, up: bool) -> int:
+def _policy_limit(rule: RateLimit, start: int, up: bool, periods: int) -> int:
+    """The limit after ``periods`` of the rule's periods (the HPA re-evaluates every 15 s,
+    so over one 60 s decision period a "100 % per 15 s" rule allows 2**4 = 16x)."""
     if rule.type == "Pods":
-        return start + int(rule.value) if up else start - int(rule.value)
+        change = int(rule.value) * periods
+        return start + change if up else start - change
     factor = rule.value / 100.0
     # Rounding as the HPA controller does: up rounds up, down truncates.
     if up:
-        return math.ceil(start * (1 + factor))
-    return math.floor(start * (1 - factor))
+        return math.ceil(start * (1 + factor) ** periods)
+    return math.floor(start * max(1 - factor, 0.0) ** periods)
+
+
+def _periods(rule: RateLimit, spec: PolicySpec) -> int:
+    """Whole rule periods in one decision period (at least one)."""
+    return max(1, math.floor(spec.decision_period_seconds / rule.period_seconds + 1e-9))
 
 
 def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                now: float) -> tuple[int, LimitApplied | None]:
     """HPA behaviour policies with ``selectPolicy: Max`` (the most permissive rule wins)."""
     if proposed > current and spec.behavior.scale_up:
-        limit = max(_policy_limit(r, _period_start(current, state, r.period_seconds, now), True)
+        limit = max(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
+                                  True, _periods(r, spec))
                     for r in spec.behavior.scale_up)
         limit = max(limit, current)
         if proposed > limit:
@@ -255,7 +356,8 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                                        f"scale-up limited to {limit} replicas by the "
                                        f"scale-up rate policies")
     if proposed < current and spec.behavior.scale_down:
-        limit = min(_policy_limit(r, _period_start(current, state, r.period_seconds, now), False)
+        limit = min(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
+                                  False, _periods(r, spec))
                     for r in spec.behavior.scale_down)
         limit = min(limit, current)
         if proposed < limit:
@@ -291,7 +393,7 @@ def clamp(proposed: int, spec: PolicySpec) -> tuple[int, LimitApplied | None]:
 
 
 def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: int | None,
-                current: int, desired: int) -> PlanState:
+                current: int, desired: int, records: Records) -> PlanState:
     keep_recs = spec.behavior.scale_down_stabilization_seconds
     keep_events = max([r.period_seconds for r in (*spec.behavior.scale_up,
                                                   *spec.behavior.scale_down)], default=0.0)
@@ -303,7 +405,7 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
     if desired != current:
         events.append((now, desired - current))
         last = now
-    return PlanState(tuple(recs), tuple(events), last)
+    return PlanState(tuple(recs), tuple(events), last, records)
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -327,15 +429,34 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     window = planning_window(spec, now)
     limits: list[LimitApplied] = []
+    records = state.records.copy()
+    intensity_steps = _intensity_steps(spec, history)
+    half_life = spec.forecast.calibration_half_life_seconds
+    records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now)
+    budget = spec.slo.violation_budget
+    records.score_decisions(
+        history, intensity_steps=intensity_steps, budget=budget, now=now,
+        needed=lambda rate: size(rate, spec.service_rate_per_replica, spec.slo,
+                                 spec.costs).replicas)
 
     problem = metrics_problem(history, spec, now)
     result: ChainResult | None = None
     if problem is None:
-        result = chain.forecast(history, forecast_horizon(history, window[1]), now=now)
-        if result.forecast is None:
-            problem = (result.reason, result.message)
+        origin = history.end_seconds
+        last = records.last_track_origin()
+        period = TRACK_PERIODS * spec.decision_period_seconds
+        due = last is None or math.floor(origin / period) > math.floor(last / period)
+        result = chain.forecast(history, forecast_horizon(history, window[1]), now=now,
+                                records=records, track_due=due)
+        for run in result.runs:
+            records.record(origin, run.model, served=run.served, track=due,
+                           means=run.forecast.mean)
 
-    if problem is not None:
+    floor = None if problem is not None else reactive_floor(history, spec)
+    if problem is None and floor is None:
+        problem = ("MetricsMissing", "no arrival-rate sample in the last decision period")
+    if problem is not None or floor is None:
+        assert problem is not None
         # Hold: never scale down on missing data. Only the user's bounds still apply.
         reason, message = problem
         desired, lim = clamp(current_replicas, spec)
@@ -350,12 +471,39 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
             planned_arrival_rate=None, window_start_seconds=window[0],
             window_end_seconds=window[1], sizing=None, chaos=None, limits=tuple(limits),
             metrics_available=False,
-            state=_next_state(state, spec, now, None, current_replicas, desired),
+            state=_next_state(state, spec, now, None, current_replicas, desired, records),
             held_state=_next_state(state, spec, now, None, current_replicas,
-                                   current_replicas))
+                                   current_replicas, records))
 
     assert result is not None
-    rate = planned_rate(result, window)
+    fc = result.forecast
+    peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
+                          intensity_steps=intensity_steps)
+    if fc is not None:
+        overlap = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, window)
+        bound = records.upper_bound(fc.mean, fc.upper, history,
+                                    coverage=1.0 - records.level(budget), now=now,
+                                    half_life=half_life)
+        source = planned_rate(bound.upper, overlap, floor,
+                              None if peak is None else (peak.rate, peak.message),
+                              bound.message)
+        bound_message = bound.message
+        bound_upper: tuple[float, ...] | None = tuple(float(x) for x in bound.upper)
+        bound_calibrated = bound.calibrated
+    else:
+        bound_upper, bound_calibrated = None, False
+        # Every forecaster failed but the observed rate is known: size for what is seen
+        # (and a recurring peak), as a reactive autoscaler would, rather than hold.
+        bound_message = "no forecast: " + result.message
+        candidates = {"ReactiveFloor": floor}
+        if peak is not None:
+            candidates["RecurringPeak"] = peak.rate
+        why = max(candidates, key=lambda k: candidates[k])
+        source = RateSource(why, candidates[why],
+                            (peak.message if why == "RecurringPeak" and peak is not None
+                             else f"no forecaster could serve: sized for the observed "
+                                  f"{floor:.4g} req/s"), candidates)
+    rate = source.rate
     # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
     # scales the rate sized for, e.g. a launch the history has never seen.
     events = schedule_effect(spec.schedules, window)
@@ -377,6 +525,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
     proposed, lim = stabilise(recommended, current_replicas, state, spec, now)
     limits += [lim] if lim else []
+    # The chaos buffer is spare capacity on top: a decision is judged without it, so the
+    # miss-rate controller never spends the buffer on forecast errors.
+    records.record_decision(now + spec.lead_time_seconds,
+                            max(proposed - chaos.extra_replicas, 0))
     for step in (cooldown, rate_limit):
         proposed, lim = step(proposed, current_replicas, state, spec, now)
         limits += [lim] if lim else []
@@ -391,22 +543,41 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
     outcome = _outcome(desired, current_replicas)
     reasons = [outcome, sizing.reason]
+    if fc is None:
+        reasons.append(result.reason)
+    if source.reason != "ForecastBound":
+        reasons.append(source.reason)
     if chaos.extra_replicas:
         reasons.append(chaos.reason)
     reasons += [lim.reason for lim in limits]
     served = result.served_by or "none"
     message = (f"{outcome}: {current_replicas} -> {desired} replicas for "
-               f"{rate:.3g} req/s (upper {spec.forecast.confidence:.0%} bound, "
-               f"forecast by {served})")
+               f"{rate:.3g} req/s ({_describe_source(source, served)})")
     return Plan(
         desired_replicas=desired, current_replicas=current_replicas,
         recommended_replicas=recommended, reasons=tuple(reasons), message=message,
         forecast=result, planned_arrival_rate=rate, window_start_seconds=window[0],
         window_end_seconds=window[1], sizing=sizing, chaos=chaos, limits=tuple(limits),
         metrics_available=True, schedules=events, guardrail=guard,
-        state=_next_state(state, spec, now, recommended, current_replicas, desired),
+        state=_next_state(state, spec, now, recommended, current_replicas, desired, records),
         held_state=_next_state(state, spec, now, recommended, current_replicas,
-                               current_replicas))
+                               current_replicas, records),
+        rate_source=source, bound_message=bound_message, bound_upper=bound_upper,
+        bound_calibrated=bound_calibrated)
+
+
+def _describe_source(source: RateSource, served: str) -> str:
+    if source.reason == "ForecastBound":
+        return f"upper bound of the forecast by {served}"
+    if source.reason == "ReactiveFloor":
+        return "reactive floor: the rate just observed"
+    return "recurring peak: " + source.message
+
+
+def _intensity_steps(spec: PolicySpec, history: Series) -> int:
+    """Odd number of steps the intensity is averaged over (centred)."""
+    steps = max(1, round(spec.forecast.intensity_seconds / history.step_seconds))
+    return steps if steps % 2 else steps + 1
 
 
 def _outcome(desired: int, current: int) -> str:

@@ -9,12 +9,27 @@ A stage is skipped, with a CamelCase reason, when
   injected clock: the core never reads the clock itself, so without one budgets are off;
 - its forecast has a NaN or infinity (``NonFiniteForecast``) or a negative mean
   (``NegativeForecast``): forecasters return raw values so that a bad fit shows here;
-- its recent out-of-sample error is above ``settings.max_error`` (``AccuracyTooLow``).
+- its recent out-of-sample error is above ``settings.max_error`` (``AccuracyTooLow``);
+- its recent error is more than ``settings.relative_margin`` above that of the next
+  healthy stage, over the origins both forecast (``WorseThanFallback``): a model that has
+  gone wrong hands over even while it is under the absolute limit.
+
+**Track records.** The plan keeps every stage's recent forecasts in its state
+(:class:`~forescale.core.calibration.Records`) and scores each once its horizon has been
+observed: honestly out of sample, with the parameters the model had when it forecast. Every
+``TRACK_PERIODS`` decision periods (an aligned origin) every runnable stage forecasts, the
+ones not serving as a *shadow run* whose failures are not reported, so the stages' records
+share origins and can be compared. With enough scored origins (``MIN_COMMON``) a stage's
+record replaces the re-forecast check below for the absolute gate, and the relative gate
+compares it with the first later stage whose own record is healthy. A stage that failed
+only a gate still has its forecast recorded, so its record shows when it has recovered.
+Without records (a fresh state, a young service) the chain works as described next.
 
 Later stages after the serving one are reported as ``NotTried``. Every stage's outcome is in
 the result, so a status condition can say why LSTM did not serve, not just that ARIMA did.
 
-The recent error is the WAPE of the forecast's mean level over the horizon at up to
+Without enough track record, the recent error is the WAPE of the forecast's mean level over
+the horizon at up to
 :data:`CHECK_ORIGINS` origins, one horizon apart, in the last ``CHECK_ORIGINS * horizon``
 samples — the level, not each sample, because the plan provisions for the level over its
 window, and because per-sample Poisson noise of a quiet service (a few requests a minute)
@@ -35,12 +50,13 @@ into its state. Given the same inputs and call sequence the result is the same.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from forescale.core.calibration import MIN_COMMON, Records
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast import registry
 from forescale.core.forecast.base import Forecast, Forecaster, check_horizon
@@ -64,7 +80,7 @@ class StageReport:
     served: bool
     #: ``Served``, ``ArtifactMissing``, ``ArtifactCorrupt``, ``ArtifactMismatch``,
     #: ``HistoryTooShort``, ``ModelError``, ``BudgetExceeded``, ``NonFiniteForecast``,
-    #: ``NegativeForecast``, ``AccuracyTooLow`` or ``NotTried``.
+    #: ``NegativeForecast``, ``AccuracyTooLow``, ``WorseThanFallback`` or ``NotTried``.
     reason: str
     message: str
     #: WAPE of the recent out-of-sample check, when it was computed.
@@ -81,6 +97,15 @@ class StageReport:
 
 
 @dataclass(frozen=True)
+class StageRun:
+    """A forecast a stage made at this decision (recorded for its track record)."""
+
+    model: str
+    forecast: Forecast
+    served: bool
+
+
+@dataclass(frozen=True)
 class ChainResult:
     """The forecast (or none) with every stage's report."""
 
@@ -90,6 +115,8 @@ class ChainResult:
     #: ``Forecasted``, ``NoData`` or ``AllForecastersFailed``.
     reason: str
     message: str
+    #: Every stage that forecast at this decision, served or not, for the track records.
+    runs: tuple[StageRun, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -111,11 +138,15 @@ def _json_number(x: float | None) -> float | None:
 class _Skip(Exception):  # noqa: N818 (control flow, not an error)
     """A stage cannot serve; carries the reason and the one-line message."""
 
-    def __init__(self, reason: str, message: str, recent_error: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, recent_error: float | None = None,
+                 forecast: Forecast | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.recent_error = recent_error
+        #: A valid forecast that failed only the accuracy gate: still recorded, so that
+        #: the stage's track record can show when it has recovered.
+        self.forecast = forecast
 
 
 class ForecastChain:
@@ -134,8 +165,15 @@ class ForecastChain:
         self._models: dict[str, Forecaster] = {}
         self._fitted_at: dict[str, float] = {}
 
-    def forecast(self, history: Series, horizon: int, *, now: float) -> ChainResult:
-        """Forecast the ``horizon`` steps after ``history``; ``now`` drives refits."""
+    def forecast(self, history: Series, horizon: int, *, now: float,
+                 records: Records | None = None, track_due: bool = False) -> ChainResult:
+        """Forecast the ``horizon`` steps after ``history``; ``now`` drives refits.
+
+        ``records`` are the stages' track records (the plan keeps them in its state): with
+        enough scored origins they replace the re-forecast accuracy check and enable the
+        relative gate. ``track_due``: this decision is one of the aligned origins at which
+        every runnable stage forecasts (shadow runs), so track records can be compared.
+        """
         check_horizon(horizon)
         if len(history) == 0 or history.missing == len(history):
             what = "history is empty" if len(history) == 0 else \
@@ -150,36 +188,62 @@ class ForecastChain:
             history = history.filled()
 
         stages: list[StageReport] = []
+        runs: list[StageRun] = []
         served: Forecast | None = None
         served_by: str | None = None
-        for name in self.settings.models:
+        models = self.settings.models
+        for i, name in enumerate(models):
             if served is not None:
+                if track_due:
+                    self._shadow(name, history, horizon, now, runs)
                 stages.append(StageReport(name, False, "NotTried",
                                           f"not tried: {served_by} served"))
                 continue
             start = self._clock() if self._clock is not None else 0.0
             try:
-                fc, detail, error = self._run_stage(name, history, horizon, now, start)
+                fc, detail, error = self._run_stage(name, history, horizon, now, start,
+                                                    records)
             except _Skip as skip:
                 stages.append(StageReport(name, False, skip.reason, skip.message,
                                           skip.recent_error))
+                if skip.forecast is not None:
+                    runs.append(StageRun(name, _served_forecast(skip.forecast), False))
+                continue
+            better = _better_fallback(name, models[i + 1:], records, self.settings)
+            if better is not None:
+                runs.append(StageRun(name, _served_forecast(fc), False))
+                stages.append(StageReport(name, False, "WorseThanFallback", better, error))
                 continue
             served, served_by = _served_forecast(fc), name
+            runs.append(StageRun(name, served, True))
             stages.append(StageReport(name, True, "Served", detail, error))
 
         skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages
                             if not s.served and s.reason != "NotTried")
         if served is None:
             return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
-                               f"no forecaster could serve ({skipped}){note}")
+                               f"no forecaster could serve ({skipped}){note}", tuple(runs))
         after = f" after {skipped}" if skipped else ""
         return ChainResult(served, served_by, tuple(stages), "Forecasted",
-                           f"forecast by {served_by}{after}{note}")
+                           f"forecast by {served_by}{after}{note}", tuple(runs))
+
+    def _shadow(self, name: ModelName, history: Series, horizon: int, now: float,
+                runs: list[StageRun]) -> None:
+        """Forecast with a stage that is not serving, only to keep its track record; its
+        failures are not reported (the serving stage's outcome is what the status says)."""
+        try:
+            model, _ = self._prepare(name, history, horizon, now)
+            fc = model.forecast(history, horizon, self.settings.confidence)
+            _check_values(fc)
+        except Exception:  # a shadow run must never affect the decision
+            return
+        runs.append(StageRun(name, _served_forecast(fc), False))
 
     # -- one stage -----------------------------------------------------------------------
 
     def _run_stage(self, name: ModelName, history: Series, horizon: int, now: float,
-                   start: float) -> tuple[Forecast, str, float | None]:
+                   start: float, records: Records | None = None,
+                   ) -> tuple[Forecast, str, float | None]:
         """Prepare, forecast and gate one model; raises :class:`_Skip` when it cannot serve."""
         level = self.settings.confidence
         try:
@@ -194,13 +258,20 @@ class ForecastChain:
             raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
         self._check_budget(start)
         _check_values(forecast)
-        error = self._recent_error(model, history, horizon)
+        tracked, scored = (records.recent_error(name) if records is not None
+                           else (None, 0))
+        if tracked is not None and scored >= MIN_COMMON:
+            error: float | None = tracked
+            source = f"over its last {scored} scored forecasts"
+        else:
+            error = self._recent_error(model, history, horizon)
+            source = f"at {CHECK_ORIGINS} recent origins"
         self._check_budget(start)
         if error is not None and not error <= self.settings.max_error:
             raise _Skip("AccuracyTooLow",
-                        f"recent error (WAPE) {error:.3g} is above the limit "
-                        f"{self.settings.max_error:g}", error)
-        checked = (f"recent error {error:.3g} (limit {self.settings.max_error:g})"
+                        f"recent error (WAPE) {error:.3g} {source} is above the limit "
+                        f"{self.settings.max_error:g}", error, forecast)
+        checked = (f"recent error {error:.3g} {source} (limit {self.settings.max_error:g})"
                    if error is not None else
                    "recent error not checked: history too short for one origin")
         return forecast, f"{prepared}; {checked}", error
@@ -290,6 +361,33 @@ class ForecastChain:
         error = wape(np.asarray(actual), np.asarray(predicted))
         # NaN (a non-finite past forecast) must fail the gate, not slip through a comparison.
         return error if not math.isnan(error) else math.inf
+
+
+def _better_fallback(name: str, later: Sequence[str], records: Records | None,
+                     settings: ForecastSettings) -> str | None:
+    """Why ``name`` should hand over to the next healthy stage, or None.
+
+    The next healthy stage is the first later one whose own track record is within
+    ``max_error``; ``name`` hands over when, over the origins both forecast, its WAPE is
+    above ``(1 + relative_margin)`` times that stage's. Without enough common origins (a
+    young service, a fresh state) the relative gate is not applied.
+    """
+    if records is None:
+        return None
+    for other in later:
+        own, scored = records.recent_error(other)
+        if own is None or scored < MIN_COMMON or not own <= settings.max_error:
+            continue
+        compared = records.compare(name, other)
+        if compared is None:
+            return None
+        mine, theirs, n = compared
+        if mine > (1.0 + settings.relative_margin) * theirs:
+            return (f"recent error (WAPE) {mine:.3g} is more than "
+                    f"{settings.relative_margin:.0%} above {other}'s {theirs:.3g} over the "
+                    f"{n} origins both forecast")
+        return None
+    return None
 
 
 def _check_values(forecast: Forecast) -> None:

@@ -1,0 +1,136 @@
+"""Robustness scenarios: the shared real traces with one failure mode each laid on top.
+
+The real traces show daily cycles and flash crowds; they show few of the other classes of
+traffic an autoscaler meets. Each scenario here keeps a real trace's own minute-to-minute
+behaviour and adds one class, deterministically (a fixed seed), so a benchmark figure can
+be reproduced exactly:
+
+* ``bursts`` — recurring scheduled bursts: three clock times a day (09:30, 14:30 and
+  20:00 UTC), each present on ~70 % of days, the rate × 3–4 for 10–15 minutes.
+* ``level-shifts`` — sudden level shifts: the rate × 5 for whole stretches of 1–3 days,
+  switching on and off at arbitrary minutes.
+* ``sparse`` — a sparse service: the trace thinned (binomially, so counts stay counts) to a
+  few requests a minute on weekdays and a third of that at weekends.
+
+Counts, not rates, are changed, so that thinning and bursts keep integer requests, as a
+real service's would. Every scenario returns a trace of the same length and step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.series import FloatArray, Series
+from forescale.trace import parse_timestamp
+
+DAY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    #: The shared trace it is built from (file name in ``../shared/traces``).
+    base: str
+    description: str
+    build: Callable[[Series, int], Series]
+    #: ``(first, end)`` UTC times the base trace is cut to first (None: all of it).
+    crop: tuple[str, str] | None = None
+
+    def apply(self, rates: Series, seed: int = 0) -> Series:
+        if self.crop is not None:
+            first, end = (parse_timestamp(x) for x in self.crop)
+            i = max(0, round((first - rates.start_seconds) / rates.step_seconds))
+            j = min(len(rates), round((end - rates.start_seconds) / rates.step_seconds))
+            rates = Series(rates.start_seconds + i * rates.step_seconds, rates.step_seconds,
+                           rates.values[i:j])
+        return self.build(rates, seed)
+
+
+def _counts(rates: Series) -> FloatArray:
+    if rates.missing:
+        raise InvalidInputError("a scenario needs a trace without missing samples")
+    return np.rint(rates.values * rates.step_seconds)
+
+
+def _rates(like: Series, counts: FloatArray) -> Series:
+    return Series(like.start_seconds, like.step_seconds, counts / like.step_seconds)
+
+
+def scheduled_bursts(rates: Series, seed: int = 0, *,
+                     clock_minutes: tuple[int, ...] = (9 * 60 + 30, 14 * 60 + 30, 20 * 60),
+                     probability: float = 0.7, factor: tuple[float, float] = (3.0, 4.0),
+                     minutes: tuple[int, int] = (10, 15)) -> Series:
+    """Bursts at fixed clock times on ~``probability`` of days (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    t = rates.timestamps()
+    day0 = np.floor(t[0] / DAY_SECONDS) * DAY_SECONDS
+    days = int(np.ceil((t[-1] - day0) / DAY_SECONDS)) + 1
+    multiplier = np.ones_like(counts)
+    for d in range(days):
+        for clock in clock_minutes:
+            if rng.random() >= probability:
+                continue
+            start = day0 + d * DAY_SECONDS + clock * 60.0
+            length = int(rng.integers(minutes[0], minutes[1] + 1))
+            inside = (t >= start) & (t < start + length * 60.0)
+            multiplier[inside] = rng.uniform(*factor)
+    extra = rng.poisson(counts * (multiplier - 1.0))
+    return _rates(rates, counts + extra)
+
+
+def level_shifts(rates: Series, seed: int = 0, *, factor: float = 5.0,
+                 days: tuple[float, float] = (1.0, 3.0)) -> Series:
+    """× ``factor`` for stretches of 1–3 days, on and off at arbitrary minutes."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    n = len(counts)
+    per_day = round(DAY_SECONDS / rates.step_seconds)
+    multiplier = np.ones_like(counts)
+    i, high = 0, False
+    while i < n:
+        length = int(rng.uniform(*days) * per_day)
+        if high:
+            multiplier[i:i + length] = factor
+        i += length
+        high = not high
+    extra = rng.poisson(counts * (multiplier - 1.0))
+    return _rates(rates, counts + extra)
+
+
+def sparse_service(rates: Series, seed: int = 0, *, weekday_per_minute: float = 3.0,
+                   weekend_share: float = 1.0 / 3.0) -> Series:
+    """Thinned to ~``weekday_per_minute`` requests a minute (weekends a third of that)."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    per_minute = counts.mean() * 60.0 / rates.step_seconds
+    keep = min(1.0, weekday_per_minute / max(per_minute, 1e-12))
+    weekday = ((np.floor(rates.timestamps() / DAY_SECONDS).astype(np.int64) + 3) % 7) < 5
+    share = np.where(weekday, keep, keep * weekend_share)
+    thinned = rng.binomial(counts.astype(np.int64), share).astype(np.float64)
+    return _rates(rates, thinned)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("bursts", "nasa_ksc_jul1995_1min.csv",
+             "NASA July 1995 with scheduled bursts (x3-4, 10-15 min, 3 clock times, ~70 % "
+             "of days)", scheduled_bursts),
+    Scenario("level-shifts", "worldcup98_1min.csv",
+             "World Cup 98, 1 June - 6 July, with x5 level shifts for 1-3 days at a time",
+             level_shifts, crop=("1998-06-01T00:00:00Z", "1998-07-06T00:00:00Z")),
+    Scenario("sparse", "nasa_ksc_jul1995_1min.csv",
+             "NASA July 1995 thinned to ~3 requests/min on weekdays, ~1/min at weekends",
+             sparse_service),
+)
+
+
+def scenario(name: str) -> Scenario:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise InvalidInputError(f"unknown scenario {name!r} "
+                            f"(known: {', '.join(s.name for s in SCENARIOS)})")

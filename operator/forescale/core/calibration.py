@@ -1,0 +1,404 @@
+"""Calibrated upper bounds of the arrival *intensity*, and every stage's track record.
+
+Two things the plan learns from its own past forecasts, scored honestly out of sample
+(each forecast is recorded when it is made and scored only once what it predicted has been
+observed), and kept in :class:`Records`, which lives in the plan state (the status), so a
+restarted operator carries on with what it has learnt:
+
+**Track records** (the chain's relative gate). Every stage that ran records the mean level
+it forecast over the horizon; once the horizon has passed it is scored against the mean
+observed rate. A stage's recent error is the WAPE over its last scored origins, and two
+stages are compared over the origins both forecast.
+
+**Calibration** (the size of the margin above the forecast). The plan sizes for an upper
+bound of the *intensity* — the rate averaged over ``intensity_seconds`` (5 minutes by
+default) — not for one noisy minute: the Poisson randomness of requests around that
+intensity is what Erlang C already models. For every horizon step of every served forecast
+the score ``log((y + ε) / (ŷ + ε))`` is kept, where ``y`` is the observed intensity around
+that step (a centred mean, available a few steps later) and ``ŷ`` the forecast mean.
+The upper bound at coverage ``q`` is ``(ŷ + ε) · exp(Q_q) − ε`` with ``Q_q`` the weighted
+``q``-quantile of the scores: split conformal prediction, with weights that halve every
+``half_life`` so that the bound adapts when the traffic's behaviour drifts (weighted
+conformal prediction for non-exchangeable data, Barber et al. 2023). The scores are kept
+per horizon step and per *regime* — the forecast above or below the day's median rate —
+because a quiet night's relative error is wider than a busy afternoon's. A cell with too
+little weight borrows the horizon step's pooled histogram; with too little of that, the
+plan uses the model's own interval and says so (``calibrated`` False).
+
+Scores are binned (``BIN_WIDTH`` in log space, i.e. 2.5 % steps of the ratio), which keeps
+the state small (a few hundred numbers); quantiles interpolate within a bin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from forescale.core.errors import InvalidInputError
+from forescale.core.metrics import wape
+from forescale.core.series import FloatArray, Series
+
+#: Log-ratio bins: [LOW, HIGH) in steps of BIN_WIDTH, plus one under- and one overflow bin.
+BIN_WIDTH = 0.025
+LOW, HIGH = -2.0, 3.0
+N_BINS = round((HIGH - LOW) / BIN_WIDTH) + 2
+#: Effective samples a histogram needs before its quantiles are trusted.
+MIN_WEIGHT = 60.0
+#: Scored origins kept per stage for its track record.
+TRACK_LENGTH = 30
+#: Scored origins two stages must share before they are compared.
+MIN_COMMON = 10
+#: ε of the log ratio, as a share of the day's median rate (a quiet service's zeros).
+EPSILON_SHARE = 0.02
+REGIMES = ("low", "high")
+#: Adaptive conformal inference: step size of the miss-rate controller, and the range the
+#: miss level may take.
+ACI_GAMMA = 0.005
+ACI_RANGE = (0.0005, 0.25)
+
+
+def _bin(score: float) -> int:
+    if score < LOW:
+        return 0
+    if score >= HIGH:
+        return N_BINS - 1
+    return 1 + int((score - LOW) / BIN_WIDTH)
+
+
+def _upper_edge(index: int) -> float:
+    if index <= 0:
+        return LOW
+    if index >= N_BINS - 1:
+        return math.inf
+    return LOW + index * BIN_WIDTH
+
+
+@dataclass
+class Histogram:
+    """Exponentially decayed weights of binned scores (mutable; copied by :class:`Records`)."""
+
+    weights: dict[int, float] = field(default_factory=dict)
+    #: Time of the last decay, seconds.
+    updated: float | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights.values())
+
+    def decay_to(self, now: float, half_life: float) -> None:
+        if self.updated is not None and now > self.updated:
+            factor = 0.5 ** ((now - self.updated) / half_life)
+            self.weights = {k: w * factor for k, w in self.weights.items() if w * factor > 1e-3}
+        self.updated = now if self.updated is None else max(self.updated, now)
+
+    def add(self, score: float) -> None:
+        b = _bin(score)
+        self.weights[b] = self.weights.get(b, 0.0) + 1.0
+
+    def quantile(self, q: float) -> float:
+        """The weighted ``q``-quantile, interpolated within its bin, with the finite-sample
+        correction of split conformal prediction (one more, unseen, score counts at +inf).
+        """
+        total = self.total
+        target = q * (total + 1.0)
+        if target > total:
+            return math.inf
+        running = 0.0
+        for index in sorted(self.weights):
+            weight = self.weights[index]
+            if running + weight >= target:
+                if index <= 0 or index >= N_BINS - 1:
+                    return _upper_edge(index)  # the open-ended bins have no width
+                share = (target - running) / weight
+                return _upper_edge(index) - (1.0 - share) * BIN_WIDTH
+            running += weight
+        return math.inf
+
+    def to_list(self) -> list[Any]:
+        return [self.updated, [[k, round(w, 4)] for k, w in sorted(self.weights.items())]]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> Histogram:
+        updated, pairs = data
+        weights = {int(k): float(w) for k, w in pairs}
+        if any(not (0 <= k < N_BINS) or not (w >= 0 and math.isfinite(w))
+               for k, w in weights.items()):
+            raise ValueError("histogram bin out of range")
+        return cls(weights, None if updated is None else float(updated))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A forecast made at ``origin`` whose outcome is not yet fully observed."""
+
+    origin: float
+    stage: str
+    #: It served: its steps are scored for calibration.
+    served: bool
+    #: It was made at an aligned origin: its level is scored for the stage's track record.
+    track: bool
+    #: Forecast means of the steps from ``origin`` on (req/s).
+    means: tuple[float, ...]
+
+    def to_list(self) -> list[Any]:
+        return [self.origin, self.stage, int(self.served) + 2 * int(self.track),
+                [_round(m) for m in self.means]]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> Pending:
+        origin, stage, flags, means = data
+        values = tuple(float(m) for m in means)
+        if not values or any(not (math.isfinite(m) and m >= 0) for m in values):
+            raise ValueError("pending forecast has no or bad values")
+        flags = int(flags)
+        return cls(float(origin), str(stage), bool(flags & 1), bool(flags & 2), values)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored origin of a stage's track record: mean level forecast and observed."""
+
+    origin: float
+    predicted: float
+    actual: float
+
+    def to_list(self) -> list[float]:
+        return [self.origin, _round(self.predicted), _round(self.actual)]
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.5g}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The calibrated upper bounds of one forecast, step by step."""
+
+    upper: FloatArray
+    #: False: too little scored history yet; ``upper`` is the model's own interval.
+    calibrated: bool
+    coverage: float
+    message: str
+
+
+@dataclass
+class Records:
+    """Everything the plan learns from its own forecasts (see the module docstring).
+
+    Mutable while one plan is being made; :meth:`copy` before changing a state's records.
+    """
+
+    pending: list[Pending] = field(default_factory=list)
+    tracks: dict[str, list[Scored]] = field(default_factory=dict)
+    #: Calibration histograms keyed ``"<step>:<regime>"`` and ``"<step>:all"``.
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+    #: Adaptive conformal inference: the miss level the bound is taken at (None: the
+    #: budget itself), and the decisions awaiting their outcome as (start of the step their
+    #: pods are ready in, replicas decided).
+    alpha: float | None = None
+    decisions: list[tuple[float, int]] = field(default_factory=list)
+
+    def copy(self) -> Records:
+        return Records(list(self.pending), {k: list(v) for k, v in self.tracks.items()},
+                       {k: Histogram(dict(h.weights), h.updated)
+                        for k, h in self.histograms.items()},
+                       self.alpha, list(self.decisions))
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": [p.to_list() for p in self.pending],
+            "tracks": {k: [s.to_list() for s in v] for k, v in sorted(self.tracks.items())},
+            "calibration": {k: h.to_list() for k, h in sorted(self.histograms.items())},
+            "aci": {"alpha": self.alpha, "decisions": [[t, n] for t, n in self.decisions]},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Records:
+        if not data:
+            return cls()
+        try:
+            pending = [Pending.from_list(p) for p in data.get("pending", [])]
+            tracks = {str(k): [Scored(float(o), float(p), float(a)) for o, p, a in v]
+                      for k, v in dict(data.get("tracks", {})).items()}
+            hists = {str(k): Histogram.from_list(v)
+                     for k, v in dict(data.get("calibration", {})).items()}
+            aci = dict(data.get("aci") or {})
+            alpha = aci.get("alpha")
+            alpha = None if alpha is None else float(alpha)
+            if alpha is not None and not ACI_RANGE[0] <= alpha <= ACI_RANGE[1]:
+                raise ValueError(f"aci alpha {alpha!r} out of range")
+            decisions = [(float(t), int(n)) for t, n in aci.get("decisions", [])]
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInputError(f"plan state's forecast records are malformed: {exc}") \
+                from None
+        return cls(pending, tracks, hists, alpha, decisions)
+
+    # -- learning ------------------------------------------------------------------------
+
+    def record(self, origin: float, stage: str, *, served: bool, track: bool,
+               means: FloatArray) -> None:
+        if served or track:
+            self.pending.append(Pending(origin, stage, served, track,
+                                        tuple(float(max(m, 0.0)) for m in means)))
+
+    def last_track_origin(self) -> float | None:
+        """The latest aligned origin any stage recorded for its track record."""
+        times = [p.origin for p in self.pending if p.track]
+        times += [t[-1].origin for t in self.tracks.values() if t]
+        return max(times, default=None)
+
+    def score(self, history: Series, *, intensity_steps: int, half_life: float,
+              now: float) -> None:
+        """Score every pending forecast whose outcome is now observed; drop stale ones.
+
+        A forecast is scored when the history covers its last step plus the half
+        intensity window after it; one older than a day with no data is dropped.
+        """
+        if len(history) == 0:
+            return
+        step = history.step_seconds
+        half = intensity_steps // 2
+        values = history.values
+        day_median = _day_median(history)
+        eps = max(EPSILON_SHARE * day_median, 1e-9)
+        keep: list[Pending] = []
+        for p in self.pending:
+            first = round((p.origin - history.start_seconds) / step)
+            last = first + len(p.means) - 1
+            if last + half >= len(history):
+                if now - p.origin < 86400.0:
+                    keep.append(p)
+                continue
+            if first - half < 0:
+                continue  # history no longer reaches back to it (a restart with less)
+            observed = values[first:last + 1]
+            if np.isnan(observed).any():
+                continue  # a gap: nothing honest to score against
+            if p.track:
+                track = self.tracks.setdefault(p.stage, [])
+                track.append(Scored(p.origin, float(np.mean(p.means)),
+                                    float(observed.mean())))
+                del track[:-TRACK_LENGTH]
+            if not p.served:
+                continue
+            for h, mean in enumerate(p.means):
+                k = first + h
+                around = values[k - half:k + intensity_steps - half]
+                if np.isnan(around).any():
+                    continue
+                y = float(around.mean())
+                score = math.log((y + eps) / (mean + eps))
+                regime = REGIMES[int(mean >= day_median)]
+                for key in (f"{h}:{regime}", f"{h}:all"):
+                    hist = self.histograms.setdefault(key, Histogram())
+                    hist.decay_to(now, half_life)
+                    hist.add(score)
+        self.pending = keep
+
+    def record_decision(self, ready_at: float, replicas: int) -> None:
+        self.decisions.append((ready_at, replicas))
+
+    def score_decisions(self, history: Series, *, intensity_steps: int,
+                        needed: Callable[[float], int], budget: float, now: float) -> None:
+        """Adaptive conformal inference (Gibbs and Candès, 2021) on the plan's own misses.
+
+        A decision *missed* when the replicas it asked for (after stabilisation, before rate
+        limits and bounds) turned out fewer than the observed intensity at the step they
+        were ready in needed. Each outcome moves the miss level the bound is taken at:
+        ``alpha += gamma * (budget - missed)``, so that over time the share of misses
+        tracks ``budget`` whatever else (stabilisation, floors, the max over the window)
+        already protects — the coverage is tied to the SLO's violation budget, not to one
+        step's forecast.
+        """
+        if len(history) == 0:
+            return
+        alpha = self.level(budget)
+        half = intensity_steps // 2
+        keep: list[tuple[float, int]] = []
+        for ready_at, replicas in self.decisions:
+            k = math.floor((ready_at - history.start_seconds) / history.step_seconds + 1e-9)
+            if k + half >= len(history):
+                if now - ready_at < 86400.0:
+                    keep.append((ready_at, replicas))
+                continue
+            if k - half < 0:
+                continue
+            around = history.values[k - half:k + intensity_steps - half]
+            if np.isnan(around).any():
+                continue
+            missed = needed(float(around.mean())) > replicas
+            alpha = min(max(alpha + ACI_GAMMA * (budget - float(missed)), ACI_RANGE[0]),
+                        ACI_RANGE[1])
+        self.alpha = alpha
+        self.decisions = keep
+
+    def level(self, budget: float) -> float:
+        """The miss level the bound is taken at now (the budget until misses are seen)."""
+        return min(max(budget if self.alpha is None else self.alpha, ACI_RANGE[0]),
+                   ACI_RANGE[1])
+
+    # -- using what was learnt -------------------------------------------------------------
+
+    def recent_error(self, stage: str, origins: set[float] | None = None) -> tuple[
+            float | None, int]:
+        """WAPE of ``stage``'s last scored origins (only ``origins`` if given), and how
+        many there were."""
+        track = [s for s in self.tracks.get(stage, [])
+                 if origins is None or s.origin in origins]
+        if not track:
+            return None, 0
+        return wape([s.actual for s in track], [s.predicted for s in track]), len(track)
+
+    def compare(self, stage: str, other: str) -> tuple[float, float, int] | None:
+        """Both stages' WAPE over the origins both forecast, or None with too few."""
+        mine = {s.origin for s in self.tracks.get(stage, [])}
+        common = mine & {s.origin for s in self.tracks.get(other, [])}
+        if len(common) < MIN_COMMON:
+            return None
+        a, n = self.recent_error(stage, common)
+        b, _ = self.recent_error(other, common)
+        assert a is not None and b is not None
+        return a, b, n
+
+    def upper_bound(self, means: FloatArray, model_upper: FloatArray, history: Series, *,
+                    coverage: float, now: float, half_life: float) -> Bound:
+        """Calibrated upper bounds of the intensity for forecast ``means`` (see above)."""
+        day_median = _day_median(history)
+        eps = max(EPSILON_SHARE * day_median, 1e-9)
+        upper = np.empty_like(means)
+        widest = 0.0
+        for h, mean in enumerate(means):
+            regime = REGIMES[int(mean >= day_median)]
+            q = None
+            for key in (f"{h}:{regime}", f"{h}:all"):
+                hist = self.histograms.get(key)
+                if hist is None:
+                    continue
+                decayed = Histogram(dict(hist.weights), hist.updated)
+                decayed.decay_to(now, half_life)
+                # Split conformal needs n >= q / (1 - q) scores for a finite quantile.
+                if decayed.total >= max(MIN_WEIGHT, coverage / (1.0 - coverage) + 1.0):
+                    q = decayed.quantile(coverage)
+                    break
+            if q is None or not math.isfinite(q):
+                return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
+                             "too few scored forecasts to calibrate yet: the model's own "
+                             "interval")
+            widest = max(widest, q)
+            upper[h] = max((mean + eps) * math.exp(q) - eps, 0.0)
+        return Bound(upper, True, coverage,
+                     f"calibrated {coverage:.1%} bound of the intensity "
+                     f"(up to x{math.exp(widest):.2f} the forecast)")
+
+
+def _day_median(history: Series) -> float:
+    steps = max(1, round(86400.0 / history.step_seconds))
+    recent = history.values[-steps:]
+    recent = recent[~np.isnan(recent)]
+    return float(np.median(recent)) if recent.size else 0.0

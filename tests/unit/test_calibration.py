@@ -1,0 +1,178 @@
+"""Calibrated intensity bounds and track records (forescale.core.calibration)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from forescale.core.calibration import MIN_COMMON, Histogram, Records
+from forescale.core.errors import InvalidInputError
+from forescale.core.series import Series
+
+STEP = 60.0
+T0 = 1_700_000_000.0
+HALF_LIFE = 86400.0
+
+
+def _intensity(n: int) -> np.ndarray:
+    """A daily cycle between 20 and 100 req/s: the true arrival intensity."""
+    t = np.arange(n) * STEP
+    return 60.0 + 40.0 * np.sin(2 * np.pi * t / 86400.0)
+
+
+def _centred(values: np.ndarray, k: int, width: int = 5) -> float:
+    half = width // 2
+    return float(values[k - half:k + width - half].mean())
+
+
+@pytest.mark.parametrize("nominal", [0.8, 0.9, 0.95])
+def test_conformal_coverage_matches_nominal_on_a_synthetic_process(nominal: float) -> None:
+    """Poisson counts around a known intensity, forecast by a model with its own
+    multiplicative error: the calibrated bound covers the observed intensity (the centred
+    5-minute mean) at the nominal rate, within 2 points, out of sample."""
+    rng = np.random.default_rng(7)
+    n, horizon = 9000, 3
+    truth = _intensity(n)
+    observed = rng.poisson(truth * STEP) / STEP
+    # The model is right on average but wrong by ~10 % (lognormal) at each origin.
+    model_error = np.exp(rng.normal(0.0, 0.1, size=n))
+    records = Records()
+    hits, scored = 0, 0
+    for t in range(1500, n - 10):
+        history = Series(T0, STEP, observed[:t])
+        now = history.end_seconds
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+        means = truth[t:t + horizon] * model_error[t]
+        bound = records.upper_bound(means, means * 10, history, coverage=nominal, now=now,
+                                    half_life=HALF_LIFE)
+        if t >= 3000:  # evaluate after a day and more of calibration
+            assert bound.calibrated
+            for h in range(horizon):
+                hits += _centred(observed, t + h) <= bound.upper[h]
+                scored += 1
+        records.record(now, "ma", served=True, track=False, means=means)
+    coverage = hits / scored
+    assert abs(coverage - nominal) <= 0.02, f"coverage {coverage:.3f} vs nominal {nominal}"
+
+
+def test_bound_is_the_models_own_until_enough_is_scored() -> None:
+    records = Records()
+    history = Series(T0, STEP, np.full(100, 10.0))
+    bound = records.upper_bound(np.full(3, 10.0), np.full(3, 99.0), history, coverage=0.99,
+                                now=history.end_seconds, half_life=HALF_LIFE)
+    assert not bound.calibrated
+    assert list(bound.upper) == [99.0] * 3
+    assert "too few" in bound.message
+
+
+def test_calibration_adapts_when_the_error_grows() -> None:
+    """Weights halve every half-life: when the forecasts turn worse, coverage recovers to
+    nominal within a few half-lives, where a frozen calibration stays far below it."""
+    rng = np.random.default_rng(1)
+    n, half_life, nominal = 6000, 6 * 3600.0, 0.9
+    observed = rng.poisson(np.full(n, 50.0) * STEP) / STEP
+    records = Records()
+    frozen: Records | None = None
+    hits = {"adaptive": 0, "frozen": 0}
+    scored = 0
+    for t in range(100, n - 10):
+        history = Series(T0, STEP, observed[:t])
+        now = history.end_seconds
+        records.score(history, intensity_steps=5, half_life=half_life, now=now)
+        error_sd = 0.02 if t < 3000 else 0.3
+        means = np.full(3, 50.0 * math.exp(rng.normal(0, error_sd)))
+        if t == 3000:
+            frozen = records.copy()
+        if t >= 4500:
+            assert frozen is not None
+            y = _centred(observed, t)
+            # The frozen copy keeps its weights (an infinite half-life when asked).
+            for name, r, life in (("adaptive", records, half_life), ("frozen", frozen, 1e12)):
+                bound = r.upper_bound(means, means * 10, history, coverage=nominal, now=now,
+                                      half_life=life)
+                assert bound.calibrated
+                hits[name] += y <= bound.upper[0]
+            scored += 1
+        records.record(now, "ma", served=True, track=False, means=means)
+    assert hits["adaptive"] / scored >= nominal - 0.03
+    assert hits["frozen"] / scored < nominal - 0.2
+
+
+def test_track_records_are_scored_only_after_the_outcome_is_observed() -> None:
+    records = Records()
+    values = np.full(200, 10.0)
+    history = Series(T0, STEP, values[:100])
+    records.record(history.end_seconds, "lstm", served=False, track=True,
+                   means=np.full(3, 12.0))
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+    assert records.recent_error("lstm") == (None, 0)  # the future is not known yet
+    later = Series(T0, STEP, values[:105])
+    records.score(later, intensity_steps=5, half_life=HALF_LIFE, now=later.end_seconds)
+    error, n = records.recent_error("lstm")
+    assert n == 1 and error == pytest.approx(0.2)
+    assert records.pending == []
+
+
+def test_compare_needs_common_origins() -> None:
+    records = Records()
+    values = np.full(400, 10.0)
+    for k in range(MIN_COMMON):
+        history = Series(T0, STEP, values[:100 + 5 * k])
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE,
+                      now=history.end_seconds)
+        records.record(history.end_seconds, "lstm", served=True, track=True,
+                       means=np.full(3, 13.0))
+        if k:
+            records.record(history.end_seconds, "arima", served=False, track=True,
+                           means=np.full(3, 10.5))
+    history = Series(T0, STEP, values)
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+    assert records.compare("lstm", "arima") is None  # one origin short
+    assert records.recent_error("lstm") == (pytest.approx(0.3), MIN_COMMON)
+
+
+def test_records_round_trip_through_json() -> None:
+    rng = np.random.default_rng(3)
+    observed = rng.poisson(np.full(600, 20.0) * STEP) / STEP
+    records = Records()
+    for t in range(100, 600):
+        history = Series(T0, STEP, observed[:t])
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+        records.record(history.end_seconds, "ma", served=True, track=t % 5 == 0,
+                       means=np.full(3, 20.0))
+    again = Records.from_dict(json.loads(json.dumps(records.to_dict())))
+    history = Series(T0, STEP, observed)
+    for r in (records, again):
+        r.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+    a = records.upper_bound(np.full(3, 20.0), np.full(3, 99.0), history, coverage=0.9,
+                            now=history.end_seconds, half_life=HALF_LIFE)
+    b = again.upper_bound(np.full(3, 20.0), np.full(3, 99.0), history, coverage=0.9,
+                          now=history.end_seconds, half_life=HALF_LIFE)
+    assert a.calibrated and np.allclose(a.upper, b.upper, rtol=1e-3)
+    assert records.recent_error("ma")[1] == again.recent_error("ma")[1]
+
+
+@pytest.mark.parametrize("bad", [
+    {"pending": [[1.0, "ma", 1, []]]},
+    {"pending": [[1.0, "ma", 1, [float("nan")]]]},
+    {"calibration": {"0:all": [None, [[9999, 1.0]]]}},
+    {"tracks": {"ma": [[1.0, 2.0]]}},
+    {"calibration": {"0:all": "nonsense"}},
+])
+def test_malformed_records_are_refused_with_one_line(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError, match="forecast records are malformed"):
+        Records.from_dict(bad)
+
+
+def test_histogram_quantile_is_interpolated_and_finite_sample_corrected() -> None:
+    hist = Histogram()
+    for score in np.linspace(-0.5, 0.5, 98):
+        hist.add(float(score))
+    # Split conformal at 0.99 needs n >= 99 scores for a finite bound.
+    assert hist.quantile(0.99) == math.inf
+    hist.add(0.5)
+    assert hist.quantile(0.99) == pytest.approx(0.5, abs=0.03)  # the largest score
+    assert hist.quantile(0.9) == pytest.approx(0.41, abs=0.02)  # interpolated in its bin
