@@ -176,3 +176,33 @@ def test_histogram_quantile_is_interpolated_and_finite_sample_corrected() -> Non
     hist.add(0.5)
     assert hist.quantile(0.99) == pytest.approx(0.5, abs=0.03)  # the largest score
     assert hist.quantile(0.9) == pytest.approx(0.41, abs=0.02)  # interpolated in its bin
+
+
+def test_adaptive_conformal_inference_holds_the_miss_rate_at_the_budget() -> None:
+    """The miss level moves with the plan's own misses: a plan that provisions for the
+    forecast's bound at level ``alpha`` misses about ``budget`` of the time in the long
+    run, whether the forecasts are too narrow or too wide to start with."""
+    rng = np.random.default_rng(11)
+    n, budget = 20000, 0.02
+    truth = np.full(n, 100.0)
+    observed = rng.poisson(truth * STEP) / STEP
+    for error_sd in (0.02, 0.2):  # the histogram does not know this; the misses tell it
+        records = Records()
+        misses = decided = 0
+        for t in range(2000, n - 10):
+            history = Series(T0, STEP, observed[:t])
+            now = history.end_seconds
+            records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+            records.score_decisions(history, intensity_steps=5, budget=budget, now=now,
+                                    needed=lambda rate: int(np.ceil(rate)))
+            means = np.full(3, 100.0 * math.exp(rng.normal(0, error_sd)))
+            bound = records.upper_bound(means, means * 2, history,
+                                        coverage=1 - records.level(budget), now=now,
+                                        half_life=HALF_LIFE)
+            replicas = int(np.ceil(bound.upper[2]))
+            records.record(now, "ma", served=True, track=False, means=means)
+            records.record_decision(now + 2 * STEP, replicas)
+            if t >= 8000:
+                decided += 1
+                misses += int(np.ceil(_centred(observed, t + 2))) > replicas
+        assert abs(misses / decided - budget) <= 0.01, (error_sd, misses / decided)

@@ -1,0 +1,71 @@
+"""Robustness scenarios (forescale.backtest.scenarios): deterministic, and each one the class
+of traffic it claims to be."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forescale.backtest.scenarios import (
+    SCENARIOS,
+    level_shifts,
+    scenario,
+    scheduled_bursts,
+    sparse_service,
+)
+from forescale.core.errors import InvalidInputError
+from forescale.core.series import Series
+
+STEP = 60.0
+DAY = 86400.0
+MIDNIGHT = 1_700_006_400.0  # a Wednesday, 00:00 UTC
+
+
+def base(days: int = 14, rate: float = 50.0) -> Series:
+    rng = np.random.default_rng(0)
+    n = int(days * DAY / STEP)
+    return Series(MIDNIGHT, STEP, rng.poisson(rate * STEP, size=n) / STEP)
+
+
+def test_scenarios_are_deterministic_and_keep_counts_whole() -> None:
+    for s in (scheduled_bursts, level_shifts, sparse_service):
+        a, b = s(base(), 3), s(base(), 3)
+        assert np.array_equal(a.values, b.values)
+        counts = a.values * STEP
+        assert np.allclose(counts, np.rint(counts))
+        assert len(a) == len(base())
+        assert not np.array_equal(s(base(), 4).values, a.values)
+
+
+def test_bursts_come_at_the_same_clock_times_on_most_days() -> None:
+    rates = scheduled_bursts(base(), 0)
+    ratio = rates.values / base().values
+    minute_of_day = ((rates.timestamps() % DAY) / STEP).astype(int)
+    for clock in (9 * 60 + 30, 14 * 60 + 30, 20 * 60):
+        days = ratio[minute_of_day == clock + 5].reshape(-1)
+        share = float(np.mean(days > 2.5))
+        assert 0.4 <= share <= 0.95, (clock, share)  # ~70 % of days
+    quiet = ratio[(minute_of_day > 3 * 60) & (minute_of_day < 8 * 60)]
+    assert float(np.mean(quiet)) == pytest.approx(1.0, abs=0.01)
+
+
+def test_level_shifts_multiply_whole_stretches_by_five() -> None:
+    rates = level_shifts(base(), 0)
+    per_day = rates.values.reshape(-1, int(DAY / STEP)).mean(axis=1) / 50.0
+    assert per_day.min() == pytest.approx(1.0, abs=0.05)
+    assert per_day.max() == pytest.approx(5.0, abs=0.1)
+
+
+def test_sparse_service_is_a_few_requests_a_minute_and_quieter_at_weekends() -> None:
+    rates = sparse_service(base(rate=20.0), 0)
+    per_minute = rates.values * STEP
+    weekday = ((np.floor(rates.timestamps() / DAY).astype(int) + 3) % 7) < 5
+    assert per_minute[weekday].mean() == pytest.approx(3.0, rel=0.1)
+    assert per_minute[~weekday].mean() == pytest.approx(1.0, rel=0.15)
+
+
+def test_every_listed_scenario_builds_and_unknown_names_are_refused() -> None:
+    for s in SCENARIOS:
+        assert scenario(s.name) is s
+    with pytest.raises(InvalidInputError, match="unknown scenario"):
+        scenario("nope")
