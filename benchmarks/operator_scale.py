@@ -86,10 +86,11 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def buckets(metrics: dict[str, float]) -> dict[float, float]:
+def buckets(metrics: dict[str, float],
+            name_prefix: str = "forescale_decision_seconds_bucket{") -> dict[float, float]:
     out: dict[float, float] = {}
     for name, value in metrics.items():
-        if name.startswith("forescale_decision_seconds_bucket{"):
+        if name.startswith(name_prefix):
             le = name.split('le="', 1)[1].split('"', 1)[0]
             out[float("inf") if le == "+Inf" else float(le)] = value
     return out
@@ -244,6 +245,12 @@ def main() -> None:
     rows["decision latency p50 / p99 (s)"] = (
         f"{quantile(0.5, h_all_before, h_all_after):.3f} / "
         f"{quantile(0.99, h_all_before, h_all_after):.3f}")
+    cpu_prefix = "forescale_decision_cpu_seconds_bucket{"
+    c_before = merged([buckets(before[i][0], cpu_prefix) for i in before])
+    c_after = merged([buckets(after[i][0], cpu_prefix) for i in after])
+    if c_after:
+        rows["cycle CPU time p50 / p99 (s, the cycle's own thread)"] = (
+            f"{quantile(0.5, c_before, c_after):.3f} / {quantile(0.99, c_before, c_after):.3f}")
     deciders: dict[str, int] = {}
     for p in policies:
         who = (p.get("status") or {}).get("decidedBy")
@@ -257,6 +264,7 @@ def main() -> None:
         rows[f"{identity}: cycles / p99 (s)"] = (
             f"{int(b1[inf] - b0[inf])} / {quantile(0.99, b0, b1):.3f}")
         rows[f"{identity}: CPU (cores, steady)"] = round((c1 - c0) / (t1 - t0), 3)
+        rows[f"{identity}: CPU s per cycle"] = round((c1 - c0) / max(b1[inf] - b0[inf], 1), 4)
         rows[f"{identity}: history points read per period"] = round(
             points / ((t1 - t0) / args.period))
         rows[f"{identity}: RSS at the end (MiB)"] = round(rss[identity], 1)

@@ -233,7 +233,7 @@ class Controller:
 
         Never raises but for the Kubernetes API being unreachable (the daemon retries):
         anything else becomes a DecisionFailed status with the reason."""
-        began = time.monotonic()
+        began, cpu_began = time.monotonic(), time.thread_time()
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if not self.health.cycle_started(key):
@@ -255,6 +255,7 @@ class Controller:
         finally:
             self.health.cycle_finished(key)
             self.metrics.latency.observe(time.monotonic() - began)
+            self.metrics.cpu.observe(time.thread_time() - cpu_began)
         return self._next_delay(key, decision, period)
 
     def _decide(self, body: Mapping[str, Any], key: str) -> tuple[Decision, float]:
