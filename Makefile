@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TRACE ?= traces/nasa_ksc_jul1995_1min.csv
 OUT ?= out
 
-.PHONY: install demo test lint unit bench constraints clean prometheus
+.PHONY: install demo test lint unit bench constraints clean prometheus controlplane
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,15 @@ unit: $(STAMP)
 prometheus:
 	bash scripts/install-prometheus.sh
 
-test: lint prometheus
-	$(BIN)/pytest
+# The integration tests run against a real etcd, kube-apiserver and kube-controller-manager,
+# and the chart's end-to-end test uses the real helm and kubectl: all built from source
+# (Go module proxy, pinned) into ~/.cache/forescale/controlplane. The first run on a
+# machine compiles them (see docs/testing.md for the times); later runs find them cached.
+controlplane:
+	bash scripts/controlplane/build.sh
+
+test: lint prometheus controlplane
+	FORESCALE_REQUIRE_CONTROLPLANE=1 $(BIN)/pytest
 
 # Figures for benchmarks/results/ (slow: minutes each; not part of make test).
 bench: $(STAMP)

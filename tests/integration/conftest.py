@@ -1,10 +1,23 @@
-"""The operator's integration harness: the API emulator (or a real cluster), a real
-Prometheus with a backfilled history that ends now, and real ``forescale run`` processes.
+"""The operator's integration harness: a real Kubernetes control plane (or another
+cluster, or the API emulator), a real Prometheus with a backfilled history that ends now,
+and real ``forescale run`` processes.
 
-Two modes, one set of scenarios:
+Three modes, one set of scenarios:
 
-* emulator mode (default): a fresh in-process API emulator per test; the scenarios can
-  also read its audit log (``world.emulator``), which records who made every write;
+* control-plane mode (default): etcd, kube-apiserver and kube-controller-manager built
+  from source (``scripts/controlplane/build.sh``, ``make controlplane``) and started once
+  per session on loopback (:mod:`tests.support.controlplane`), with RBAC on. The CRD is
+  applied once; each test gets its own namespace. Each operator process authenticates as
+  its own identity (``operator-a``, ``operator-b``, ...) in a group bound to the Helm
+  chart's own ClusterRole, so the real authorizer enforces the chart's RBAC on every
+  call. Who wrote each ``/scale`` is proven from the apiserver's audit log and the
+  target's ``managedFields`` (``world.plane``). Without the binaries the scenarios skip
+  with the command that builds them, or fail under ``make test``
+  (``FORESCALE_REQUIRE_CONTROLPLANE=1``);
+* emulator mode (``FORESCALE_TEST_API=emulator``): a fresh in-process API emulator per
+  test, as before the control plane existed; its audit log (``world.emulator``) records
+  who made every write. Fault injection (409/500/slow answers) lives in
+  ``tests/emulator`` against the emulator alone;
 * real-cluster mode: ``FORESCALE_TEST_KUBECONFIG=/path/to/kubeconfig`` points the tests at
   any API server (kind, k3d, or the standalone emulator treated as an opaque cluster, see
   ``scripts/real-cluster-mode.sh``). The CRD is applied from ``crds/`` (and waited on
@@ -42,7 +55,9 @@ import yaml
 
 from forescale.controller.kube import KubeError, parse_time
 from forescale.controller.worker import SCALE_WRITE_LOG
+from tests.support import controlplane
 from tests.support.cluster import Cluster, WatchRecorder
+from tests.support.controlplane import AuditEvent, ControlPlane
 from tests.support.kubeapi import HARNESS_IDENTITY, EmulatorHandle, run_emulator
 from tests.support.prometheus import (
     CounterSeries,
@@ -62,6 +77,9 @@ QUERY = f"sum(rate({QUERY_SELECTOR}[2m]))"
 #: The backfilled arrival rate rises linearly to this (req/s) at "now": a peak on its way.
 RAMP_FROM, RAMP_TO = 10.0, 80.0
 REAL_CLUSTER = os.environ.get("FORESCALE_TEST_KUBECONFIG")
+#: ``controlplane`` (default) or ``emulator``; ignored when FORESCALE_TEST_KUBECONFIG is set.
+API_MODE = os.environ.get("FORESCALE_TEST_API", "controlplane")
+CHART = REPO / "charts" / "forescale"
 #: Pods of the test Deployments must be able to start on a real cluster.
 IMAGE = "registry.k8s.io/pause:3.10"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -135,12 +153,19 @@ class World:
     leases: WatchRecorder
     #: The kubeconfig the operators use in real-cluster mode.
     kubeconfig: Path | None = None
+    #: The session's control plane (its audit log), or None in the other modes.
+    plane: ControlPlane | None = None
     operators: list[Operator] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     def start_operator(self, identity: str, *extra: str) -> Operator:
-        kubeconfig = (self.emulator.kubeconfig_path(identity, namespace=self.namespace)
-                      if self.emulator is not None else self.kubeconfig)
+        kubeconfig: Path | None
+        if self.emulator is not None:
+            kubeconfig = self.emulator.kubeconfig_path(identity, namespace=self.namespace)
+        elif self.plane is not None:
+            kubeconfig = self.plane.kubeconfig_for(identity, namespace=self.namespace)
+        else:
+            kubeconfig = self.kubeconfig
         port = free_port()
         log_path = self.tmp / f"operator-{identity}.log"
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "KUBECONFIG": "/nonexistent"}
@@ -281,9 +306,16 @@ class World:
         return out
 
     def scale_writes(self) -> list[ScaleWrite]:
-        """Writes of the targets' replicas: on the emulator every /scale write request
-        (from its audit log, so even a write that changed nothing shows); on a real
-        cluster every change the watch saw."""
+        """Writes of the targets' replicas: on the emulator and the control plane every
+        /scale write request (from the audit log, so even a write that changed nothing or
+        was refused shows); on another cluster every change the watch saw."""
+        if self.plane is not None:
+            return [ScaleWrite(str(e.ref("name")),
+                               int((e.request_object.get("spec") or {}).get("replicas", -1)),
+                               e.username,
+                               str((e.response_object.get("metadata") or {}).get(
+                                   "resourceVersion")), e.received)
+                    for e in self.plane.scale_writes(namespace=self.namespace)]
         if self.emulator is None:
             return self.replica_changes()
         return [ScaleWrite(str(e.name), int(e.request_body["spec"]["replicas"]), e.identity,
@@ -358,6 +390,60 @@ class World:
             checked += 1
         return checked
 
+    def audit_scale_writes_by_lease_holders(self, targets: list[str]) -> int:
+        """Prove from the apiserver's own audit log (not from any operator's log) that
+        every change of the targets' replicas was a ``/scale`` write by the identity that
+        held the target's Lease at that moment. Returns the number of writes checked.
+
+        * every replica change the Deployment watch saw has, in the audit log, exactly one
+          successful ``/scale`` write whose response carries that resourceVersion and
+          whose request set those replicas; its ``user.username`` is the writer;
+        * the Lease's holder at that moment is the holder written by the last successful
+          Lease write before it. "Before" is by resourceVersion: this apiserver has one
+          etcd, whose revision orders every write of every resource; the audit log's line
+          order is only the order in which responses completed.
+        """
+        assert self.plane is not None
+        audit = self.plane.audit()
+        ns = self.namespace
+
+        def rv(event: AuditEvent) -> int:
+            return int((event.response_object.get("metadata") or {})["resourceVersion"])
+
+        writes = [e for e in audit if e.ref("namespace") == ns and e.code < 300
+                  and e.ref("subresource") == "scale" and e.verb in ("patch", "update")
+                  and e.ref("name") in targets]
+        # Deletes are left out: their answer need not carry the Lease, and the operator
+        # deletes a Lease only when its policy goes, after its last write.
+        lease_writes = [e for e in audit if e.ref("namespace") == ns and e.code < 300
+                        and e.ref("resource") == "leases" and e.ref("subresource") is None
+                        and e.verb in ("create", "update", "patch")]
+        by_rv = {(str(e.ref("name")), str(rv(e))): e for e in writes}
+        changes = [c for c in self.replica_changes() if c.name in targets]
+        for change in changes:
+            write = by_rv.get((change.name, change.resource_version))
+            assert write is not None, f"no /scale write in the audit log made {change}"
+            assert write.request_object["spec"]["replicas"] == change.replicas, write.raw
+        for write in writes:
+            lease = f"forescale-deployment-{write.ref('name')}"
+            before = [e for e in lease_writes if e.ref("name") == lease and rv(e) < rv(write)]
+            assert before, f"{write.username} scaled {write.ref('name')} without a lease"
+            holder = (max(before, key=rv).response_object.get("spec") or {}).get(
+                "holderIdentity")
+            assert write.username == holder, \
+                f"/scale by {write.username} while the lease was held by {holder}"
+        return len(writes)
+
+    def scale_manager(self, name: str) -> dict[str, Any]:
+        """The target's ``managedFields`` entry that owns ``spec.replicas`` through the
+        ``/scale`` subresource (the apiserver records it; clients cannot forge its
+        ``subresource``)."""
+        dep = self.kube.get(DEPLOYMENTS, name, namespace=self.namespace) or {}
+        owners = [m for m in dep["metadata"].get("managedFields") or []
+                  if "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})]
+        assert len(owners) == 1, f"spec.replicas of {name} owned by {owners}"
+        return dict(owners[0])
+
     def cleanup(self) -> None:
         """Stop the operators and watches; delete the test namespace (its policies'
         finalizers first: with the operators gone nobody else would remove them)."""
@@ -416,9 +502,95 @@ class ContinuingCounter(LiveCounter):
         return self.offset + float(LiveCounter.count.fget(self))  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class ChartRBAC:
+    """The Helm chart's own RBAC (rendered by Helm's SDK with default values): the
+    ClusterRole and the Role it binds to its ServiceAccount. The Role holds the Lease rules
+    and sits in the namespace where the operator keeps its Leases."""
+
+    cluster_role: dict[str, Any]
+    roles: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def render(cls) -> ChartRBAC:
+        import helm_python
+
+        chart = helm_python.Chart.load(str(CHART))
+        try:
+            rendered = chart.render({}, name="forescale", namespace="forescale",
+                                    is_install=True)
+        finally:
+            chart.close()
+        docs = [d for path, text in rendered.items() if not path.endswith("NOTES.txt")
+                for d in yaml.safe_load_all(text) if d]
+
+        def bound(binding_kind: str, role_kind: str) -> list[dict[str, Any]]:
+            names = {b["roleRef"]["name"] for b in docs if b["kind"] == binding_kind
+                     and any(s["kind"] == "ServiceAccount" for s in b["subjects"])}
+            return [d for d in docs if d["kind"] == role_kind
+                    and d["metadata"]["name"] in names]
+
+        (cluster_role,) = bound("ClusterRoleBinding", "ClusterRole")
+        return cls(cluster_role, tuple(bound("RoleBinding", "Role")))
+
+    @staticmethod
+    def _grant(kube: Cluster, kind: str, name: str, rules: Any,
+               namespace: str | None = None) -> None:
+        meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+        kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                     "metadata": meta, "rules": rules})
+        kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding",
+                     "metadata": meta,
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
+                                 "name": name},
+                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                   "name": controlplane.OPERATORS_GROUP}]})
+
+    def grant_cluster(self, kube: Cluster) -> None:
+        """The ClusterRole's rules, to the group of the operator identities."""
+        self._grant(kube, "ClusterRole", "forescale-test-operators",
+                    self.cluster_role["rules"])
+
+    def grant_namespace(self, kube: Cluster, namespace: str) -> None:
+        """The Role's rules (the Leases) in ``namespace``, where the scenarios' operators
+        keep their Leases (they run without --lease-namespace)."""
+        for role in self.roles:
+            self._grant(kube, "Role", role["metadata"]["name"], role["rules"],
+                        namespace=namespace)
+
+
+CHART_RBAC_CACHE: list[ChartRBAC] = []
+
+
+def chart_rbac() -> ChartRBAC:
+    if not CHART_RBAC_CACHE:
+        CHART_RBAC_CACHE.append(ChartRBAC.render())
+    return CHART_RBAC_CACHE[0]
+
+
 @pytest.fixture(scope="session")
-def real_cluster() -> Iterator[Cluster | None]:
-    """In real-cluster mode, the cluster with the CRD applied (once per session)."""
+def control_plane() -> Iterator[ControlPlane | None]:
+    """The session's control plane (control-plane mode), else None."""
+    if REAL_CLUSTER or API_MODE != "controlplane":
+        yield None
+        return
+    with controlplane.running_control_plane(controlplane.require_binaries()) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def real_cluster(control_plane: ControlPlane | None) -> Iterator[Cluster | None]:
+    """In control-plane and real-cluster mode, the cluster with the CRD applied (once per
+    session); None in emulator mode."""
+    if control_plane is not None:
+        plane_cluster = Cluster(control_plane.admin_kubeconfig)
+        plane_cluster.apply_crd(yaml.safe_load(CRD.read_text()))
+        chart_rbac().grant_cluster(plane_cluster)
+        try:
+            yield plane_cluster
+        finally:
+            plane_cluster.close()
+        return
     if not REAL_CLUSTER:
         yield None
         return
@@ -436,12 +608,13 @@ def emulator(world: World) -> EmulatorHandle:
     fault injection); skips them in real-cluster mode."""
     if world.emulator is None:
         pytest.skip("needs the API emulator's audit log or fault injection, which a real "
-                    "cluster does not offer (FORESCALE_TEST_KUBECONFIG is set)")
+                    "cluster does not offer (not in FORESCALE_TEST_API=emulator mode)")
     return world.emulator
 
 
 @pytest.fixture
-def world(tmp_path: Path, real_cluster: Cluster | None) -> Iterator[World]:
+def world(tmp_path: Path, real_cluster: Cluster | None,
+          control_plane: ControlPlane | None) -> Iterator[World]:
     live_counter = ContinuingCounter(labels=LABELS, rate_per_second=RAMP_TO)
     now = time.time()
     history = ramp_history(now)
@@ -462,6 +635,8 @@ def world(tmp_path: Path, real_cluster: Cluster | None) -> Iterator[World]:
         kube.create({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": namespace,
                                   "labels": {"app.kubernetes.io/created-by": "forescale-tests"}}})
+        if control_plane is not None:
+            chart_rbac().grant_namespace(kube, namespace)
         # The operator starts only once the live samples continue the history.
         prom.wait_for_query(f'timestamp({QUERY_SELECTOR}) > {history.end_seconds}',
                             timeout_seconds=WAIT_SECONDS)
@@ -469,7 +644,8 @@ def world(tmp_path: Path, real_cluster: Cluster | None) -> Iterator[World]:
                   live=live, tmp=tmp_path,
                   deployments=kube.watch(DEPLOYMENTS, namespace=namespace),
                   leases=kube.watch(LEASES, namespace=namespace),
-                  kubeconfig=None if real_cluster is None else Path(str(REAL_CLUSTER)))
+                  kubeconfig=Path(REAL_CLUSTER) if REAL_CLUSTER else None,
+                  plane=control_plane)
         try:
             yield w
         finally:

@@ -1,36 +1,75 @@
-"""lease.py against the in-process API emulator over real HTTP (fast: no subprocess)."""
+"""lease.py over real HTTP against the session's real kube-apiserver (the emulator with
+FORESCALE_TEST_API=emulator): fast, no subprocess. Each test has its own namespace."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from forescale.controller.kube import Conflict, KubeClient, parse_time
 from forescale.controller.lease import POLICY_ANNOTATION, LeaseLock, lease_duration_seconds
-from tests.support.kubeapi import EmulatorHandle, run_emulator
+from tests.integration.conftest import chart_rbac
+from tests.support.cluster import Cluster
+from tests.support.controlplane import ControlPlane
+from tests.support.kubeapi import run_emulator
 
 LEASES = "coordination.k8s.io/v1/leases"
-NS, NAME = "default", "forescale-deployment-web"
+NAME = "forescale-deployment-web"
 T0 = 1_700_000_000.0
 
 
+@dataclass
+class LeaseAPI:
+    """The little the tests need from the API, on either server."""
+
+    ns: str
+    get: Callable[..., Any]
+    kubeconfig_path: Callable[[str], Path]
+    #: (identity, HTTP status) of every DELETE of a Lease in ``ns``, from the audit log.
+    deletes: Callable[[], list[tuple[str, int]]]
+
+
 @pytest.fixture
-def kube() -> Iterator[EmulatorHandle]:
+def kube(control_plane: ControlPlane | None,
+         real_cluster: Cluster | None) -> Iterator[LeaseAPI]:
+    if control_plane is not None and real_cluster is not None:
+        plane, cluster = control_plane, real_cluster
+        ns = f"forescale-lease-{uuid.uuid4().hex[:8]}"
+        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        chart_rbac().grant_namespace(cluster, ns)  # the chart's Lease rules, there
+        # "a" and "b" authenticate as the static identities operator-a and operator-b.
+        yield LeaseAPI(
+            ns=ns, get=cluster.get,
+            kubeconfig_path=lambda ident: plane.kubeconfig_for(f"operator-{ident}"),
+            deletes=lambda: [(e.username.removeprefix("operator-"), e.code)
+                             for e in plane.audit() if e.verb == "delete"
+                             and e.ref("resource") == "leases" and e.ref("namespace") == ns])
+        cluster.delete("v1/namespaces", ns)
+        return
+    if real_cluster is not None:
+        pytest.skip("needs the control plane's or the emulator's audit log")
     with run_emulator() as handle:
-        yield handle
+        yield LeaseAPI(
+            ns="default", get=handle.get, kubeconfig_path=handle.kubeconfig_path,
+            deletes=lambda: [(e.identity, e.status_code) for e in handle.audit()
+                             if e.method == "DELETE" and e.resource == "leases"])
         handle.assert_healthy()
 
 
-def lock(kube: EmulatorHandle, identity: str) -> LeaseLock:
+def lock(kube: LeaseAPI, identity: str) -> LeaseLock:
     return LeaseLock(KubeClient(kubeconfig=str(kube.kubeconfig_path(identity))),
                      identity=identity)
 
 
-def stored(kube: EmulatorHandle) -> dict:  # type: ignore[type-arg]
-    lease = kube.get(LEASES, NAME, namespace=NS)
+def stored(kube: LeaseAPI) -> dict:  # type: ignore[type-arg]
+    lease = kube.get(LEASES, NAME, namespace=kube.ns)
     assert lease is not None
-    return lease
+    return dict(lease)
 
 
 def test_duration_is_longer_than_two_periods() -> None:
@@ -38,9 +77,9 @@ def test_duration_is_longer_than_two_periods() -> None:
     assert lease_duration_seconds(30, 0.5) == 61
 
 
-def test_acquire_creates_the_lease(kube: EmulatorHandle) -> None:
+def test_acquire_creates_the_lease(kube: LeaseAPI) -> None:
     a = lock(kube, "a")
-    state = a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    state = a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     assert state.held and state.holder == "a" and "acquired" in state.message
     lease = stored(kube)
     assert lease["spec"]["holderIdentity"] == "a"
@@ -48,18 +87,18 @@ def test_acquire_creates_the_lease(kube: EmulatorHandle) -> None:
     assert parse_time(lease["spec"]["renewTime"]) == pytest.approx(T0)
     assert lease["spec"]["leaseTransitions"] == 0
     assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == "default/web"
-    assert a.holder(NS, NAME, policy="default/web", now=T0 + 1)
-    assert not a.holder(NS, NAME, policy="default/web", now=T0 + 13)  # expired
-    assert not a.holder(NS, NAME, policy="default/other", now=T0 + 1)
+    assert a.holder(kube.ns, NAME, policy="default/web", now=T0 + 1)
+    assert not a.holder(kube.ns, NAME, policy="default/web", now=T0 + 13)  # expired
+    assert not a.holder(kube.ns, NAME, policy="default/other", now=T0 + 1)
 
 
 def test_a_renewal_always_moves_renew_time_and_the_resource_version(
-        kube: EmulatorHandle) -> None:
+        kube: LeaseAPI) -> None:
     a = lock(kube, "a")
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     before = stored(kube)
     for i in range(1, 4):
-        state = a.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + i)
+        state = a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + i)
         assert state.held and "renewed" in state.message
         after = stored(kube)
         assert parse_time(after["spec"]["renewTime"]) == pytest.approx(T0 + i)
@@ -69,37 +108,37 @@ def test_a_renewal_always_moves_renew_time_and_the_resource_version(
         before = after
 
 
-def test_a_live_lease_is_not_taken_over(kube: EmulatorHandle) -> None:
-    lock(kube, "a").ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+def test_a_live_lease_is_not_taken_over(kube: LeaseAPI) -> None:
+    lock(kube, "a").ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     rv = stored(kube)["metadata"]["resourceVersion"]
-    state = lock(kube, "b").ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 12)
+    state = lock(kube, "b").ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 12)
     assert not state.held and state.holder == "a" and "held by a" in state.message
     assert stored(kube)["metadata"]["resourceVersion"] == rv  # not written
 
 
-def test_an_expired_lease_is_taken_over(kube: EmulatorHandle) -> None:
-    lock(kube, "a").ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+def test_an_expired_lease_is_taken_over(kube: LeaseAPI) -> None:
+    lock(kube, "a").ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     b = lock(kube, "b")
-    state = b.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 13)
+    state = b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 13)
     assert state.held and "took over" in state.message
     spec = stored(kube)["spec"]
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
     assert parse_time(spec["acquireTime"]) == pytest.approx(T0 + 13)
-    assert not lock(kube, "a").holder(NS, NAME, policy="default/web", now=T0 + 14)
+    assert not lock(kube, "a").holder(kube.ns, NAME, policy="default/web", now=T0 + 14)
 
 
-def test_two_policies_in_one_process_do_not_share_a_lease(kube: EmulatorHandle) -> None:
+def test_two_policies_in_one_process_do_not_share_a_lease(kube: LeaseAPI) -> None:
     a = lock(kube, "a")
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
-    state = a.ensure(NS, NAME, policy="default/web-too", duration=13, now=T0 + 1)
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
+    state = a.ensure(kube.ns, NAME, policy="default/web-too", duration=13, now=T0 + 1)
     assert not state.held and "for policy default/web" in state.message
 
 
-def test_a_stale_write_gets_409_and_is_not_the_holder(kube: EmulatorHandle) -> None:
+def test_a_stale_write_gets_409_and_is_not_the_holder(kube: LeaseAPI) -> None:
     a, b = lock(kube, "a"), lock(kube, "b")
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     seen = stored(kube)  # b reads the expired lease ...
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0 + 13)  # ... a renews ...
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 13)  # ... a renews ...
     # ... and b's takeover, with the resourceVersion it read, loses.
     with pytest.raises(Conflict):
         b._kube.replace_lease(seen, {"holderIdentity": "b"})
@@ -109,26 +148,25 @@ def test_a_stale_write_gets_409_and_is_not_the_holder(kube: EmulatorHandle) -> N
     assert stored(kube)["spec"]["holderIdentity"] == "a"
 
 
-def test_a_racing_create_is_not_the_holder(kube: EmulatorHandle) -> None:
+def test_a_racing_create_is_not_the_holder(kube: LeaseAPI) -> None:
     a, b = lock(kube, "a"), lock(kube, "b")
     original = b._kube.get_lease
     # b looks first and sees no lease; a creates it before b does.
-    b._kube.get_lease = lambda ns, name: None  # type: ignore[method-assign]
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
-    state = b.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
+    b._kube.get_lease = lambda namespace, name: None  # type: ignore[method-assign]
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
+    state = b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
     b._kube.get_lease = original  # type: ignore[method-assign]
     assert not state.held and "created the lease first" in state.message
     assert stored(kube)["spec"]["holderIdentity"] == "a"
 
 
-def test_release_only_if_ours(kube: EmulatorHandle) -> None:
+def test_release_only_if_ours(kube: LeaseAPI) -> None:
     a, b = lock(kube, "a"), lock(kube, "b")
-    assert not a.release(NS, NAME, policy="default/web")  # nothing to release
-    a.ensure(NS, NAME, policy="default/web", duration=13, now=T0)
-    assert not b.release(NS, NAME, policy="default/web")  # another holder
-    assert not a.release(NS, NAME, policy="default/other")  # another policy's
-    assert kube.get(LEASES, NAME, namespace=NS) is not None
-    assert a.release(NS, NAME, policy="default/web")
-    assert kube.get(LEASES, NAME, namespace=NS) is None
-    deletes = [e for e in kube.audit() if e.method == "DELETE" and e.resource == "leases"]
-    assert [(e.identity, e.status_code) for e in deletes] == [("a", 200)]
+    assert not a.release(kube.ns, NAME, policy="default/web")  # nothing to release
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0)
+    assert not b.release(kube.ns, NAME, policy="default/web")  # another holder
+    assert not a.release(kube.ns, NAME, policy="default/other")  # another policy's
+    assert kube.get(LEASES, NAME, namespace=kube.ns) is not None
+    assert a.release(kube.ns, NAME, policy="default/web")
+    assert kube.get(LEASES, NAME, namespace=kube.ns) is None
+    assert kube.deletes() == [("a", 200)]

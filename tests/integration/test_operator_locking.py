@@ -36,6 +36,19 @@ def test_every_scale_write_is_made_by_the_lease_holder_of_that_moment(world: Wor
     # On any cluster: the Deployment and Lease watches against the operators' own log
     # lines of their scale writes (see World.check_scale_writes_by_lease_holders).
     assert world.check_scale_writes_by_lease_holders(["web", "api"]) >= 2
+    if world.plane is not None:
+        # On the control plane, from the apiserver's own audit log: every replica change
+        # is a /scale write by the user holding the Lease at that moment ...
+        assert world.audit_scale_writes_by_lease_holders(["web", "api"]) >= 2
+        writers = {e.username for e in world.plane.scale_writes(namespace=world.namespace)}
+        assert writers <= {"operator-a", "operator-b"} and writers, writers
+        # ... and the targets' managedFields say spec.replicas was last set through /scale
+        # by forescale's field manager.
+        for name in ("web", "api"):
+            owner = world.scale_manager(name)
+            assert (owner["manager"], owner["subresource"], owner["operation"]) == (
+                "forescale", "scale", "Update"), owner
+        return
     if world.emulator is None:
         return
     # On the emulator, also from its audit log, which records who sent every request.

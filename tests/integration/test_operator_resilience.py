@@ -75,3 +75,26 @@ def test_deleting_a_policy_releases_its_lease_and_removes_the_finalizer(world: W
     world.wait(lambda: world.get_policy("web") is None, what="the policy gone")
     assert world.lease("web") is None
     assert any(e.type == "DELETED" and e.name == lease for e in world.leases.snapshot())
+
+
+def test_a_conflicting_hpa_blocks_scaling_and_says_so(world: World) -> None:
+    world.deployment("web", replicas=1)
+    world.kube.create({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web-hpa", "namespace": world.namespace},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {
+                     "name": "cpu", "target": {"type": "Utilization",
+                                               "averageUtilization": 80}}}]}})
+    world.policy("web", "web")
+    world.start_operator("operator-a")
+    active = world.wait(lambda: (c := world.condition("web", "ScalingActive")) and
+                        c["status"] == "False" and c, what="ScalingActive=False")
+    assert active["reason"] == "ConflictingAutoscaler", active
+    assert "web-hpa" in active["message"]
+    world.wait(lambda: any(e["reason"] == "ConflictingAutoscaler" and e["type"] == "Warning"
+                           for e in world.events()), what="a ConflictingAutoscaler event")
+    assert world.scale_writes() == []
+    assert world.replicas("web") == 1

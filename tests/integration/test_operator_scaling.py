@@ -1,4 +1,4 @@
-"""The real operator process against the API emulator and a real Prometheus."""
+"""The real operator process against a real API server and a real Prometheus."""
 
 from __future__ import annotations
 
@@ -36,7 +36,12 @@ def test_status_fills_in_and_the_deployment_is_scaled_up_before_the_peak(world: 
     assert {c["type"] for c in status["conditions"]} == {
         "Ready", "ScalingActive", "ModelReady", "ScalingLimited", "MetricsAvailable",
         "Paused"}
-    assert all(e.identity == "operator-a" for e in world.scale_writes())
+    writes = world.scale_writes()
+    assert writes and all(e.identity == "operator-a" for e in writes), writes
+    if world.plane is not None:  # from the apiserver's audit log and managedFields
+        assert world.audit_scale_writes_by_lease_holders(["web"]) >= 1
+        owner = world.scale_manager("web")
+        assert (owner["manager"], owner["subresource"]) == ("forescale", "scale"), owner
     lease = world.lease("web")
     assert lease is not None and lease["spec"]["holderIdentity"] == "operator-a"
 

@@ -26,6 +26,10 @@ from forescale.controller.rbac import requires
 
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+#: The field manager of our writes: a real apiserver records it in the target's
+#: managedFields (without it the manager is the client library's User-Agent,
+#: "OpenAPI-Generator", which names nobody).
+FIELD_MANAGER = {"fieldManager": "forescale"}
 
 #: Scalable built-ins: the ones whose /scale the operator's default RBAC allows.
 SCALABLE_BUILTINS = {("apps", "Deployment"): "deployments",
@@ -210,7 +214,7 @@ class KubeClient:
         body = {"metadata": {"resourceVersion": resource_version},
                 "spec": {"replicas": replicas}}
         return self._request("PATCH", resource.path(namespace, name, "scale"), body=body,
-                             content_type=MERGE_PATCH)
+                             content_type=MERGE_PATCH, query=FIELD_MANAGER)
 
     # -- other autoscalers -----------------------------------------------------------------
 
@@ -258,7 +262,8 @@ class KubeClient:
                 "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
                              "annotations": dict(annotations)},
                 "spec": spec}
-        return self._request("POST", self._lease_path(namespace), body=body)
+        return self._request("POST", self._lease_path(namespace), body=body,
+                             query=FIELD_MANAGER)
 
     @requires("coordination.k8s.io", "leases", ["update"])
     def replace_lease(self, lease: JSON, spec: JSON) -> JSON:
@@ -270,7 +275,7 @@ class KubeClient:
                              if k in meta},
                 "spec": spec}
         return self._request("PUT", self._lease_path(meta["namespace"], meta["name"]),
-                             body=body)
+                             body=body, query=FIELD_MANAGER)
 
     @requires("coordination.k8s.io", "leases", ["delete"])
     def delete_lease(self, lease: JSON) -> None:
@@ -288,7 +293,8 @@ class KubeClient:
     def patch_policy_status(self, namespace: str, name: str, status: JSON) -> JSON:
         path = (f"/apis/forescale.dev/v1alpha1/namespaces/{namespace}/scalingpolicies/"
                 f"{name}/status")
-        return self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+        return self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH,
+                             query=FIELD_MANAGER)
 
     @requires("", "events", ["create"])
     def create_event(self, *, involved: Mapping[str, Any], type_: str, reason: str,

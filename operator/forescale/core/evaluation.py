@@ -7,7 +7,9 @@ parameters are applied, nothing is refitted); forecasts and actuals are averaged
 ``block_seconds`` mean rates and scored over all origins together by MAPE and by the share
 of block means within 10 % (:mod:`forescale.core.metrics`).
 
-With a ``chain``, it is run at every origin too and scored as ``"chain"``. At origins where
+With a ``chain``, it is run at every origin too and scored as ``"chain"``, keeping its
+stages' track records as the plan does, so its relative gate (``WorseThanFallback``) acts
+here as in the operator. At origins where
 every stage fails its gate the operator holds its replicas; to keep the scores comparable
 such origins are scored with the forecast of the chain's last stage *as a plain model*
 (which therefore must be one of ``models``), and how often that happened is counted.
@@ -28,6 +30,7 @@ import numpy as np
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecaster
+from forescale.core.calibration import Records
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.metrics import mape, share_within
 from forescale.core.series import FloatArray, Series
@@ -150,6 +153,10 @@ def rolling_origin_evaluation(
     actual: list[FloatArray] = []
     served: dict[str, int] = {}
     unserved = 0
+    # The chain keeps its stages' track records as the plan does (every origin is an
+    # aligned one): scored only once each horizon has passed, so its relative gate works
+    # here exactly as in the operator.
+    records = Records()
     for done, origin in enumerate(origins, start=1):
         past = series.until(float(origin))
         future = series.values[len(past):][:horizon]
@@ -165,7 +172,14 @@ def rolling_origin_evaluation(
             predicted[name].append(_block_means(fc.mean, per_block))
         if chain is not None:
             t = clock() if clock is not None else 0.0
-            result = chain.forecast(history, horizon, now=float(origin))
+            records.score(history, intensity_steps=1,
+                          half_life=chain.settings.calibration_half_life_seconds,
+                          now=float(origin))
+            result = chain.forecast(history, horizon, now=float(origin), records=records,
+                                    track_due=True)
+            for run in result.runs:
+                records.record(history.end_seconds, run.model, served=False, track=True,
+                               means=run.forecast.mean)
             if clock is not None:
                 seconds[CHAIN] += clock() - t
             key = result.served_by or f"none ({result.reason})"
