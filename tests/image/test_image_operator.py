@@ -1,12 +1,14 @@
 """The operator image, run as the chart runs it, scales a Deployment under its Lease.
 
 The container (user 65532, read-only root, no capabilities, /tmp the only writable mount,
-host network) gets what the chart's pod gets: the API server (here through a mounted
-kubeconfig instead of the in-cluster ServiceAccount), a real Prometheus, and the chart's
-flags. The test then checks, from the outside, what an operator in a cluster is judged
-by: the Deployment is scaled up to what the traffic needs, every /scale write comes from
-the container's identity while it holds the target's Lease, and /metrics and /healthz
-answer on the metrics port.
+host network) gets what the chart's pod gets: the args and environment of the chart's
+Deployment, rendered for this test (tests/image/conftest.py ``chart_pod``), the API server
+(through a mounted kubeconfig instead of the in-cluster ServiceAccount; on the real control
+plane with exactly the chart's RBAC) and a real Prometheus. The test then checks, from the
+outside, what an operator in a cluster is judged by: the Deployment is scaled up to what
+the traffic needs, every /scale write comes from the container's identity while it holds
+the target's Lease, and /metrics and the chart's liveness and readiness probe paths answer
+on the chart's metrics port.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from typing import Any
 
 import pytest
 
-from tests.image.conftest import RATE, SELECTOR, ApiServer, Traffic
+from forescale.controller.lease import lease_name
+from tests.image.conftest import RATE, SELECTOR, ApiServer, ChartPod
 from tests.image.podman import Container
-from tests.support.prometheus import free_port
 
 KUBECONFIG = "/var/run/forescale/kubeconfig"
-IDENTITY = "forescale-image-0"
 SERVICE_RATE = 10.0
 #: Cold start in the container (importing torch and statsmodels, the first ARIMA fit) on a
 #: loaded 2-core machine takes tens of seconds; the predicates are what the test proves.
@@ -47,21 +48,15 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-def operator(image: str, api_server: ApiServer, namespace: str,
-             traffic: Traffic) -> Any:
-    port = free_port()
-    kubeconfig = api_server.kubeconfig_for(IDENTITY, namespace)
-    # The chart's args (templates/deployment.yaml), with this test's namespace, Prometheus
-    # and port; a short Lease extra so the test does not wait on defaults meant for
-    # production.
-    container = Container.start(image, [
-        f"--namespace={namespace}", f"--prometheus-url={traffic.prometheus.url}",
-        "--models-dir=/models", f"--metrics-port={port}", "--metrics-address=127.0.0.1",
-        f"--identity={IDENTITY}", "--standalone", "--log-format=text", "--log-level=info",
-        f"--kubeconfig={KUBECONFIG}", "--lease-extra-seconds=3"],
-        volumes=[(kubeconfig, KUBECONFIG)],
-        env={"POD_NAME": IDENTITY, "POD_NAMESPACE": namespace})
-    container.port = port  # type: ignore[attr-defined]
+def operator(image: str, api_server: ApiServer, chart_pod: ChartPod) -> Any:
+    """The container with the chart's args and environment. Two flags are added: the
+    kubeconfig (the chart's pod uses its ServiceAccount in-cluster instead), and the
+    metrics address on loopback (the chart listens on all of the pod's addresses; here the
+    pod's network is the host's)."""
+    container = Container.start(
+        image, [*chart_pod.args, f"--kubeconfig={KUBECONFIG}", "--metrics-address=127.0.0.1"],
+        volumes=[(api_server.kubeconfig(chart_pod.env["POD_NAMESPACE"]), KUBECONFIG)],
+        env=chart_pod.env)
     try:
         yield container
     finally:
@@ -69,7 +64,8 @@ def operator(image: str, api_server: ApiServer, namespace: str,
 
 
 def test_the_image_scales_a_deployment_under_its_lease(
-        operator: Container, api_server: ApiServer, namespace: str) -> None:
+        operator: Container, api_server: ApiServer, namespace: str,
+        chart_pod: ChartPod) -> None:
     kube = api_server.kube
     labels = {"app": "web"}
     pod = {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
@@ -100,21 +96,28 @@ def test_the_image_scales_a_deployment_under_its_lease(
         kube.wait_for(lambda: operator.running() and replicas() >= needed, timeout=WAIT,
                       interval=1.0, what=f"the Deployment scaled to >= {needed} replicas")
     except AssertionError:
-        raise AssertionError(f"replicas={replicas()}, container running="
+        raise AssertionError(f"{api_server.kind}: replicas={replicas()}, container running="
                              f"{operator.running()}, log tail:\n{operator.logs(tail=60)}"
                              ) from None
 
     # Every /scale write in the namespace came from the container's identity...
     writes = api_server.scale_writes(namespace)
     assert writes, "the Deployment changed but no /scale write was recorded"
-    assert {w[0] for w in writes} == {IDENTITY}, writes
+    assert {w[0] for w in writes} == {api_server.identity}, (api_server.kind, writes)
     # ...which holds the target's Lease.
-    lease = kube.get("coordination.k8s.io/v1/leases", "forescale-deployment-web",
-                     namespace=namespace)
-    assert lease is not None and lease["spec"]["holderIdentity"] == IDENTITY, lease
+    # Where the chart's environment keeps Leases (FORESCALE_LEASE_NAMESPACE, the operator's
+    # own namespace), named as the operator names them.
+    lease_namespace = chart_pod.env.get("FORESCALE_LEASE_NAMESPACE")
+    lease = kube.get("coordination.k8s.io/v1/leases",
+                     lease_name("Deployment", "web",
+                                namespace=namespace if lease_namespace else None),
+                     namespace=lease_namespace or namespace)
+    assert lease is not None and lease["spec"]["holderIdentity"] == api_server.identity, lease
 
-    base = f"http://127.0.0.1:{operator.port}"  # type: ignore[attr-defined]
-    assert _get(f"{base}/healthz")[0] == 200
+    # The chart's probes, on the chart's metrics port.
+    base = f"http://127.0.0.1:{chart_pod.metrics_port}"
+    assert _get(f"{base}{chart_pod.liveness_path}")[0] == 200
+    assert _get(f"{base}{chart_pod.readiness_path}")[0] == 200
     status, metrics = _get(f"{base}/metrics")
     assert status == 200
     desired = _metric(metrics, "forescale_desired_replicas", namespace=namespace, policy="web")
