@@ -52,7 +52,9 @@ CONTROLLER_MANAGER = "system:kube-controller-manager"
 #: The controllers the scenarios depend on (kube-controller-manager --controllers).
 CONTROLLERS = ("deployment-controller", "replicaset-controller",
                "garbage-collector-controller", "serviceaccount-controller",
-               "namespace-controller")
+               "namespace-controller",
+               # aggregates the chart's edit/view roles into the built-in ones (issue 11)
+               "clusterrole-aggregation-controller")
 
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
