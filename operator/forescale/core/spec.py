@@ -48,9 +48,10 @@ class SLO:
     percentile: float = 0.95
     #: Never plan above this utilisation, whatever Erlang C allows.
     max_utilisation: float = 0.95
-    #: Share of decision periods in which the SLO may be missed because traffic beat the
-    #: forecast: the calibrated upper bound covers the intensity with 1 − this.
-    violation_budget: float = 0.01
+    #: Share of decisions that may turn out short of what the observed intensity needed:
+    #: adaptive conformal inference holds the plan's own misses at this level. Half the
+    #: benchmark's 1 % goal by default, to leave room for what the plan cannot see.
+    violation_budget: float = 0.005
 
     def __post_init__(self) -> None:
         _non_negative("slo.waitSeconds", self.wait_seconds)
