@@ -10,7 +10,7 @@ import pytest
 from forescale.controller.kube import parse_time
 from forescale.core.sizing import size
 from forescale.core.spec import SLO
-from tests.integration.conftest import RAMP_TO, World
+from tests.integration.conftest import DEPLOYMENTS, RAMP_TO, World
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,18 @@ def test_a_killed_holder_is_replaced_within_lease_duration_plus_period(world: Wo
     world.wait(lambda: _holder(world, "web") == "operator-b", timeout=duration + 5 + 5,
                what="operator-b takes over")
     assert time.monotonic() - killed <= duration + 5 + 2  # + period, + polling slack
+
+
+def test_the_audit_check_catches_a_scale_write_by_someone_else(world: World) -> None:
+    """The proof has teeth: a /scale write by anyone but the Lease holder fails it."""
+    if world.plane is None:
+        pytest.skip("the apiserver's audit log is needed (control-plane mode)")
+    world.deployment("web", replicas=1)
+    world.kube.patch(DEPLOYMENTS, "web", {"spec": {"replicas": 3}}, namespace=world.namespace,
+                     subresource="scale")
+    world.wait(lambda: any(c.replicas == 3 for c in world.replica_changes()),
+               what="the watch saw the write")
+    with pytest.raises(AssertionError, match="admin scaled web without a lease"):
+        world.audit_scale_writes_by_lease_holders(["web"])
+    owner = world.scale_manager("web")
+    assert owner["manager"] != "forescale" and owner["subresource"] == "scale", owner
