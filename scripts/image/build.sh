@@ -34,4 +34,8 @@ log "building $IMAGE from $BASE_IMAGE (torch from $TORCH_SOURCE)"
 # rebuilds only the layers after the dependencies.
 nice -n 10 buildah bud --isolation chroot --layers --quiet \
   -f "$REPO/operator/Dockerfile" "${args[@]}" -t "$IMAGE" "$REPO" >/dev/null
+# Earlier builds' images (untagged now) hold a multi-GB dependency layer each: drop them, so
+# the storage holds one image (~6 GB) however often the pins change. The tagged image, its
+# cached steps and the base stay.
+podman image prune --force >/dev/null
 bash "$IMAGE_SCRIPTS/describe.sh"

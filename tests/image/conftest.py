@@ -99,19 +99,18 @@ def _control_plane_module() -> Any:
     if choice not in ("auto", "emulator", "controlplane"):
         raise ValueError(f"FORESCALE_IMAGE_API must be auto, emulator or controlplane, "
                          f"not {choice!r}")
-    required = choice == "controlplane" or bool(os.environ.get("FORESCALE_REQUIRE_CONTROLPLANE"))
     if choice == "emulator":
         return None
     try:
         from tests.support import controlplane
     except ImportError:
-        if required:
+        if choice == "controlplane":
             raise
         return None
     try:
         controlplane.Binaries.locate()
     except FileNotFoundError:
-        if required:
+        if choice == "controlplane" or os.environ.get("FORESCALE_REQUIRE_CONTROLPLANE"):
             raise
         return None
     return controlplane
