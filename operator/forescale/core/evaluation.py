@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forescale.core.calibration import Records
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecaster
-from forescale.core.calibration import Records
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.metrics import mape, share_within
 from forescale.core.series import FloatArray, Series
