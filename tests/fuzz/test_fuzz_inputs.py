@@ -2,7 +2,7 @@
 (only the one-line InvalidInputError the CLI turns into exit 2) or takes more than a second.
 
 Bounded in time: a fixed number of examples per target (derandomised, so a CI run is
-reproducible; `HYPOTHESIS_PROFILE=fuzz-long` runs many more locally), with hypothesis'
+reproducible; `HYPOTHESIS_PROFILE_FUZZ=fuzz-long` runs many more locally), with hypothesis'
 per-example deadline at one second.
 """
 
