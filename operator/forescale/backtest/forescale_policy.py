@@ -127,7 +127,8 @@ class ForescalePolicy:
         history = Series(self._start + first * self._step, self._step, seen[first:])
         decision = plan(history, self.spec, self.state, observation.now_seconds,
                         current_replicas=observation.current, chain=self.chain)
-        self.state = decision.state
+        # The simulated world applies every decision: the core's rule for what to remember.
+        self.state = decision.state_to_commit(applied=True)
         self.reasons.update(decision.reasons)
         self.served_by[decision.served_by or "none"] += 1
         t = observation.step
