@@ -85,6 +85,8 @@ def test_a_killed_holder_is_replaced_within_lease_duration_plus_period(world: Wo
     world.wait(lambda: _holder(world, "web") == "operator-b", timeout=duration + 5 + 5,
                what="operator-b takes over")
     assert time.monotonic() - killed <= duration + 5 + 2  # + period, + polling slack
+    if world.plane is not None:  # before and after the kill: only the holder wrote /scale
+        world.audit_scale_writes_by_lease_holders(["web"])
 
 
 def test_the_audit_check_catches_a_scale_write_by_someone_else(world: World) -> None:
