@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from forescale.controller.kube import KubeError
 from forescale.controller.membership import assign, shares
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
@@ -152,3 +153,17 @@ def test_a_join_moves_few_targets() -> None:
     after = assign(targets, ["a", "b", "c"])
     moved = sum(before[t] != after[t] for t in targets)
     assert moved <= 300 // 3 + 40  # about the newcomer's share, not a reshuffle
+
+
+def test_without_a_view_of_the_others_a_replica_acts_alone() -> None:
+    # No permission to list the membership Leases (an old Role): every cycle still decides,
+    # first come first served, and the target Leases keep each target exclusive.
+    n = 4
+    kube, clock, (a,) = cluster(n, ["op-a"])
+
+    def forbidden(namespace: str, *, label_selector: str) -> list[Any]:
+        raise KubeError(403, "Forbidden", "leases is forbidden")
+
+    kube.list_leases = forbidden  # type: ignore[method-assign]
+    period(kube, clock, [a], n)
+    assert holders(kube) == {"op-a": n}

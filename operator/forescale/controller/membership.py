@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Protocol
 
 from forescale.controller.kube import JSON, KubeError
 from forescale.controller.lease import LeaseApi, LeaseLock, live_holder
+
+logger = logging.getLogger("forescale.controller")
 
 #: The label that makes a Lease a replica's membership.
 COMPONENT_LABEL = ("app.kubernetes.io/component", "forescale-replica")
@@ -101,7 +104,15 @@ class Membership:
             if fresh:
                 return list(self._members)
         selector = "=".join(COMPONENT_LABEL)
-        leases = self._kube.list_leases(self.namespace, label_selector=selector)
+        try:
+            leases = self._kube.list_leases(self.namespace, label_selector=selector)
+        except KubeError as exc:
+            # Without a view of the others, act as if alone: every free target is taken by
+            # whoever comes first and the target Leases still keep each one exclusive.
+            logger.warning("cannot list the replicas' membership leases: %s", exc)
+            with self._lock:
+                self._members, self._listed_at = [self.identity], now
+            return [self.identity]
         alive = {h for lease in leases if (h := live_holder(lease, now)) is not None}
         alive.add(self.identity)
         members = sorted(alive)
