@@ -19,7 +19,7 @@ from forescale.controller.status import (
 )
 from forescale.core.forecast.base import Forecast
 from forescale.core.forecast.chain import ChainResult, StageReport
-from forescale.core.plan import LimitApplied, Plan, PlanState
+from forescale.core.plan import LimitApplied, Plan, PlanState, RateSource
 
 T0 = 1_700_000_000.0
 
@@ -225,3 +225,17 @@ def test_blocked_events(reason: str, kind: str) -> None:
 def test_scaling_limited_never_emits() -> None:
     d = decision(plan=make_plan(limits=(LimitApplied("TooManyReplicas", 9, 5, "max"),)))
     assert events(d, None) == []
+
+
+def test_status_says_what_set_the_rate_sized_for() -> None:
+    source = RateSource("ReactiveFloor", 120.0, "the rate observed in the last decision "
+                        "period (120 req/s) is above the forecast's bound",
+                        {"ForecastBound": 80.0, "ReactiveFloor": 120.0})
+    plan = replace(make_plan(), rate_source=source,
+                   bound_message="calibrated 99.5% bound of the intensity (up to x1.30)")
+    status = build_status(decision(plan=plan), None)
+    assert status["sizedFor"] == {
+        "reason": "ReactiveFloor", "rate": 120.0, "message": source.message,
+        "bound": "calibrated 99.5% bound of the intensity (up to x1.30)",
+        "candidates": {"ForecastBound": 80.0, "ReactiveFloor": 120.0}}
+    assert "sizedFor" not in build_status(decision(), None)
