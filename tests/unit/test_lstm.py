@@ -409,3 +409,17 @@ def test_nasa_validation_errors_are_what_the_card_says(nasa_model: LSTMForecaste
     card = (NASA_MODEL / MODEL_CARD_FILE).read_text()
     for value in (v.wape_lstm, v.wape_seasonal_naive, v.wape_moving_average):
         assert value is not None and f"| {value:.4f} |" in card
+
+
+def test_a_pickle_with_code_is_corrupt_and_the_status_never_advises_running_it(
+        saved: Path, tmp_path: Path) -> None:
+    """torch's own message suggests weights_only=False (running the file's code): that
+    advice must not reach the status; only the exception's type does."""
+    import datetime
+
+    copy = _copy(saved, tmp_path)
+    torch.save({"when": datetime.datetime(2026, 1, 1)}, copy / "weights.pt")
+    with pytest.raises(ArtifactError) as info:
+        LSTMForecaster.load(copy)
+    assert info.value.reason == "ArtifactCorrupt"
+    assert "weights_only" not in str(info.value) and "UnpicklingError" in str(info.value)

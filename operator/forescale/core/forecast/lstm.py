@@ -466,7 +466,10 @@ class LSTMForecaster(Forecaster):
         # torch.load raises whatever its unpickler or zip reader hits (UnpicklingError,
         # RuntimeError, EOFError, BadZipFile...); every one of them means the file is bad.
         except Exception as exc:
-            raise ArtifactError(f"{source}: {WEIGHTS_FILE} is unreadable: {exc}",
+            # Only the exception's type: torch's message advises loading with
+            # weights_only=False, i.e. running whatever code the file holds. Never that.
+            raise ArtifactError(f"{source}: {WEIGHTS_FILE} is unreadable "
+                                f"({type(exc).__name__}: not a weights-only state_dict)",
                                 reason="ArtifactCorrupt") from None
         if not isinstance(state, Mapping):
             raise ArtifactError(f"{source}: {WEIGHTS_FILE} does not hold a state_dict",
