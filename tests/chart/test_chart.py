@@ -577,7 +577,7 @@ def test_dockerfile_matches_the_package_pins_and_the_chart() -> None:
     assert f"USER {uid}:{uid}" in lines
     assert 'ENTRYPOINT ["forescale", "run"]' in lines
     assert "COPY models/ /models/" in lines
-    assert "HOME=/tmp \\" in lines and "TMPDIR=/tmp \\" in lines
+    assert "ENV HOME=/tmp \\" in lines and "TMPDIR=/tmp \\" in lines
     # The chart's default image is this one, tagged with the chart's appVersion.
     chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert values["image"]["repository"] == "ghcr.io/forescale/forescale"
