@@ -148,9 +148,11 @@ def targets(result: BacktestResult, *, real: bool) -> list[str]:
     if isinstance(coverage, dict) and coverage.get("empirical") is not None:
         lines.append(f"- calibrated bound: empirical coverage of the scoring rate "
                      f"{coverage['empirical']:.2%} at the step new pods are ready, over "
-                     f"{coverage['steps']} calibrated steps (nominal at the budget: "
-                     f"{coverage['nominal']:.0%}; adaptive conformal inference moves the "
-                     f"level to hold the plan's own misses at the budget)")
+                     f"{coverage['steps']} calibrated steps (nominal "
+                     f"{coverage['nominal']:.1%}, one minus the violation budget; adaptive "
+                     f"conformal inference moves the bound's own level so that the plan's "
+                     f"misses — bound, floors and stabilisation together — stay at the "
+                     f"budget)")
     return lines
 
 
