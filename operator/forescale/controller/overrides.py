@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.plan import Plan
+from forescale.core.plan import Plan, outcome_of
 from forescale.core.spec import PolicySpec
 
 PAUSED = "forescale.dev/paused"
@@ -82,15 +82,7 @@ def apply_override(result: Plan, override: Override | None) -> Plan:
     held = result.state_to_commit(applied=False)
     return dataclasses.replace(
         result, desired_replicas=desired,
-        reasons=(_outcome(desired, result.current_replicas), override.reason,
+        reasons=(outcome_of(desired, result.current_replicas), override.reason,
                  *result.reasons[1:]),
         message=f"{override.message}; the plan asked for {result.desired_replicas}",
         state=held, held_state=held)
-
-
-def _outcome(desired: int, current: int) -> str:
-    if desired > current:
-        return "ScaleUp"
-    if desired < current:
-        return "ScaleDown"
-    return "NoChange"

@@ -462,7 +462,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         desired, lim = clamp(current_replicas, spec)
         if lim:
             limits.append(lim)
-        outcome = _outcome(desired, current_replicas)
+        outcome = outcome_of(desired, current_replicas)
         return Plan(
             desired_replicas=desired, current_replicas=current_replicas,
             recommended_replicas=None,
@@ -541,7 +541,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     desired, lim = clamp(proposed, spec)
     limits += [lim] if lim else []
 
-    outcome = _outcome(desired, current_replicas)
+    outcome = outcome_of(desired, current_replicas)
     reasons = [outcome, sizing.reason]
     if fc is None:
         reasons.append(result.reason)
@@ -580,7 +580,8 @@ def _intensity_steps(spec: PolicySpec, history: Series) -> int:
     return steps if steps % 2 else steps + 1
 
 
-def _outcome(desired: int, current: int) -> str:
+def outcome_of(desired: int, current: int) -> str:
+    """The decision's first reason: ``ScaleUp``, ``ScaleDown`` or ``NoChange``."""
     if desired > current:
         return "ScaleUp"
     if desired < current:
