@@ -89,6 +89,9 @@ class Histogram:
     def total(self) -> float:
         return sum(self.weights.values())
 
+    def copy(self) -> Histogram:
+        return Histogram(dict(self.weights), self.updated)
+
     def decay_to(self, now: float, half_life: float) -> None:
         if self.updated is not None and now > self.updated:
             factor = 0.5 ** ((now - self.updated) / half_life)
@@ -204,8 +207,7 @@ class Records:
 
     def copy(self) -> Records:
         return Records(list(self.pending), {k: list(v) for k, v in self.tracks.items()},
-                       {k: Histogram(dict(h.weights), h.updated)
-                        for k, h in self.histograms.items()},
+                       {k: h.copy() for k, h in self.histograms.items()},
                        self.alpha, list(self.decisions))
 
     # -- serialisation -------------------------------------------------------------------
@@ -288,11 +290,9 @@ class Records:
             if not p.served:
                 continue
             for h, mean in enumerate(p.means):
-                k = first + h
-                around = values[k - half:k + intensity_steps - half]
-                if np.isnan(around).any():
+                y = _intensity(values, first + h, intensity_steps)
+                if y is None:
                     continue
-                y = float(around.mean())
                 score = math.log((y + eps) / (mean + eps))
                 regime = REGIMES[int(mean >= day_median)]
                 for key in (f"{h}:{regime}", f"{h}:all"):
@@ -329,10 +329,10 @@ class Records:
                 continue
             if k - half < 0:
                 continue
-            around = history.values[k - half:k + intensity_steps - half]
-            if np.isnan(around).any():
+            y = _intensity(history.values, k, intensity_steps)
+            if y is None:
                 continue
-            missed = needed(float(around.mean())) > replicas
+            missed = needed(y) > replicas
             alpha = min(max(alpha + ACI_GAMMA * (budget - float(missed)), ACI_RANGE[0]),
                         ACI_RANGE[1])
         self.alpha = alpha
@@ -380,7 +380,7 @@ class Records:
                 hist = self.histograms.get(key)
                 if hist is None:
                     continue
-                decayed = Histogram(dict(hist.weights), hist.updated)
+                decayed = hist.copy()
                 decayed.decay_to(now, half_life)
                 # Split conformal needs n >= q / (1 - q) scores for a finite quantile.
                 if decayed.total >= max(MIN_WEIGHT, coverage / (1.0 - coverage) + 1.0):
@@ -395,6 +395,16 @@ class Records:
         return Bound(upper, True, coverage,
                      f"calibrated {coverage:.1%} bound of the intensity "
                      f"(up to x{math.exp(widest):.2f} the forecast)")
+
+
+def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
+    """The observed intensity at step ``k``: the centred mean of ``steps`` samples around it
+    (the caller has checked they are all in ``values``); None across a gap."""
+    half = steps // 2
+    around = values[k - half:k + steps - half]
+    if np.isnan(around).any():
+        return None
+    return float(around.mean())
 
 
 def _day_median(history: Series) -> float:

@@ -50,7 +50,7 @@ from forescale.core.guardrail import recommend as guardrail_recommend
 from forescale.core.schedules import ScheduleEffect
 from forescale.core.schedules import bound as schedule_bound
 from forescale.core.schedules import effect as schedule_effect
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import Series
 from forescale.core.sizing import ChaosResult, SizingResult, chaos_buffer, size
 from forescale.core.spec import PolicySpec, RateLimit
 
@@ -277,15 +277,22 @@ def reactive_floor(history: Series, spec: PolicySpec) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def planned_rate(bound: FloatArray, overlap: npt.NDArray[np.bool_], floor: float | None,
-                 peak: tuple[float, str] | None, bound_message: str) -> RateSource:
-    """The highest of the candidates, and which one it was (a tie goes to the forecast)."""
-    candidates = {"ForecastBound": float(np.max(bound[overlap]))}
-    messages = {"ForecastBound": bound_message}
-    if floor is not None:
-        candidates["ReactiveFloor"] = floor
+def planned_rate(bound: tuple[float, str] | None, floor: float,
+                 peak: tuple[float, str] | None) -> RateSource:
+    """The highest of the candidates, each a (rate, message), and which one it was (a tie
+    goes to the forecast, then to the floor). Without a bound every forecaster failed: the
+    plan sizes for what is seen (and a recurring peak), as a reactive autoscaler would,
+    rather than hold."""
+    candidates: dict[str, float] = {}
+    messages: dict[str, str] = {}
+    if bound is not None:
+        candidates["ForecastBound"], messages["ForecastBound"] = bound
         messages["ReactiveFloor"] = (f"the rate observed in the last decision period "
                                      f"({floor:.4g} req/s) is above the forecast's bound")
+    else:
+        messages["ReactiveFloor"] = (f"no forecaster could serve: sized for the observed "
+                                     f"{floor:.4g} req/s")
+    candidates["ReactiveFloor"] = floor
     if peak is not None:
         candidates["RecurringPeak"] = peak[0]
         messages["RecurringPeak"] = peak[1]
@@ -484,25 +491,16 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound = records.upper_bound(fc.mean, fc.upper, history,
                                     coverage=1.0 - records.level(budget), now=now,
                                     half_life=half_life)
-        source = planned_rate(bound.upper, overlap, floor,
-                              None if peak is None else (peak.rate, peak.message),
-                              bound.message)
+        forecast_bound: tuple[float, str] | None = (float(np.max(bound.upper[overlap])),
+                                                    bound.message)
         bound_message = bound.message
         bound_upper: tuple[float, ...] | None = tuple(float(x) for x in bound.upper)
         bound_calibrated = bound.calibrated
     else:
-        bound_upper, bound_calibrated = None, False
-        # Every forecaster failed but the observed rate is known: size for what is seen
-        # (and a recurring peak), as a reactive autoscaler would, rather than hold.
+        forecast_bound, bound_upper, bound_calibrated = None, None, False
         bound_message = "no forecast: " + result.message
-        candidates = {"ReactiveFloor": floor}
-        if peak is not None:
-            candidates["RecurringPeak"] = peak.rate
-        why = max(candidates, key=lambda k: candidates[k])
-        source = RateSource(why, candidates[why],
-                            (peak.message if why == "RecurringPeak" and peak is not None
-                             else f"no forecaster could serve: sized for the observed "
-                                  f"{floor:.4g} req/s"), candidates)
+    source = planned_rate(forecast_bound, floor,
+                          None if peak is None else (peak.rate, peak.message))
     rate = source.rate
     # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
     # scales the rate sized for, e.g. a launch the history has never seen.
