@@ -58,11 +58,12 @@ def test_a_perfect_forecaster_and_constant_biases_score_exactly() -> None:
                                   history_seconds=3600)
     # Origins every 15 min from day 1 while 15 min of actuals follow: 96 of them.
     assert r.origins == 96
-    assert r.scores["perfect"] == ModelScore(mape=0.0, within_10pct=1.0)
+    assert r.scores["perfect"] == ModelScore(mape=0.0, within_10pct=1.0, wape=0.0)
     assert r.scores["plus5"].mape == pytest.approx(0.05)
     assert r.scores["plus5"].within_10pct == 1.0
     assert r.scores["minus20"].mape == pytest.approx(0.20)
     assert r.scores["minus20"].within_10pct == 0.0
+    assert r.scores["minus20"].wape == pytest.approx(0.20)
     assert r.scores["perfect"].ms_per_forecast is None  # no clock, no timings
     assert r.chain_served == {} and r.chain_unserved == 0
     assert list(r.scores) == ["perfect", "plus5", "minus20"]
@@ -172,9 +173,9 @@ def test_markdown_and_dict() -> None:
     r = rolling_origin_evaluation(s, models, start=DAY * STEP, end=DAY * STEP + 3600,
                                   history_seconds=600, clock=lambda: float(next(ticks)))
     table = r.to_markdown()
-    assert table.splitlines()[0] == ("| model | MAPE | within 10 % | MAPE / seasonal naive "
+    assert table.splitlines()[0] == ("| model | MAPE | WAPE | within 10 % | MAPE / seasonal naive "
                                      "| ms per forecast |")
-    assert "| lstm | 5.0% | 100.0% | 0.50 | 1.00 |" in table
+    assert "| lstm | 5.0% | 5.0% | 100.0% | 0.50 | 1.00 |" in table
     assert r._repr_markdown_() == table
     assert "MAPE /" not in r.to_markdown(baseline="arima")  # not scored: no column
     d = json.loads(json.dumps(r.to_dict()))
@@ -186,4 +187,4 @@ def test_markdown_and_dict() -> None:
     untimed = EvaluationResult(start=0, end=1, horizon_seconds=1, every_seconds=1,
                                block_seconds=1, history_seconds=1, origins=1,
                                scores={"x": ModelScore(0.1, 0.5)})
-    assert untimed.to_markdown().splitlines()[0] == "| model | MAPE | within 10 % |"
+    assert untimed.to_markdown().splitlines()[0] == "| model | MAPE | WAPE | within 10 % |"

@@ -4,8 +4,8 @@ Forecast origins are placed every ``every_seconds`` from ``start`` while a full 
 before ``end``. At each origin every model forecasts the next ``horizon_seconds`` from the
 last ``history_seconds`` of the series up to the origin (no look-ahead; the fitted
 parameters are applied, nothing is refitted); forecasts and actuals are averaged into
-``block_seconds`` mean rates and scored over all origins together by MAPE and by the share
-of block means within 10 % (:mod:`forescale.core.metrics`).
+``block_seconds`` mean rates and scored over all origins together by MAPE, by WAPE and by
+the share of block means within 10 % (:mod:`forescale.core.metrics`).
 
 With a ``chain``, it is run at every origin too and scored as ``"chain"``, keeping its
 stages' track records as the plan does, so its relative gate (``WorseThanFallback``) acts
@@ -32,7 +32,7 @@ from forescale.core.calibration import Records
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecaster
 from forescale.core.forecast.chain import ForecastChain
-from forescale.core.metrics import mape, share_within
+from forescale.core.metrics import mape, share_within, wape
 from forescale.core.series import FloatArray, Series
 
 Clock = Callable[[], float]
@@ -54,9 +54,12 @@ class ModelScore:
     within_10pct: float
     #: Mean milliseconds per forecast call; None without a clock.
     ms_per_forecast: float | None = None
+    #: Sum of absolute errors over the sum of the actual block means (quiet hours weigh
+    #: less than in MAPE); None when not computed.
+    wape: float | None = None
 
     def to_dict(self) -> dict[str, float | None]:
-        return {"mape": self.mape, "within_10pct": self.within_10pct,
+        return {"mape": self.mape, "wape": self.wape, "within_10pct": self.within_10pct,
                 "mean_forecast_ms": self.ms_per_forecast}
 
 
@@ -92,11 +95,11 @@ class EvaluationResult:
         }
 
     def to_markdown(self, baseline: str = "seasonal_naive") -> str:
-        """A table: MAPE, within 10 %, MAPE relative to ``baseline`` (when it was scored) and
+        """A table: MAPE, WAPE, within 10 %, MAPE relative to ``baseline`` (when it was scored) and
         ms per forecast (when timed)."""
         relative = self.relative_mape(baseline) if baseline in self.scores else None
         timed = any(s.ms_per_forecast is not None for s in self.scores.values())
-        head = ["model", "MAPE", "within 10 %"]
+        head = ["model", "MAPE", "WAPE", "within 10 %"]
         if relative is not None:
             head.append(f"MAPE / {baseline.replace('_', ' ')}")
         if timed:
@@ -104,7 +107,8 @@ class EvaluationResult:
         lines = ["| " + " | ".join(head) + " |",
                  "|---|" + "---:|" * (len(head) - 1)]
         for name, s in self.scores.items():
-            cells = [name, f"{s.mape:.1%}", f"{s.within_10pct:.1%}"]
+            cells = [name, f"{s.mape:.1%}", "—" if s.wape is None else f"{s.wape:.1%}",
+                     f"{s.within_10pct:.1%}"]
             if relative is not None:
                 cells.append(f"{relative[name]:.2f}")
             if timed:
@@ -199,7 +203,7 @@ def rolling_origin_evaluation(
     for name in names:
         p = np.concatenate(predicted[name])
         scores[name] = ModelScore(
-            mape=mape(a, p), within_10pct=share_within(a, p, WITHIN),
+            mape=mape(a, p), within_10pct=share_within(a, p, WITHIN), wape=wape(a, p),
             ms_per_forecast=1000 * seconds[name] / len(actual) if clock is not None else None)
     return EvaluationResult(start=float(start), end=float(end),
                             horizon_seconds=float(horizon_seconds),
