@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.forecast.arima import ArimaForecaster
+from forescale.core.forecast.arima import MIN_WEEKS_FOR_WEEKLY, ArimaForecaster
 from forescale.core.series import Series
 
 #: The ``make_seasonal`` fixture (tests/conftest.py).
 SeasonalFactory = Callable[..., Series]
 
 DAY = 86400.0
+T0 = 1_700_438_400.0  # a Monday, 00:00 UTC
 
 
 def _fitted(history: Series, **kwargs: object) -> ArimaForecaster:
@@ -154,3 +155,56 @@ def test_convergence_warnings_stay_local(seasonal_series: Series,
 def test_bad_arguments(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         ArimaForecaster(**kwargs)  # type: ignore[arg-type]
+
+
+# -- weekly seasonality ----------------------------------------------------------------------
+
+WEEK = 7 * DAY
+
+
+def weekly(days: float, *, step: float = 300.0, seed: int = 11) -> Series:
+    """Poisson traffic with a daily shape and weekday/weekend levels (the weekend at 40 %),
+    starting on a Monday: what a weekly term is for."""
+    n = round(days * DAY / step)
+    t = T0 + step * np.arange(n)
+    weekday = ((t - T0) % WEEK) < 5 * DAY
+    rate = np.where(weekday, 30.0, 12.0) * (1.0 + 0.5 * np.sin(2 * np.pi * (t % DAY) / DAY))
+    counts = np.random.default_rng(seed).poisson(rate * step)
+    return Series.from_array(counts / step, start_seconds=T0, step_seconds=step)
+
+
+def test_weekly_terms_only_with_two_weeks(make_seasonal: SeasonalFactory) -> None:
+    assert MIN_WEEKS_FOR_WEEKLY == 2.0
+    series = weekly(21.0)
+    below = series.head(round((2 * 7 - 0.5) * DAY / series.step_seconds))
+    assert _fitted(below).weekly_fourier_terms_used == 0
+    at = series.head(round(2 * WEEK / series.step_seconds))
+    assert _fitted(at).weekly_fourier_terms_used == 3
+    assert _fitted(at, weekly_fourier_terms=0).weekly_fourier_terms_used == 0
+    # The daily terms are unaffected either way.
+    assert _fitted(below).fourier_terms_used == _fitted(at).fourier_terms_used == 3
+
+
+def test_weekly_terms_improve_a_weekly_series() -> None:
+    """Forecasts (3 h ahead) from every 3 h of the third week, fitted on the two before: the
+    weekly terms know that Saturday is quieter than Friday, the daily ones cannot."""
+    series = weekly(21.0)
+    fit_on = series.head(round(2 * WEEK / series.step_seconds))
+    with_weekly, daily_only = _fitted(fit_on), _fitted(fit_on, weekly_fourier_terms=0)
+    horizon = 36
+    errors: dict[str, list[float]] = {"weekly": [], "daily": []}
+    for origin in range(len(fit_on), len(series) - horizon, horizon):
+        history, actual = series.head(origin), series.values[origin:origin + horizon]
+        for name, model in (("weekly", with_weekly), ("daily", daily_only)):
+            mean = model.forecast(history, horizon, 0.9).mean
+            errors[name].append(float(np.abs(mean - actual).sum()))
+    total = {name: sum(e) for name, e in errors.items()}
+    assert total["weekly"] < 0.9 * total["daily"], total
+
+
+def test_weekly_state_stays_small() -> None:
+    model = _fitted(weekly(28.0))
+    assert model.weekly_fourier_terms_used == 3
+    # Six more coefficients; the cached observations stay the 3-day fit window.
+    assert model._beta.size == 1 + 2 * 3 + 2 * 3
+    assert len(model._seen) == round(3 * DAY / 300.0)

@@ -1,13 +1,18 @@
-"""ARIMA with daily Fourier seasonality (statsmodels SARIMAX): the chain's middle stage.
+"""ARIMA with daily and weekly Fourier seasonality (statsmodels SARIMAX): the chain's middle
+stage.
 
 The model is "regression with ARIMA errors", fitted in two steps so that a fit stays well
 under a second on days of minute data:
 
-1. the daily shape: ordinary least squares of the rate on an intercept and ``K`` Fourier
+1. the seasonal shape: ordinary least squares of the rate on an intercept, ``K`` Fourier
    pairs of the time of day (``K = fourier_terms``, only when the fit window covers at least
-   two seasons; one day cannot tell a daily pattern from a trend);
+   two seasons; one day cannot tell a daily pattern from a trend) and, when the history
+   covers at least :data:`MIN_WEEKS_FOR_WEEKLY` weeks, ``weekly_fourier_terms`` pairs of the
+   time of week (weekday/weekend levels). With the weekly terms the shape is fitted on up to
+   ``weekly_window_seconds`` of history (a week seen once cannot tell a weekly pattern from
+   a one-off day);
 2. the deviations from that shape: SARIMAX ``order`` fitted by maximum likelihood with a
-   bounded number of iterations, on the same bounded recent window.
+   bounded number of iterations, on the bounded recent window (``fit_window_seconds``).
 
 Fitting both jointly by maximum likelihood (SARIMAX with ``exog``) gave the same accuracy on
 the NASA trace at 3-8x the CPU: with ``d = 1`` the likelihood sees the Fourier terms only
@@ -44,8 +49,12 @@ from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
 from forescale.core.series import FloatArray, Series
 
 DAY_SECONDS = 86400.0
+WEEK_SECONDS = 7 * DAY_SECONDS
 #: Seasons the fit window must cover before Fourier terms are used.
 MIN_SEASONS_FOR_FOURIER = 2.0
+#: Weeks of history needed before the weekly terms are used. With one week each weekday is
+#: seen once, so a "weekly" term would fit that week's one-off days.
+MIN_WEEKS_FOR_WEEKLY = 2.0
 
 
 @contextmanager
@@ -65,8 +74,15 @@ def _quiet_statsmodels() -> Iterator[None]:
         yield
 
 
+def _weekly_harmonics(count: int) -> list[int]:
+    """The first ``count`` weekly harmonics that are not daily ones (7 divides those, and
+    the daily terms already hold them)."""
+    return [k for k in range(1, count + count // 6 + 2) if k % 7][:count]
+
+
 class ArimaForecaster(Forecaster):
-    """ARIMA(p, d, q) errors around a daily Fourier shape; see the module docstring.
+    """ARIMA(p, d, q) errors around a daily (and, with two weeks of history, weekly) Fourier
+    shape; see the module docstring.
 
     ``fit_window_seconds`` bounds the recent history a fit (and an apply) looks at;
     ``maxiter`` bounds the optimiser. The defaults fit 3 days of minute data in a few
@@ -77,16 +93,21 @@ class ArimaForecaster(Forecaster):
 
     def __init__(self, order: tuple[int, int, int] = (2, 1, 2), fourier_terms: int = 3, *,
                  season_seconds: float = DAY_SECONDS,
-                 fit_window_seconds: float = 3 * DAY_SECONDS, maxiter: int = 15) -> None:
+                 fit_window_seconds: float = 3 * DAY_SECONDS, maxiter: int = 15,
+                 weekly_fourier_terms: int = 3,
+                 weekly_window_seconds: float = 4 * WEEK_SECONDS) -> None:
         super().__init__()
         if len(order) != 3 or any(not isinstance(x, int) or x < 0 for x in order):
             raise InvalidInputError(f"arima order must be three non-negative integers, "
                                     f"got {order!r}")
-        if not (isinstance(fourier_terms, int) and fourier_terms >= 0):
-            raise InvalidInputError(f"arima fourier_terms must be a non-negative integer, "
-                                    f"got {fourier_terms!r}")
+        for label, terms in (("fourier_terms", fourier_terms),
+                             ("weekly_fourier_terms", weekly_fourier_terms)):
+            if not (isinstance(terms, int) and terms >= 0):
+                raise InvalidInputError(f"arima {label} must be a non-negative integer, "
+                                        f"got {terms!r}")
         for label, value in (("season_seconds", season_seconds),
-                             ("fit_window_seconds", fit_window_seconds)):
+                             ("fit_window_seconds", fit_window_seconds),
+                             ("weekly_window_seconds", weekly_window_seconds)):
             if not (math.isfinite(value) and value > 0):
                 raise InvalidInputError(f"arima {label} must be positive, got {value!r}")
         if not (isinstance(maxiter, int) and maxiter >= 1):
@@ -96,8 +117,11 @@ class ArimaForecaster(Forecaster):
         self.season_seconds = float(season_seconds)
         self.fit_window_seconds = float(fit_window_seconds)
         self.maxiter = maxiter
+        self.weekly_fourier_terms = weekly_fourier_terms
+        self.weekly_window_seconds = float(weekly_window_seconds)
         # Set by _fit.
         self._fourier_used = 0
+        self._weekly_used = 0
         self._beta: FloatArray = np.zeros(1)
         self._params: FloatArray = np.zeros(0)
         self._results: Any = None
@@ -115,6 +139,12 @@ class ArimaForecaster(Forecaster):
         """Fourier pairs of the last fit (0 when its window covered under two seasons)."""
         return self._fourier_used
 
+    @property
+    def weekly_fourier_terms_used(self) -> int:
+        """Weekly Fourier pairs of the last fit (0 when the history covered under
+        :data:`MIN_WEEKS_FOR_WEEKLY` weeks)."""
+        return self._weekly_used
+
     # -- fitting -------------------------------------------------------------------------
 
     def _window_samples(self, step_seconds: float) -> int:
@@ -126,18 +156,30 @@ class ArimaForecaster(Forecaster):
         columns = [np.ones_like(timestamps)]
         for k in range(1, self._fourier_used + 1):
             columns += [np.sin(k * phase), np.cos(k * phase)]
+        # UTC weeks; the phase origin does not matter (the fit finds it).
+        week = 2.0 * np.pi * np.mod(timestamps, WEEK_SECONDS) / WEEK_SECONDS
+        for k in _weekly_harmonics(self._weekly_used):
+            columns += [np.sin(k * week), np.cos(k * week)]
         return np.column_stack(columns)
 
     def _fit(self, history: Series) -> None:
-        window = history.tail(self._window_samples(history.step_seconds))
-        season_steps = self.season_seconds / history.step_seconds
-        covers = len(window) * history.step_seconds >= MIN_SEASONS_FOR_FOURIER * self.season_seconds
+        step = history.step_seconds
+        window = history.tail(self._window_samples(step))
+        season_steps = self.season_seconds / step
+        covers = len(window) * step >= MIN_SEASONS_FOR_FOURIER * self.season_seconds
         # Above the Nyquist limit a "harmonic" aliases onto a lower one.
         nyquist = max(int(season_steps // 2) - 1, 0)
         self._fourier_used = min(self.fourier_terms, nyquist) if covers else 0
-        X = self._design(window.timestamps())
-        beta, *_ = np.linalg.lstsq(X, window.values, rcond=None)
+        shape_span = history.tail(max(len(window), round(self.weekly_window_seconds / step)))
+        weeks = len(shape_span) * step / WEEK_SECONDS
+        self._weekly_used = self.weekly_fourier_terms if weeks >= MIN_WEEKS_FOR_WEEKLY else 0
+        # The weekly shape needs the weeks it is identified from; the daily-only shape keeps
+        # the recent window (it follows a daily shape that drifts over days).
+        shape = shape_span if self._weekly_used else window
+        X = self._design(shape.timestamps())
+        beta, *_ = np.linalg.lstsq(X, shape.values, rcond=None)
         self._beta = np.asarray(beta, dtype=np.float64)
+        X = self._design(window.timestamps())
         model = self._model(window.values - X @ self._beta)
         with _quiet_statsmodels():
             params = model.fit(disp=False, maxiter=self.maxiter, return_params=True)
