@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from forescale.core.calibration import MIN_COMMON, Histogram, Records
+from forescale.core.calibration import ACI_SLOW_GAMMA, MIN_COMMON, Histogram, Records
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
 
@@ -206,3 +206,30 @@ def test_adaptive_conformal_inference_holds_the_miss_rate_at_the_budget() -> Non
                 decided += 1
                 misses += int(np.ceil(_centred(observed, t + 2))) > replicas
         assert abs(misses / decided - budget) <= 0.01, (error_sd, misses / decided)
+
+
+def test_a_cluster_of_misses_widens_the_bound_at_once_and_not_for_hours() -> None:
+    """Two time scales: eight minutes of misses (traffic returning after an outage,
+    a flash crowd) drops the miss level at once; its fast part has decayed two hours
+    later, and the slow part it leaves behind is the small one that keeps the long-run
+    miss share at the budget."""
+    budget = 0.005
+    n = 600
+    history = Series(T0, STEP, np.full(n, 100.0))
+    records = Records(alpha=0.03)
+    before = records.level(budget)
+
+    def outcomes(first: int, count: int, replicas: int) -> None:
+        records.decisions = [(T0 + (first + i) * STEP, replicas) for i in range(count)]
+        records.score_decisions(history, intensity_steps=5, budget=budget,
+                                now=T0 + n * STEP, needed=lambda rate: int(np.ceil(rate)))
+
+    outcomes(10, 8, 0)  # eight misses in a row
+    after = records.level(budget)
+    assert after <= 0.001  # at once: the bound widens as far as it can
+    outcomes(18, 120, 10_000)  # two hours of hits
+    recovered = records.level(budget)
+    slow_part = before - 8 * ACI_SLOW_GAMMA * (1 - budget) + 120 * ACI_SLOW_GAMMA * budget
+    # Two half-lives: what is left of the fast part is at most a quarter of the slow part.
+    assert 0.75 * slow_part <= recovered <= slow_part, (before, after, recovered)
+    assert recovered > 0.01  # a single integrator fast enough to react sat near its floor

@@ -83,6 +83,9 @@ def test_a_burst_seen_on_5_of_the_last_7_days_is_provisioned_before_it_arrives()
     assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak"
     assert "RecurringPeak" in p.reasons
     assert "5 of the last 7 days" in p.rate_source.message
+    # The peak is a level: it gets the same margin the bound keeps above the forecast
+    # (here, uncalibrated yet, the model's own interval: x1.05).
+    assert "with the bound's margin x1.05" in p.rate_source.message
     # The benchmark's scoring intensity at the burst's first minute is 2.5x the base (a
     # centred 5-minute mean: two minutes before, three in the burst).
     assert p.planned_arrival_rate is not None and p.planned_arrival_rate >= 240.0
@@ -176,3 +179,48 @@ def test_a_sudden_3x_jump_is_met_within_lead_time_plus_one_period() -> None:
     met_from = jump + lead_steps + 1 - run.first_step
     assert not run.violating[met_from:met_from + 300].any()
     assert run.violating[jump - run.first_step:met_from].any()  # the physics: not before
+
+
+def test_a_small_scale_down_is_within_tolerance_also_when_the_window_sets_it() -> None:
+    """The window's highest recommendation falling by a pod a period is not a scaling
+    action each period: the tolerance applies to what stabilisation leaves, too."""
+    now = MIDNIGHT + 10 * 3600
+    history = Series(now - 600 * STEP, STEP, np.full(600, 50.0))
+    needed = replicas_for_slo(52.5, 10.0, SLO()).replicas
+    state = PlanState(recommendations=((now - 120.0, 39),))
+    p = decide(history, policy(), now, current=40, chain=LevelChain(50.0), state=state)
+    assert p.desired_replicas == 40 and "ScaleDownTolerance" in p.reasons
+    state = PlanState(recommendations=((now - 120.0, 30),))
+    q = decide(history, policy(), now, current=40, chain=LevelChain(50.0), state=state)
+    assert q.desired_replicas == 30 and "ScaleDownStabilized" in q.reasons
+    assert q.desired_replicas > needed
+
+
+def test_forecasts_made_from_a_collapse_are_not_calibration_evidence() -> None:
+    """Traffic gone for a quarter of an hour (an outage upstream): the forecasts of ~0 and
+    the decisions made from them miss when it returns, whatever the bound's level, so
+    neither is scored; the same plan a minute before the collapse is."""
+    now = MIDNIGHT + 10 * 3600
+    values = np.full(1500, 100.0)
+    values[-15:] = 0.0
+    collapsed = decide(Series(now - 1500 * STEP, STEP, values), policy(), now, current=15,
+                       chain=LevelChain(0.0))
+    records = collapsed.state.records
+    assert not any(p.served for p in records.pending) and not records.decisions
+    normal = decide(Series(now - 1500 * STEP, STEP, np.full(1500, 100.0)), policy(), now,
+                    current=15, chain=LevelChain(100.0))
+    records = normal.state.records
+    assert any(p.served for p in records.pending) and len(records.decisions) == 1
+
+
+def test_forecasts_made_while_a_recurring_peak_is_provisioned_are_not_scored() -> None:
+    """The peak's rate answers for the burst the forecast misses: the forecast's errors
+    there would widen the bound of every other hour."""
+    now = MIDNIGHT + 14.5 * 3600 - 120.0
+    history = history_with_bursts({1, 2, 3, 5, 6}, now=now)
+    p = decide(history, policy(), now, current=15, chain=LevelChain(100.0))
+    assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak"
+    assert not any(r.served for r in p.state.records.pending)
+    quiet = decide(history_with_bursts(set(), now=now), policy(), now, current=15,
+                   chain=LevelChain(100.0))
+    assert any(r.served for r in quiet.state.records.pending)

@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from forescale.core.calendar import recurring_peak
-from forescale.core.calibration import Records
+from forescale.core.calendar import RecurringPeak, recurring_peak
+from forescale.core.calibration import Records, collapsed
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -312,17 +312,20 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
     if raw >= current:
         return raw, None
     result = min(ceiling, current)
+    tolerance = spec.behavior.scale_down_tolerance
+    if result < current and current - result < tolerance * current:
+        # Also when the window's highest recommendation is what sets the result: as the
+        # window slides over a falling recommendation it would otherwise shave a pod or
+        # two off every period, each one a scaling action.
+        return current, LimitApplied(
+            "ScaleDownTolerance", result, current,
+            f"holding {current} replicas: {result} is within the scale-down tolerance "
+            f"({tolerance:.0%})")
     if result != raw:
         return result, LimitApplied(
             "ScaleDownStabilized", raw, result,
             f"holding {result} replicas: the highest recommendation of the last "
             f"{window:g}s")
-    tolerance = spec.behavior.scale_down_tolerance
-    if current - result < tolerance * current:
-        return current, LimitApplied(
-            "ScaleDownTolerance", result, current,
-            f"holding {current} replicas: {result} is within the scale-down tolerance "
-            f"({tolerance:.0%})")
     return result, None
 
 
@@ -447,7 +450,9 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                  spec.costs).replicas)
 
     problem = metrics_problem(history, spec, now)
+    from_collapse = collapsed(history, intensity_steps)
     result: ChainResult | None = None
+    peak: RecurringPeak | None = None
     if problem is None:
         origin = history.end_seconds
         last = records.last_track_origin()
@@ -455,8 +460,15 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         due = last is None or math.floor(origin / period) > math.floor(last / period)
         result = chain.forecast(history, forecast_horizon(history, window[1]), now=now,
                                 records=records, track_due=due)
+        peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
+                              intensity_steps=intensity_steps)
+        # What the bound is calibrated on: the errors of forecasts that it alone answers
+        # for. Not those made from a collapse (see COLLAPSE_SHARE), and not those made while
+        # a recurring peak is provisioned for: the peak's own rate covers the burst the
+        # forecast misses, and its errors would widen every other hour's bound.
+        calibrate = not from_collapse and peak is None
         for run in result.runs:
-            records.record(origin, run.model, served=run.served, track=due,
+            records.record(origin, run.model, served=run.served and calibrate, track=due,
                            means=run.forecast.mean)
 
     floor = None if problem is not None else reactive_floor(history, spec)
@@ -484,18 +496,18 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
     assert result is not None
     fc = result.forecast
-    peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
-                          intensity_steps=intensity_steps)
     if fc is not None:
         overlap = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, window)
         bound = records.upper_bound(fc.mean, fc.upper, history,
                                     coverage=1.0 - records.level(budget), now=now,
                                     half_life=half_life)
-        forecast_bound: tuple[float, str] | None = (float(np.max(bound.upper[overlap])),
-                                                    bound.message)
+        highest = float(np.max(bound.upper[overlap]))
+        forecast_bound: tuple[float, str] | None = (highest, bound.message)
         bound_message = bound.message
         bound_upper: tuple[float, ...] | None = tuple(float(x) for x in bound.upper)
         bound_calibrated = bound.calibrated
+        if peak is not None:
+            peak = _with_margin(peak, highest, float(np.max(fc.mean[overlap])))
     else:
         forecast_bound, bound_upper, bound_calibrated = None, None, False
         bound_message = "no forecast: " + result.message
@@ -525,8 +537,11 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     limits += [lim] if lim else []
     # The chaos buffer is spare capacity on top: a decision is judged without it, so the
     # miss-rate controller never spends the buffer on forecast errors.
-    records.record_decision(now + spec.lead_time_seconds,
-                            max(proposed - chaos.extra_replicas, 0))
+    # A decision made from a collapse misses when the traffic returns whatever the bound's
+    # level: its outcome would only teach the controller to over-provision for hours.
+    if not from_collapse:
+        records.record_decision(now + spec.lead_time_seconds,
+                                max(proposed - chaos.extra_replicas, 0))
     for step in (cooldown, rate_limit):
         proposed, lim = step(proposed, current_replicas, state, spec, now)
         limits += [lim] if lim else []
@@ -562,6 +577,18 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                current_replicas, records),
         rate_source=source, bound_message=bound_message, bound_upper=bound_upper,
         bound_calibrated=bound_calibrated)
+
+
+def _with_margin(peak: RecurringPeak, bound: float, mean: float) -> RecurringPeak:
+    """The recurring peak's rate with the margin the calibrated bound keeps above the
+    forecast: the peak is a level (the median day's rise), and the traffic around that
+    level is as uncertain as around any other. Without it, on the scheduled-burst scenario
+    the bursts' misses drove the miss level down and every other hour's bound up."""
+    if mean <= 0 or bound <= mean:
+        return peak
+    margin = bound / mean
+    return replace(peak, rate=peak.rate * margin,
+                   message=f"{peak.message}, with the bound's margin x{margin:.2f}")
 
 
 def _describe_source(source: RateSource, served: str) -> str:
