@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forescale.backtest.oracle import LEVEL_WINDOW, level_reference
 from forescale.backtest.report import describe_world, headline, markdown_table
 from forescale.backtest.runner import (
     BacktestOptions,
@@ -102,7 +103,8 @@ def _hpa_at(result: BacktestResult, target: float) -> PolicyRun | None:
     return None
 
 
-def targets(result: BacktestResult, *, real: bool) -> list[str]:
+def targets(result: BacktestResult, *, real: bool,
+            limit: tuple[float, PolicyRun] | None = None) -> list[str]:
     fs = result.forescale
     if fs is None:
         return []
@@ -125,6 +127,13 @@ def targets(result: BacktestResult, *, real: bool) -> list[str]:
                      f"{', moonshot met' if moon else ''}")
     else:
         lines.append(f"- cost {ratio:.3f} x oracle")
+    if limit is not None:
+        multiplier, ref = limit
+        lines.append(f"- practical limit: a clairvoyant of the centred {LEVEL_WINDOW}-minute "
+                     f"mean with a margin tuned in hindsight (x{multiplier:.3f}) needs "
+                     f"{ref.cost_pod_hours / result.oracle.cost_pod_hours:.3f} x oracle "
+                     f"for {ref.violation_rate:.3%} violations; forescale pays "
+                     f"{fs.cost_pod_hours / ref.cost_pod_hours:.3f} x that")
     comparison = result.equal_slo
     if comparison is not None:
         if comparison.matched and comparison.cost_ratio is not None:
@@ -154,13 +163,14 @@ def targets(result: BacktestResult, *, real: bool) -> list[str]:
     return lines
 
 
-def section(result: BacktestResult, wall: float, *, real: bool, about: str = "") -> str:
+def section(result: BacktestResult, wall: float, *, real: bool, about: str = "",
+            limit: tuple[float, PolicyRun] | None = None) -> str:
     parts = [f"## {result.trace_name}", "", *([about, ""] if about else []),
              describe_world(result) + ".", "", markdown_table(result), ""]
     parts += [f"{line}." for line in headline(result)]
     parts.append("")
     if result.forescale is not None:
-        parts += ["Goals:", "", *targets(result, real=real), ""]
+        parts += ["Goals:", "", *targets(result, real=real, limit=limit), ""]
         details = result.forescale.details
         parts.append(f"forescale's forecasts were served by {details.get('served_by')}; "
                      f"the planned rate was set by {details.get('rate_sources')}; its LSTM "
@@ -203,12 +213,20 @@ def run_trace(job: tuple[str, Path, str | None], options: BacktestOptions,
         about = (f"Robustness scenario `{found.name}` (seed {SCENARIO_SEED}): "
                  f"{found.description}.")
     result = run_backtest(world, options, trace_name=name, progress=Log(name))
+    limit = None
+    if result.forescale is not None:
+        limit = level_reference(world, result.forescale.violation_rate)
     wall = time.perf_counter() - began
     document: dict[str, Any] = result.to_dict()
     document["total_wall_seconds"] = wall
+    if limit is not None:
+        document["level_reference"] = {
+            "window_steps": LEVEL_WINDOW, "multiplier": limit[0],
+            "cost_pod_hours": limit[1].cost_pod_hours,
+            "violation_rate": limit[1].violation_rate}
     real = scenario_name is None
-    return name, document, section(result, wall, real=real, about=about), [
-        *headline(result), *targets(result, real=real)]
+    return name, document, section(result, wall, real=real, about=about, limit=limit), [
+        *headline(result), *targets(result, real=real, limit=limit)]
 
 
 def main(argv: list[str] | None = None) -> int:

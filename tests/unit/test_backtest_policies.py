@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forescale.backtest.hpa import HPA_TARGETS, HPAPolicy
-from forescale.backtest.oracle import OraclePolicy, oracle_schedule
+from forescale.backtest.oracle import (
+    LevelReference,
+    OraclePolicy,
+    level_reference,
+    oracle_schedule,
+)
 from forescale.backtest.runner import BacktestOptions, equal_slo, run_backtest
 from forescale.backtest.world import (
     Observation,
@@ -160,3 +165,33 @@ def test_runner_reports_every_policy_with_ratios_to_the_oracle() -> None:
     assert doc["equal_slo"] is None
     assert doc["parameters"]["protocol"] == "v1"
     assert doc["parameters"]["scored_steps"] == 180
+
+
+# --- level reference ----------------------------------------------------------------------
+
+
+def noisy_world(seed: int = 3) -> World:
+    """Poisson counts around a smooth daily-ish wave: a level to know, noise to cover."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    level = 40.0 + 30.0 * np.sin(np.arange(n) / 200.0)
+    counts = rng.poisson(level)
+    return world_of([c / 60.0 for c in counts], warmup_steps=200, p999_multiple=100.0)
+
+
+def test_level_reference_pays_for_the_noise_the_level_does_not_tell() -> None:
+    """Knowing the quarter hour's mean is not knowing the scoring rate: with no margin it
+    violates, the bisected margin meets the rate asked for, and a stricter rate costs
+    more; the oracle stays cheaper than all of it."""
+    world = noisy_world()
+    oracle = simulate(world, OraclePolicy(world))
+    bare = simulate(world, LevelReference(world, 1.0))
+    assert bare.violation_rate > 0.05
+    loose_k, loose = level_reference(world, 0.02)
+    strict_k, strict = level_reference(world, 0.002)
+    assert loose.violation_rate <= 0.02 and strict.violation_rate <= 0.002
+    assert 1.0 < loose_k < strict_k
+    assert oracle.cost_pod_hours < loose.cost_pod_hours < strict.cost_pod_hours
+    # Bisection: a margin a little smaller would not have met the rate.
+    tighter = simulate(world, LevelReference(world, loose_k - 0.01))
+    assert tighter.violation_rate > 0.02

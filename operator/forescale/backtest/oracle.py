@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from forescale.backtest.world import IntArray, Observation, World
+from forescale.backtest.world import (
+    IntArray,
+    Observation,
+    PolicyRun,
+    World,
+    required_replicas,
+    simulate,
+    smoothed,
+)
 
 
 def oracle_schedule(required: IntArray, lead_steps: int, *, min_pods: int = 1,
@@ -44,3 +52,48 @@ class OraclePolicy:
 
     def decide(self, observation: Observation) -> int:
         return int(self._schedule[observation.step])
+
+
+#: Steps of the centred mean the level reference knows in advance (15 minutes at 60 s).
+LEVEL_WINDOW = 15
+
+
+class LevelReference:
+    """The practical limit of forecasting: knows the *level* of the traffic in advance, not
+    its minute-to-minute noise.
+
+    It asks for ``min_replicas(k · m_t)`` pods, scheduled like the oracle, where ``m`` is
+    the centred :data:`LEVEL_WINDOW`-step mean of the observed rate — a perfect forecast of
+    the next quarter hour's mean, which no causal forecaster can beat — and ``k`` is the
+    smallest multiplier, chosen in hindsight for the whole trace, whose violation rate is
+    at most a given rate. Its cost is what a flawless level forecaster with a perfectly
+    tuned constant margin would pay: the share of "x oracle" that is the noise inside a
+    quarter hour rather than the forecast.
+    """
+
+    name = "level-reference"
+
+    def __init__(self, world: World, multiplier: float) -> None:
+        level = smoothed(world.observed, LEVEL_WINDOW) * multiplier
+        self._schedule = oracle_schedule(required_replicas(level, world.params),
+                                         world.startup_steps, min_pods=world.params.min_pods,
+                                         max_pods=world.params.max_pods)
+
+    def decide(self, observation: Observation) -> int:
+        return int(self._schedule[observation.step])
+
+
+def level_reference(world: World, violation_rate: float, *, iterations: int = 14,
+                    ) -> tuple[float, PolicyRun]:
+    """The :class:`LevelReference` multiplier whose violation rate is at most
+    ``violation_rate``, found by bisection on [1, 4], and its replay."""
+    low, high = 1.0, 4.0
+    best = simulate(world, LevelReference(world, high))
+    for _ in range(iterations):
+        middle = (low + high) / 2.0
+        run = simulate(world, LevelReference(world, middle))
+        if run.violation_rate <= violation_rate:
+            high, best = middle, run
+        else:
+            low = middle
+    return high, best
