@@ -199,7 +199,8 @@ def test_a_small_scale_down_is_within_tolerance_also_when_the_window_sets_it() -
 def test_forecasts_made_from_a_collapse_are_not_calibration_evidence() -> None:
     """Traffic gone for a quarter of an hour (an outage upstream): the forecasts of ~0 and
     the decisions made from them miss when it returns, whatever the bound's level, so
-    neither is scored; the same plan a minute before the collapse is."""
+    neither is scored; the same plan without the collapse is. A quiet spell that was quiet
+    before too (a sparse service at night) is not a collapse."""
     now = MIDNIGHT + 10 * 3600
     values = np.full(1500, 100.0)
     values[-15:] = 0.0
@@ -207,6 +208,12 @@ def test_forecasts_made_from_a_collapse_are_not_calibration_evidence() -> None:
                        chain=LevelChain(0.0))
     records = collapsed.state.records
     assert not any(p.served for p in records.pending) and not records.decisions
+    values = np.full(1500, 100.0)
+    values[-90:] = 0.5  # an hour and a half at 0.5 % of the day's median, then nothing
+    values[-15:] = 0.0
+    quiet = decide(Series(now - 1500 * STEP, STEP, values), policy(), now, current=15,
+                   chain=LevelChain(0.0))
+    assert len(quiet.state.records.decisions) == 1
     normal = decide(Series(now - 1500 * STEP, STEP, np.full(1500, 100.0)), policy(), now,
                     current=15, chain=LevelChain(100.0))
     records = normal.state.records

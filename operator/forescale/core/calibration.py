@@ -62,10 +62,14 @@ ACI_SLOW_GAMMA = 0.002
 ACI_FAST_GAMMA = 0.005
 ACI_FAST_HALF_LIFE = 3600.0
 ACI_RANGE = (0.0005, 0.25)
-#: A forecast made while the observed intensity is below this share of the day's median is
-#: made from a *collapse* (an outage upstream, a broken exporter, a drained region): neither
-#: its errors nor its decisions' outcomes say anything about how wide the bound must be.
+#: A forecast made from a *collapse* — the rate of the last ``COLLAPSE_SECONDS`` below
+#: ``COLLAPSE_SHARE`` of the day's median, right after an hour at half the median or more:
+#: an outage upstream, a broken exporter, a drained region — is no evidence of how wide the
+#: bound must be, and the decisions made from it miss when the traffic returns whatever the
+#: bound. Sudden, from a normal level, and ten minutes long: on the sparse scenario (~2
+#: requests a minute) a quiet five minutes, or a quiet night, is not an outage.
 COLLAPSE_SHARE = 0.1
+COLLAPSE_SECONDS = 600.0
 
 
 def _bin(score: float) -> int:
@@ -442,12 +446,19 @@ def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
     return float(around.mean())
 
 
-def collapsed(history: Series, intensity_steps: int) -> bool:
-    """Whether the observed intensity has collapsed (see :data:`COLLAPSE_SHARE`): the mean
-    of the last ``intensity_steps`` samples is below that share of the day's median."""
-    recent = history.values[-intensity_steps:]
-    recent = recent[~np.isnan(recent)]
-    return bool(recent.size) and float(recent.mean()) < COLLAPSE_SHARE * _day_median(history)
+def collapsed(history: Series) -> bool:
+    """Whether the traffic has collapsed (see :data:`COLLAPSE_SHARE`)."""
+    steps = max(1, round(COLLAPSE_SECONDS / history.step_seconds))
+    hour = max(1, round(3600.0 / history.step_seconds))
+    if len(history) < steps + hour:
+        return False
+    values = history.values
+    recent, before = values[-steps:], values[-steps - hour:-steps]
+    if np.isnan(recent).any() or np.isnan(before).all():
+        return False
+    median = _day_median(history)
+    return bool(float(recent.mean()) < COLLAPSE_SHARE * median
+                and float(np.nanmean(before)) >= 0.5 * median)
 
 
 def _day_median(history: Series) -> float:

@@ -450,7 +450,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                  spec.costs).replicas)
 
     problem = metrics_problem(history, spec, now)
-    from_collapse = collapsed(history, intensity_steps)
+    from_collapse = collapsed(history)
     result: ChainResult | None = None
     peak: RecurringPeak | None = None
     if problem is None:
