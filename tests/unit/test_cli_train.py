@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from forescale.cli import main
-from forescale.core.forecast.lstm import LSTMForecaster
+from forescale.core.forecast.lstm import YESTERDAY_FEATURE, LSTMForecaster
 
 # One thread: the machine is shared, and tiny ops gain nothing from more.
 torch.set_num_threads(1)
@@ -49,6 +49,25 @@ def test_train_writes_artifact_card_and_summary(trace: Path, tmp_path: Path,
     assert (model.window, model.horizon) == (20, 5)
     card = (out / "MODEL_CARD.md").read_text()
     assert "`small`" in card and "Reproduce with: `forescale train --trace" in card
+
+
+def test_same_time_yesterday_option(trace: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "y"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST,
+                 "--same-time-yesterday"]) == 0
+    model = LSTMForecaster.load(out)
+    assert model.metadata.features[-1] == YESTERDAY_FEATURE
+    assert model.min_history == 20 + 1440 - 5 + 2
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"`{YESTERDAY_FEATURE}` is the rate one day before" in card
+    assert "--same-time-yesterday`" in card  # in the reproduce command
+    # One day of data cannot feed a one-day lag and still leave windows to train on.
+    one_day = write_trace(tmp_path / "day.csv", minutes=1440)
+    capsys.readouterr()
+    assert main(["train", "--trace", str(one_day), "--out", str(tmp_path / "z"), *FAST,
+                 "--same-time-yesterday"]) == 2
+    assert "needs at least" in capsys.readouterr().err
 
 
 def test_until_limits_the_training_range(trace: Path, tmp_path: Path) -> None:

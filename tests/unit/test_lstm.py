@@ -7,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from forescale.core.forecast.baselines import SeasonalNaive
 from forescale.core.forecast.lstm import (
     DAY_OF_WEEK_FEATURES,
     FEATURES,
+    MIN_DAYS_FOR_YESTERDAY,
+    TIME_OF_DAY_FEATURES,
+    YESTERDAY_FEATURE,
     LSTMConfig,
     LSTMForecaster,
     ProgressCallback,
@@ -44,11 +48,13 @@ SMALL = LSTMConfig(window=24, horizon=6, hidden_size=16, epochs=2, batch_size=12
 
 def train_small(series: Series, *, epochs: int = SMALL.epochs, seed: int = 0,
                 num_threads: int = 1, day_of_week: bool | None = None,
+                same_time_yesterday: bool | None = False,
                 progress: ProgressCallback | None = None) -> LSTMForecaster:
     return train_lstm(series, window=SMALL.window, horizon=SMALL.horizon,
                       hidden_size=SMALL.hidden_size, batch_size=SMALL.batch_size,
                       epochs=epochs, seed=seed, num_threads=num_threads,
-                      day_of_week=day_of_week, progress=progress)
+                      day_of_week=day_of_week, same_time_yesterday=same_time_yesterday,
+                      progress=progress)
 
 
 def seasonal(days: float = 4.0, *, step: float = 300.0, seed: int = 3) -> Series:
@@ -209,6 +215,129 @@ def test_day_of_week_only_with_weeks_of_data(model: LSTMForecaster, series: Seri
     forced = train_small(series, epochs=1, day_of_week=True)
     assert forced.metadata.features == FEATURES
     assert np.all(np.isfinite(forced.forecast(series, 6, 0.9).mean))
+
+
+# -- the same-time-yesterday input -------------------------------------------------------
+
+
+def every_day_alike(days: float = 4.0, *, step: float = 300.0) -> Series:
+    """A series whose rate tomorrow equals today's, with a different value at every step of
+    the day (so an input one step off would not match)."""
+    n = round(days * DAY / step)
+    t = MONDAY + step * np.arange(n)
+    phase = (t % DAY) / DAY
+    rate = 20.0 + 15.0 * np.sin(2 * np.pi * phase) + 5.0 * np.sin(6 * np.pi * phase) + phase
+    return Series.from_array(rate, start_seconds=MONDAY, step_seconds=step)
+
+
+RATE_AND_TIME_OF_DAY = (FEATURES[0], *TIME_OF_DAY_FEATURES)
+
+
+@pytest.fixture(scope="module")
+def yesterday_model() -> LSTMForecaster:
+    return train_small(seasonal(), epochs=1, same_time_yesterday=True)
+
+
+def test_yesterday_input_is_yesterdays_rate_at_the_forecast_steps(
+        yesterday_model: LSTMForecaster) -> None:
+    model, alike = yesterday_model, every_day_alike()
+    m = model.metadata
+    assert m.features == (*RATE_AND_TIME_OF_DAY, YESTERDAY_FEATURE)
+    seen: list[torch.Tensor] = []
+    assert model._net is not None
+    hook = model._net.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    try:
+        origin = len(alike) - 100
+        model.forecast(alike.head(origin), m.horizon, 0.9)
+    finally:
+        hook.remove()
+    (x,) = seen
+    values = alike.values
+    level = values[origin - m.anchor_steps:origin].mean()
+    b = m.level_offset * level
+
+    def relative(rates: np.ndarray) -> np.ndarray:
+        return np.log((rates + b) / (level + b)) / m.scale
+
+    def mean5(at: np.ndarray) -> np.ndarray:  # the 5 steps centred on each index
+        return np.stack([values[i - 2:i + 3].mean() for i in at])
+
+    # Tomorrow equals today: yesterday at the forecast's target times is what comes next.
+    targets = np.arange(origin, origin + m.horizon)
+    np.testing.assert_allclose(x[0, -m.horizon:, -1].numpy(), relative(mean5(targets)),
+                               rtol=1e-5)
+    # Every input step carries the rate one day before the step `horizon` after it...
+    day = round(DAY / m.step_seconds)
+    steps = np.arange(origin - m.window, origin) + m.horizon - day
+    np.testing.assert_allclose(x[0, :, -1].numpy(), relative(mean5(steps)), rtol=1e-5)
+    # ...and the rate column is unchanged by the new one.
+    np.testing.assert_allclose(x[0, :, 0].numpy(),
+                               relative(values[origin - m.window:origin]), rtol=1e-5)
+
+
+def test_yesterday_input_needs_a_day_of_history(yesterday_model: LSTMForecaster,
+                                                series: Series) -> None:
+    m = yesterday_model.metadata
+    needed = m.window + round(DAY / m.step_seconds) - m.horizon + 2  # + half the mean
+    assert yesterday_model.min_history == needed
+    yesterday_model.forecast(series.tail(needed), m.horizon, 0.9)
+    with pytest.raises(InvalidInputError, match=rf"at least {needed} samples.*one day.*"
+                                                r"same-time-yesterday.*got \d+"):
+        yesterday_model.forecast(series.tail(needed - 1), m.horizon, 0.9)
+    # A history at another step is a mismatch with the artifact, as for any model.
+    minute = Series.from_array(series.values, start_seconds=MONDAY, step_seconds=60.0)
+    with pytest.raises(ArtifactError) as info:
+        yesterday_model.forecast(minute, m.horizon, 0.9)
+    assert info.value.reason == "ArtifactMismatch"
+
+
+def test_yesterday_input_training_needs_the_lag_too() -> None:
+    config = replace(SMALL, same_time_yesterday=True)
+    needed = min_training_points(config, 300.0)
+    assert needed > min_training_points(SMALL, 300.0) + 280
+    with pytest.raises(InvalidInputError, match="same-time-yesterday"):
+        LSTMForecaster(config).fit(seasonal(step=300.0).head(needed - 1))
+    LSTMForecaster(config).fit(seasonal(step=300.0).head(needed))
+    # A step that does not divide a day has no "same time yesterday".
+    odd = Series.from_array(np.random.default_rng(0).poisson(50, 3000) / 7.0,
+                            start_seconds=MONDAY, step_seconds=7 * 60.0 + 1)
+    with pytest.raises(InvalidInputError, match="divides a day"):
+        LSTMForecaster(config).fit(odd)
+    # Nor one whose horizon reaches a day: "yesterday" at the last step would be the future.
+    hourly = seasonal(days=30, step=3600.0)
+    with pytest.raises(InvalidInputError, match="more than the horizon"):
+        LSTMForecaster(replace(config, horizon=23)).fit(hourly)
+
+
+def test_yesterday_input_when_left_to_decide(series: Series) -> None:
+    auto = replace(SMALL, epochs=1, same_time_yesterday=None)
+    assert series.end_seconds - series.start_seconds >= MIN_DAYS_FOR_YESTERDAY * DAY
+    assert YESTERDAY_FEATURE in LSTMForecaster(auto).fit(series).metadata.features
+    short = series.head(round((MIN_DAYS_FOR_YESTERDAY - 0.5) * DAY / series.step_seconds))
+    assert YESTERDAY_FEATURE not in LSTMForecaster(auto).fit(short).metadata.features
+
+
+def test_artifacts_without_the_yesterday_input_still_load(saved: Path, series: Series) -> None:
+    """Every artifact written before the input existed has one of the older feature sets."""
+    old = LSTMForecaster.load(saved)
+    assert YESTERDAY_FEATURE not in old.metadata.features
+    assert old.config.same_time_yesterday is False
+    assert old.min_history == old.window == SMALL.window
+    assert np.all(np.isfinite(old.forecast(series.tail(SMALL.window), 6, 0.9).mean))
+
+
+def test_yesterday_artifact_round_trip(yesterday_model: LSTMForecaster, series: Series,
+                                       tmp_path: Path) -> None:
+    loaded = LSTMForecaster.load(yesterday_model.save(tmp_path / "y"))
+    assert loaded.metadata == yesterday_model.metadata
+    assert loaded.config.same_time_yesterday is True
+    assert loaded.min_history == yesterday_model.min_history
+    np.testing.assert_array_equal(loaded.forecast(series, 6, 0.9).mean,
+                                  yesterday_model.forecast(series, 6, 0.9).mean)
+    again = train_small(seasonal(), epochs=1, same_time_yesterday=True)
+    assert again.metadata == yesterday_model.metadata  # same seed, same weights
+    np.testing.assert_array_equal(again.forecast(series, 6, 0.9).mean,
+                                  yesterday_model.forecast(series, 6, 0.9).mean)
 
 
 def test_metadata_records_training_and_validation(model: LSTMForecaster,

@@ -18,8 +18,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from forescale.cli.options import parse_duration
 from forescale.core.errors import InvalidInputError
-from forescale.core.forecast.lstm import LSTMConfig  # torch-free until training runs
+from forescale.core.forecast.lstm import (  # torch-free until training runs
+    MIN_DAYS_FOR_YESTERDAY,
+    LSTMConfig,
+)
 from forescale.trace import format_timestamp, load_trace, parse_timestamp
+
+
+def _yesterday_default() -> str:
+    default = LSTMConfig.same_time_yesterday
+    if default is None:
+        return f"only with {MIN_DAYS_FOR_YESTERDAY} days of data or more"
+    return "on" if default else "off"
 
 
 @click.command(name="train")
@@ -47,13 +57,18 @@ from forescale.trace import format_timestamp, load_trace, parse_timestamp
                    "seconds); later data stays unseen, for evaluation.")
 @click.option("--day-of-week/--no-day-of-week", "day_of_week", default=None,
               help="Day-of-week input features [default: only with 4 weeks of data or more].")
+@click.option("--same-time-yesterday/--no-same-time-yesterday", "same_time_yesterday",
+              default=None,
+              help="The rate one day before each forecast step as an input (the model then "
+                   "needs one day more history than its window) [default: "
+                   + _yesterday_default() + "].")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1,
               show_default=True,
               help="torch threads while training.")
 @click.option("--force", is_flag=True, help="Replace the files of an existing artifact.")
 def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, hidden: int,
-            seed: int, until: str | None, day_of_week: bool | None, threads: int,
-            force: bool) -> None:
+            seed: int, until: str | None, day_of_week: bool | None,
+            same_time_yesterday: bool | None, threads: int, force: bool) -> None:
     """Train an LSTM forecaster on a trace and write it, with its model card, to --out."""
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} exists and is not a directory")
@@ -71,9 +86,12 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
     from forescale.core.forecast.model_card import render_model_card, write_model_card
 
     config = LSTMConfig(window=window, horizon=steps, hidden_size=hidden, epochs=epochs,
-                        seed=seed, num_threads=threads, day_of_week=day_of_week)
+                        seed=seed, num_threads=threads, day_of_week=day_of_week,
+                        same_time_yesterday=(LSTMConfig.same_time_yesterday
+                                             if same_time_yesterday is None
+                                             else same_time_yesterday))
     # Checked before the progress bar starts, so that the error is the only line printed.
-    needed = min_training_points(config)
+    needed = min_training_points(config, trace.step_seconds)
     if len(history) < needed:
         before = f" before {until}" if until is not None else ""
         raise InvalidInputError(
@@ -98,7 +116,8 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
     card = render_model_card(model, name=out.name, trace_name=Path(trace_path).stem,
                              trace_path=trace_path,
                              command=_reproduce(trace_path, out, epochs, window, horizon,
-                                                hidden, seed, until, day_of_week))
+                                                hidden, seed, until, day_of_week,
+                                                same_time_yesterday))
     write_model_card(out, card)
     m = model.metadata
     v = m.validation
@@ -130,7 +149,8 @@ def _horizon_steps(text: str, step_seconds: float) -> int:
 
 
 def _reproduce(trace_path: str, out: Path, epochs: int, window: int, horizon: str,
-               hidden: int, seed: int, until: str | None, day_of_week: bool | None) -> str:
+               hidden: int, seed: int, until: str | None, day_of_week: bool | None,
+               same_time_yesterday: bool | None) -> str:
     args = ["forescale", "train", "--trace", trace_path, "--out", str(out),
             "--epochs", str(epochs), "--window", str(window), "--horizon", horizon,
             "--hidden", str(hidden), "--seed", str(seed)]
@@ -138,6 +158,9 @@ def _reproduce(trace_path: str, out: Path, epochs: int, window: int, horizon: st
         args += ["--until", until]
     if day_of_week is not None:
         args.append("--day-of-week" if day_of_week else "--no-day-of-week")
+    if same_time_yesterday is not None:
+        args.append("--same-time-yesterday" if same_time_yesterday
+                    else "--no-same-time-yesterday")
     return shlex.join(args)
 
 

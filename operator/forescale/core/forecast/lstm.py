@@ -1,8 +1,9 @@
 """The LSTM forecaster: a small recurrent net trained offline and applied to the latest window.
 
-The net sees the last ``window`` samples of the arrival rate, each with the time of day and
-the day of the week, and outputs all ``horizon`` following steps at once (direct multi-step
-output: no recursive feeding of its own forecasts, so errors do not compound).
+The net sees the last ``window`` samples of the arrival rate, each with the time of day, the
+day of the week and (optionally) the rate at the same clock time one day earlier, and
+outputs all ``horizon`` following steps at once (direct multi-step output: no recursive
+feeding of its own forecasts, so errors do not compound).
 
 torch is imported lazily, inside the functions that need it: importing this module (for the
 registry, the CLI's help or a chain that does not use the LSTM) must not pay for torch.
@@ -11,7 +12,9 @@ An artifact is a directory with ``weights.pt`` (the state_dict, loaded with
 ``weights_only=True`` so a crafted file cannot run code) and ``metadata.json`` (everything
 needed to rebuild the net, normalise its input and judge whether it fits a series). Format
 version 2 (inputs relative to the recent level) replaced version 1 (absolute level); a
-version 1 artifact is refused as ``ArtifactMismatch`` and must be retrained.
+version 1 artifact is refused as ``ArtifactMismatch`` and must be retrained. The
+same-time-yesterday input is a new feature set within version 2 (listed in the artifact's
+``features``): artifacts without it mean what they meant and load as before.
 
 One forecast takes ~0.4 ms on one torch thread. Forecasting never changes torch's global
 thread count, but a process that serves forecasts should set ``torch.set_num_threads(1)``:
@@ -54,6 +57,19 @@ RATE_FEATURE = "log_rate_relative"
 TIME_OF_DAY_FEATURES: tuple[str, ...] = ("time_of_day_sin", "time_of_day_cos")
 DAY_OF_WEEK_FEATURES: tuple[str, ...] = ("day_of_week_sin", "day_of_week_cos")
 FEATURES: tuple[str, ...] = (RATE_FEATURE, *TIME_OF_DAY_FEATURES, *DAY_OF_WEEK_FEATURES)
+#: The rate one day before the time ``horizon`` steps after the input step (the mean of the
+#: 5 steps centred there), relative to the same anchor level (and scale) as the rate: the
+#: last ``horizon`` input steps carry yesterday's rates at the forecast's target times, the
+#: earlier ones yesterday's rates around the window (so the net can compare today with
+#: yesterday). Always the last column. It needs one day minus the horizon, plus 2 steps,
+#: more history than the window.
+YESTERDAY_FEATURE = "log_rate_relative_one_day_before_horizon_mean5"
+#: Half the width of that mean. In benchmarks/accuracy.py (one run each; the 5-step run is
+#: benchmarks/results/accuracy-same-time-yesterday.md) the LSTM alone had 28.5 % (raw
+#: value), 28.9 % (5 steps) and 29.0 % (15 steps) of NASA's 15-minute forecasts within 10 %,
+#: and 83.6 %, 85.4 % and 82.5 % of the World Cup tournament's: a day-old minute is mostly
+#: counting noise, a quarter-hour mean blurs the bursts.
+YESTERDAY_HALF_WIDTH = 2
 
 #: The day of week is used only when the training span has at least this many weeks (unless
 #: asked for explicitly). With fewer, each weekday is seen once or twice and the net memorises
@@ -62,7 +78,12 @@ FEATURES: tuple[str, ...] = (RATE_FEATURE, *TIME_OF_DAY_FEATURES, *DAY_OF_WEEK_F
 #: epochs made it worse; without it the error stayed at 0.29 however long it trained.
 MIN_WEEKS_FOR_DAY_OF_WEEK = 4
 _KNOWN_FEATURE_SETS: tuple[tuple[str, ...], ...] = (
-    FEATURES, (RATE_FEATURE, *TIME_OF_DAY_FEATURES))
+    FEATURES, (RATE_FEATURE, *TIME_OF_DAY_FEATURES),
+    (*FEATURES, YESTERDAY_FEATURE), (RATE_FEATURE, *TIME_OF_DAY_FEATURES, YESTERDAY_FEATURE))
+#: The same-time-yesterday input is used (unless asked for explicitly) only when the training
+#: span has at least this many days: the first day of a span only feeds the lag, so with
+#: fewer the net sees each daily pattern once or twice.
+MIN_DAYS_FOR_YESTERDAY = 3
 
 #: The net predicts the offset from the mean of the last few (relative) inputs, so an
 #: untrained net already behaves like a short moving average and training learns the shape
@@ -118,13 +139,20 @@ class LSTMConfig:
     #: Day-of-week input features: None decides from the training span (see
     #: :data:`MIN_WEEKS_FOR_DAY_OF_WEEK`), True/False force it.
     day_of_week: bool | None = None
+    #: The same-time-yesterday input (:data:`YESTERDAY_FEATURE`): None decides from the
+    #: training span (see :data:`MIN_DAYS_FOR_YESTERDAY`), True/False force it.
+    same_time_yesterday: bool | None = False
 
     def features_for(self, history_seconds: float) -> tuple[str, ...]:
         """The input features a history spanning ``history_seconds`` is trained with."""
-        use = self.day_of_week
-        if use is None:
-            use = history_seconds >= MIN_WEEKS_FOR_DAY_OF_WEEK * 7 * DAY_SECONDS
-        return FEATURES if use else (RATE_FEATURE, *TIME_OF_DAY_FEATURES)
+        dow = self.day_of_week
+        if dow is None:
+            dow = history_seconds >= MIN_WEEKS_FOR_DAY_OF_WEEK * 7 * DAY_SECONDS
+        yesterday = self.same_time_yesterday
+        if yesterday is None:
+            yesterday = history_seconds >= MIN_DAYS_FOR_YESTERDAY * DAY_SECONDS
+        base = FEATURES if dow else (RATE_FEATURE, *TIME_OF_DAY_FEATURES)
+        return (*base, YESTERDAY_FEATURE) if yesterday else base
 
     def __post_init__(self) -> None:
         for name in ("window", "horizon", "hidden_size", "epochs", "batch_size", "num_threads"):
@@ -201,6 +229,22 @@ class LSTMMetadata:
     #: ``residual_quantiles[h][j]``: quantile ``quantile_probabilities[j]`` of the residual
     #: (actual - forecast, in the scaled relative log space) ``h + 1`` steps ahead.
     residual_quantiles: tuple[tuple[float, ...], ...]
+
+    @property
+    def uses_yesterday(self) -> bool:
+        return YESTERDAY_FEATURE in self.features
+
+    @property
+    def day_steps(self) -> int:
+        """Steps in one day (the lag of the same-time-yesterday input)."""
+        return round(DAY_SECONDS / self.step_seconds)
+
+    @property
+    def lookback(self) -> int:
+        """Samples a forecast reads: the window, plus one day minus the horizon (plus
+        :data:`YESTERDAY_HALF_WIDTH`) with the same-time-yesterday input (its first value
+        lies that far before the window)."""
+        return lookback(self.window, self.horizon, self.step_seconds, self.uses_yesterday)
 
     def to_json(self) -> dict[str, Any]:
         v = self.validation
@@ -300,6 +344,10 @@ class LSTMMetadata:
         if not (self.step_seconds > 0 and self.scale > 0 and self.level_offset > 0):
             raise bad("step_seconds and the normalisation scale and level offset must be "
                       "positive")
+        if self.uses_yesterday and not _whole_day(self.step_seconds, self.horizon):
+            raise bad(f"the same-time-yesterday input needs a step that divides a day into "
+                      f"more than the horizon, got {self.step_seconds:g}s and "
+                      f"{self.horizon} steps")
         if self.features not in _KNOWN_FEATURE_SETS:
             raise bad(f"features {list(self.features)} are not a set this forescale "
                       f"computes ({' or '.join(str(list(f)) for f in _KNOWN_FEATURE_SETS)})")
@@ -357,7 +405,10 @@ class LSTMForecaster(Forecaster):
 
     @property
     def min_history(self) -> int:
-        return self._meta.window if self._meta is not None else self.config.window
+        """The window, plus one day minus the horizon with the same-time-yesterday input.
+
+        Before a model is trained or loaded the step is unknown, so this is the window."""
+        return self._meta.lookback if self._meta is not None else self.config.window
 
     @property
     def metadata(self) -> LSTMMetadata:
@@ -368,7 +419,8 @@ class LSTMForecaster(Forecaster):
 
     @property
     def window(self) -> int:
-        return self.min_history
+        """Samples of recent history the net sees (its sequence length)."""
+        return self._meta.window if self._meta is not None else self.config.window
 
     @property
     def horizon(self) -> int:
@@ -388,6 +440,16 @@ class LSTMForecaster(Forecaster):
             raise ArtifactError(
                 f"lstm model was trained for {meta.horizon} steps ahead, {horizon} requested",
                 reason="ArtifactMismatch")
+
+    def _check_history(self, history: Series) -> None:
+        meta = self._meta
+        if meta is not None and meta.uses_yesterday and len(history) < meta.lookback:
+            raise InvalidInputError(
+                f"lstm needs at least {meta.lookback} samples of history: its "
+                f"{meta.window}-sample window plus one day ({meta.day_steps} steps) minus "
+                f"the {meta.horizon}-step horizon plus {YESTERDAY_HALF_WIDTH}, for its "
+                f"same-time-yesterday input; got {len(history)}")
+        super()._check_history(history)
 
     def forecast(self, history: Series, horizon: int, level: float) -> Forecast:
         # A mismatched artifact is an artifact problem (the chain falls back and the status
@@ -409,8 +471,10 @@ class LSTMForecaster(Forecaster):
         n = len(history)
         timestamps = history.start_seconds + history.step_seconds * np.arange(
             n - meta.window, n, dtype=np.float64)
+        yesterday = (_yesterday_rates(history.values, np.arange(n - meta.window, n)[None],
+                                      meta) if meta.uses_yesterday else None)
         x, anchor = _inputs(history.values[None, n - meta.window:],
-                            _calendar(timestamps)[None], meta)
+                            _calendar(timestamps)[None], meta, yesterday=yesterday)
         with torch.inference_mode():
             z = net(torch.from_numpy(x)).numpy()[0, :horizon].astype(np.float64)
         q_lo, q_hi = self._interval_offsets(level)
@@ -489,7 +553,9 @@ class LSTMForecaster(Forecaster):
                                 hidden_size=meta.hidden_size, epochs=meta.epochs,
                                 batch_size=meta.batch_size, learning_rate=meta.learning_rate,
                                 validation_fraction=meta.validation_fraction, seed=meta.seed,
-                                day_of_week=meta.features == FEATURES)
+                                day_of_week=all(f in meta.features
+                                                for f in DAY_OF_WEEK_FEATURES),
+                                same_time_yesterday=meta.uses_yesterday)
         except InvalidInputError as exc:
             raise ArtifactError(f"{source}: inconsistent metadata: {exc}",
                                 reason="ArtifactCorrupt") from None
@@ -521,12 +587,14 @@ def train_lstm(history: Series, *, epochs: int = LSTMConfig.epochs, seed: int = 
                learning_rate: float = LSTMConfig.learning_rate,
                validation_fraction: float = LSTMConfig.validation_fraction,
                num_threads: int = 1, day_of_week: bool | None = None,
+               same_time_yesterday: bool | None = LSTMConfig.same_time_yesterday,
                progress: ProgressCallback | None = None) -> LSTMForecaster:
     """Train an :class:`LSTMForecaster` on ``history`` (the last part held out)."""
     config = LSTMConfig(window=window, horizon=horizon, hidden_size=hidden_size, epochs=epochs,
                         batch_size=batch_size, learning_rate=learning_rate,
                         validation_fraction=validation_fraction, seed=seed,
-                        num_threads=num_threads, day_of_week=day_of_week)
+                        num_threads=num_threads, day_of_week=day_of_week,
+                        same_time_yesterday=same_time_yesterday)
     model = LSTMForecaster(config, progress=progress)
     model.fit(history)
     return model
@@ -541,17 +609,52 @@ def split_points(n: int, config: LSTMConfig) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def min_training_points(config: LSTMConfig) -> int:
-    """The shortest history :meth:`LSTMForecaster.fit` accepts with ``config``."""
-    n = config.window + config.horizon + MIN_TRAINING_WINDOWS
-    while _training_windows(n, config) < MIN_TRAINING_WINDOWS:
+def min_training_points(config: LSTMConfig, step_seconds: float = 60.0) -> int:
+    """The shortest history :meth:`LSTMForecaster.fit` accepts with ``config`` at a step of
+    ``step_seconds`` (which matters only with the same-time-yesterday input forced on: left
+    to decide, a history too short for it is trained without it)."""
+    return _min_points(config, lookback(config.window, config.horizon, step_seconds,
+                                        config.same_time_yesterday is True))
+
+
+def _min_points(config: LSTMConfig, first_origin: int) -> int:
+    n = first_origin + config.horizon + MIN_TRAINING_WINDOWS
+    while _training_windows(n, config, first_origin) < MIN_TRAINING_WINDOWS:
         n += 1
     return n
 
 
-def _training_windows(n: int, config: LSTMConfig) -> int:
+def lookback(window: int, horizon: int, step_seconds: float, yesterday: bool) -> int:
+    """Samples one forecast reads (see :attr:`LSTMMetadata.lookback`)."""
+    if not yesterday:
+        return window
+    return window + max(round(DAY_SECONDS / step_seconds) - horizon, 0) + YESTERDAY_HALF_WIDTH
+
+
+def _training_windows(n: int, config: LSTMConfig, first_origin: int) -> int:
     n_train, _ = split_points(n, config)
-    return n_train - config.window - config.horizon + 1
+    return n_train - first_origin - config.horizon + 1
+
+
+def _whole_day(step_seconds: float, horizon: int) -> bool:
+    """Whether a day is a whole number of steps, and longer than the horizon plus the half
+    width of the mean (else "yesterday" at a forecast step would lie in the future)."""
+    steps = DAY_SECONDS / step_seconds
+    return (abs(steps - round(steps)) < 1e-9 * steps
+            and round(steps) >= horizon + YESTERDAY_HALF_WIDTH + 1)
+
+
+def _yesterday_rates(values: FloatArray, at: npt.NDArray[np.int_],
+                     meta: LSTMMetadata) -> FloatArray:
+    """For input steps at indices ``at``, the mean rate over the ``2 * YESTERDAY_HALF_WIDTH
+    + 1`` steps centred one day before ``horizon`` steps after each."""
+    centre = at + meta.horizon - meta.day_steps
+    h = YESTERDAY_HALF_WIDTH
+    if h == 0:
+        return values[centre]
+    csum = np.concatenate(([0.0], np.cumsum(values)))
+    result: FloatArray = (csum[centre + h + 1] - csum[centre - h]) / (2 * h + 1)
+    return result
 
 
 # -- features and transforms -----------------------------------------------------------------
@@ -583,14 +686,23 @@ def _relative(rates: FloatArray, anchor: FloatArray, level_offset: float) -> Flo
     return result
 
 
-def _inputs(windows: FloatArray, calendar: FloatArray,
-            meta: LSTMMetadata) -> tuple[npt.NDArray[np.float32], FloatArray]:
+def _inputs(windows: FloatArray, calendar: FloatArray, meta: LSTMMetadata, *,
+            yesterday: FloatArray | None = None) -> tuple[npt.NDArray[np.float32], FloatArray]:
     """Net input ``(rows, window, features)`` and anchor levels ``(rows,)`` for windows of
-    rates ``(rows, window)`` with their calendar columns ``(rows, window, >= features - 1)``."""
+    rates ``(rows, window)`` with their calendar columns ``(rows, window, >= calendar
+    features)`` and, for a model with the same-time-yesterday input, the rates one day
+    before ``horizon`` steps after each input step ``(rows, window)``."""
     anchor = _anchor_level(windows, meta.anchor_steps)
+    n_calendar = len(meta.features) - 1 - int(meta.uses_yesterday)
     out = np.empty((*windows.shape, len(meta.features)), dtype=np.float32)
     out[..., 0] = _relative(windows, anchor, meta.level_offset) / meta.scale
-    out[..., 1:] = calendar[..., : len(meta.features) - 1]
+    out[..., 1:1 + n_calendar] = calendar[..., :n_calendar]
+    if meta.uses_yesterday:
+        if yesterday is None or yesterday.shape != windows.shape:
+            raise InvalidInputError("lstm same-time-yesterday input missing or misaligned "
+                                    "with the window")
+        # The same anchor and scale as the rate: yesterday's level relative to today's.
+        out[..., -1] = _relative(yesterday, anchor, meta.level_offset) / meta.scale
     return out, anchor
 
 
@@ -673,15 +785,33 @@ def _train(history: Series, config: LSTMConfig,
     import torch
 
     n = len(history)
-    if _training_windows(n, config) < MIN_TRAINING_WINDOWS:
+    features = config.features_for(history.end_seconds - history.start_seconds)
+    yesterday = YESTERDAY_FEATURE in features
+    step = history.step_seconds
+    first = lookback(config.window, config.horizon, step, yesterday)
+    if yesterday and config.same_time_yesterday is None and not (
+            _whole_day(step, config.horizon)
+            and _training_windows(n, config, first) >= MIN_TRAINING_WINDOWS):
+        # Left to decide: a span too short (or a step that does not divide a day) goes
+        # without the lag rather than failing.
+        features = features[:-1]
+        yesterday, first = False, config.window
+    if yesterday and not _whole_day(step, config.horizon):
+        raise InvalidInputError(f"lstm same-time-yesterday input needs a step that divides "
+                                f"a day into more than the horizon ({config.horizon} "
+                                f"steps), the series has {step:g}s")
+    if _training_windows(n, config, first) < MIN_TRAINING_WINDOWS:
+        needed = _min_points(config, first)
+        extra = (" plus one day minus the horizon for the same-time-yesterday input"
+                 if yesterday else "")
         raise InvalidInputError(
-            f"lstm needs at least {min_training_points(config)} samples to train with window "
-            f"{config.window}, horizon {config.horizon} and "
+            f"lstm needs at least {needed} samples to train with window "
+            f"{config.window}{extra}, horizon {config.horizon} and "
             f"{config.validation_fraction:.0%} held out for validation, got {n}")
     n_train, _ = split_points(n, config)
     values = history.values
     anchor_steps = min(ANCHOR_STEPS, config.window)
-    train_origins = np.arange(config.window, n_train - config.horizon + 1)
+    train_origins = np.arange(first, n_train - config.horizon + 1)
     val_origins = np.arange(n_train, n - config.horizon + 1)
     in_offsets = np.arange(-config.window, 0)
     out_offsets = np.arange(config.horizon)
@@ -696,7 +826,7 @@ def _train(history: Series, config: LSTMConfig,
     meta = LSTMMetadata(
         window=config.window, horizon=config.horizon, step_seconds=history.step_seconds,
         hidden_size=config.hidden_size,
-        features=config.features_for(history.end_seconds - history.start_seconds),
+        features=features,
         anchor_steps=anchor_steps, level_offset=LEVEL_OFFSET, scale=scale,
         training_start_seconds=history.start_seconds,
         training_end_seconds=history.end_seconds, training_points=n, epochs=config.epochs,
@@ -712,8 +842,9 @@ def _train(history: Series, config: LSTMConfig,
     def windows_at(origins: npt.NDArray[np.int_]) -> tuple[npt.NDArray[np.float32], FloatArray,
                                                             FloatArray]:
         """Net input, scaled relative targets and anchor levels for forecast origins."""
-        x, anchor = _inputs(values[origins[:, None] + in_offsets],
-                            calendar[origins[:, None] + in_offsets], meta)
+        at = origins[:, None] + in_offsets
+        x, anchor = _inputs(values[at], calendar[at], meta,
+                            yesterday=_yesterday_rates(values, at, meta) if yesterday else None)
         target = _relative(values[origins[:, None] + out_offsets], anchor,
                            meta.level_offset) / meta.scale
         return x, target, anchor

@@ -15,6 +15,7 @@ from forescale.core.forecast.lstm import (
     DAY_OF_WEEK_FEATURES,
     MIN_WEEKS_FOR_DAY_OF_WEEK,
     MOVING_AVERAGE_WINDOW,
+    YESTERDAY_FEATURE,
     LSTMForecaster,
     LSTMMetadata,
     iso_utc,
@@ -74,6 +75,14 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         "interpolated to the requested level (levels above 0.99 get the 99 % interval); "
         "lower bounds are clipped at 0.",
     ]
+    if YESTERDAY_FEATURE in m.features:
+        lines.append(
+            f"- `{YESTERDAY_FEATURE}` is the rate one day before the time {m.horizon} steps "
+            f"after each input step, relative to the same level and scale as the rate: the "
+            f"last {m.horizon} input steps carry yesterday's rates at the forecast's own "
+            f"target times. A forecast therefore reads {m.lookback:,} samples "
+            f"({_duration(m.lookback * step)}): the window plus one day minus the horizon; "
+            "a shorter history is refused.")
     if not dow:
         lines.append(
             f"- The day of week is not an input: the training range is shorter than "
