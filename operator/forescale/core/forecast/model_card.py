@@ -16,6 +16,7 @@ from forescale.core.forecast.lstm import (
     MIN_WEEKS_FOR_DAY_OF_WEEK,
     MOVING_AVERAGE_WINDOW,
     YESTERDAY_FEATURE,
+    YESTERDAY_HALF_WIDTH,
     LSTMForecaster,
     LSTMMetadata,
     iso_utc,
@@ -78,11 +79,12 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
     if YESTERDAY_FEATURE in m.features:
         lines.append(
             f"- `{YESTERDAY_FEATURE}` is the rate one day before the time {m.horizon} steps "
-            f"after each input step, relative to the same level and scale as the rate: the "
+            f"after each input step (the mean of the {2 * YESTERDAY_HALF_WIDTH + 1} steps "
+            f"centred there), relative to the same level and scale as the rate: the "
             f"last {m.horizon} input steps carry yesterday's rates at the forecast's own "
             f"target times. A forecast therefore reads {m.lookback:,} samples "
-            f"({_duration(m.lookback * step)}): the window plus one day minus the horizon; "
-            "a shorter history is refused.")
+            f"({_duration(m.lookback * step)}): the window plus one day minus the horizon "
+            f"plus {YESTERDAY_HALF_WIDTH}; a shorter history is refused.")
     if not dow:
         lines.append(
             f"- The day of week is not an input: the training range is shorter than "
