@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/cost_drivers.py --trace traces/nasa_ksc_jul1995_1min.csv
     .venv/bin/python benchmarks/cost_drivers.py --trace ../shared/traces/worldcup98_1min.csv \\
-        --runs default,conf080
+        --runs default,budget1pct,ma
 
 The question
 ------------
@@ -10,56 +10,68 @@ The scaling benchmark (``scaling.py``) says *how far* forescale's cost is above 
 (the physical limit, ../shared/BENCHMARK.md); this script says *why*, so that work on the
 cost goes where the pod-hours are. It answers it two ways.
 
-1. **Decomposition** (every variant, reported for the defaults). At every scored step the
+1. **Decomposition** (every variant; the defaults' in detail). At every scored step the
    extra pods over the oracle, ``desired − oracle``, are split additively along the
-   decision pipeline (:func:`forescale.core.plan.plan`)::
+   decision pipeline of decision core v2 (:func:`forescale.core.plan.plan`)::
 
-       desired − oracle = (desired − recommended)          stabilisation hold (+ limits)
+       desired − oracle = (desired − recommended)          hold: stabilisation window,
+                                                           scale-down tolerance, other limits
                         + (recommended − mean sizing)      band margin
                         + (mean sizing − oracle)           mean forecast vs. the oracle
 
-   *recommended* is what sizing plus the chaos buffer asked for on the planned rate (the
-   highest **upper** bound of the forecast over the planning window); *mean sizing* is the
-   same sizing on the forecast **mean** over the same window; *desired* is what the plan
-   asked for after stabilisation, cooldown, rate limits and bounds. Summed over the scored
-   steps in pod-hours, the three terms add up exactly to forescale's extra pod-hours (a
-   check column shows the residual, which must be 0: the pods that exist in a step are the
-   ones the decision asked for, since scale-down is immediate and started pods count).
-   At a decision that held for lack of metrics or forecasts, all of the step's extra goes
-   to the last term (there is no recommendation to split it by).
+   *recommended* is ``Plan.recommended_replicas``: sizing plus the chaos buffer on the
+   planned rate, the highest of the calibrated upper bound of the intensity over the
+   planning window (``ForecastBound``), the rate just observed (``ReactiveFloor``) and a
+   recurring peak (``RecurringPeak``) — ``Plan.rate_source`` says which. *mean sizing* is
+   the same sizing (and chaos buffer, and schedule multiplier) on the highest forecast
+   **mean** over the same planning window (``Plan.forecast``, ``Plan.window_*``); so the
+   band margin is everything the planned rate adds above the mean: the calibrated margin,
+   or the floor's or the peak's excess over the mean where one of them set the rate.
+   *desired* is what the plan asked for after stabilisation, the scale-down tolerance,
+   cooldown, rate limits and bounds; the hold is split exactly with the plan's own
+   ``LimitApplied`` records (``ScaleDownStabilized``: the window's highest recommendation;
+   ``ScaleDownTolerance``: a reduction smaller than the tolerance not made, also of what
+   the window left; *other*: cooldown, rate limits, schedules, min/max).
+   Summed over the scored steps in pod-hours, the terms add up exactly to forescale's extra
+   pod-hours (a check column shows the residual, which must be 0: the pods that exist in a
+   step are the ones the decision asked for, since scale-down is immediate and started pods
+   count). At a decision that held for lack of metrics, all of the step's extra goes to the
+   last term (there is no recommendation to split it by); at one where every forecaster
+   failed and the plan sized for the reactive floor, there is no forecast mean, so the
+   band margin is 0 there and the recommendation counts as the mean sizing.
 
-2. **Knob variants**: the same replay with one PolicySpec setting changed (confidence of
-   the band, scale-down stabilisation window, forecasting models), so the decomposition's
-   attribution can be checked against what actually happens to cost *and* violations
-   when a term is made smaller: a cost driver that can be cut for free is a bug, one that
-   buys SLO is a trade-off.
+   Beside the split: the share of the scored decisions whose planned rate was set by
+   ``ReactiveFloor`` or ``RecurringPeak``, the extra pod-hours of those steps, and the band
+   margin at those steps (the part of the margin that source is responsible for).
 
-How decisions are recorded (no patching)
-----------------------------------------
+2. **Knob variants**: the same replay with one PolicySpec setting changed (the violation
+   budget the calibrated bound's miss level is steered to, the scale-down stabilisation
+   window, the forecasting models), so the decomposition's attribution can be checked
+   against what actually happens to cost *and* violations when a term is made smaller: a
+   cost driver that can be cut for free is a bug, one that buys SLO is a trade-off.
+
+How decisions are recorded (observed, not changed)
+--------------------------------------------------
 The replay is the backtest's own (``runner.world_from_trace``, ``world.simulate``,
-``forescale_policy.build_forescale_policy``, ``oracle.OraclePolicy``), unchanged.
-``build_forescale_policy`` does not let a caller inject the plan function, so nothing here
-replaces it; instead two wrappers observe from outside:
+``forescale_policy.build_forescale_policy``, ``oracle.OraclePolicy``), unchanged. Under v2
+the recommendation cannot be recomputed from a recorded forecast any more: the bound
+depends on the plan state's records (scored errors, miss level), which change at every
+decision. So the split reads what each ``plan()`` returned. ``ForescalePolicy.decide``
+calls ``plan`` through its module's global name and keeps only some of the Plan; for the
+replay only, :func:`observing_plan` rebinds that name to a :class:`PlanObserver`, which
+calls the real :func:`~forescale.core.plan.plan` with the same arguments, keeps a few
+integers of the returned Plan and returns the Plan itself, unchanged. The name is restored
+afterwards. :class:`RecordingPolicy` wraps the policy and keeps the count each decision
+returned; after the replay every simulated step must have exactly one observed Plan whose
+``desired_replicas`` is that count, or the script fails.
 
-* :class:`RecordingChain` wraps the policy's forecast chain (``plan()`` accepts any object
-  with ``.forecast(history, horizon, *, now)``) and keeps each decision's
-  :class:`~forescale.core.forecast.chain.ChainResult`, returned unchanged. The
-  recommendation and the mean sizing are then recomputed from the recorded forecast with the
-  public pipeline steps ``plan.planning_window``, ``plan.planned_rate``,
-  ``sizing.size`` and ``sizing.chaos_buffer`` — the same calls ``plan()`` makes; the
-  recomputed planned rate is checked against the one the policy itself recorded at every
-  step, so the reconstruction cannot silently drift from the real pipeline.
-* :class:`RecordingPolicy` wraps the policy object and keeps the count each decision asked
-  for.
-
-Neither changes a decision: the wrapped chain returns what the chain returned, and the
-wrapper policy returns what the policy returned.
-
-Results go to ``--out`` (default ``benchmarks/results/cost_drivers.md``): a table per trace
-and the decomposition of the default run. The raw figures are kept in a JSON comment at the
-end of that file, so runs of different traces (one trace per invocation; a replay takes
-1–3 minutes on one core) accumulate into one report; a rerun of a (trace, variant)
-replaces its row. A ``## Conclusion`` section written into the report by hand is kept.
+Results go to ``--out`` (default ``benchmarks/results/cost_drivers.md``): a table per trace,
+the decompositions and the rate sources, with the commit every row was run on and the load
+average during its replay. The raw figures are kept in a JSON comment at the end of that
+file, so runs of different traces (one trace per invocation) accumulate into one report; a
+rerun of a (trace, variant) replaces its row, and rows of the v1 method (recomputed from a
+recorded forecast, confidence variants) are dropped. A ``## Conclusion`` section written
+into the report by hand is kept.
 """
 
 from __future__ import annotations
@@ -69,30 +81,38 @@ from forescale.threads import limit_native_threads
 limit_native_threads()  # before numpy and torch load
 
 import argparse
+import contextlib
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
+from forescale.backtest import forescale_policy
 from forescale.backtest.forescale_policy import ForescalePolicy, build_forescale_policy
 from forescale.backtest.oracle import OraclePolicy
 from forescale.backtest.runner import world_from_trace
 from forescale.backtest.world import Observation, PolicyRun, World, simulate, world_policy_spec
-from forescale.core.forecast.chain import ChainResult, ForecastChain
-from forescale.core.plan import Forecasting, planned_rate, planning_window
-from forescale.core.series import Series
+from forescale.core.plan import Plan, plan, window_steps
 from forescale.core.sizing import chaos_buffer, size
 from forescale.core.spec import ModelName, PolicySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cost_drivers.md"
 DATA_MARK = "cost_drivers data:"
+#: The method of the figures; rows of another method are dropped when the report is merged.
+METHOD = 2
+#: ``Plan.rate_source.reason`` values, coded per step (0: the plan held, no rate).
+SOURCES = ("ForecastBound", "ReactiveFloor", "RecurringPeak")
 
 
 @dataclass(frozen=True)
@@ -101,45 +121,116 @@ class Variant:
 
     name: str
     label: str
-    confidence: float | None = None
+    violation_budget: float | None = None
     stabilization_seconds: float | None = None
     models: tuple[ModelName, ...] | None = None
 
     def apply(self, spec: PolicySpec) -> PolicySpec:
-        forecast, behavior = spec.forecast, spec.behavior
-        if self.confidence is not None:
-            forecast = replace(forecast, confidence=self.confidence)
+        slo, forecast, behavior = spec.slo, spec.forecast, spec.behavior
+        if self.violation_budget is not None:
+            slo = replace(slo, violation_budget=self.violation_budget)
         if self.models is not None:
             forecast = replace(forecast, models=self.models)
         if self.stabilization_seconds is not None:
             behavior = replace(behavior,
                                scale_down_stabilization_seconds=self.stabilization_seconds)
-        return replace(spec, forecast=forecast, behavior=behavior)
+        return replace(spec, slo=slo, forecast=forecast, behavior=behavior)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("default", "default (confidence 0.9, stabilisation 300 s, lstm→arima→ma)"),
-    Variant("conf085", "confidence 0.85", confidence=0.85),
-    Variant("conf080", "confidence 0.8", confidence=0.8),
+    Variant("default", "default (violation budget 0.005, stabilisation 300 s, "
+                       "lstm→arima→ma)"),
+    Variant("budget1pct", "violation budget 0.01", violation_budget=0.01),
     Variant("stab120", "stabilisation 120 s", stabilization_seconds=120.0),
+    Variant("stab0", "stabilisation 0 s (forecast-driven scale-down)",
+            stabilization_seconds=0.0),
     Variant("ma", "models [ma]", models=("ma",)),
 )}
 
 
-# --- recording wrappers --------------------------------------------------------------------
+# --- observing the decisions ---------------------------------------------------------------
 
 
-class RecordingChain:
-    """A forecast chain that remembers each decision's result (keyed by ``now``)."""
+class PlanObserver:
+    """Calls the real :func:`plan` and keeps, per simulated step, what the split needs.
 
-    def __init__(self, inner: Forecasting) -> None:
-        self.inner = inner
-        self.results: dict[float, ChainResult] = {}
+    Only a few integers per decision are kept, not the Plan (its state holds the records).
+    """
 
-    def forecast(self, history: Series, horizon: int, *, now: float) -> ChainResult:
-        result = self.inner.forecast(history, horizon, now=now)
-        self.results[now] = result
-        return result
+    def __init__(self, world: World, spec: PolicySpec) -> None:
+        self.world = world
+        self.spec = spec
+        size_ = len(world) - world.first_step
+        self.seen = np.zeros(size_, dtype=np.int64)
+        self.desired = np.zeros(size_, dtype=np.int64)
+        #: recommended_replicas (the desired count where the plan held).
+        self.recommended = np.zeros(size_, dtype=np.int64)
+        #: After the stabilisation window, before the tolerance; after the tolerance.
+        self.windowed = np.zeros(size_, dtype=np.int64)
+        self.stabilised = np.zeros(size_, dtype=np.int64)
+        self.mean_sized = np.zeros(size_, dtype=np.int64)
+        self.source = np.zeros(size_, dtype=np.int8)
+        self.no_forecast = np.zeros(size_, dtype=bool)
+        self.loads: list[float] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Plan:
+        decision = plan(*args, **kwargs)
+        try:
+            self._keep(decision)
+        except Exception as exc:  # the replay must not go on with a broken record
+            raise RuntimeError(f"cost_drivers could not record a decision: {exc}") from exc
+        return decision
+
+    def _keep(self, decision: Plan) -> None:
+        world = self.world
+        now = decision.window_start_seconds  # planning_window starts at now
+        i = round((now - world.start_seconds) / world.step_seconds) - world.first_step
+        self.seen[i] += 1
+        if i % 1000 == 0:
+            self.loads.append(os.getloadavg()[0])
+        desired = decision.desired_replicas
+        self.desired[i] = desired
+        recommended = decision.recommended_replicas
+        if recommended is None:  # held (metrics missing or stale): nothing to split
+            self.recommended[i] = self.windowed[i] = self.stabilised[i] = desired
+            self.mean_sized[i] = desired
+            return
+        assert decision.rate_source is not None
+        self.source[i] = 1 + SOURCES.index(decision.rate_source.reason)
+        self.recommended[i] = windowed = stabilised = recommended
+        for lim in decision.limits:
+            if lim.reason == "ScaleDownStabilized":  # before: recommended, after: the window's
+                windowed = stabilised = lim.after
+            elif lim.reason == "ScaleDownTolerance":  # before: what the window left
+                windowed, stabilised = lim.before, lim.after
+        self.windowed[i], self.stabilised[i] = windowed, stabilised
+        fc = None if decision.forecast is None else decision.forecast.forecast
+        if fc is None:  # every forecaster failed: sized for the floor (or a peak)
+            self.no_forecast[i] = True
+            self.mean_sized[i] = recommended
+            return
+        window = (decision.window_start_seconds, decision.window_end_seconds)
+        overlap = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, window)
+        rate = float(np.max(fc.mean[overlap]))
+        if decision.schedules is not None:
+            rate *= decision.schedules.multiplier
+        spec, mu = self.spec, self.spec.service_rate_per_replica
+        sized = size(rate, mu, spec.slo, spec.costs)
+        self.mean_sized[i] = sized.replicas + chaos_buffer(
+            sized.replicas, rate, mu, spec.slo, spec.chaos).extra_replicas
+
+
+@contextlib.contextmanager
+def observing_plan(observer: PlanObserver) -> Iterator[None]:
+    """For the replay only, the backtest policy's ``plan`` is the observer (see above)."""
+    original = getattr(forescale_policy, "plan")  # noqa: B009 (not re-exported)
+    if original is not plan:
+        raise RuntimeError("forescale_policy.plan is not the core's plan(); refusing to wrap")
+    setattr(forescale_policy, "plan", observer)  # noqa: B010 (typed as the function)
+    try:
+        yield
+    finally:
+        setattr(forescale_policy, "plan", original)  # noqa: B010
 
 
 @dataclass
@@ -156,102 +247,111 @@ class RecordingPolicy:
         return want
 
 
+def check_observed(world: World, observer: PlanObserver, recorder: RecordingPolicy) -> None:
+    """Every simulated step had one observed Plan, and it is what the policy returned."""
+    first, n = world.first_step, len(world)
+    if not (observer.seen == 1).all():
+        bad = int(np.flatnonzero(observer.seen != 1)[0]) + first
+        raise AssertionError(f"step {bad}: {observer.seen[bad - first]} plans observed")
+    returned = np.array([recorder.desired[t] for t in range(first, n)], dtype=np.int64)
+    if not np.array_equal(returned, observer.desired):
+        bad = int(np.flatnonzero(returned != observer.desired)[0]) + first
+        raise AssertionError(f"step {bad}: the policy returned {recorder.desired[bad]}, the "
+                             f"observed plan asked for {observer.desired[bad - first]}")
+
+
 # --- the decomposition ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    """Per simulated step: what the plan asked for, recommended and would size on the mean."""
-
-    desired: np.ndarray
-    recommended: np.ndarray
-    mean_sized: np.ndarray
-
-
-def reconstruct(world: World, spec: PolicySpec, policy: ForescalePolicy,
-                chain: RecordingChain, recorder: RecordingPolicy) -> Pipeline:
-    """Recompute recommendation and mean sizing from each recorded forecast."""
-    first, n = world.first_step, len(world)
-    desired = np.array([recorder.desired[t] for t in range(first, n)], dtype=np.int64)
-    recommended = desired.copy()
-    mean_sized = desired.copy()
-    mu = spec.service_rate_per_replica
-    for i, t in enumerate(range(first, n)):
-        now = world.time_of(t)
-        result = chain.results.get(now)
-        if result is None or result.forecast is None:
-            continue  # held for lack of metrics or forecasts: nothing to split
-        window = planning_window(spec, now)
-        rate = planned_rate(result, window)
-        if not np.isclose(rate, policy.planned_rate[t], rtol=1e-12, atol=0.0):
-            raise AssertionError(f"step {t}: recomputed planned rate {rate} differs from the "
-                                 f"policy's {policy.planned_rate[t]}")
-        sized = size(rate, mu, spec.slo, spec.costs)
-        recommended[i] = sized.replicas + chaos_buffer(sized.replicas, rate, mu, spec.slo,
-                                                       spec.chaos).extra_replicas
-        fc = result.forecast
-        on_mean = replace(result, forecast=replace(fc, upper=fc.mean))
-        mean_rate = planned_rate(on_mean, window)
-        sized_mean = size(mean_rate, mu, spec.slo, spec.costs)
-        mean_sized[i] = sized_mean.replicas + chaos_buffer(
-            sized_mean.replicas, mean_rate, mu, spec.slo, spec.chaos).extra_replicas
-    return Pipeline(desired, recommended, mean_sized)
-
-
 def decompose(world: World, run: PolicyRun, oracle: PolicyRun,
-              pipe: Pipeline) -> dict[str, float]:
+              obs: PlanObserver) -> dict[str, Any]:
     """The additive split of forescale's extra pod-hours over the oracle's."""
     hours = world.step_seconds / 3600.0
     scored = run.scored
-    clamped = np.clip(pipe.desired, world.params.min_pods, world.params.max_pods)
+    clamped = np.clip(obs.desired, world.params.min_pods, world.params.max_pods)
+    extra_pods = run.existing - oracle.existing
 
-    def pod_hours(x: np.ndarray) -> float:
-        return float(x[scored].sum() * hours)
+    def pod_hours(x: np.ndarray, where: np.ndarray = scored) -> float:
+        return float(x[where].sum() * hours)
 
-    oracle_pods = oracle.existing
-    return {
-        "extra": pod_hours(run.existing - oracle_pods),
-        "hold": pod_hours(pipe.desired - pipe.recommended),
-        "band": pod_hours(pipe.recommended - pipe.mean_sized),
-        "mean": pod_hours(pipe.mean_sized - oracle_pods),
+    band = obs.recommended - obs.mean_sized
+    figures: dict[str, Any] = {
+        "extra": pod_hours(extra_pods),
+        "hold": pod_hours(obs.desired - obs.recommended),
+        "hold_window": pod_hours(obs.windowed - obs.recommended),
+        "hold_tolerance": pod_hours(obs.stabilised - obs.windowed),
+        "hold_other": pod_hours(obs.desired - obs.stabilised),
+        "band": pod_hours(band),
+        "mean": pod_hours(obs.mean_sized - oracle.existing),
         "residual": pod_hours(run.existing - clamped),
-        # where the extra sits: steps whose pods a stabilisation hold kept up, or not
-        "extra_held_steps": pod_hours(np.where(pipe.desired > pipe.recommended,
-                                               run.existing - oracle_pods, 0)),
+        "decisions": int(scored.sum()),
+        "held_decisions": int((scored & (obs.source == 0)).sum()),
+        "no_forecast_decisions": int((scored & obs.no_forecast).sum()),
     }
+    sources = {}
+    for code, name in enumerate(SOURCES, start=1):
+        at = scored & (obs.source == code)
+        sources[name] = {"decisions": int(at.sum()), "extra": pod_hours(extra_pods, at),
+                         "band": pod_hours(band, at)}
+    figures["sources"] = sources
+    return figures
 
 
 # --- one replay ----------------------------------------------------------------------------
 
 
+def git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.rstrip()  # porcelain lines start with a meaningful space
+
+
+def code_version() -> str:
+    """The commit, and the operator files that differ from it (figures must say so)."""
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "operator").splitlines()]
+    version = f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}"
+    if dirty:
+        version += f" plus uncommitted changes to {', '.join(sorted(dirty))}"
+    return version
+
+
 def replay(world: World, oracle: PolicyRun, variant: Variant, *, lstm_epochs: int,
            log: Any) -> dict[str, Any]:
     spec = variant.apply(world_policy_spec(world.params, world.step_seconds))
+    load_before = os.getloadavg()[0]
     began = time.perf_counter()
     policy, training = build_forescale_policy(world, spec, lstm_epochs=lstm_epochs)
-    chain = RecordingChain(policy.chain)
-    # plan() takes any Forecasting; the attribute is typed as the concrete chain.
-    policy.chain = cast(ForecastChain, chain)
+    observer = PlanObserver(world, policy.spec)
     recorder = RecordingPolicy(policy)
-    with policy.replay_scope():
+    with policy.replay_scope(), observing_plan(observer):
         run = simulate(world, recorder)
     wall = time.perf_counter() - began
-    figures = decompose(world, run, oracle, reconstruct(world, policy.spec, policy, chain,
-                                                        recorder))
+    check_observed(world, observer, recorder)
+    figures = decompose(world, run, oracle, observer)
     served: Counter[str] = policy.served_by
+    loads = [load_before, *observer.loads, os.getloadavg()[0]]
     out: dict[str, Any] = {
-        "variant": variant.name, "label": variant.label,
-        "confidence": policy.spec.forecast.confidence,
+        "method": METHOD, "variant": variant.name, "label": variant.label,
+        "code": code_version(),
+        "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "violation_budget": policy.spec.slo.violation_budget,
         "stabilization_seconds": policy.spec.behavior.scale_down_stabilization_seconds,
         "models": list(policy.spec.forecast.models),
         "cost": run.cost_pod_hours, "oracle_cost": oracle.cost_pod_hours,
         "ratio": run.cost_pod_hours / oracle.cost_pod_hours,
         "violation_rate": run.violation_rate, "actions": run.scaling_actions,
-        "served_by": dict(served.most_common()), "wall_seconds": wall,
-        "training_seconds": training, **figures,
+        "served_by": dict(served.most_common()),
+        "rate_sources": dict(policy.rate_sources.most_common()),
+        "wall_seconds": wall, "training_seconds": training,
+        "load_mean": float(np.mean(loads)), "load_max": float(np.max(loads)),
+        **figures,
     }
     log(f"{variant.name}: {out['ratio']:.3f}x oracle, {100 * out['violation_rate']:.2f} % "
-        f"violations, {out['actions']} actions, {wall:.0f} s")
+        f"violations, {out['actions']} actions, {wall:.0f} s, residual "
+        f"{out['residual']:.1f}, load {out['load_mean']:.1f}")
     return out
 
 
@@ -270,52 +370,107 @@ def load_conclusion(path: Path) -> str:
 
 
 def load_data(path: Path) -> dict[str, dict[str, Any]]:
+    """The figures already in the report, without rows of another method."""
     if not path.exists():
         return {}
     found = re.search(r"<!-- " + re.escape(DATA_MARK) + r"\n(.*?)\n-->", path.read_text(),
                       re.DOTALL)
-    return json.loads(found.group(1)) if found else {}
+    data: dict[str, dict[str, Any]] = {}
+    if found:
+        data = json.loads(found.group(1))
+    kept = {trace: {name: r for name, r in runs.items() if r.get("method") == METHOD}
+            for trace, runs in data.items()}
+    return {trace: runs for trace, runs in kept.items() if runs}
 
 
-def _served(counts: dict[str, int]) -> str:
+def _shares(counts: dict[str, int]) -> str:
     total = sum(counts.values()) or 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in ranked)
 
 
+def _ordered(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    order = list(VARIANTS)
+    return [runs[name] for name in
+            sorted(runs, key=lambda v: order.index(v) if v in order else len(order))]
+
+
+def _pct(value: float, total: float) -> str:
+    return f"{value:.0f} ({100 * value / total:.0f} %)" if total else f"{value:.0f}"
+
+
 def render(data: dict[str, dict[str, Any]], conclusion: str = "") -> str:
     lines = ["# What drives forescale's cost above the oracle's", "",
-             "Protocol v1 replays (../shared/BENCHMARK.md), one PolicySpec setting changed per "
-             "variant; produced by `benchmarks/cost_drivers.py` (its docstring gives the "
-             "method). Cost/oracle and violations are over the scored steps.", ""]
-    order = list(VARIANTS)
+             "Protocol v1 replays (../shared/BENCHMARK.md) of decision core v2, one "
+             "PolicySpec setting changed per variant, one run each; produced by "
+             "`benchmarks/cost_drivers.py` (its docstring gives the method). Cost/oracle, "
+             "violations and every pod-hour figure are over the scored steps.", ""]
     for trace, runs in data.items():
         lines += [f"## {trace}", "",
-                  "| variant | cost/oracle | violations | scaling actions | forecasts served by |",
-                  "|---|---:|---:|---:|---|"]
-        for name in sorted(runs, key=lambda v: order.index(v) if v in order else len(order)):
-            r = runs[name]
+                  "| variant | cost/oracle | violations | scaling actions | "
+                  "planned rate set by | forecasts served by |",
+                  "|---|---:|---:|---:|---|---|"]
+        for r in _ordered(runs):
             lines.append(f"| {r['label']} | {r['ratio']:.3f}x | "
                          f"{100 * r['violation_rate']:.2f} % | {r['actions']} | "
-                         f"{_served(r['served_by'])} |")
+                         f"{_shares(r['rate_sources'])} | {_shares(r['served_by'])} |")
+        lines += ["", "| variant | code | finished | wall (s) | load average: mean (max) |",
+                  "|---|---|---|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['code']} | {r['finished']} | "
+                  f"{r['wall_seconds']:.0f} | {r['load_mean']:.1f} ({r['load_max']:.1f}) |"
+                  for r in _ordered(runs)]
         lines.append("")
+
     lines += ["## Decomposition of the extra pod-hours (defaults)", "",
               "desired − oracle = (desired − recommended) + (recommended − mean sizing) + "
-              "(mean sizing − oracle), summed over the scored steps.", "",
-              "| trace | extra over oracle (pod-h) | stabilisation hold | band margin | "
+              "(mean sizing − oracle), summed over the scored steps; the hold split by the "
+              "rule that made it.", "",
+              "| trace | extra over oracle (pod-h) | hold: stabilisation window | "
+              "hold: scale-down tolerance | hold: other limits | band margin | "
               "mean sizing vs oracle | residual |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for trace, runs in data.items():
-        r = runs.get("default")
-        if r is None:
+        d = runs.get("default")
+        if d is None:
             continue
-        extra = r["extra"]
+        e = d["extra"]
+        lines.append(f"| {trace} | {e:.0f} | {_pct(d['hold_window'], e)} | "
+                     f"{_pct(d['hold_tolerance'], e)} | {_pct(d['hold_other'], e)} | "
+                     f"{_pct(d['band'], e)} | {_pct(d['mean'], e)} | {d['residual']:.1f} |")
 
-        def part(key: str, r: dict[str, Any] = r, extra: float = extra) -> str:
-            return f"{r[key]:.0f} ({100 * r[key] / extra:.0f} %)"
+    lines += ["", "## What set the planned rate", "",
+              "Share of the scored decisions whose planned rate was set by the reactive "
+              "floor or a recurring peak (the rest: the calibrated bound, or a hold for lack "
+              "of metrics), forescale's extra pod-hours over the oracle at those steps, and "
+              "the band margin at those steps (recommended − mean sizing).", "",
+              "| trace | variant | ReactiveFloor: decisions | extra pod-h | band margin pod-h | "
+              "RecurringPeak: decisions | extra pod-h | band margin pod-h |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for trace, runs in data.items():
+        for r in _ordered(runs):
+            n, e = r["decisions"] or 1, r["extra"]
+            cells = []
+            for source in ("ReactiveFloor", "RecurringPeak"):
+                s = r["sources"][source]
+                cells += [f"{100 * s['decisions'] / n:.1f} %", _pct(s["extra"], e),
+                          f"{s['band']:.0f}"]
+            lines.append(f"| {trace} | {r['variant']} | " + " | ".join(cells) + " |")
+    lines += ["", "Decisions that held for lack of metrics, and those where every forecaster "
+              "failed (sized for the floor, band margin 0): " + "; ".join(
+                  f"{trace} {r['variant']} {r['held_decisions']} / {r['no_forecast_decisions']}"
+                  for trace, runs in data.items() for r in _ordered(runs)) + ".", ""]
 
-        lines.append(f"| {trace} | {extra:.0f} | {part('hold')} | {part('band')} | "
-                     f"{part('mean')} | {r['residual']:.1f} |")
+    lines += ["## Decomposition, every variant (pod-h)", "",
+              "| trace | variant | cost/oracle | violations | extra | hold: window | "
+              "hold: tolerance | hold: other | band margin | mean sizing vs oracle | residual |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for trace, runs in data.items():
+        for r in _ordered(runs):
+            lines.append(f"| {trace} | {r['variant']} | {r['ratio']:.3f}x | "
+                         f"{100 * r['violation_rate']:.2f} % | {r['extra']:.0f} | "
+                         f"{r['hold_window']:.0f} | {r['hold_tolerance']:.0f} | "
+                         f"{r['hold_other']:.0f} | {r['band']:.0f} | {r['mean']:.0f} | "
+                         f"{r['residual']:.1f} |")
     lines += [""] + ([conclusion.rstrip("\n"), ""] if conclusion else [])
     lines += ["<!-- " + DATA_MARK, json.dumps(data, indent=1, sort_keys=True), "-->", ""]
     return "\n".join(lines)
