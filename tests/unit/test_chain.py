@@ -260,6 +260,24 @@ def test_accuracy_above_the_limit(history: Series, monkeypatch: pytest.MonkeyPat
     assert served.recent_error is not None and served.recent_error <= 0.5
 
 
+def test_when_every_stage_is_above_the_limit_the_least_inaccurate_serves(
+        history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse service's errors are mostly counting noise: every stage above maxError.
+    Rather than nothing (the plan would size for the last minute's count with no margin),
+    the stage with the lowest recent error serves, and says why."""
+    level = float(history.values.mean())
+    _use(monkeypatch, "arima", Fake(_constant(3.0 * level)))  # ~200 % off
+    settings = _settings("arima", "ma", max_error=1e-6)
+    result = ForecastChain(settings).forecast(history, HORIZON, now=NOW)
+    assert result.reason == "Forecasted" and result.served_by == "ma"
+    assert _reasons(result) == [("arima", "AccuracyTooLow"), ("ma", "ServedAboveMaxError")]
+    arima, ma = result.stages
+    assert ma.served and ma.recent_error is not None and arima.recent_error is not None
+    assert 1e-6 < ma.recent_error < arima.recent_error
+    assert "least inaccurate" in ma.message
+    assert [(r.model, r.served) for r in result.runs] == [("arima", False), ("ma", True)]
+
+
 def test_no_data() -> None:
     chain = ForecastChain(ForecastSettings())
     for history in (Series.from_array([]), Series.from_array([np.nan] * 30)):

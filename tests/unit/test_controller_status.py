@@ -126,6 +126,14 @@ def test_model_ready_names_the_first_skipped_stage() -> None:
     assert "ma serves" in c["ModelReady"][2]
 
 
+def test_a_stage_serving_above_the_accuracy_limit_says_so() -> None:
+    fc = chain_result(stage("arima", False, "AccuracyTooLow", "wape 0.9"),
+                      stage("ma", True, "ServedAboveMaxError", "the least inaccurate serves"))
+    c = conditions(decision(plan=make_plan(forecast=fc)))
+    assert c["ModelReady"] == ("False", "ServedAboveMaxError",
+                               "ma serves: the least inaccurate serves")
+
+
 def test_an_unconfigured_lstm_is_not_a_fallback() -> None:
     fc = chain_result(stage("lstm", False, "ArtifactMissing"), stage("arima", True))
     assert conditions(decision(plan=make_plan(forecast=fc)))["ModelReady"][:2] == (

@@ -75,6 +75,9 @@ def _model_condition(d: Decision) -> tuple[str, str, str]:
     fc = plan.forecast
     if fc.served_by is None:
         return "False", fc.reason, fc.message
+    above = [s for s in fc.stages if s.served and s.reason == "ServedAboveMaxError"]
+    if above:
+        return "False", "ServedAboveMaxError", f"{above[0].model} serves: {above[0].message}"
     fallbacks = [s for s in fc.stages if not s.served and s.reason != "NotTried"
                  and not (s.model == "lstm" and not d.lstm_configured)]
     if fallbacks:

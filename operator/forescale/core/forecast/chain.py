@@ -80,7 +80,9 @@ class StageReport:
     served: bool
     #: ``Served``, ``ArtifactMissing``, ``ArtifactCorrupt``, ``ArtifactMismatch``,
     #: ``HistoryTooShort``, ``ModelError``, ``BudgetExceeded``, ``NonFiniteForecast``,
-    #: ``NegativeForecast``, ``AccuracyTooLow``, ``WorseThanFallback`` or ``NotTried``.
+    #: ``NegativeForecast``, ``AccuracyTooLow``, ``WorseThanFallback`` or ``NotTried``;
+    #: ``ServedAboveMaxError`` when every stage that ran failed an accuracy gate and this,
+    #: the least inaccurate, serves anyway.
     reason: str
     message: str
     #: WAPE of the recent out-of-sample check, when it was computed.
@@ -147,6 +149,37 @@ class _Skip(Exception):  # noqa: N818 (control flow, not an error)
         #: A valid forecast that failed only the accuracy gate: still recorded, so that
         #: the stage's track record can show when it has recovered.
         self.forecast = forecast
+
+
+#: Gate reasons that leave a valid forecast behind (the stage ran, only its error was judged).
+_ACCURACY_GATES = ("AccuracyTooLow", "WorseThanFallback")
+
+
+def _least_inaccurate(stages: list[StageReport], runs: list[StageRun]) -> str | None:
+    """When no stage served but some only failed an accuracy gate, the one with the lowest
+    recent error serves (``ServedAboveMaxError``), in ``stages`` and ``runs`` alike.
+
+    On a sparse service (a few requests a minute) every model's error is mostly counting
+    noise and above ``maxError``; handing over to nothing would size for the last minute's
+    count with no margin at all, while the least inaccurate forecast gets the calibrated
+    bound, which is exactly as wide as its recent errors were. ``maxError`` still decides
+    the order: a stage under it always serves first.
+    """
+    gated = [(s.recent_error, i) for i, s in enumerate(stages)
+             if s.reason in _ACCURACY_GATES and s.recent_error is not None
+             and any(r.model == s.model for r in runs)]
+    if not gated:
+        return None
+    error, index = min(gated)
+    stage = stages[index]
+    stages[index] = StageReport(
+        stage.model, True, "ServedAboveMaxError",
+        f"every stage that ran is above the accuracy limit; the least inaccurate serves "
+        f"(recent error {error:.3g}): {stage.message}", error)
+    for k, run in enumerate(runs):
+        if run.model == stage.model:
+            runs[k] = StageRun(run.model, run.forecast, True)
+    return stage.model
 
 
 class ForecastChain:
@@ -218,6 +251,10 @@ class ForecastChain:
             runs.append(StageRun(name, served, True))
             stages.append(StageReport(name, True, "Served", detail, error))
 
+        if served is None:
+            served_by = _least_inaccurate(stages, runs)
+            if served_by is not None:
+                served = next(r.forecast for r in runs if r.model == served_by)
         skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages
                             if not s.served and s.reason != "NotTried")
         if served is None:
