@@ -141,8 +141,15 @@ def test_the_chain_is_scored_and_counted() -> None:
     # The chain's stage is the same moving average: the same scores.
     assert r.scores["chain"] == r.scores["ma"]
 
-    # A gate nothing passes: every origin is scored with the last stage's ungated forecast.
-    failing = ForecastChain(ForecastSettings(models=("ma",), max_error=1e-9))
+    # A gate nothing passes: the least inaccurate stage serves anyway (ServedAboveMaxError).
+    gated = ForecastChain(ForecastSettings(models=("ma",), max_error=1e-9))
+    r = rolling_origin_evaluation(s, {"ma": ma}, chain=gated, **kwargs)
+    assert r.chain_served == {"ma": 24} and r.chain_unserved == 0
+    assert r.scores["chain"] == r.scores["ma"]
+
+    # A stage that cannot run at all (its window is longer than the history): every origin
+    # is scored with the last stage's ungated forecast.
+    failing = ForecastChain(ForecastSettings(models=("ma",), moving_average_window=1000))
     r = rolling_origin_evaluation(s, {"ma": ma}, chain=failing, **kwargs)
     assert r.chain_served == {"none (AllForecastersFailed)": 24}
     assert r.chain_unserved == 24
