@@ -395,8 +395,13 @@ def _ordered(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             sorted(runs, key=lambda v: order.index(v) if v in order else len(order))]
 
 
+def _ph(value: float) -> str:
+    """Pod-hours, whole; two decimals below a half, so that a small figure is not shown as -0."""
+    return f"{value:.0f}" if abs(value) >= 0.5 or value == 0 else f"{value:.2f}"
+
+
 def _pct(value: float, total: float) -> str:
-    return f"{value:.0f} ({100 * value / total:.0f} %)" if total else f"{value:.0f}"
+    return f"{_ph(value)} ({100 * value / total:.0f} %)" if total else _ph(value)
 
 
 def render(data: dict[str, dict[str, Any]], conclusion: str = "") -> str:
@@ -469,7 +474,7 @@ def render(data: dict[str, dict[str, Any]], conclusion: str = "") -> str:
             lines.append(f"| {trace} | {r['variant']} | {r['ratio']:.3f}x | "
                          f"{100 * r['violation_rate']:.2f} % | {r['extra']:.0f} | "
                          f"{r['hold_window']:.0f} | {r['hold_tolerance']:.0f} | "
-                         f"{r['hold_other']:.0f} | {r['band']:.0f} | {r['mean']:.0f} | "
+                         f"{_ph(r['hold_other'])} | {r['band']:.0f} | {r['mean']:.0f} | "
                          f"{r['residual']:.1f} |")
     lines += [""] + ([conclusion.rstrip("\n"), ""] if conclusion else [])
     lines += ["<!-- " + DATA_MARK, json.dumps(data, indent=1, sort_keys=True), "-->", ""]
