@@ -233,3 +233,24 @@ def test_a_cluster_of_misses_widens_the_bound_at_once_and_not_for_hours() -> Non
     # Two half-lives: what is left of the fast part is at most a quarter of the slow part.
     assert 0.75 * slow_part <= recovered <= slow_part, (before, after, recovered)
     assert recovered > 0.01  # a single integrator fast enough to react sat near its floor
+
+
+def test_a_level_beyond_what_the_scores_support_is_capped_at_the_largest_not_dropped() -> None:
+    """After a run of misses the controller asks for a level (here 99.95 %) that needs ~2000
+    scores; with 100 the bound is their largest score — wider than at 95 % — and never the
+    model's own interval, which would be narrower exactly when a wider one was asked for."""
+    records = Records()
+    hist = records.histograms.setdefault("0:all", Histogram())
+    for score in np.linspace(-0.5, 0.5, 100):
+        hist.add(float(score))
+    hist.updated = T0
+    history = Series(T0 - 1440 * STEP, STEP, np.full(1440, 100.0))
+    means, model_upper = np.array([100.0]), np.array([105.0])
+    usual = records.upper_bound(means, model_upper, history, coverage=0.95, now=T0,
+                                half_life=HALF_LIFE)
+    high = records.upper_bound(means, model_upper, history, coverage=0.9995, now=T0,
+                               half_life=HALF_LIFE)
+    assert usual.calibrated and high.calibrated
+    assert "capped at the largest" in high.message and "capped" not in usual.message
+    assert usual.upper[0] < high.upper[0]
+    assert high.upper[0] == pytest.approx((100.0 + 2.0) * math.exp(0.5) - 2.0, rel=0.03)

@@ -412,9 +412,11 @@ class Records:
         eps = max(EPSILON_SHARE * day_median, 1e-9)
         upper = np.empty_like(means)
         widest = 0.0
+        capped = False
         for h, mean in enumerate(means):
             regime = REGIMES[int(mean >= day_median)]
             q = None
+            usable: list[Histogram] = []
             for key in (f"{h}:{regime}", f"{h}:all"):
                 hist = self.histograms.get(key)
                 if hist is None:
@@ -425,15 +427,27 @@ class Records:
                 if decayed.total >= max(MIN_WEIGHT, coverage / (1.0 - coverage) + 1.0):
                     q = decayed.quantile(coverage)
                     break
+                if decayed.total >= MIN_WEIGHT:
+                    usable.append(decayed)
+            if q is None:
+                # Enough scores, but not for a level this high (after a run of misses the
+                # controller asks for 99.9 % and more): the highest quantile they support,
+                # their largest score — never the model's own interval, which is narrower
+                # exactly when a wider bound was asked for.
+                q = next((top for top in (d.quantile(d.total / (d.total + 1.0))
+                                          for d in usable) if math.isfinite(top)), None)
+                capped = capped or q is not None
             if q is None or not math.isfinite(q):
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              "too few scored forecasts to calibrate yet: the model's own "
                              "interval")
             widest = max(widest, q)
             upper[h] = max((mean + eps) * math.exp(q) - eps, 0.0)
+        note = ("; the level needs more scores than there are: capped at the largest"
+                if capped else "")
         return Bound(upper, True, coverage,
                      f"calibrated {coverage:.1%} bound of the intensity "
-                     f"(up to x{math.exp(widest):.2f} the forecast)")
+                     f"(up to x{math.exp(widest):.2f} the forecast{note})")
 
 
 def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
