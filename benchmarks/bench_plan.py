@@ -23,13 +23,13 @@ ARIMA refits inside the measured window (read from the chain, not changed).
 from __future__ import annotations
 
 from forescale.threads import limit_native_threads
+from provenance import code_version
 
 limit_native_threads()  # before numpy and torch load
 
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -153,25 +153,6 @@ def measure(stage: str, decisions: int, on_decision: Callable[[], None] | None =
                statistics.median(on_track) * 1000 if on_track else float("nan"),
                statistics.median(others) * 1000 if others else float("nan"),
                len(on_track), refits, served, calibrated)
-
-
-def git(*args: str) -> str:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return out.stdout.rstrip()  # porcelain lines start with a meaningful space
-
-
-def code_version() -> str:
-    """The commit, and the operator and model files that differ from it."""
-    dirty = [line[3:] for line in
-             git("status", "--porcelain", "--", "operator", "models").splitlines()]
-    version = f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}"
-    if dirty:
-        version += f" plus uncommitted changes to {', '.join(sorted(dirty))}"
-    return version
 
 
 def main(decisions: int = 300) -> None:

@@ -77,6 +77,7 @@ into the report by hand is kept.
 from __future__ import annotations
 
 from forescale.threads import limit_native_threads
+from provenance import code_version
 
 limit_native_threads()  # before numpy and torch load
 
@@ -85,7 +86,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -298,24 +298,6 @@ def decompose(world: World, run: PolicyRun, oracle: PolicyRun,
 
 
 # --- one replay ----------------------------------------------------------------------------
-
-
-def git(*args: str) -> str:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return out.stdout.rstrip()  # porcelain lines start with a meaningful space
-
-
-def code_version() -> str:
-    """The commit, and the operator files that differ from it (figures must say so)."""
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "operator").splitlines()]
-    version = f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}"
-    if dirty:
-        version += f" plus uncommitted changes to {', '.join(sorted(dirty))}"
-    return version
 
 
 def replay(world: World, oracle: PolicyRun, variant: Variant, *, lstm_epochs: int,

@@ -26,13 +26,13 @@ from __future__ import annotations
 import os
 
 from forescale.threads import limit_native_threads
+from provenance import code_version
 
 limit_native_threads()  # before numpy and torch load
 
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -178,24 +178,6 @@ def section(result: BacktestResult, wall: float, *, real: bool, about: str = "",
     parts.append(f"Wall time for the whole trace (loading, world, every policy): "
                  f"{wall:.1f}s.")
     return "\n".join(parts) + "\n"
-
-
-def git(*args: str) -> str:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return out.stdout.rstrip()  # porcelain lines start with a meaningful space
-
-
-def code_version() -> str:
-    """The commit, and the operator files that differ from it (figures must say so)."""
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "operator").splitlines()]
-    version = f"commit {git('rev-parse', '--short', 'HEAD').strip() or 'unknown'}"
-    if dirty:
-        version += f" plus uncommitted changes to {', '.join(sorted(dirty))}"
-    return version
 
 
 def run_trace(job: tuple[str, Path, str | None], options: BacktestOptions,
