@@ -155,9 +155,10 @@ class _Skip(Exception):  # noqa: N818 (control flow, not an error)
 _ACCURACY_GATES = ("AccuracyTooLow", "WorseThanFallback")
 
 
-def _least_inaccurate(stages: list[StageReport], runs: list[StageRun]) -> str | None:
+def _least_inaccurate(stages: list[StageReport], runs: list[StageRun]) -> StageRun | None:
     """When no stage served but some only failed an accuracy gate, the one with the lowest
-    recent error serves (``ServedAboveMaxError``), in ``stages`` and ``runs`` alike.
+    recent error serves (``ServedAboveMaxError``), in ``stages`` and ``runs`` alike; its
+    run, now serving.
 
     On a sparse service (a few requests a minute) every model's error is mostly counting
     noise and above ``maxError``; handing over to nothing would size for the last minute's
@@ -176,10 +177,9 @@ def _least_inaccurate(stages: list[StageReport], runs: list[StageRun]) -> str | 
         stage.model, True, "ServedAboveMaxError",
         f"every stage that ran is above the accuracy limit; the least inaccurate serves "
         f"(recent error {error:.3g}): {stage.message}", error)
-    for k, run in enumerate(runs):
-        if run.model == stage.model:
-            runs[k] = StageRun(run.model, run.forecast, True)
-    return stage.model
+    k = next(k for k, run in enumerate(runs) if run.model == stage.model)
+    runs[k] = StageRun(stage.model, runs[k].forecast, True)
+    return runs[k]
 
 
 class ForecastChain:
@@ -252,9 +252,9 @@ class ForecastChain:
             stages.append(StageReport(name, True, "Served", detail, error))
 
         if served is None:
-            served_by = _least_inaccurate(stages, runs)
-            if served_by is not None:
-                served = next(r.forecast for r in runs if r.model == served_by)
+            fallback = _least_inaccurate(stages, runs)
+            if fallback is not None:
+                served, served_by = fallback.forecast, fallback.model
         skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages
                             if not s.served and s.reason != "NotTried")
         if served is None:
