@@ -276,18 +276,20 @@ class Records:
         return max(times, default=None)
 
     def score(self, history: Series, *, intensity_steps: int, half_life: float,
-              now: float) -> None:
+              now: float, day_median: float | None = None) -> None:
         """Score every pending forecast whose outcome is now observed; drop stale ones.
 
         A forecast is scored when the history covers its last step plus the half
         intensity window after it; one older than a day with no data is dropped.
+        ``day_median`` is :func:`median_of_day` of ``history``, if the caller has it.
         """
         if len(history) == 0:
             return
         step = history.step_seconds
         half = intensity_steps // 2
         values = history.values
-        day_median = _day_median(history)
+        if day_median is None:
+            day_median = median_of_day(history)
         eps = max(EPSILON_SHARE * day_median, 1e-9)
         keep: list[Pending] = []
         for p in self.pending:
@@ -406,9 +408,12 @@ class Records:
         return a, b, n
 
     def upper_bound(self, means: FloatArray, model_upper: FloatArray, history: Series, *,
-                    coverage: float, now: float, half_life: float) -> Bound:
-        """Calibrated upper bounds of the intensity for forecast ``means`` (see above)."""
-        day_median = _day_median(history)
+                    coverage: float, now: float, half_life: float,
+                    day_median: float | None = None) -> Bound:
+        """Calibrated upper bounds of the intensity for forecast ``means`` (see above);
+        ``day_median`` as in :meth:`score`."""
+        if day_median is None:
+            day_median = median_of_day(history)
         eps = max(EPSILON_SHARE * day_median, 1e-9)
         upper = np.empty_like(means)
         widest = 0.0
@@ -460,8 +465,9 @@ def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
     return float(around.mean())
 
 
-def collapsed(history: Series) -> bool:
-    """Whether the traffic has collapsed (see :data:`COLLAPSE_SHARE`)."""
+def collapsed(history: Series, day_median: float | None = None) -> bool:
+    """Whether the traffic has collapsed (see :data:`COLLAPSE_SHARE`); ``day_median`` as
+    in :meth:`Records.score`."""
     steps = max(1, round(COLLAPSE_SECONDS / history.step_seconds))
     hour = max(1, round(3600.0 / history.step_seconds))
     if len(history) < steps + hour:
@@ -470,12 +476,14 @@ def collapsed(history: Series) -> bool:
     recent, before = values[-steps:], values[-steps - hour:-steps]
     if np.isnan(recent).any() or np.isnan(before).all():
         return False
-    median = _day_median(history)
+    median = median_of_day(history) if day_median is None else day_median
     return bool(float(recent.mean()) < COLLAPSE_SHARE * median
                 and float(np.nanmean(before)) >= 0.5 * median)
 
 
-def _day_median(history: Series) -> float:
+def median_of_day(history: Series) -> float:
+    """The median rate of the history's last day (NaNs left out; 0 with none): the level
+    the regimes, ε and the collapse rule are measured against."""
     steps = max(1, round(86400.0 / history.step_seconds))
     recent = history.values[-steps:]
     recent = recent[~np.isnan(recent)]

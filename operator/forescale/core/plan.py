@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
-from forescale.core.calibration import Records, collapsed
+from forescale.core.calibration import Records, collapsed, median_of_day
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -442,7 +442,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     records = state.records.copy()
     intensity_steps = _intensity_steps(spec, history)
     half_life = spec.forecast.calibration_half_life_seconds
-    records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now)
+    # The day's median rate: the regimes', ε's and the collapse rule's level, once.
+    day_median = median_of_day(history)
+    records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now,
+                  day_median=day_median)
     budget = spec.slo.violation_budget
     records.score_decisions(
         history, intensity_steps=intensity_steps, budget=budget, now=now,
@@ -450,10 +453,11 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                  spec.costs).replicas)
 
     problem = metrics_problem(history, spec, now)
-    from_collapse = collapsed(history)
+    from_collapse = False
     result: ChainResult | None = None
     peak: RecurringPeak | None = None
     if problem is None:
+        from_collapse = collapsed(history, day_median)
         origin = history.end_seconds
         last = records.last_track_origin()
         period = TRACK_PERIODS * spec.decision_period_seconds
@@ -500,7 +504,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         overlap = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, window)
         bound = records.upper_bound(fc.mean, fc.upper, history,
                                     coverage=1.0 - records.level(budget), now=now,
-                                    half_life=half_life)
+                                    half_life=half_life, day_median=day_median)
         highest = float(np.max(bound.upper[overlap]))
         forecast_bound: tuple[float, str] | None = (highest, bound.message)
         bound_message = bound.message
