@@ -254,3 +254,44 @@ def test_a_level_beyond_what_the_scores_support_is_capped_at_the_largest_not_dro
     assert "capped at the largest" in high.message and "capped" not in usual.message
     assert usual.upper[0] < high.upper[0]
     assert high.upper[0] == pytest.approx((100.0 + 2.0) * math.exp(0.5) - 2.0, rel=0.03)
+
+
+def _bound_for(scores: np.ndarray, coverage: float) -> tuple[float, str]:
+    records = Records()
+    hist = records.histograms.setdefault("0:all", Histogram())
+    for score in scores:
+        hist.add(float(score))
+    hist.updated = T0
+    history = Series(T0 - 1440 * STEP, STEP, np.full(1440, 100.0))
+    bound = records.upper_bound(np.array([100.0]), np.array([105.0]), history,
+                                coverage=coverage, now=T0, half_life=HALF_LIFE)
+    assert bound.calibrated
+    return float(bound.upper[0]), bound.message
+
+
+def test_jumps_beyond_the_far_out_fence_do_not_set_the_bound() -> None:
+    """A service whose forecasts are within ~10 % but which jumps to 12 x on 3 % of the
+    minutes (a crawler, a flash crowd): at 99 % the plain quantile is in the jumps, 12 times
+    the forecast at every decision. The bound stops at Tukey's far-out fence of the scores,
+    Q3 + 3 IQR, and says so; the jumps are the reactive floor's."""
+    rng = np.random.default_rng(3)
+    bulk = rng.normal(0.0, 0.1, 970)
+    scores = np.concatenate([bulk, np.full(30, math.log(12.0))])
+    upper, message = _bound_for(scores, 0.99)
+    q1, q3 = np.quantile(scores, [0.25, 0.75])
+    fence = q3 + 3.0 * (q3 - q1)
+    assert fence < 0.6  # the bulk's, nowhere near the jumps
+    assert upper == pytest.approx((100.0 + 2.0) * math.exp(fence) - 2.0, rel=0.03)
+    assert upper < 2 * 100.0
+    assert "far-out fence" in message
+
+
+def test_the_fence_never_binds_for_well_behaved_errors() -> None:
+    """Errors normal in log space: the fence is 4.7 standard deviations out, so even the
+    99.9 % bound is the plain quantile."""
+    rng = np.random.default_rng(4)
+    scores = rng.normal(0.0, 0.1, 5000)
+    upper, message = _bound_for(scores, 0.999)
+    plain = float(np.quantile(scores, 0.999))
+    assert upper == pytest.approx((100.0 + 2.0) * math.exp(plain) - 2.0, rel=0.03)
+    assert "fence" not in message

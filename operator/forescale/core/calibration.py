@@ -70,6 +70,16 @@ ACI_RANGE = (0.0005, 0.25)
 #: requests a minute) a quiet five minutes, or a quiet night, is not an outage.
 COLLAPSE_SHARE = 0.1
 COLLAPSE_SECONDS = 600.0
+#: Tukey's far-out fence: a bound is never taken above ``Q3 + FENCE_IQR · (Q3 − Q1)`` of
+#: the scores it comes from. Scores beyond it are flash crowds and one-off jumps — a
+#: spike at the same hour every morning, a crawler — that no margin can cover short of
+#: ten times the forecast; the reactive floor meets them one decision later whatever the
+#: margin. Without the fence, once such jumps were more than the miss level's share of the
+#: scores, the bound jumped from ~1.4 to ~15 times the forecast at every decision the
+#: level dipped below their share (a pre-tournament fortnight of the World Cup trace: a
+#: tenth of the night's decisions). For errors that are normal in log space the fence is
+#: 4.7 standard deviations out, beyond any level the miss level asks for: it never binds.
+FENCE_IQR = 3.0
 
 
 def _bin(score: float) -> int:
@@ -131,6 +141,12 @@ class Histogram:
                 return _upper_edge(index) - (1.0 - share) * BIN_WIDTH
             running += weight
         return math.inf
+
+    def far_out_fence(self) -> float:
+        """Tukey's far-out fence of the scores, ``Q3 + FENCE_IQR · (Q3 − Q1)`` (see
+        :data:`FENCE_IQR`)."""
+        q1, q3 = self.quantile(0.25), self.quantile(0.75)
+        return q3 + FENCE_IQR * (q3 - q1)
 
     def to_list(self) -> list[Any]:
         return [self.updated, [[k, round(w, 4)] for k, w in sorted(self.weights.items())]]
@@ -417,10 +433,11 @@ class Records:
         eps = max(EPSILON_SHARE * day_median, 1e-9)
         upper = np.empty_like(means)
         widest = 0.0
-        capped = False
+        capped = fenced = False
         for h, mean in enumerate(means):
             regime = REGIMES[int(mean >= day_median)]
             q = None
+            used: Histogram | None = None
             usable: list[Histogram] = []
             for key in (f"{h}:{regime}", f"{h}:all"):
                 hist = self.histograms.get(key)
@@ -431,6 +448,7 @@ class Records:
                 # Split conformal needs n >= q / (1 - q) scores for a finite quantile.
                 if decayed.total >= max(MIN_WEIGHT, coverage / (1.0 - coverage) + 1.0):
                     q = decayed.quantile(coverage)
+                    used = decayed
                     break
                 if decayed.total >= MIN_WEIGHT:
                     usable.append(decayed)
@@ -439,17 +457,26 @@ class Records:
                 # controller asks for 99.9 % and more): the highest quantile they support,
                 # their largest score — never the model's own interval, which is narrower
                 # exactly when a wider bound was asked for.
-                q = next((top for top in (d.quantile(d.total / (d.total + 1.0))
-                                          for d in usable) if math.isfinite(top)), None)
-                capped = capped or q is not None
-            if q is None or not math.isfinite(q):
+                for candidate in usable:
+                    top = candidate.quantile(candidate.total / (candidate.total + 1.0))
+                    if math.isfinite(top):
+                        q, used = top, candidate
+                        capped = True
+                        break
+            if q is None or used is None or not math.isfinite(q):
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              "too few scored forecasts to calibrate yet: the model's own "
                              "interval")
+            fence = used.far_out_fence()
+            if q > fence:
+                q, fenced = fence, True
             widest = max(widest, q)
             upper[h] = max((mean + eps) * math.exp(q) - eps, 0.0)
         note = ("; the level needs more scores than there are: capped at the largest"
                 if capped else "")
+        if fenced:
+            note += ("; held at the scores' far-out fence (Q3 + 3 IQR): jumps beyond it are "
+                     "left to the reactive floor")
         return Bound(upper, True, coverage,
                      f"calibrated {coverage:.1%} bound of the intensity "
                      f"(up to x{math.exp(widest):.2f} the forecast{note})")
