@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from forescale.backtest.scenarios import (
+    HOLDOUT,
     SCENARIOS,
+    flash_crowds,
     level_shifts,
     scenario,
     scheduled_bursts,
@@ -64,8 +66,28 @@ def test_sparse_service_is_a_few_requests_a_minute_and_quieter_at_weekends() -> 
     assert per_minute[~weekday].mean() == pytest.approx(1.0, rel=0.15)
 
 
+def test_flash_crowds_are_one_off_and_after_the_warm_up() -> None:
+    """Two crowds at x6-10 for 40-120 minutes, none in the first four days; the rest of
+    the trace untouched."""
+    quiet = base(rate=50.0)
+    rates = flash_crowds(quiet, 1)
+    ratio = rates.values / quiet.values
+    crowd = ratio > 3.0
+    assert not crowd[:int(4 * DAY / STEP)].any()
+    starts = np.flatnonzero(np.diff(crowd.astype(int)) == 1)
+    assert len(starts) == 2
+    assert 2 * 40 * 0.9 <= crowd.sum() <= 2 * 120
+    assert np.median(ratio[crowd]) == pytest.approx(8.0, abs=2.5)
+    assert np.array_equal(rates.values[~crowd], quiet.values[~crowd])
+    assert np.array_equal(flash_crowds(quiet, 1).values, rates.values)  # deterministic
+
+
 def test_every_listed_scenario_builds_and_unknown_names_are_refused() -> None:
-    for s in SCENARIOS:
+    names = [s.name for s in (*SCENARIOS, *HOLDOUT)]
+    assert len(set(names)) == len(names)
+    for s in (*SCENARIOS, *HOLDOUT):
         assert scenario(s.name) is s
+        built = s.build(base(days=15), 0)
+        assert len(built) == len(base(days=15))
     with pytest.raises(InvalidInputError, match="unknown scenario"):
         scenario("nope")

@@ -14,10 +14,18 @@ be reproduced exactly:
 
 Counts, not rates, are changed, so that thinning and bursts keep integer requests, as a
 real service's would. Every scenario returns a trace of the same length and step.
+
+:data:`HOLDOUT` is a second set, for the robustness benchmark (``benchmarks/scaling.py
+--set holdout``): fortnights of the real traces other than the ones the defaults were
+developed on (the NASA trace's second half, the World Cup before and at the end of the
+tournament), and the classes above with other parameters (bursts at other, jittered
+lengths and heights on half the days; a service three times sparser; ×3 shifts of half a
+day to two days; one-off flash crowds). A default that only fits the first set shows here.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -128,9 +136,65 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+def real(rates: Series, seed: int = 0) -> Series:
+    """The crop as it is: real traffic of another period."""
+    del seed
+    return rates
+
+
+def flash_crowds(rates: Series, seed: int = 0, *, count: int = 2,
+                 factor: tuple[float, float] = (6.0, 10.0),
+                 minutes: tuple[int, int] = (40, 120), skip_days: float = 4.0) -> Series:
+    """``count`` one-off flash crowds (× ``factor`` for ``minutes``), at random times after
+    the first ``skip_days`` (the protocol's shortest warm-up), never at the same clock
+    time twice: nothing a calendar could learn."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    per_day = round(DAY_SECONDS / rates.step_seconds)
+    first = int(skip_days * per_day)
+    multiplier = np.ones_like(counts)
+    for _ in range(count):
+        length = int(rng.integers(minutes[0], minutes[1] + 1))
+        start = int(rng.integers(first, max(first + 1, len(counts) - length)))
+        multiplier[start:start + length] = rng.uniform(*factor)
+    extra = rng.poisson(counts * (multiplier - 1.0))
+    return _rates(rates, counts + extra)
+
+
+NASA, WORLD_CUP = "nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv"
+NASA_FIRST_FORTNIGHT = ("1995-07-01T04:00:00Z", "1995-07-15T04:00:00Z")
+HOLDOUT: tuple[Scenario, ...] = (
+    Scenario("nasa-second-half", NASA, "NASA 14-28 July 1995 as it is", real,
+             crop=("1995-07-14T12:00:00Z", "1995-07-28T12:00:00Z")),
+    Scenario("worldcup-before", WORLD_CUP, "World Cup 98, 1-15 May (before the "
+             "tournament: quiet, with daily spikes) as it is", real,
+             crop=("1998-05-01T00:00:00Z", "1998-05-15T00:00:00Z")),
+    Scenario("worldcup-knockout", WORLD_CUP, "World Cup 98, 28 June - 12 July (the "
+             "knock-out matches) as it is", real,
+             crop=("1998-06-28T00:00:00Z", "1998-07-12T00:00:00Z")),
+    Scenario("jittered-bursts", NASA, "NASA 1-15 July with bursts at five clock times on "
+             "~50 % of days, x2-6 for 5-20 minutes",
+             functools.partial(scheduled_bursts, clock_minutes=(
+                 7 * 60 + 15, 11 * 60, 13 * 60 + 45, 17 * 60 + 5, 22 * 60 + 40),
+                 probability=0.5, factor=(2.0, 6.0), minutes=(5, 20)),
+             crop=NASA_FIRST_FORTNIGHT),
+    Scenario("worldcup-bursts", WORLD_CUP, "World Cup 98, 20 May - 3 June, with the "
+             "scheduled bursts of `bursts`", scheduled_bursts,
+             crop=("1998-05-20T00:00:00Z", "1998-06-03T00:00:00Z")),
+    Scenario("sparser", NASA, "NASA 1-15 July thinned to ~1 request/min on weekdays",
+             functools.partial(sparse_service, weekday_per_minute=1.0),
+             crop=NASA_FIRST_FORTNIGHT),
+    Scenario("shifts-x3", NASA, "NASA 1-15 July with x3 level shifts of 0.5-2 days",
+             functools.partial(level_shifts, factor=3.0, days=(0.5, 2.0)),
+             crop=NASA_FIRST_FORTNIGHT),
+    Scenario("flash-crowds", NASA, "NASA 1-15 July with two one-off flash crowds (x6-10, "
+             "40-120 minutes)", flash_crowds, crop=NASA_FIRST_FORTNIGHT),
+)
+
+
 def scenario(name: str) -> Scenario:
-    for s in SCENARIOS:
+    for s in (*SCENARIOS, *HOLDOUT):
         if s.name == name:
             return s
-    raise InvalidInputError(f"unknown scenario {name!r} "
-                            f"(known: {', '.join(s.name for s in SCENARIOS)})")
+    raise InvalidInputError(f"unknown scenario {name!r} (known: "
+                            f"{', '.join(s.name for s in (*SCENARIOS, *HOLDOUT))})")
