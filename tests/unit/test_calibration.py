@@ -116,6 +116,23 @@ def test_track_records_are_scored_only_after_the_outcome_is_observed() -> None:
     assert records.pending == []
 
 
+def test_track_records_are_scored_against_the_intensity_not_the_raw_steps() -> None:
+    """One noisy minute inside a three-step horizon moves the raw mean by a fifth; the
+    intensity over the horizon (here the seven steps from two before its first to two
+    after its last) by a twelfth — the rate the bound and the SLO are judged on."""
+    records = Records()
+    values = np.full(200, 10.0)
+    values[101] = 16.0  # the middle of the horizon
+    history = Series(T0, STEP, values[:100])
+    records.record(history.end_seconds, "ma", served=False, track=True,
+                   means=np.full(3, 10.0))
+    later = Series(T0, STEP, values[:110])
+    records.score(later, intensity_steps=5, half_life=HALF_LIFE, now=later.end_seconds)
+    (scored,) = records.tracks["ma"]
+    assert scored.actual == pytest.approx((6 * 10.0 + 16.0) / 7)
+    assert scored.actual != pytest.approx(np.mean(values[100:103]))
+
+
 def test_compare_needs_common_origins() -> None:
     records = Records()
     values = np.full(400, 10.0)

@@ -6,9 +6,14 @@ observed), and kept in :class:`Records`, which lives in the plan state (the stat
 restarted operator carries on with what it has learnt:
 
 **Track records** (the chain's relative gate). Every stage that ran records the mean level
-it forecast over the horizon; once the horizon has passed it is scored against the mean
-observed rate. A stage's recent error is the WAPE over its last scored origins, and two
-stages are compared over the origins both forecast.
+it forecast over the horizon; once the horizon has passed it is scored against the observed
+*intensity* over it (the mean from half an intensity window before its first step to half
+a window after its last), as the bound and the SLO are. A stage's recent error is the WAPE
+over its last scored origins, and two stages are compared over the origins both forecast.
+Scored against the raw steps of a three-step horizon, a sparse service's stages differed
+mostly in counting noise, and the gate chose among them by chance (a NASA fortnight thinned
+to ~1 request a minute: 1.99 % violations at 10.8 x the oracle; scored against the
+intensity, 0.92 % at 10.0 x, one run each).
 
 **Calibration** (the size of the margin above the forecast). The plan sizes for an upper
 bound of the *intensity* — the rate averaged over ``intensity_seconds`` (5 minutes by
@@ -322,8 +327,12 @@ class Records:
                 continue  # a gap: nothing honest to score against
             if p.track:
                 track = self.tracks.setdefault(p.stage, [])
+                # Against the intensity over the horizon, as the bound and the SLO are
+                # judged (see the module docstring); the raw steps across a gap.
+                around = values[first - half:last + half + 1]
+                actual = around if not np.isnan(around).any() else observed
                 track.append(Scored(p.origin, float(np.mean(p.means)),
-                                    float(observed.mean())))
+                                    float(actual.mean())))
                 del track[:-TRACK_LENGTH]
             if not p.served:
                 continue
