@@ -42,11 +42,13 @@ def oracle_schedule(required: IntArray, lead_steps: int, *, min_pods: int = 1,
     return clamped
 
 
-class OraclePolicy:
-    name = "oracle"
+class _Scheduled:
+    """Replays the :func:`oracle_schedule` of a precomputed requirement."""
 
-    def __init__(self, world: World) -> None:
-        self._schedule = oracle_schedule(world.required, world.startup_steps,
+    name: str
+
+    def __init__(self, world: World, required: IntArray) -> None:
+        self._schedule = oracle_schedule(required, world.startup_steps,
                                          min_pods=world.params.min_pods,
                                          max_pods=world.params.max_pods)
 
@@ -54,11 +56,18 @@ class OraclePolicy:
         return int(self._schedule[observation.step])
 
 
+class OraclePolicy(_Scheduled):
+    name = "oracle"
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world, world.required)
+
+
 #: Steps of the centred mean the level reference knows in advance (15 minutes at 60 s).
 LEVEL_WINDOW = 15
 
 
-class LevelReference:
+class LevelReference(_Scheduled):
     """The practical limit of forecasting: knows the *level* of the traffic in advance, not
     its minute-to-minute noise.
 
@@ -75,12 +84,7 @@ class LevelReference:
 
     def __init__(self, world: World, multiplier: float) -> None:
         level = smoothed(world.observed, LEVEL_WINDOW) * multiplier
-        self._schedule = oracle_schedule(required_replicas(level, world.params),
-                                         world.startup_steps, min_pods=world.params.min_pods,
-                                         max_pods=world.params.max_pods)
-
-    def decide(self, observation: Observation) -> int:
-        return int(self._schedule[observation.step])
+        super().__init__(world, required_replicas(level, world.params))
 
 
 def level_reference(world: World, violation_rate: float, *, iterations: int = 14,
