@@ -235,8 +235,8 @@ def summary_row(result: BacktestResult, limit: tuple[float, PolicyRun] | None,
         matched = _hpa_at(result, comparison.hpa_target)
         if matched is not None and matched.scaling_actions:
             row["actions_ratio"] = fs.scaling_actions / matched.scaling_actions
-    elif result.hpa:
-        row["hpa_best_violation_rate"] = min(run.violation_rate for _, run in result.hpa)
+    elif comparison is not None:  # unmatched: the HPA target with the fewest violations
+        row["hpa_best_violation_rate"] = comparison.hpa_violation_rate
     return row
 
 
