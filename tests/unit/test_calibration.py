@@ -312,3 +312,17 @@ def test_the_fence_never_binds_for_well_behaved_errors() -> None:
     plain = float(np.quantile(scores, 0.999))
     assert upper == pytest.approx((100.0 + 2.0) * math.exp(plain) - 2.0, rel=0.03)
     assert "fence" not in message
+
+
+def test_jumps_in_the_open_top_bin_are_fenced_too() -> None:
+    """Jumps of x30 (beyond the histogram's last finite bin, x20) on 3 % of the minutes: the
+    99 % quantile is in the open top bin, infinite. The fence still applies — the bound is
+    the bulk's, not the model's own interval, which a wider bound was asked to replace."""
+    rng = np.random.default_rng(5)
+    bulk = rng.normal(0.0, 0.1, 970)
+    scores = np.concatenate([bulk, np.full(30, math.log(30.0))])
+    upper, message = _bound_for(scores, 0.99)
+    q1, q3 = np.quantile(scores, [0.25, 0.75])
+    fence = q3 + 3.0 * (q3 - q1)
+    assert upper == pytest.approx((100.0 + 2.0) * math.exp(fence) - 2.0, rel=0.03)
+    assert "far-out fence" in message

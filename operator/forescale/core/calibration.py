@@ -468,17 +468,19 @@ class Records:
                 # exactly when a wider bound was asked for.
                 for candidate in usable:
                     top = candidate.quantile(candidate.total / (candidate.total + 1.0))
-                    if math.isfinite(top):
+                    if math.isfinite(min(top, candidate.far_out_fence())):
                         q, used = top, candidate
                         capped = True
                         break
-            if q is None or used is None or not math.isfinite(q):
+            if q is not None and used is not None:
+                # Before the finiteness check: a quantile in the open top bin is fenced too.
+                fence = used.far_out_fence()
+                if q > fence:
+                    q, fenced = fence, True
+            if q is None or not math.isfinite(q):
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              "too few scored forecasts to calibrate yet: the model's own "
                              "interval")
-            fence = used.far_out_fence()
-            if q > fence:
-                q, fenced = fence, True
             widest = max(widest, q)
             upper[h] = max((mean + eps) * math.exp(q) - eps, 0.0)
         note = ("; the level needs more scores than there are: capped at the largest"
