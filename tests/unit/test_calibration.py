@@ -326,3 +326,22 @@ def test_jumps_in_the_open_top_bin_are_fenced_too() -> None:
     fence = q3 + 3.0 * (q3 - q1)
     assert upper == pytest.approx((100.0 + 2.0) * math.exp(fence) - 2.0, rel=0.03)
     assert "far-out fence" in message
+
+
+def test_scores_too_spread_for_the_histogram_give_the_models_interval_and_say_why() -> None:
+    """Half the scores beyond x20 (a service so sparse its forecasts say little): the
+    quantile and the far-out fence are both past the histogram's last finite bin, so no
+    calibrated bound can be read; the plan says so rather than pretend it is young."""
+    rng = np.random.default_rng(6)
+    scores = np.concatenate([rng.normal(0.0, 0.5, 500), np.full(500, math.log(40.0))])
+    records = Records()
+    hist = records.histograms.setdefault("0:all", Histogram())
+    for score in scores:
+        hist.add(float(score))
+    hist.updated = T0
+    history = Series(T0 - 1440 * STEP, STEP, np.full(1440, 100.0))
+    bound = records.upper_bound(np.array([100.0]), np.array([105.0]), history,
+                                coverage=0.99, now=T0, half_life=HALF_LIFE)
+    assert not bound.calibrated
+    assert bound.upper[0] == 105.0
+    assert "beyond x20" in bound.message and "too few" not in bound.message

@@ -468,18 +468,23 @@ class Records:
                 # exactly when a wider bound was asked for.
                 for candidate in usable:
                     top = candidate.quantile(candidate.total / (candidate.total + 1.0))
-                    if math.isfinite(min(top, candidate.far_out_fence())):
+                    if math.isfinite(top) or candidate.far_out_fence() < HIGH:
                         q, used = top, candidate
                         capped = True
                         break
-            if q is not None and used is not None:
-                # Before the finiteness check: a quantile in the open top bin is fenced too.
-                fence = used.far_out_fence()
-                if q > fence:
-                    q, fenced = fence, True
-            if q is None or not math.isfinite(q):
+            if q is None or used is None:
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              "too few scored forecasts to calibrate yet: the model's own "
+                             "interval")
+            # Before the finiteness check: a quantile in the open top bin is fenced too,
+            # where the fence is within the histogram's range.
+            fence = used.far_out_fence()
+            if q > fence and fence < HIGH:
+                q, fenced = fence, True
+            if not math.isfinite(q):
+                return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
+                             f"the scores at this level are beyond x{math.exp(HIGH):.0f} "
+                             "the forecast, and so is their far-out fence: the model's own "
                              "interval")
             widest = max(widest, q)
             upper[h] = max((mean + eps) * math.exp(q) - eps, 0.0)
