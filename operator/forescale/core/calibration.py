@@ -153,6 +153,15 @@ class Histogram:
         q1, q3 = self.quantile(0.25), self.quantile(0.75)
         return q3 + FENCE_IQR * (q3 - q1)
 
+    def fenced(self, q: float) -> tuple[float, bool]:
+        """``q`` (possibly infinite: in the open top bin) held at :meth:`far_out_fence`
+        where the fence is within the histogram's range, and whether it was. Beyond the
+        range (scores so spread that Q3 + 3 IQR is ~x10^4) the fence says nothing."""
+        fence = self.far_out_fence()
+        if q > fence and fence < HIGH:
+            return fence, True
+        return q, False
+
     def to_list(self) -> list[Any]:
         return [self.updated, [[k, round(w, 4)] for k, w in sorted(self.weights.items())]]
 
@@ -445,8 +454,10 @@ class Records:
         capped = fenced = False
         for h, mean in enumerate(means):
             regime = REGIMES[int(mean >= day_median)]
+            # Each quantile is fenced before its finiteness is checked: one in the open
+            # top bin is held at the fence too.
             q = None
-            used: Histogram | None = None
+            held = False
             usable: list[Histogram] = []
             for key in (f"{h}:{regime}", f"{h}:all"):
                 hist = self.histograms.get(key)
@@ -456,8 +467,7 @@ class Records:
                 decayed.decay_to(now, half_life)
                 # Split conformal needs n >= q / (1 - q) scores for a finite quantile.
                 if decayed.total >= max(MIN_WEIGHT, coverage / (1.0 - coverage) + 1.0):
-                    q = decayed.quantile(coverage)
-                    used = decayed
+                    q, held = decayed.fenced(decayed.quantile(coverage))
                     break
                 if decayed.total >= MIN_WEIGHT:
                     usable.append(decayed)
@@ -467,20 +477,16 @@ class Records:
                 # their largest score — never the model's own interval, which is narrower
                 # exactly when a wider bound was asked for.
                 for candidate in usable:
-                    top = candidate.quantile(candidate.total / (candidate.total + 1.0))
-                    if math.isfinite(top) or candidate.far_out_fence() < HIGH:
-                        q, used = top, candidate
-                        capped = True
+                    top, held = candidate.fenced(
+                        candidate.quantile(candidate.total / (candidate.total + 1.0)))
+                    if math.isfinite(top):
+                        q, capped = top, True
                         break
-            if q is None or used is None:
+            if q is None:
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              "too few scored forecasts to calibrate yet: the model's own "
                              "interval")
-            # Before the finiteness check: a quantile in the open top bin is fenced too,
-            # where the fence is within the histogram's range.
-            fence = used.far_out_fence()
-            if q > fence and fence < HIGH:
-                q, fenced = fence, True
+            fenced = fenced or held
             if not math.isfinite(q):
                 return Bound(np.asarray(model_upper, dtype=np.float64), False, coverage,
                              f"the scores at this level are beyond x{math.exp(HIGH):.0f} "
