@@ -36,7 +36,7 @@ from forescale.core.forecast.base import Forecaster
 from forescale.core.forecast.baselines import SeasonalNaive
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.forecast.lstm import LSTMConfig, train_lstm
-from forescale.core.forecast.moving_average import MovingAverageForecaster
+from forescale.core.forecast.moving_average import ExponentialMovingAverage
 from forescale.core.spec import ForecastSettings
 from forescale.trace import load_trace, parse_timestamp
 
@@ -84,7 +84,7 @@ def evaluate(case: Case, traces: Path, *, quick: bool, progress: Progress,
 
     models: dict[str, Forecaster] = {
         "seasonal_naive": SeasonalNaive().fit(train),
-        "ma": MovingAverageForecaster(window=15).fit(train),
+        "ma": ExponentialMovingAverage().fit(train),
         "arima": ArimaForecaster().fit(train),
         "lstm": lstm,
     }

@@ -208,7 +208,8 @@ def _forecast(section: Mapping[str, Any], models_dir: Path | None) -> ForecastSe
         kwargs["arima_order"] = tuple(arima["order"])
     kwargs.update(_pick(arima, {"fourierTerms": "arima_fourier_terms",
                                 "refitSeconds": "arima_refit_seconds"}))
-    kwargs.update(_pick(section.get("movingAverage"), {"window": "moving_average_window"}))
+    kwargs.update(_pick(section.get("movingAverage"), {"rule": "moving_average_rule",
+                                                        "window": "moving_average_window"}))
     return _core("spec.forecast", lambda: ForecastSettings(**kwargs))
 
 

@@ -287,7 +287,8 @@ def test_no_data() -> None:
 
 
 def test_all_forecasters_failed(history: Series) -> None:
-    settings = _settings("lstm", "arima", "ma", moving_average_window=100)
+    settings = _settings("lstm", "arima", "ma", moving_average_rule="flat",
+                         moving_average_window=100)
     result = ForecastChain(settings).forecast(history.head(50), HORIZON, now=NOW)
     assert result.reason == "AllForecastersFailed"
     assert result.forecast is None and result.served_by is None
@@ -316,8 +317,9 @@ def test_stages_after_the_served_one_are_not_tried(history: Series) -> None:
 
 
 def test_too_short_to_check_serves_unchecked(history: Series) -> None:
-    # The moving average (window 15) needs 16 samples; one check origin would need 22.
-    result = ForecastChain(_settings("ma")).forecast(history.head(20), HORIZON, now=NOW)
+    # The flat moving average (window 15) needs 16 samples; one check origin would need 22.
+    result = ForecastChain(_settings("ma", moving_average_rule="flat")).forecast(
+        history.head(20), HORIZON, now=NOW)
     assert result.served_by == "ma"
     assert result.stages[0].recent_error is None
     assert "not checked" in result.stages[0].message

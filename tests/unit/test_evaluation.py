@@ -12,7 +12,7 @@ from forescale.core.errors import InvalidInputError
 from forescale.core.evaluation import EvaluationResult, ModelScore, rolling_origin_evaluation
 from forescale.core.forecast.base import Forecast, Forecaster
 from forescale.core.forecast.chain import ForecastChain
-from forescale.core.forecast.moving_average import MovingAverageForecaster
+from forescale.core.forecast.moving_average import ExponentialMovingAverage
 from forescale.core.series import Series
 from forescale.core.spec import ForecastSettings
 
@@ -131,8 +131,7 @@ def test_history_is_the_last_history_seconds_before_each_origin() -> None:
 
 def test_the_chain_is_scored_and_counted() -> None:
     s = synthetic()
-    window = ForecastSettings().moving_average_window
-    ma = MovingAverageForecaster(window=window).fit(s.head(DAY))
+    ma = ExponentialMovingAverage().fit(s.head(DAY))
     kwargs = {"start": DAY * STEP, "end": DAY * STEP + 6 * 3600, "history_seconds": 3 * 3600}
     serving = ForecastChain(ForecastSettings(models=("ma",), max_error=10.0))
     r = rolling_origin_evaluation(s, {"ma": ma}, chain=serving, **kwargs)
@@ -147,9 +146,10 @@ def test_the_chain_is_scored_and_counted() -> None:
     assert r.chain_served == {"ma": 24} and r.chain_unserved == 0
     assert r.scores["chain"] == r.scores["ma"]
 
-    # A stage that cannot run at all (its window is longer than the history): every origin
+    # A stage that cannot run at all (a flat window longer than the history): every origin
     # is scored with the last stage's ungated forecast.
-    failing = ForecastChain(ForecastSettings(models=("ma",), moving_average_window=1000))
+    failing = ForecastChain(ForecastSettings(models=("ma",), moving_average_rule="flat",
+                                             moving_average_window=1000))
     r = rolling_origin_evaluation(s, {"ma": ma}, chain=failing, **kwargs)
     assert r.chain_served == {"none (AllForecastersFailed)": 24}
     assert r.chain_unserved == 24

@@ -17,7 +17,10 @@ from forescale.core.errors import InvalidInputError, NotFittedError
 from forescale.core.forecast.arima import ArimaForecaster
 from forescale.core.forecast.base import Forecaster
 from forescale.core.forecast.baselines import SeasonalNaive
-from forescale.core.forecast.moving_average import MovingAverageForecaster
+from forescale.core.forecast.moving_average import (
+    ExponentialMovingAverage,
+    MovingAverageForecaster,
+)
 from forescale.core.series import Series
 
 HORIZON = 12  # under the LSTM's trained 15 steps
@@ -52,6 +55,7 @@ def _fit_new(make: Callable[[], Forecaster]) -> Callable[[Series], Forecaster]:
 CASES: dict[str, Case] = {
     "ma": Case(lambda: MovingAverageForecaster(6),
                _fit_new(lambda: MovingAverageForecaster(6))),
+    "ema": Case(ExponentialMovingAverage, _fit_new(ExponentialMovingAverage)),
     "arima": Case(ArimaForecaster, _fit_new(ArimaForecaster)),
     "seasonal_naive": Case(SeasonalNaive, _fit_new(SeasonalNaive)),
     "lstm": Case(_lstm_unfitted, _lstm_trained),

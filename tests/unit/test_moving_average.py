@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.forecast.moving_average import MIN_ORIGINS_PER_LEAD, MovingAverageForecaster
+from forescale.core.forecast.moving_average import (
+    DEFAULT_HALF_LIFE,
+    HALF_LIVES,
+    MIN_ORIGINS_PER_LEAD,
+    ExponentialMovingAverage,
+    MovingAverageForecaster,
+)
 from forescale.core.series import Series
 
 
@@ -95,3 +101,58 @@ def test_minimal_history_forecasts() -> None:
 def test_bad_window(window: object) -> None:
     with pytest.raises(InvalidInputError, match="window"):
         MovingAverageForecaster(window)  # type: ignore[arg-type]
+
+
+# --- the exponential rule: its half-life taken from the history ---------------------------
+
+
+def _ema_forecast(values: np.ndarray, horizon: int = 4,
+                  step: float = 60.0) -> tuple[ExponentialMovingAverage, np.ndarray]:
+    series = Series(0.0, step, np.asarray(values, dtype=np.float64))
+    model = ExponentialMovingAverage()
+    model.fit(series)
+    return model, model.forecast(series, horizon, 0.9).mean
+
+
+def test_ema_is_the_exponentially_weighted_mean_with_the_chosen_half_life() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.poisson(40.0, size=3000) / 1.0
+    model, mean = _ema_forecast(values)
+    assert model.half_life in HALF_LIVES
+    alpha = 1.0 - 0.5 ** (60.0 / model.half_life)
+    # By hand: weights (1 - a)^k on v[-1 - k], the first sample carrying the rest.
+    k = np.arange(len(values))
+    weights = alpha * (1.0 - alpha) ** k
+    weights[-1] = (1.0 - alpha) ** (len(values) - 1)
+    expected = float(np.sum(weights * values[::-1]))
+    np.testing.assert_allclose(mean, expected, rtol=1e-9)
+
+
+def test_ema_smooths_long_where_the_traffic_is_noise_and_short_where_the_level_moves() -> None:
+    rng = np.random.default_rng(8)
+    minutes = np.arange(3 * 1440)
+    # ~2 requests a minute around a flat level: any short mean is mostly counting noise.
+    quiet = rng.poisson(2.0, size=minutes.size) / 1.0
+    # High volume following a fast daily cycle: hardly any noise, a level that moves.
+    level = 5000.0 * (1.6 + np.sin(2 * np.pi * minutes / 360.0))
+    busy = rng.poisson(level) / 1.0
+    quiet_model, _ = _ema_forecast(quiet)
+    busy_model, _ = _ema_forecast(busy)
+    assert quiet_model.half_life == max(HALF_LIVES)
+    assert busy_model.half_life == min(HALF_LIVES)
+
+
+def test_ema_half_life_is_in_seconds_whatever_the_step() -> None:
+    # The same traffic at 5-minute steps: a half-life under a step is still allowed (the
+    # mean is then mostly the last sample), and the choice is among the same durations.
+    rng = np.random.default_rng(9)
+    values = rng.poisson(2.0, size=2000) / 1.0
+    model, mean = _ema_forecast(values, step=300.0)
+    assert model.half_life == max(HALF_LIVES)
+    assert np.isfinite(mean).all() and (mean >= 0).all()
+
+
+def test_ema_with_too_little_history_to_choose_uses_the_default() -> None:
+    model, mean = _ema_forecast(np.array([3.0, 5.0]), horizon=4)
+    assert model.half_life == DEFAULT_HALF_LIFE
+    assert mean[0] == pytest.approx(3.0 + (5.0 - 3.0) * (1.0 - 0.5 ** (60.0 / 300.0)))

@@ -62,6 +62,7 @@ def test_every_field_converts() -> None:
     spec_in["behavior"]["scaleUp"]["policies"] = [{"type": "Pods", "value": 2,
                                                    "periodSeconds": 60}]
     spec_in["forecast"]["arima"]["order"] = [1, 0, 1]
+    spec_in["forecast"]["movingAverage"] = {"rule": "flat", "window": 30}
     spec = policy_spec_from_manifest(manifest, models_dir=Path("/models"))
     assert spec.mode == "cost" and spec.costs is not None
     assert spec.costs.per_violation == 0.0001
@@ -69,6 +70,8 @@ def test_every_field_converts() -> None:
     assert spec.behavior.scale_up == (RateLimit("Pods", 2, 60),)
     assert spec.behavior.scale_down_stabilization_seconds == 300
     assert spec.forecast.arima_order == (1, 0, 1)
+    assert (spec.forecast.moving_average_rule, spec.forecast.moving_average_window) == (
+        "flat", 30)
     assert spec.forecast.lstm_model == "/models/nasa-jul1995"
     assert spec.max_replicas == 100_000
 
@@ -88,6 +91,8 @@ def test_every_field_converts() -> None:
     ({"forecast": {"models": ["lstm", "prophet"]}},
      "spec.forecast.models[1] must be one of lstm, arima, ma, got 'prophet'"),
     ({"forecast": {"models": ["ma", "ma"]}}, "spec.forecast.models has a duplicate"),
+    ({"forecast": {"movingAverage": {"rule": "median"}}},
+     "spec.forecast.movingAverage.rule must be one of exponential, flat, got 'median'"),
     ({"forecast": {"lstm": {"modelRef": "../etc"}}}, "spec.forecast.lstm.modelRef must match"),
     ({"decisionPeriodSeconds": 1}, "spec.decisionPeriodSeconds must be in [5, 86400], got 1"),
     ({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 4}]}}},

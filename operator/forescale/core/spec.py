@@ -18,6 +18,8 @@ from forescale.core.schedules import Schedule
 ModelName = Literal["lstm", "arima", "ma"]
 MODEL_NAMES: tuple[ModelName, ...] = ("lstm", "arima", "ma")
 ChaosRule = Literal["none", "proportional", "survive"]
+MovingAverageRule = Literal["exponential", "flat"]
+MOVING_AVERAGE_RULES: tuple[MovingAverageRule, ...] = ("exponential", "flat")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -164,6 +166,9 @@ class ForecastSettings:
     #: Fourier pairs for daily seasonality in ARIMA (0: none).
     arima_fourier_terms: int = 3
     arima_refit_seconds: float = 6 * 3600.0
+    #: The moving-average stage's rule: ``exponential`` (half-life taken from the history)
+    #: or ``flat`` (the mean of the last ``moving_average_window`` samples).
+    moving_average_rule: MovingAverageRule = "exponential"
     moving_average_window: int = 15
     #: A stage whose recent out-of-sample error (WAPE of the horizon's level) exceeds this
     #: hands over to the next.
@@ -194,6 +199,9 @@ class ForecastSettings:
                  f"forecast.arima.order must be three non-negative integers, "
                  f"got {self.arima_order!r}")
         _require(self.arima_fourier_terms >= 0, "forecast.arima.fourierTerms must be >= 0")
+        _require(self.moving_average_rule in MOVING_AVERAGE_RULES,
+                 f"forecast.movingAverage.rule must be one of "
+                 f"{', '.join(MOVING_AVERAGE_RULES)}, got {self.moving_average_rule!r}")
         _require(self.moving_average_window >= 1,
                  "forecast.movingAverage.window must be at least 1")
         _positive("forecast.maxError", self.max_error)

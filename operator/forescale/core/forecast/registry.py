@@ -13,7 +13,10 @@ from collections.abc import Callable
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast.arima import ArimaForecaster
 from forescale.core.forecast.base import Forecaster
-from forescale.core.forecast.moving_average import MovingAverageForecaster
+from forescale.core.forecast.moving_average import (
+    ExponentialMovingAverage,
+    MovingAverageForecaster,
+)
 from forescale.core.spec import ForecastSettings, ModelName
 
 Factory = Callable[[ForecastSettings], Forecaster]
@@ -35,6 +38,8 @@ def _arima(settings: ForecastSettings) -> Forecaster:
 
 
 def _ma(settings: ForecastSettings) -> Forecaster:
+    if settings.moving_average_rule == "exponential":
+        return ExponentialMovingAverage()
     return MovingAverageForecaster(int(settings.moving_average_window))
 
 
