@@ -332,3 +332,45 @@ def test_scores_too_spread_for_the_histogram_give_the_models_interval_and_say_wh
     assert not bound.calibrated
     assert bound.upper[0] == 105.0
     assert "beyond x20" in bound.message and "too few" not in bound.message
+
+
+def test_every_stage_is_scored_step_by_step_at_the_track_origins() -> None:
+    # lstm serves and forecasts 20 % low; arima, a shadow run, forecasts the level. Both are
+    # scored into their own histograms at the aligned origins (track=True), the served one
+    # also into the bound's; an untracked shadow forecast is scored nowhere.
+    records = Records()
+    values = np.full(2000, 10.0)
+    for t in range(100, 1900, 5):
+        history = Series(T0, STEP, values[:t])
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+        records.record(history.end_seconds, "lstm", served=True, track=True,
+                       means=np.full(3, 8.0))
+        records.record(history.end_seconds, "arima", served=False, track=True,
+                       means=np.full(3, 10.0))
+        records.record(history.end_seconds, "ma", served=False, track=False,
+                       means=np.full(3, 10.0))
+    assert {k for k in records.histograms if "|" in k} == {
+        f"{stage}|{h}" for stage in ("lstm", "arima") for h in range(3)}
+    assert records.histograms["lstm|0"].total == records.histograms["0:all"].total > 200
+    # No spread at all: both widths are zero within a bin, whatever the bias.
+    assert records.width("lstm") == pytest.approx(0.0, abs=0.03)
+    assert records.width("arima") == pytest.approx(0.0, abs=0.03)
+    assert records.width("ma") is None
+
+
+def test_a_wider_upper_tail_is_a_wider_bound() -> None:
+    rng = np.random.default_rng(4)
+    records = Records()
+    for stage, tail in (("lstm", 0.8), ("arima", 0.2)):
+        hist = records.histograms.setdefault(f"{stage}|0", Histogram())
+        for score in rng.normal(0.0, 0.1, 500):
+            hist.add(float(score))
+        for score in rng.uniform(0.0, tail, 40):  # 8 % of the steps missed by up to `tail`
+            hist.add(float(score))
+    compared = records.compare_widths("lstm", "arima")
+    assert compared is not None
+    mine, theirs = compared
+    assert mine > 1.1 * theirs
+    # Too few scores in one stage's step: no width, no comparison.
+    records.histograms["arima|1"] = Histogram({100: 3.0})
+    assert records.width("arima") is None and records.compare_widths("lstm", "arima") is None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forescale.core.calibration import Records, Scored
+from forescale.core.calibration import Histogram, Records, Scored
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast import registry
 from forescale.core.forecast.arima import ArimaForecaster
@@ -462,6 +462,45 @@ def test_within_the_margin_the_earlier_stage_keeps_serving(history: Series) -> N
     result = chain.forecast(history, HORIZON, now=NOW, records=records)
     assert result.served_by == "lstm"
     assert "over its last 12 scored forecasts" in result.stages[0].message
+
+
+def _with_widths(records: Records, spreads: dict[str, float], steps: int = 3) -> Records:
+    """Give each stage scored steps whose log errors are spread ``spread`` above the median
+    (a quarter of them): a bound width of about ``spread``."""
+    for name, spread in spreads.items():
+        for h in range(steps):
+            hist = records.histograms.setdefault(f"{name}|{h}", Histogram())
+            for k in range(200):
+                hist.add(spread * (k % 4 == 0))
+    return records
+
+
+def test_a_stage_whose_bound_is_clearly_wider_hands_over_at_the_same_wape(
+        history: Series) -> None:
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    # The same WAPE: the centre of the errors alike; lstm's upper tail twice as far out.
+    records = _with_widths(_records_with({"lstm": 0.10, "arima": 0.10}),
+                           {"lstm": 0.6, "arima": 0.3})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(result)[:2] == [("lstm", "WorseThanFallback"), ("arima", "Served")]
+    assert "calibrated bound reaches x1.83 its median error, more than 10% above " \
+        "arima's x1.32" in result.stages[0].message
+    # Within the margin, or with too few scores to measure a width, lstm keeps serving.
+    close = _with_widths(_records_with({"lstm": 0.10, "arima": 0.10}),
+                         {"lstm": 0.33, "arima": 0.3})
+    assert chain.forecast(history, HORIZON, now=NOW, records=close).served_by == "lstm"
+    young = _records_with({"lstm": 0.10, "arima": 0.10})
+    young.histograms = {f"{k}|0": Histogram({100: 5.0}) for k in ("lstm", "arima")}
+    assert chain.forecast(history, HORIZON, now=NOW, records=young).served_by == "lstm"
+
+
+def test_the_larger_of_the_two_ratios_is_the_reason(history: Series) -> None:
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _with_widths(_records_with({"lstm": 0.30, "arima": 0.10}),
+                           {"lstm": 0.35, "arima": 0.3})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert result.stages[0].reason == "WorseThanFallback"
+    assert "recent error (WAPE) 0.3" in result.stages[0].message
 
 
 def test_an_unhealthy_next_stage_is_skipped_for_the_comparison(history: Series) -> None:
