@@ -348,10 +348,11 @@ class Records:
             observed = values[first:last + 1]
             if np.isnan(observed).any():
                 continue  # a gap: nothing honest to score against
+            # Step by step: into the stage's own histograms (its bound width) at the
+            # aligned origins, into the bound's if it served.
+            self._score_steps(p, values, first, intensity_steps, eps, now, half_life,
+                              day_median=day_median)
             if p.track:
-                # The stage's own histograms, for its bound width.
-                self._score_steps(p, values, first, intensity_steps, eps, now, half_life,
-                                  day_median=None)
                 track = self.tracks.setdefault(p.stage, [])
                 # Against the intensity over the horizon, as the bound and the SLO are
                 # judged (see the module docstring); the raw steps across a gap.
@@ -360,25 +361,22 @@ class Records:
                 track.append(Scored(p.origin, float(np.mean(p.means)),
                                     float(actual.mean())))
                 del track[:-TRACK_LENGTH]
-            if not p.served:
-                continue
-            self._score_steps(p, values, first, intensity_steps, eps, now, half_life,
-                              day_median=day_median)
         self.pending = keep
 
     def _score_steps(self, p: Pending, values: FloatArray, first: int, intensity_steps: int,
                      eps: float, now: float, half_life: float,
-                     day_median: float | None) -> None:
-        """Add the score of each of ``p``'s steps to the bound's histograms (its regime's
-        and the step's pooled one; ``day_median`` sets the regime) or, with ``day_median``
-        None, to the stage's own (:meth:`width`)."""
+                     day_median: float) -> None:
+        """Add the score of each of ``p``'s steps to the stage's own histograms if it was
+        made at an aligned origin (:meth:`width`), and to the bound's if it served (its
+        regime's, which ``day_median`` sets, and the step's pooled one)."""
         for h, mean in enumerate(p.means):
             y = _intensity(values, first + h, intensity_steps)
             if y is None:
                 continue
             score = math.log((y + eps) / (mean + eps))
-            keys = ((f"{p.stage}|{h}",) if day_median is None else
-                    (f"{h}:{REGIMES[int(mean >= day_median)]}", f"{h}:all"))
+            keys = [f"{p.stage}|{h}"] if p.track else []
+            if p.served:
+                keys += [f"{h}:{REGIMES[int(mean >= day_median)]}", f"{h}:all"]
             for key in keys:
                 hist = self.histograms.setdefault(key, Histogram())
                 hist.decay_to(now, half_life)
