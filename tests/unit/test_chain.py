@@ -514,6 +514,38 @@ def test_an_unhealthy_next_stage_is_skipped_for_the_comparison(history: Series) 
         result.stages[0].message
 
 
+def test_a_stage_off_most_of_the_time_hands_over_at_the_same_wape(history: Series) -> None:
+    # Equal WAPEs (0.15): lstm misses by 15 % at every origin, arima by 5 % at ten and by
+    # 65 % at two. arima's typical miss is a third of lstm's.
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = Records()
+    records.tracks["lstm"] = [Scored(NOW - 300.0 * k, 115.0, 100.0) for k in range(12, 0, -1)]
+    records.tracks["arima"] = [Scored(NOW - 300.0 * k, 165.0 if k <= 2 else 105.0, 100.0)
+                               for k in range(12, 0, -1)]
+    compared = records.compare("lstm", "arima")
+    assert compared is not None
+    assert compared.wape == pytest.approx((0.15, 0.15))
+    assert compared.median == pytest.approx((15.0, 5.0))
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(result)[:2] == [("lstm", "WorseThanFallback"), ("arima", "Served")]
+    assert "median error of the level 15 req/s is more than 10% above arima's 5" in \
+        result.stages[0].message
+
+
+def test_every_later_healthy_stage_is_compared(history: Series) -> None:
+    # lstm is no worse than arima, but both are twice as far off as the moving average:
+    # each hands over to it.
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _records_with({"lstm": 0.20, "arima": 0.21, "ma": 0.10})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(result) == [("lstm", "WorseThanFallback"), ("arima", "WorseThanFallback"),
+                                ("ma", "Served")]
+    assert "above ma's 0.1" in result.stages[0].message
+    # Within the margin of every later stage, the first keeps serving.
+    close = _records_with({"lstm": 0.105, "arima": 0.21, "ma": 0.10})
+    assert chain.forecast(history, HORIZON, now=NOW, records=close).served_by == "lstm"
+
+
 def test_a_tracked_error_above_the_limit_fails_the_absolute_gate_but_is_recorded(
         history: Series) -> None:
     chain = ForecastChain(_settings("lstm", "ma"), lstm=Fake(name="lstm").fit(history))

@@ -217,6 +217,17 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Two stages' track records over the origins both forecast (``(this, other)`` pairs)."""
+
+    #: WAPE of each: the centre of its errors, weighted by the traffic.
+    wape: tuple[float, float]
+    #: Median absolute error of each forecast level (req/s): its typical miss.
+    median: tuple[float, float]
+    origins: int
+
+
+@dataclass(frozen=True)
 class Scored:
     """One scored origin of a stage's track record: mean level forecast and observed."""
 
@@ -455,8 +466,8 @@ class Records:
             return None, 0
         return wape([s.actual for s in track], [s.predicted for s in track]), len(track)
 
-    def compare(self, stage: str, other: str) -> tuple[float, float, int] | None:
-        """Both stages' WAPE over the origins both forecast, or None with too few."""
+    def compare(self, stage: str, other: str) -> Comparison | None:
+        """Both stages' errors over the origins both forecast, or None with too few."""
         mine = {s.origin for s in self.tracks.get(stage, [])}
         common = mine & {s.origin for s in self.tracks.get(other, [])}
         if len(common) < MIN_COMMON:
@@ -464,7 +475,12 @@ class Records:
         a, n = self.recent_error(stage, common)
         b, _ = self.recent_error(other, common)
         assert a is not None and b is not None
-        return a, b, n
+        return Comparison((a, b), (self._median_error(stage, common),
+                                   self._median_error(other, common)), n)
+
+    def _median_error(self, stage: str, origins: set[float]) -> float:
+        return float(np.median([abs(s.actual - s.predicted) for s in self.tracks[stage]
+                                if s.origin in origins]))
 
     def width(self, stage: str) -> float | None:
         """``stage``'s bound width (see the module docstring), or None while one of its
