@@ -239,6 +239,15 @@ class Scored:
         return [self.origin, _round(self.predicted), _round(self.actual)]
 
 
+def _track_wape(track: Sequence[Scored]) -> float:
+    return wape([s.actual for s in track], [s.predicted for s in track])
+
+
+def _median_miss(track: Sequence[Scored]) -> float:
+    """Median absolute error of the forecast levels (req/s)."""
+    return float(np.median([abs(s.actual - s.predicted) for s in track]))
+
+
 def _round(x: float) -> float:
     return float(f"{x:.5g}")
 
@@ -456,15 +465,10 @@ class Records:
 
     # -- using what was learnt -------------------------------------------------------------
 
-    def recent_error(self, stage: str, origins: set[float] | None = None) -> tuple[
-            float | None, int]:
-        """WAPE of ``stage``'s last scored origins (only ``origins`` if given), and how
-        many there were."""
-        track = [s for s in self.tracks.get(stage, [])
-                 if origins is None or s.origin in origins]
-        if not track:
-            return None, 0
-        return wape([s.actual for s in track], [s.predicted for s in track]), len(track)
+    def recent_error(self, stage: str) -> tuple[float | None, int]:
+        """WAPE of ``stage``'s last scored origins, and how many there were."""
+        track = self.tracks.get(stage, [])
+        return (_track_wape(track) if track else None), len(track)
 
     def compare(self, stage: str, other: str) -> Comparison | None:
         """Both stages' errors over the origins both forecast, or None with too few."""
@@ -472,15 +476,10 @@ class Records:
         common = mine & {s.origin for s in self.tracks.get(other, [])}
         if len(common) < MIN_COMMON:
             return None
-        a, n = self.recent_error(stage, common)
-        b, _ = self.recent_error(other, common)
-        assert a is not None and b is not None
-        return Comparison((a, b), (self._median_error(stage, common),
-                                   self._median_error(other, common)), n)
-
-    def _median_error(self, stage: str, origins: set[float]) -> float:
-        return float(np.median([abs(s.actual - s.predicted) for s in self.tracks[stage]
-                                if s.origin in origins]))
+        a = [s for s in self.tracks[stage] if s.origin in common]
+        b = [s for s in self.tracks[other] if s.origin in common]
+        return Comparison((_track_wape(a), _track_wape(b)), (_median_miss(a), _median_miss(b)),
+                          len(a))
 
     def width(self, stage: str) -> float | None:
         """``stage``'s bound width (see the module docstring), or None while one of its
@@ -497,14 +496,6 @@ class Records:
                 return None
             widths.append(top - hist.quantile(0.5))
         return float(np.mean(widths)) if widths else None
-
-    def compare_widths(self, stage: str, other: str) -> tuple[float, float] | None:
-        """Both stages' bound widths as factors above their forecasts' median error
-        (``exp(width)``), or None while either has too few scores."""
-        mine, theirs = self.width(stage), self.width(other)
-        if mine is None or theirs is None:
-            return None
-        return math.exp(mine), math.exp(theirs)
 
     def upper_bound(self, means: FloatArray, model_upper: FloatArray, history: Series, *,
                     coverage: float, now: float, half_life: float,

@@ -227,6 +227,7 @@ class ForecastChain:
         served: Forecast | None = None
         served_by: str | None = None
         models = self.settings.models
+        widths: dict[str, float | None] = {}  # the relative gate's, computed once per call
         for i, name in enumerate(models):
             if served is not None:
                 if track_due:
@@ -244,7 +245,7 @@ class ForecastChain:
                 if skip.forecast is not None:
                     runs.append(StageRun(name, _served_forecast(skip.forecast), False))
                 continue
-            better = _better_fallback(name, models[i + 1:], records, self.settings)
+            better = _better_fallback(name, models[i + 1:], records, self.settings, widths)
             if better is not None:
                 runs.append(StageRun(name, _served_forecast(fc), False))
                 stages.append(StageReport(name, False, "WorseThanFallback", better, error))
@@ -403,7 +404,8 @@ class ForecastChain:
 
 
 def _better_fallback(name: str, later: Sequence[str], records: Records | None,
-                     settings: ForecastSettings) -> str | None:
+                     settings: ForecastSettings,
+                     widths: dict[str, float | None]) -> str | None:
     """Why ``name`` should hand over to a later healthy stage, or None.
 
     A later stage is healthy when its own track record is within ``max_error``. ``name``
@@ -425,7 +427,8 @@ def _better_fallback(name: str, later: Sequence[str], records: Records | None,
     at "within 10 %" (87.6 against 89.4 %) while the LSTM, the worst of the three there,
     served 61 % of origins, because it was rarely clearly worse than ARIMA; with every later
     stage and the median, 89.0 %. Without enough common origins or scores (a young service,
-    a fresh state) a measure is not applied.
+    a fresh state) a measure is not applied. ``widths`` caches each stage's bound width
+    across the comparisons of one forecast (the records do not change within it).
     """
     if records is None:
         return None
@@ -434,14 +437,14 @@ def _better_fallback(name: str, later: Sequence[str], records: Records | None,
         own, scored = records.recent_error(other)
         if own is None or scored < MIN_COMMON or not own <= settings.max_error:
             continue
-        worst = _worst_measure(name, other, records, settings.relative_margin)
+        worst = _worst_measure(name, other, records, settings.relative_margin, widths)
         if worst is not None and worst[0] > limit:
             return worst[1]
     return None
 
 
-def _worst_measure(name: str, other: str, records: Records,
-                   margin: float) -> tuple[float, str] | None:
+def _worst_measure(name: str, other: str, records: Records, margin: float,
+                   widths: dict[str, float | None]) -> tuple[float, str] | None:
     """The measure on which ``name`` is furthest above ``other``: (ratio, message)."""
     above = f"more than {margin:.0%} above {other}'s"
     found: list[tuple[float, str]] = []
@@ -455,11 +458,15 @@ def _worst_measure(name: str, other: str, records: Records,
         found.append((mine / max(theirs, 1e-12),
                       f"median error of the level {mine:.3g} req/s is {above} {theirs:.3g} "
                       f"over the {n} origins both forecast"))
-    widths = records.compare_widths(name, other)
-    if widths is not None:
-        found.append((widths[0] / widths[1],
-                      f"its calibrated bound reaches x{widths[0]:.3g} its median error, "
-                      f"{above} x{widths[1]:.3g} (the {WIDTH_COVERAGE:.0%} quantile of "
+    for stage in (name, other):
+        if stage not in widths:
+            widths[stage] = records.width(stage)
+    mine_width, their_width = widths[name], widths[other]
+    if mine_width is not None and their_width is not None:
+        mine, theirs = math.exp(mine_width), math.exp(their_width)
+        found.append((mine / theirs,
+                      f"its calibrated bound reaches x{mine:.3g} its median error, "
+                      f"{above} x{theirs:.3g} (the {WIDTH_COVERAGE:.0%} quantile of "
                       f"each stage's scored steps)"))
     return max(found, key=lambda f: f[0]) if found else None
 
