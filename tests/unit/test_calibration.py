@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from forescale.core.calibration import ACI_SLOW_GAMMA, MIN_COMMON, Bound, Histogram, Records
+from forescale.core.calibration import (
+    ACI_SLOW_GAMMA,
+    MIN_COMMON,
+    Bound,
+    Histogram,
+    Records,
+    day_level,
+)
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
 
@@ -47,7 +54,7 @@ def test_conformal_coverage_matches_nominal_on_a_synthetic_process(nominal: floa
         records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
         means = truth[t:t + horizon] * model_error[t]
         bound = records.upper_bound(means, means * 10, history, coverage=nominal, now=now,
-                                    half_life=HALF_LIFE)
+                                    half_life=HALF_LIFE, intensity_steps=5)
         if t >= 3000:  # evaluate after a day and more of calibration
             assert bound.calibrated
             for h in range(horizon):
@@ -62,7 +69,7 @@ def test_bound_is_the_models_own_until_enough_is_scored() -> None:
     records = Records()
     history = Series(T0, STEP, np.full(100, 10.0))
     bound = records.upper_bound(np.full(3, 10.0), np.full(3, 99.0), history, coverage=0.99,
-                                now=history.end_seconds, half_life=HALF_LIFE)
+                                now=history.end_seconds, half_life=HALF_LIFE, intensity_steps=5)
     assert not bound.calibrated
     assert list(bound.upper) == [99.0] * 3
     assert "too few" in bound.message
@@ -92,7 +99,7 @@ def test_calibration_adapts_when_the_error_grows() -> None:
             # The frozen copy keeps its weights (an infinite half-life when asked).
             for name, r, life in (("adaptive", records, half_life), ("frozen", frozen, 1e12)):
                 bound = r.upper_bound(means, means * 10, history, coverage=nominal, now=now,
-                                      half_life=life)
+                                      half_life=life, intensity_steps=5)
                 assert bound.calibrated
                 hits[name] += y <= bound.upper[0]
             scored += 1
@@ -165,9 +172,9 @@ def test_records_round_trip_through_json() -> None:
     for r in (records, again):
         r.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
     a = records.upper_bound(np.full(3, 20.0), np.full(3, 99.0), history, coverage=0.9,
-                            now=history.end_seconds, half_life=HALF_LIFE)
+                            now=history.end_seconds, half_life=HALF_LIFE, intensity_steps=5)
     b = again.upper_bound(np.full(3, 20.0), np.full(3, 99.0), history, coverage=0.9,
-                          now=history.end_seconds, half_life=HALF_LIFE)
+                          now=history.end_seconds, half_life=HALF_LIFE, intensity_steps=5)
     assert a.calibrated and np.allclose(a.upper, b.upper, rtol=1e-3)
     assert records.recent_error("ma")[1] == again.recent_error("ma")[1]
 
@@ -215,7 +222,7 @@ def test_adaptive_conformal_inference_holds_the_miss_rate_at_the_budget() -> Non
             means = np.full(3, 100.0 * math.exp(rng.normal(0, error_sd)))
             bound = records.upper_bound(means, means * 2, history,
                                         coverage=1 - records.level(budget), now=now,
-                                        half_life=HALF_LIFE)
+                                        half_life=HALF_LIFE, intensity_steps=5)
             replicas = int(np.ceil(bound.upper[2]))
             records.record(now, "ma", served=True, track=False, means=means)
             records.record_decision(now + 2 * STEP, replicas)
@@ -264,9 +271,9 @@ def test_a_level_beyond_what_the_scores_support_is_capped_at_the_largest_not_dro
     history = Series(T0 - 1440 * STEP, STEP, np.full(1440, 100.0))
     means, model_upper = np.array([100.0]), np.array([105.0])
     usual = records.upper_bound(means, model_upper, history, coverage=0.95, now=T0,
-                                half_life=HALF_LIFE)
+                                half_life=HALF_LIFE, intensity_steps=5)
     high = records.upper_bound(means, model_upper, history, coverage=0.9995, now=T0,
-                               half_life=HALF_LIFE)
+                               half_life=HALF_LIFE, intensity_steps=5)
     assert usual.calibrated and high.calibrated
     assert "capped at the largest" in high.message and "capped" not in usual.message
     assert usual.upper[0] < high.upper[0]
@@ -282,7 +289,7 @@ def _bound(scores: np.ndarray, coverage: float) -> Bound:
     hist.updated = T0
     history = Series(T0 - 1440 * STEP, STEP, np.full(1440, 100.0))
     return records.upper_bound(np.array([100.0]), np.array([105.0]), history,
-                               coverage=coverage, now=T0, half_life=HALF_LIFE)
+                               coverage=coverage, now=T0, half_life=HALF_LIFE, intensity_steps=5)
 
 
 def _bound_for(scores: np.ndarray, coverage: float) -> tuple[float, str]:
@@ -319,6 +326,18 @@ def test_the_fence_never_binds_for_well_behaved_errors() -> None:
     upper, message = _bound_for(scores, 0.999)
     plain = float(np.quantile(scores, 0.999))
     assert upper == pytest.approx((100.0 + 2.0) * math.exp(plain) - 2.0, rel=0.03)
+    assert "fence" not in message
+
+
+def test_scores_without_spread_are_not_fenced() -> None:
+    """A sparse service: in 80 % of its windows no request came, so 80 % of the scores are
+    one value, and Q1 = Q3. The fence would sit on that value and hold the bound below
+    the forecast; with no spread to measure there is no fence, and the 99 % bound covers
+    the windows with requests."""
+    scores = np.concatenate([np.full(800, -0.4), np.full(150, 0.3), np.full(40, 0.7),
+                             np.full(10, 1.0)])
+    upper, message = _bound_for(scores, 0.99)
+    assert upper >= (100.0 + 2.0) * math.exp(0.7) - 2.0
     assert "fence" not in message
 
 
@@ -373,3 +392,47 @@ def test_a_wider_upper_tail_is_a_wider_bound() -> None:
     # Too few scores in one stage's step: no width.
     records.histograms["arima|1"] = Histogram({100: 3.0})
     assert records.width("arima") is None
+
+
+def test_epsilon_is_one_request_in_the_intensity_window_on_a_sparse_service() -> None:
+    """Counts of 0-3 requests a minute (the median minute has none): ε is one request in
+    the 5-minute window, not 10⁻⁹; a dense service's and a float metric's ε is the
+    median's share, as before."""
+    rng = np.random.default_rng(3)
+    one = 250.0  # one request in a minute, in the rescaled req/s a trace gives
+    sparse = Series(T0, STEP, rng.poisson(0.3, 1440) * one)
+    level = day_level(sparse, 5)
+    assert level.median == 0.0
+    assert level.epsilon == pytest.approx(one / 5)
+    dense = Series(T0, STEP, rng.poisson(60.0, 1440) * one)
+    assert day_level(dense, 5).epsilon == pytest.approx(0.02 * float(np.median(dense.values)))
+    floats = Series(T0, STEP, rng.gamma(2.0, 0.001, 1440))
+    assert day_level(floats, 5).epsilon == pytest.approx(0.02 * float(np.median(floats.values)))
+
+
+def test_a_sparse_service_gets_a_calibrated_bound_not_the_models_interval() -> None:
+    """~0.3 requests a minute around forecasts of nearly nothing: with ε at one request
+    per window the scores stay inside the histograms, the bound is calibrated, and it
+    covers the observed intensity about as often as asked (the model's own interval, 10⁻⁶
+    here, covered it at most when no request came)."""
+    rng = np.random.default_rng(4)
+    one, n, horizon = 250.0, 6000, 3
+    observed = rng.poisson(0.3, n) * one / 1.0
+    records = Records()
+    hits = scored = 0
+    for t in range(1500, n - 10):
+        history = Series(T0, STEP, observed[:t])
+        now = history.end_seconds
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+        means = np.full(horizon, 1e-9)
+        bound = records.upper_bound(means, means * 1000, history, coverage=0.95, now=now,
+                                    half_life=HALF_LIFE, intensity_steps=5)
+        if t >= 3000:
+            assert bound.calibrated, bound.message
+            hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(horizon))
+            scored += horizon
+        records.record(now, "ma", served=True, track=False, means=means)
+    coverage = hits / scored
+    # The intensity is a count (0, 1, 2... requests in 5 minutes): a bound between two
+    # counts covers the lower one, so the coverage can only be at or above nominal.
+    assert 0.95 <= coverage <= 0.995, coverage

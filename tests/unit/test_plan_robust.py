@@ -233,6 +233,65 @@ def test_forecasts_made_while_a_recurring_peak_is_provisioned_are_not_scored() -
     assert any(r.served for r in quiet.state.records.pending)
 
 
+class SparseChain(LevelChain):
+    """Forecasts nearly nothing (a sparse service's quiet hour), with its own interval up
+    to ``upper`` req/s."""
+
+    def __init__(self, upper: float) -> None:
+        super().__init__(1e-9)
+        self.upper = upper
+
+    def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
+                 track_due: bool = False) -> ChainResult:
+        mean = np.full(horizon, 1e-9)
+        fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.0,
+                      np.full(horizon, self.upper), 0.9)
+        return ChainResult(fc, "arima", (StageReport("arima", True, "Served", "ok"),),
+                           "Forecasted", "ok", (StageRun("arima", fc, True),))
+
+
+def sparse_history(now: float, *, base_per_minute: float, one: float) -> Series:
+    """Eight days of a sparse service (Poisson, ``base_per_minute`` requests a minute, in
+    req/s of ``one`` per request a minute) with 3 requests a minute for 12 minutes at
+    14:30 on 5 of the last 7 days, and a request a minute in the 10 minutes before now."""
+    n = int(8 * DAY / STEP)
+    start = now - n * STEP
+    t = start + STEP * np.arange(n)
+    values = np.random.default_rng(5).poisson(base_per_minute, n) * one
+    for d in (1, 2, 3, 5, 6):
+        begin = np.floor(now / DAY) * DAY - d * DAY + 14.5 * 3600
+        values[(t >= begin) & (t < begin + 12 * STEP)] = 3 * one
+    values[-10:] = one
+    return Series(start, STEP, values.astype(np.float64))
+
+
+@pytest.mark.parametrize("base_per_minute", [0.01, 0.3])
+def test_a_sparse_service_is_never_sized_for_absurd_traffic(base_per_minute: float) -> None:
+    """A few requests a minute at 14:30 on most days, (next to) nothing otherwise, and a
+    forecast of nearly nothing whose interval reaches one request a minute. Two rules made
+    such plans ask for maxReplicas: a day's rise taken from an empty base window (a ratio
+    of x10¹²), and the peak's margin taken as a ratio to the forecast alone (~10⁹). The
+    planned rate now stays within two orders of the highest rate the history has seen."""
+    one = 250.0  # one request a minute, in req/s after a trace's rescaling
+    now = MIDNIGHT + 14.5 * 3600 - 120.0
+    history = sparse_history(now, base_per_minute=base_per_minute, one=one)
+    p = decide(history, policy(), now, current=1, chain=SparseChain(one))
+    assert p.planned_arrival_rate is not None
+    assert p.planned_arrival_rate <= 100 * float(np.max(history.values)), p.message
+    assert "MaxReplicasBound" not in p.reasons
+
+
+def test_a_sparse_services_recurring_peak_gets_the_bounds_margin() -> None:
+    """Where the days' base windows are not empty, the peak fires and gets the bound's
+    margin, measured from ε (one request in 5 minutes): (one + ε) / (10⁻⁹ + ε) = x6."""
+    one = 250.0
+    now = MIDNIGHT + 14.5 * 3600 - 120.0
+    history = sparse_history(now, base_per_minute=0.3, one=one)
+    p = decide(history, policy(), now, current=1, chain=SparseChain(one))
+    assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak", p.message
+    assert "with the bound's margin x6.00" in p.rate_source.message
+
+
 def noisy_history(now: float, *, burst_days: set[int] = frozenset()) -> Series:
     """Eight days of a low-volume service whose minutes jump at random (lognormal, sd 0.8),
     optionally with a x3.5 burst at 14:30 on ``burst_days``."""

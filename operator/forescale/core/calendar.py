@@ -66,6 +66,8 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
     def index(t: float) -> int:
         return math.floor((t - history.start_seconds) / step + 1e-9)
 
+    day = values[-round(DAY_SECONDS / step):]
+    quiet = MIN_BASE_SHARE * float(np.nanmean(day)) if not np.isnan(day).all() else 0.0
     ratios: list[float] = []
     for d in range(1, days + 1):
         shift = d * DAY_SECONDS
@@ -78,15 +80,18 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
         peak = smooth[first:last + 1]
         if np.isnan(base).any() or np.isnan(peak).any() or peak.size == 0:
             continue
-        ratios.append(float(peak.max()) / max(float(base.mean()), 1e-12))
+        # A rise from (next to) nothing is no ratio: on a sparse service, one request after
+        # a quiet ten minutes was a rise of x10¹², and the plan asked for maxReplicas.
+        if float(base.mean()) <= max(quiet, 1e-12):
+            continue
+        ratios.append(float(peak.max()) / float(base.mean()))
 
     current = values[-base_steps:]
     current = current[~np.isnan(current)]
     if len(ratios) < 3 or current.size == 0:
         return None
     level = float(current.mean())
-    day = values[-round(DAY_SECONDS / step):]
-    if level <= MIN_BASE_SHARE * float(np.nanmean(day)):
+    if level <= quiet:
         return None  # too quiet now for a ratio to mean anything
     ranked = sorted(ratios, reverse=True)
     needed = max(1, math.ceil(quorum * len(ranked)))

@@ -67,7 +67,8 @@ MIN_WEIGHT = 60.0
 TRACK_LENGTH = 30
 #: Scored origins two stages must share before they are compared.
 MIN_COMMON = 10
-#: ε of the log ratio, as a share of the day's median rate (a quiet service's zeros).
+#: ε of the log ratio, as a share of the day's median rate (a quiet service's zeros); never
+#: less than one request in an intensity window (see :func:`day_level`).
 EPSILON_SHARE = 0.02
 REGIMES = ("low", "high")
 #: Adaptive conformal inference on two time scales (see :meth:`Records.score_decisions`):
@@ -161,18 +162,24 @@ class Histogram:
             running += weight
         return math.inf
 
-    def far_out_fence(self) -> float:
+    def far_out_fence(self) -> float | None:
         """Tukey's far-out fence of the scores, ``Q3 + FENCE_IQR · (Q3 − Q1)`` (see
-        :data:`FENCE_IQR`)."""
+        :data:`FENCE_IQR`), or None where the scores have no spread to measure: when half
+        of them or more share one bin — a sparse service's windows without a request —
+        Q1 and Q3 both fall in it, the fence sat on that one score, and every request was
+        "beyond" it (NASA thinned to ~0.1 request a minute at weekends: the bound held at
+        x1.4 the forecast, a miss in one decision in ten)."""
+        if self.weights and 2.0 * max(self.weights.values()) >= self.total:
+            return None
         q1, q3 = self.quantile(0.25), self.quantile(0.75)
         return q3 + FENCE_IQR * (q3 - q1)
 
     def fenced(self, q: float) -> tuple[float, bool]:
         """``q`` (possibly infinite: in the open top bin) held at :meth:`far_out_fence`
-        where the fence is within the histogram's range, and whether it was. Beyond the
+        where there is one within the histogram's range, and whether it was. Beyond the
         range (scores so spread that Q3 + 3 IQR is ~x10^4) the fence says nothing."""
         fence = self.far_out_fence()
-        if q > fence and fence < HIGH:
+        if fence is not None and q > fence and fence < HIGH:
             return fence, True
         return q, False
 
@@ -340,21 +347,20 @@ class Records:
         return max(times, default=None)
 
     def score(self, history: Series, *, intensity_steps: int, half_life: float,
-              now: float, day_median: float | None = None) -> None:
+              now: float, level: DayLevel | None = None) -> None:
         """Score every pending forecast whose outcome is now observed; drop stale ones.
 
         A forecast is scored when the history covers its last step plus the half
         intensity window after it; one older than a day with no data is dropped.
-        ``day_median`` is :func:`median_of_day` of ``history``, if the caller has it.
+        ``level`` is :func:`day_level` of ``history``, if the caller has it.
         """
         if len(history) == 0:
             return
         step = history.step_seconds
         half = intensity_steps // 2
         values = history.values
-        if day_median is None:
-            day_median = median_of_day(history)
-        eps = max(EPSILON_SHARE * day_median, 1e-9)
+        if level is None:
+            level = day_level(history, intensity_steps)
         keep: list[Pending] = []
         for p in self.pending:
             first = round((p.origin - history.start_seconds) / step)
@@ -370,8 +376,7 @@ class Records:
                 continue  # a gap: nothing honest to score against
             # Step by step: into the stage's own histograms (its bound width) at the
             # aligned origins, into the bound's if it served.
-            self._score_steps(p, values, first, intensity_steps, eps, now, half_life,
-                              day_median=day_median)
+            self._score_steps(p, values, first, intensity_steps, level, now, half_life)
             if p.track:
                 track = self.tracks.setdefault(p.stage, [])
                 # Against the intensity over the horizon, as the bound and the SLO are
@@ -384,11 +389,11 @@ class Records:
         self.pending = keep
 
     def _score_steps(self, p: Pending, values: FloatArray, first: int, intensity_steps: int,
-                     eps: float, now: float, half_life: float,
-                     day_median: float) -> None:
+                     level: DayLevel, now: float, half_life: float) -> None:
         """Add the score of each of ``p``'s steps to the stage's own histograms if it was
         made at an aligned origin (:meth:`width`), and to the bound's if it served (its
-        regime's, which ``day_median`` sets, and the step's pooled one)."""
+        regime's, which the day's median sets, and the step's pooled one)."""
+        eps = level.epsilon
         for h, mean in enumerate(p.means):
             y = _intensity(values, first + h, intensity_steps)
             if y is None:
@@ -396,7 +401,7 @@ class Records:
             score = math.log((y + eps) / (mean + eps))
             keys = [f"{p.stage}|{h}"] if p.track else []
             if p.served:
-                keys += [f"{h}:{REGIMES[int(mean >= day_median)]}", f"{h}:all"]
+                keys += [f"{h}:{REGIMES[int(mean >= level.median)]}", f"{h}:all"]
             for key in keys:
                 hist = self.histograms.setdefault(key, Histogram())
                 hist.decay_to(now, half_life)
@@ -498,13 +503,13 @@ class Records:
         return float(np.mean(widths)) if widths else None
 
     def upper_bound(self, means: FloatArray, model_upper: FloatArray, history: Series, *,
-                    coverage: float, now: float, half_life: float,
-                    day_median: float | None = None) -> Bound:
+                    coverage: float, now: float, half_life: float, intensity_steps: int,
+                    level: DayLevel | None = None) -> Bound:
         """Calibrated upper bounds of the intensity for forecast ``means`` (see above);
-        ``day_median`` as in :meth:`score`."""
-        if day_median is None:
-            day_median = median_of_day(history)
-        eps = max(EPSILON_SHARE * day_median, 1e-9)
+        ``level`` as in :meth:`score`."""
+        if level is None:
+            level = day_level(history, intensity_steps)
+        eps, day_median = level.epsilon, level.median
         upper = np.empty_like(means)
         widest = 0.0
         capped = fenced = False
@@ -571,8 +576,8 @@ def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
 
 
 def collapsed(history: Series, day_median: float | None = None) -> bool:
-    """Whether the traffic has collapsed (see :data:`COLLAPSE_SHARE`); ``day_median`` as
-    in :meth:`Records.score`."""
+    """Whether the traffic has collapsed (see :data:`COLLAPSE_SHARE`); ``day_median`` is
+    :func:`median_of_day` of ``history``, if the caller has it."""
     steps = max(1, round(COLLAPSE_SECONDS / history.step_seconds))
     hour = max(1, round(3600.0 / history.step_seconds))
     if len(history) < steps + hour:
@@ -589,7 +594,43 @@ def collapsed(history: Series, day_median: float | None = None) -> bool:
 def median_of_day(history: Series) -> float:
     """The median rate of the history's last day (NaNs left out; 0 with none): the level
     the regimes, ε and the collapse rule are measured against."""
+    return day_level(history, 1).median
+
+
+@dataclass(frozen=True)
+class DayLevel:
+    """What scores and bounds are measured against, from the history's last day."""
+
+    #: The median rate (NaNs left out; 0 with none): the regimes and the collapse rule.
+    median: float
+    #: ε of the log ratio ``log((y + ε) / (ŷ + ε))`` (req/s).
+    epsilon: float
+
+
+def day_level(history: Series, intensity_steps: int) -> DayLevel:
+    """The day's median and ε. ε is :data:`EPSILON_SHARE` of the median, but never less
+    than one request in an intensity window. One request is the data's own quantum: the
+    smallest step between the distinct rates of the day (counts per interval come in
+    whole requests; a float-valued metric has no quantum to speak of, and ε stays the
+    median's share).
+
+    On a sparse service most minutes have no request, the median is 0 and ε was 10⁻⁹: a
+    forecast of nearly nothing and one request in the window scored as a miss by ×10⁸,
+    every score fell beyond the histograms' range (×20), and the plan used the model's
+    own interval, often far too narrow and at times absurd (NASA thinned to ~0.3
+    request/min: three quarters of the decisions, 2.7 % violations, and bounds of 10¹⁶
+    req/s). With this ε, one request where almost none was forecast is a miss by about
+    ×2, which is what it is at this resolution. Where the median minute has more than ten
+    requests the median's share is the larger, and nothing changes."""
     steps = max(1, round(86400.0 / history.step_seconds))
     recent = history.values[-steps:]
     recent = recent[~np.isnan(recent)]
-    return float(np.median(recent)) if recent.size else 0.0
+    if not recent.size:
+        return DayLevel(0.0, 1e-9)
+    median = float(np.median(recent))
+    distinct = np.unique(recent)
+    gaps = np.diff(distinct)
+    # Steps below a millionth of the range are float rounding, not a quantum.
+    gaps = gaps[gaps > 1e-6 * float(np.abs(distinct).max())]
+    quantum = float(gaps.min()) / max(intensity_steps, 1) if gaps.size else 0.0
+    return DayLevel(median, max(EPSILON_SHARE * median, quantum, 1e-9))

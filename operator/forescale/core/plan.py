@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
-from forescale.core.calibration import Records, collapsed, median_of_day
+from forescale.core.calibration import Records, collapsed, day_level
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -442,10 +442,11 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     records = state.records.copy()
     intensity_steps = _intensity_steps(spec, history)
     half_life = spec.forecast.calibration_half_life_seconds
-    # The day's median rate: the regimes', ε's and the collapse rule's level, once.
-    day_median = median_of_day(history)
+    # The day's median rate and ε: the regimes', the scores' and the collapse rule's level,
+    # once.
+    level = day_level(history, intensity_steps)
     records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now,
-                  day_median=day_median)
+                  level=level)
     budget = spec.slo.violation_budget
     records.score_decisions(
         history, intensity_steps=intensity_steps, budget=budget, now=now,
@@ -457,7 +458,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     result: ChainResult | None = None
     peak: RecurringPeak | None = None
     if problem is None:
-        from_collapse = collapsed(history, day_median)
+        from_collapse = collapsed(history, level.median)
         origin = history.end_seconds
         last = records.last_track_origin()
         period = TRACK_PERIODS * spec.decision_period_seconds
@@ -504,14 +505,16 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         overlap = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, window)
         bound = records.upper_bound(fc.mean, fc.upper, history,
                                     coverage=1.0 - records.level(budget), now=now,
-                                    half_life=half_life, day_median=day_median)
+                                    half_life=half_life, intensity_steps=intensity_steps,
+                                    level=level)
         highest = float(np.max(bound.upper[overlap]))
         forecast_bound: tuple[float, str] | None = (highest, bound.message)
         bound_message = bound.message
         bound_upper: tuple[float, ...] | None = tuple(float(x) for x in bound.upper)
         bound_calibrated = bound.calibrated
         if peak is not None:
-            peak = _with_margin(peak, highest, float(np.max(fc.mean[overlap])))
+            peak = _with_margin(peak, highest, float(np.max(fc.mean[overlap])),
+                                level.epsilon)
     else:
         forecast_bound, bound_upper, bound_calibrated = None, None, False
         bound_message = "no forecast: " + result.message
@@ -583,15 +586,20 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound_calibrated=bound_calibrated)
 
 
-def _with_margin(peak: RecurringPeak, bound: float, mean: float) -> RecurringPeak:
+def _with_margin(peak: RecurringPeak, bound: float, mean: float,
+                 eps: float) -> RecurringPeak:
     """The recurring peak's rate with the margin the calibrated bound keeps above the
     forecast: the peak is a level (the median day's rise), and the traffic around that
     level is as uncertain as around any other. Without it, on the scheduled-burst scenario
-    the bursts' misses drove the miss level down and every other hour's bound up."""
-    if mean <= 0 or bound <= mean:
+    the bursts' misses drove the miss level down and every other hour's bound up.
+
+    The margin is the bound's own, ``(bound + ε) / (mean + ε)``, applied as the bound is
+    (:meth:`Records.upper_bound`): a ratio to a forecast of almost nothing (a sparse
+    service's quiet hour) once multiplied a peak by 10¹⁶."""
+    if bound <= mean:
         return peak
-    margin = bound / mean
-    return replace(peak, rate=peak.rate * margin,
+    margin = (bound + eps) / (mean + eps)
+    return replace(peak, rate=(peak.rate + eps) * margin - eps,
                    message=f"{peak.message}, with the bound's margin x{margin:.2f}")
 
 
