@@ -19,8 +19,9 @@ real service's would. Every scenario returns a trace of the same length and step
 --set holdout``): fortnights of the real traces other than the ones the defaults were
 developed on (the NASA trace's second half, the World Cup before and at the end of the
 tournament), and the classes above with other parameters (bursts at other, jittered
-lengths and heights on half the days; a service three times sparser; ×3 shifts of half a
-day to two days; one-off flash crowds). A default that only fits the first set shows here.
+lengths and heights on half the days; a service three and ten times sparser; ×3 shifts of
+half a day to two days; one-off flash crowds). A default that only fits the first set shows
+here.
 """
 
 from __future__ import annotations
@@ -183,6 +184,10 @@ HOLDOUT: tuple[Scenario, ...] = (
              crop=("1998-05-20T00:00:00Z", "1998-06-03T00:00:00Z")),
     Scenario("sparser", NASA, "NASA 1-15 July thinned to ~1 request/min on weekdays",
              functools.partial(sparse_service, weekday_per_minute=1.0),
+             crop=NASA_FIRST_FORTNIGHT),
+    Scenario("sparsest", NASA, "NASA 1-15 July thinned to ~0.3 request/min on weekdays "
+             "(~0.1 at weekends)",
+             functools.partial(sparse_service, weekday_per_minute=0.3),
              crop=NASA_FIRST_FORTNIGHT),
     Scenario("shifts-x3", NASA, "NASA 1-15 July with x3 level shifts of 0.5-2 days",
              functools.partial(level_shifts, factor=3.0, days=(0.5, 2.0)),
