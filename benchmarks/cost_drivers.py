@@ -138,8 +138,10 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("default", "default (violation budget 0.005, stabilisation 300 s, "
+    Variant("default", "default (violation budget 0.003, stabilisation 300 s, "
                        "lstm→arima→ma)"),
+    Variant("budget05pct", "violation budget 0.005 (the default until c391828)",
+            violation_budget=0.005),
     Variant("budget1pct", "violation budget 0.01", violation_budget=0.01),
     Variant("stab120", "stabilisation 120 s", stabilization_seconds=120.0),
     Variant("stab0", "stabilisation 0 s (forecast-driven scale-down)",
