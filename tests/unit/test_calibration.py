@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -35,33 +36,41 @@ def _centred(values: np.ndarray, k: int, width: int = 5) -> float:
     return float(values[k - half:k + width - half].mean())
 
 
+def _walk_coverage(observed: np.ndarray, means_at: Callable[[int], np.ndarray],
+                   nominal: float, *, model_factor: float) -> float:
+    """Forecasts ``means_at(t)`` of 3 steps at every minute t, scored as they are observed;
+    the share of the observed intensities (the centred 5-minute mean) the calibrated bound
+    covered from a day and more of calibration on (every bound there is calibrated)."""
+    records = Records()
+    hits = scored = 0
+    for t in range(1500, len(observed) - 10):
+        history = Series(T0, STEP, observed[:t])
+        now = history.end_seconds
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+        means = means_at(t)
+        bound = records.upper_bound(means, means * model_factor, history, coverage=nominal,
+                                    now=now, half_life=HALF_LIFE, intensity_steps=5)
+        if t >= 3000:
+            assert bound.calibrated, bound.message
+            hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(3))
+            scored += 3
+        records.record(now, "ma", served=True, track=False, means=means)
+    return hits / scored
+
+
 @pytest.mark.parametrize("nominal", [0.8, 0.9, 0.95])
 def test_conformal_coverage_matches_nominal_on_a_synthetic_process(nominal: float) -> None:
     """Poisson counts around a known intensity, forecast by a model with its own
     multiplicative error: the calibrated bound covers the observed intensity (the centred
     5-minute mean) at the nominal rate, within 2 points, out of sample."""
     rng = np.random.default_rng(7)
-    n, horizon = 9000, 3
+    n = 9000
     truth = _intensity(n)
     observed = rng.poisson(truth * STEP) / STEP
     # The model is right on average but wrong by ~10 % (lognormal) at each origin.
     model_error = np.exp(rng.normal(0.0, 0.1, size=n))
-    records = Records()
-    hits, scored = 0, 0
-    for t in range(1500, n - 10):
-        history = Series(T0, STEP, observed[:t])
-        now = history.end_seconds
-        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
-        means = truth[t:t + horizon] * model_error[t]
-        bound = records.upper_bound(means, means * 10, history, coverage=nominal, now=now,
-                                    half_life=HALF_LIFE, intensity_steps=5)
-        if t >= 3000:  # evaluate after a day and more of calibration
-            assert bound.calibrated
-            for h in range(horizon):
-                hits += _centred(observed, t + h) <= bound.upper[h]
-                scored += 1
-        records.record(now, "ma", served=True, track=False, means=means)
-    coverage = hits / scored
+    coverage = _walk_coverage(observed, lambda t: truth[t:t + 3] * model_error[t], nominal,
+                              model_factor=10)
     assert abs(coverage - nominal) <= 0.02, f"coverage {coverage:.3f} vs nominal {nominal}"
 
 
@@ -416,23 +425,8 @@ def test_a_sparse_service_gets_a_calibrated_bound_not_the_models_interval() -> N
     covers the observed intensity about as often as asked (the model's own interval, 10⁻⁶
     here, covered it at most when no request came)."""
     rng = np.random.default_rng(4)
-    one, n, horizon = 250.0, 6000, 3
-    observed = rng.poisson(0.3, n) * one / 1.0
-    records = Records()
-    hits = scored = 0
-    for t in range(1500, n - 10):
-        history = Series(T0, STEP, observed[:t])
-        now = history.end_seconds
-        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
-        means = np.full(horizon, 1e-9)
-        bound = records.upper_bound(means, means * 1000, history, coverage=0.95, now=now,
-                                    half_life=HALF_LIFE, intensity_steps=5)
-        if t >= 3000:
-            assert bound.calibrated, bound.message
-            hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(horizon))
-            scored += horizon
-        records.record(now, "ma", served=True, track=False, means=means)
-    coverage = hits / scored
+    observed = rng.poisson(0.3, 6000) * 250.0  # one request a minute: 250 req/s
+    coverage = _walk_coverage(observed, lambda t: np.full(3, 1e-9), 0.95, model_factor=1000)
     # The intensity is a count (0, 1, 2... requests in 5 minutes): a bound between two
     # counts covers the lower one, so the coverage can only be at or above nominal.
     assert 0.95 <= coverage <= 0.995, coverage
