@@ -591,10 +591,19 @@ def collapsed(history: Series, day_median: float | None = None) -> bool:
                 and float(np.nanmean(before)) >= 0.5 * median)
 
 
+def _last_day(history: Series) -> FloatArray:
+    """The samples of the history's last day, NaNs left out."""
+    steps = max(1, round(86400.0 / history.step_seconds))
+    recent = history.values[-steps:]
+    return recent[~np.isnan(recent)]
+
+
 def median_of_day(history: Series) -> float:
     """The median rate of the history's last day (NaNs left out; 0 with none): the level
-    the regimes, ε and the collapse rule are measured against."""
-    return day_level(history, 1).median
+    the regimes and the collapse rule are measured against (:func:`day_level` has it too,
+    with ε)."""
+    recent = _last_day(history)
+    return float(np.median(recent)) if recent.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -622,9 +631,7 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     req/s). With this ε, one request where almost none was forecast is a miss by about
     ×2, which is what it is at this resolution. Where the median minute has more than ten
     requests the median's share is the larger, and nothing changes."""
-    steps = max(1, round(86400.0 / history.step_seconds))
-    recent = history.values[-steps:]
-    recent = recent[~np.isnan(recent)]
+    recent = _last_day(history)
     if not recent.size:
         return DayLevel(0.0, 1e-9)
     median = float(np.median(recent))
