@@ -30,10 +30,12 @@ assert MIDNIGHT % DAY == 0
 
 
 class LevelChain:
-    """A model that always forecasts ``level``: it cannot see bursts or jumps coming."""
+    """A model that always forecasts ``level``: it cannot see bursts or jumps coming. Its
+    own interval reaches ``upper`` req/s (5 % above the level if not given)."""
 
-    def __init__(self, level: float | None) -> None:
+    def __init__(self, level: float | None, upper: float | None = None) -> None:
         self.level = level
+        self.upper = upper
 
     def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
                  track_due: bool = False) -> ChainResult:
@@ -41,7 +43,8 @@ class LevelChain:
             stage = StageReport("arima", False, "ModelError", "boom")
             return ChainResult(None, None, (stage,), "AllForecastersFailed", "all failed")
         mean = np.full(horizon, self.level)
-        fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.95, mean * 1.05, 0.9)
+        upper = mean * 1.05 if self.upper is None else np.full(horizon, self.upper)
+        fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.95, upper, 0.9)
         return ChainResult(fc, "arima", (StageReport("arima", True, "Served", "ok"),),
                            "Forecasted", "ok", (StageRun("arima", fc, True),))
 
@@ -233,23 +236,6 @@ def test_forecasts_made_while_a_recurring_peak_is_provisioned_are_not_scored() -
     assert any(r.served for r in quiet.state.records.pending)
 
 
-class SparseChain(LevelChain):
-    """Forecasts nearly nothing (a sparse service's quiet hour), with its own interval up
-    to ``upper`` req/s."""
-
-    def __init__(self, upper: float) -> None:
-        super().__init__(1e-9)
-        self.upper = upper
-
-    def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
-                 track_due: bool = False) -> ChainResult:
-        mean = np.full(horizon, 1e-9)
-        fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.0,
-                      np.full(horizon, self.upper), 0.9)
-        return ChainResult(fc, "arima", (StageReport("arima", True, "Served", "ok"),),
-                           "Forecasted", "ok", (StageRun("arima", fc, True),))
-
-
 def sparse_history(now: float, *, base_per_minute: float, one: float) -> Series:
     """Eight days of a sparse service (Poisson, ``base_per_minute`` requests a minute, in
     req/s of ``one`` per request a minute) with 3 requests a minute for 12 minutes at
@@ -275,7 +261,7 @@ def test_a_sparse_service_is_never_sized_for_absurd_traffic(base_per_minute: flo
     one = 250.0  # one request a minute, in req/s after a trace's rescaling
     now = MIDNIGHT + 14.5 * 3600 - 120.0
     history = sparse_history(now, base_per_minute=base_per_minute, one=one)
-    p = decide(history, policy(), now, current=1, chain=SparseChain(one))
+    p = decide(history, policy(), now, current=1, chain=LevelChain(1e-9, upper=one))
     assert p.planned_arrival_rate is not None
     assert p.planned_arrival_rate <= 100 * float(np.max(history.values)), p.message
     assert "MaxReplicasBound" not in p.reasons
@@ -287,7 +273,7 @@ def test_a_sparse_services_recurring_peak_gets_the_bounds_margin() -> None:
     one = 250.0
     now = MIDNIGHT + 14.5 * 3600 - 120.0
     history = sparse_history(now, base_per_minute=0.3, one=one)
-    p = decide(history, policy(), now, current=1, chain=SparseChain(one))
+    p = decide(history, policy(), now, current=1, chain=LevelChain(1e-9, upper=one))
     assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak", p.message
     assert "with the bound's margin x6.00" in p.rate_source.message
 
