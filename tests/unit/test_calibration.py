@@ -430,3 +430,40 @@ def test_a_sparse_service_gets_a_calibrated_bound_not_the_models_interval() -> N
     # The intensity is a count (0, 1, 2... requests in 5 minutes): a bound between two
     # counts covers the lower one, so the coverage can only be at or above nominal.
     assert 0.95 <= coverage <= 0.995, coverage
+
+
+def test_a_sparse_services_busy_hours_are_a_regime_of_their_own() -> None:
+    """A serverless function: ~3 requests a minute by day, almost none at night, so the
+    median minute has no request. The regimes split at the median *intensity*: the night's
+    wide relative errors (one request in five minutes where a tenth was forecast is x1.8)
+    no longer set the day's bound, which stays calibrated. Split at the median minute (0), every
+    forecast was 'high' and the day's bound was the pooled one."""
+    rng = np.random.default_rng(6)
+    one = 250.0
+    minutes = np.arange(7200)
+    daytime = (minutes % 1440) >= 720
+    rate = np.where(daytime, 3.0, 0.02)
+    observed = rng.poisson(rate) * one
+    level = day_level(Series(T0, STEP, observed[:1440]), 5)
+    assert level.median == 0.0
+    assert level.split > 0.0
+    records = Records()
+    hits = scored = 0
+    for t in range(1500, len(observed) - 10):
+        history = Series(T0, STEP, observed[:t])
+        now = history.end_seconds
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+        means = rate[t:t + 3] * one
+        if t >= 4500 and daytime[t:t + 5].all() and daytime[t - 3:t].all():
+            bound = records.upper_bound(means, means, history, coverage=0.95, now=now,
+                                        half_life=HALF_LIFE, intensity_steps=5)
+            assert bound.calibrated, bound.message
+            hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(3))
+            scored += 3
+        records.record(now, "ma", served=True, track=False, means=means)
+    assert 0.93 <= hits / scored <= 0.995, hits / scored
+    # The day's quantile comes from the day's scores: below the pooled one (x1.52 against
+    # x1.80 here).
+    busy, pooled = records.histograms["0:high"], records.histograms["0:all"]
+    assert records.histograms["0:low"].total > 0.3 * pooled.total
+    assert math.exp(busy.quantile(0.97)) < 0.9 * math.exp(pooled.quantile(0.97))

@@ -35,8 +35,8 @@ The upper bound at coverage ``q`` is ``(ŷ + ε) · exp(Q_q) − ε`` with ``Q_q
 ``q``-quantile of the scores: split conformal prediction, with weights that halve every
 ``half_life`` so that the bound adapts when the traffic's behaviour drifts (weighted
 conformal prediction for non-exchangeable data, Barber et al. 2023). The scores are kept
-per horizon step and per *regime* — the forecast above or below the day's median rate —
-because a quiet night's relative error is wider than a busy afternoon's. A cell with too
+per horizon step and per *regime* — the forecast above or below the day's median
+intensity — because a quiet night's relative error is wider than a busy afternoon's. A cell with too
 little weight borrows the horizon step's pooled histogram; with too little of that, the
 plan uses the model's own interval and says so (``calibrated`` False).
 
@@ -392,7 +392,7 @@ class Records:
                      level: DayLevel, now: float, half_life: float) -> None:
         """Add the score of each of ``p``'s steps to the stage's own histograms if it was
         made at an aligned origin (:meth:`width`), and to the bound's if it served (its
-        regime's, which the day's median sets, and the step's pooled one)."""
+        regime's, which the day's median intensity sets, and the step's pooled one)."""
         eps = level.epsilon
         for h, mean in enumerate(p.means):
             y = _intensity(values, first + h, intensity_steps)
@@ -401,7 +401,7 @@ class Records:
             score = math.log((y + eps) / (mean + eps))
             keys = [f"{p.stage}|{h}"] if p.track else []
             if p.served:
-                keys += [f"{h}:{REGIMES[int(mean >= level.median)]}", f"{h}:all"]
+                keys += [f"{h}:{REGIMES[int(mean >= level.split)]}", f"{h}:all"]
             for key in keys:
                 hist = self.histograms.setdefault(key, Histogram())
                 hist.decay_to(now, half_life)
@@ -509,12 +509,12 @@ class Records:
         ``level`` as in :meth:`score`."""
         if level is None:
             level = day_level(history, intensity_steps)
-        eps, day_median = level.epsilon, level.median
+        eps, split = level.epsilon, level.split
         upper = np.empty_like(means)
         widest = 0.0
         capped = fenced = False
         for h, mean in enumerate(means):
-            regime = REGIMES[int(mean >= day_median)]
+            regime = REGIMES[int(mean >= split)]
             # Each quantile is fenced before its finiteness is checked: one in the open
             # top bin is held at the fence too.
             q = None
@@ -610,10 +610,16 @@ def median_of_day(history: Series) -> float:
 class DayLevel:
     """What scores and bounds are measured against, from the history's last day."""
 
-    #: The median rate (NaNs left out; 0 with none): the regimes and the collapse rule.
+    #: The median rate (NaNs left out; 0 with none): ε and the collapse rule.
     median: float
     #: ε of the log ratio ``log((y + ε) / (ŷ + ε))`` (req/s).
     epsilon: float
+    #: The median *intensity* (the mean over an intensity window, the rate the bound is
+    #: of): forecasts at or above it are in the ``high`` regime, the others in ``low``.
+    #: The median minute would do for dense traffic, but on a sparse service most minutes
+    #: have no request, the median is 0, and every forecast fell in one regime: the quiet
+    #: night's wide relative errors then set the busy afternoon's bound too.
+    split: float
 
 
 def day_level(history: Series, intensity_steps: int) -> DayLevel:
@@ -633,11 +639,25 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     requests the median's share is the larger, and nothing changes."""
     recent = _last_day(history)
     if not recent.size:
-        return DayLevel(0.0, 1e-9)
+        return DayLevel(0.0, 1e-9, 0.0)
     median = float(np.median(recent))
     distinct = np.unique(recent)
     gaps = np.diff(distinct)
     # Steps below a millionth of the range are float rounding, not a quantum.
     gaps = gaps[gaps > 1e-6 * float(np.abs(distinct).max())]
     quantum = float(gaps.min()) / max(intensity_steps, 1) if gaps.size else 0.0
-    return DayLevel(median, max(EPSILON_SHARE * median, quantum, 1e-9))
+    return DayLevel(median, max(EPSILON_SHARE * median, quantum, 1e-9),
+                    _median_intensity(history, intensity_steps, median))
+
+
+def _median_intensity(history: Series, intensity_steps: int, fallback: float) -> float:
+    """The median over the history's last day of the mean of every ``intensity_steps``
+    consecutive samples (windows across a gap left out; ``fallback`` with none)."""
+    steps = max(1, round(86400.0 / history.step_seconds))
+    recent = history.values[-steps:]
+    k = max(1, intensity_steps)
+    if recent.size < k:
+        return fallback
+    means = np.lib.stride_tricks.sliding_window_view(recent, k).mean(axis=1)
+    means = means[~np.isnan(means)]
+    return float(np.median(means)) if means.size else fallback

@@ -442,8 +442,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     records = state.records.copy()
     intensity_steps = _intensity_steps(spec, history)
     half_life = spec.forecast.calibration_half_life_seconds
-    # The day's median rate and ε: the regimes', the scores' and the collapse rule's level,
-    # once.
+    # The day's median rate, median intensity and ε: the collapse rule's level, the
+    # regimes' split and the scores' ε, once.
     level = day_level(history, intensity_steps)
     records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now,
                   level=level)
