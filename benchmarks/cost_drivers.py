@@ -31,7 +31,8 @@ cost goes where the pod-hours are. It answers it two ways.
    cooldown, rate limits and bounds; the hold is split exactly with the plan's own
    ``LimitApplied`` records (``ScaleDownStabilized``: the window's highest recommendation;
    ``ScaleDownTolerance``: a reduction smaller than the tolerance not made, also of what
-   the window left; *other*: cooldown, rate limits, schedules, min/max).
+   the window left; *other*: the scale-up's minimum step, cooldown, rate limits,
+   schedules, min/max).
    Summed over the scored steps in pod-hours, the terms add up exactly to forescale's extra
    pod-hours (a check column shows the residual, which must be 0: the pods that exist in a
    step are the ones the decision asked for, since scale-down is immediate and started pods

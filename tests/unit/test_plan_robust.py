@@ -7,6 +7,7 @@ time plus one period in the benchmark world itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -160,6 +161,26 @@ def test_a_small_scale_down_is_within_tolerance() -> None:
     strict = policy(behavior=Behavior(scale_down_tolerance=0.0))
     q = decide(history, strict, now, current=needed + 1, chain=LevelChain(100.0))
     assert q.desired_replicas == needed
+
+
+def test_a_scale_up_adds_at_least_the_minimum_step() -> None:
+    """Traffic a pod above the current ~100 replicas: the default scale-up adds 5 % of
+    them, not 1, and says so; a step of 0 adds exactly what the bound needs, and a
+    scale-up larger than the step is left as it is."""
+    now = MIDNIGHT + 10 * 3600
+    history = Series(now - 600 * STEP, STEP, np.full(600, 1000.0))
+    needed = replicas_for_slo(1050.0, 10.0, SLO()).replicas
+    current = needed - 1
+    least = math.ceil(current * 1.05)
+    assert least >= needed + 4
+    p = decide(history, policy(), now, current=current, chain=LevelChain(1000.0))
+    assert p.recommended_replicas == needed
+    assert p.desired_replicas == least and "ScaleUpMinStep" in p.reasons
+    exact = policy(behavior=Behavior(scale_up_min_step=0.0))
+    q = decide(history, exact, now, current=current, chain=LevelChain(1000.0))
+    assert q.desired_replicas == needed and "ScaleUpMinStep" not in q.reasons
+    far = decide(history, policy(), now, current=needed - 20, chain=LevelChain(1000.0))
+    assert far.desired_replicas == needed and "ScaleUpMinStep" not in far.reasons
 
 
 def test_a_sudden_3x_jump_is_met_within_lead_time_plus_one_period() -> None:

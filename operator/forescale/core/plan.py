@@ -305,11 +305,20 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
     """Scale-down stabilisation as the HPA does it: never go below the highest
     recommendation of the window (inclusive of this one); scale-ups are not delayed. Then
     the scale-down tolerance: a reduction smaller than that share of the current replicas
-    is not made."""
+    is not made. A scale-up adds at least the minimum step's share of the current
+    replicas."""
     window = spec.behavior.scale_down_stabilization_seconds
     recent = [n for t, n in state.recommendations if now - t <= window]
     ceiling = max([raw, *recent])
-    if raw >= current:
+    if raw > current:
+        step = spec.behavior.scale_up_min_step
+        least = math.ceil(current * (1.0 + step) - 1e-9)
+        if least > raw:
+            return least, LimitApplied(
+                "ScaleUpMinStep", raw, least,
+                f"scaling up by at least {step:.0%} of {current} replicas: {least}")
+        return raw, None
+    if raw == current:
         return raw, None
     result = min(ceiling, current)
     tolerance = spec.behavior.scale_down_tolerance

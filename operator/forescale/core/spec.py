@@ -145,6 +145,12 @@ class Behavior:
     scale_down_tolerance: float = 0.1
     #: No scaling action of the opposite direction within this long after a scale.
     cooldown_seconds: float = 0.0
+    #: A scale-up adds at least this share of the current replicas (rounded up): traffic
+    #: that rises over an hour is met in a few larger steps rather than a pod a minute,
+    #: each a scaling action. The extra pods also cover the rise's next minutes, so the
+    #: miss level needs less bound elsewhere: on 14 days of the World Cup, 5 % cut the
+    #: scaling actions from 1.46 to 1.17 times the matched HPA's at the same cost.
+    scale_up_min_step: float = 0.05
 
     def __post_init__(self) -> None:
         _non_negative("behavior.scaleDown.stabilizationWindowSeconds",
@@ -154,6 +160,10 @@ class Behavior:
                  and 0 <= self.scale_down_tolerance < 1,
                  f"behavior.scaleDown.tolerance must be in [0, 1), "
                  f"got {self.scale_down_tolerance!r}")
+        _require(isinstance(self.scale_up_min_step, int | float)
+                 and 0 <= self.scale_up_min_step <= 1,
+                 f"behavior.scaleUp.minStep must be in [0, 1], "
+                 f"got {self.scale_up_min_step!r}")
 
 
 @dataclass(frozen=True)
