@@ -37,10 +37,12 @@ def _centred(values: np.ndarray, k: int, width: int = 5) -> float:
 
 
 def _walk_coverage(observed: np.ndarray, means_at: Callable[[int], np.ndarray],
-                   nominal: float, *, model_factor: float) -> float:
+                   nominal: float, *, model_factor: float, scored_from: int = 3000,
+                   counted: Callable[[int], bool] = lambda t: True) -> tuple[float, Records]:
     """Forecasts ``means_at(t)`` of 3 steps at every minute t, scored as they are observed;
     the share of the observed intensities (the centred 5-minute mean) the calibrated bound
-    covered from a day and more of calibration on (every bound there is calibrated)."""
+    covered at the minutes ``counted`` from ``scored_from`` on (a day and more of
+    calibration: every bound there is calibrated), and the records learnt."""
     records = Records()
     hits = scored = 0
     for t in range(1500, len(observed) - 10):
@@ -48,14 +50,15 @@ def _walk_coverage(observed: np.ndarray, means_at: Callable[[int], np.ndarray],
         now = history.end_seconds
         records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
         means = means_at(t)
-        bound = records.upper_bound(means, means * model_factor, history, coverage=nominal,
-                                    now=now, half_life=HALF_LIFE, intensity_steps=5)
-        if t >= 3000:
+        if t >= scored_from and counted(t):
+            bound = records.upper_bound(means, means * model_factor, history,
+                                        coverage=nominal, now=now, half_life=HALF_LIFE,
+                                        intensity_steps=5)
             assert bound.calibrated, bound.message
             hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(3))
             scored += 3
         records.record(now, "ma", served=True, track=False, means=means)
-    return hits / scored
+    return hits / scored, records
 
 
 @pytest.mark.parametrize("nominal", [0.8, 0.9, 0.95])
@@ -69,8 +72,8 @@ def test_conformal_coverage_matches_nominal_on_a_synthetic_process(nominal: floa
     observed = rng.poisson(truth * STEP) / STEP
     # The model is right on average but wrong by ~10 % (lognormal) at each origin.
     model_error = np.exp(rng.normal(0.0, 0.1, size=n))
-    coverage = _walk_coverage(observed, lambda t: truth[t:t + 3] * model_error[t], nominal,
-                              model_factor=10)
+    coverage, _ = _walk_coverage(observed, lambda t: truth[t:t + 3] * model_error[t], nominal,
+                                 model_factor=10)
     assert abs(coverage - nominal) <= 0.02, f"coverage {coverage:.3f} vs nominal {nominal}"
 
 
@@ -426,7 +429,7 @@ def test_a_sparse_service_gets_a_calibrated_bound_not_the_models_interval() -> N
     here, covered it at most when no request came)."""
     rng = np.random.default_rng(4)
     observed = rng.poisson(0.3, 6000) * 250.0  # one request a minute: 250 req/s
-    coverage = _walk_coverage(observed, lambda t: np.full(3, 1e-9), 0.95, model_factor=1000)
+    coverage, _ = _walk_coverage(observed, lambda t: np.full(3, 1e-9), 0.95, model_factor=1000)
     # The intensity is a count (0, 1, 2... requests in 5 minutes): a bound between two
     # counts covers the lower one, so the coverage can only be at or above nominal.
     assert 0.95 <= coverage <= 0.995, coverage
@@ -436,8 +439,8 @@ def test_a_sparse_services_busy_hours_are_a_regime_of_their_own() -> None:
     """A serverless function: ~3 requests a minute by day, almost none at night, so the
     median minute has no request. The regimes split at the median *intensity*: the night's
     wide relative errors (one request in five minutes where a tenth was forecast is x1.8)
-    no longer set the day's bound, which stays calibrated. Split at the median minute (0), every
-    forecast was 'high' and the day's bound was the pooled one."""
+    no longer set the day's bound, which stays calibrated. Split at the median minute (0),
+    every forecast was 'high' and the day's bound was the pooled one."""
     rng = np.random.default_rng(6)
     one = 250.0
     minutes = np.arange(7200)
@@ -447,21 +450,10 @@ def test_a_sparse_services_busy_hours_are_a_regime_of_their_own() -> None:
     level = day_level(Series(T0, STEP, observed[:1440]), 5)
     assert level.median == 0.0
     assert level.split > 0.0
-    records = Records()
-    hits = scored = 0
-    for t in range(1500, len(observed) - 10):
-        history = Series(T0, STEP, observed[:t])
-        now = history.end_seconds
-        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
-        means = rate[t:t + 3] * one
-        if t >= 4500 and daytime[t:t + 5].all() and daytime[t - 3:t].all():
-            bound = records.upper_bound(means, means, history, coverage=0.95, now=now,
-                                        half_life=HALF_LIFE, intensity_steps=5)
-            assert bound.calibrated, bound.message
-            hits += sum(_centred(observed, t + h) <= bound.upper[h] for h in range(3))
-            scored += 3
-        records.record(now, "ma", served=True, track=False, means=means)
-    assert 0.93 <= hits / scored <= 0.995, hits / scored
+    coverage, records = _walk_coverage(
+        observed, lambda t: rate[t:t + 3] * one, 0.95, model_factor=1.0, scored_from=4500,
+        counted=lambda t: bool(daytime[t - 3:t + 5].all()))
+    assert 0.93 <= coverage <= 0.995, coverage
     # The day's quantile comes from the day's scores: below the pooled one (x1.52 against
     # x1.80 here).
     busy, pooled = records.histograms["0:high"], records.histograms["0:all"]
