@@ -36,9 +36,9 @@ The upper bound at coverage ``q`` is ``(ŷ + ε) · exp(Q_q) − ε`` with ``Q_q
 ``half_life`` so that the bound adapts when the traffic's behaviour drifts (weighted
 conformal prediction for non-exchangeable data, Barber et al. 2023). The scores are kept
 per horizon step and per *regime* — the forecast above or below the day's median
-intensity — because a quiet night's relative error is wider than a busy afternoon's. A cell with too
-little weight borrows the horizon step's pooled histogram; with too little of that, the
-plan uses the model's own interval and says so (``calibrated`` False).
+intensity — because a quiet night's relative error is wider than a busy afternoon's. A
+cell with too little weight borrows the horizon step's pooled histogram; with too little of
+that, the plan uses the model's own interval and says so (``calibrated`` False).
 
 Scores are binned (``BIN_WIDTH`` in log space, i.e. 2.5 % steps of the ratio), which keeps
 the state small (a few hundred numbers); quantiles interpolate within a bin.
@@ -591,18 +591,16 @@ def collapsed(history: Series, day_median: float | None = None) -> bool:
                 and float(np.nanmean(before)) >= 0.5 * median)
 
 
-def _last_day(history: Series) -> FloatArray:
-    """The samples of the history's last day, NaNs left out."""
-    steps = max(1, round(86400.0 / history.step_seconds))
-    recent = history.values[-steps:]
-    return recent[~np.isnan(recent)]
+def _day(history: Series) -> FloatArray:
+    """The samples of the history's last day, gaps (NaN) included."""
+    return history.values[-max(1, round(86400.0 / history.step_seconds)):]
 
 
 def median_of_day(history: Series) -> float:
     """The median rate of the history's last day (NaNs left out; 0 with none): the level
-    the regimes and the collapse rule are measured against (:func:`day_level` has it too,
-    with ε)."""
-    recent = _last_day(history)
+    the collapse rule is measured against (:func:`day_level` has it too)."""
+    day = _day(history)
+    recent = day[~np.isnan(day)]
     return float(np.median(recent)) if recent.size else 0.0
 
 
@@ -623,7 +621,8 @@ class DayLevel:
 
 
 def day_level(history: Series, intensity_steps: int) -> DayLevel:
-    """The day's median and ε. ε is :data:`EPSILON_SHARE` of the median, but never less
+    """The day's median, ε and median intensity (:class:`DayLevel`). ε is
+    :data:`EPSILON_SHARE` of the median, but never less
     than one request in an intensity window. One request is the data's own quantum: the
     smallest step between the distinct rates of the day (counts per interval come in
     whole requests; a float-valued metric has no quantum to speak of, and ε stays the
@@ -637,7 +636,8 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     req/s). With this ε, one request where almost none was forecast is a miss by about
     ×2, which is what it is at this resolution. Where the median minute has more than ten
     requests the median's share is the larger, and nothing changes."""
-    recent = _last_day(history)
+    day = _day(history)
+    recent = day[~np.isnan(day)]
     if not recent.size:
         return DayLevel(0.0, 1e-9, 0.0)
     median = float(np.median(recent))
@@ -647,17 +647,15 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     gaps = gaps[gaps > 1e-6 * float(np.abs(distinct).max())]
     quantum = float(gaps.min()) / max(intensity_steps, 1) if gaps.size else 0.0
     return DayLevel(median, max(EPSILON_SHARE * median, quantum, 1e-9),
-                    _median_intensity(history, intensity_steps, median))
+                    _median_intensity(day, intensity_steps, median))
 
 
-def _median_intensity(history: Series, intensity_steps: int, fallback: float) -> float:
-    """The median over the history's last day of the mean of every ``intensity_steps``
-    consecutive samples (windows across a gap left out; ``fallback`` with none)."""
-    steps = max(1, round(86400.0 / history.step_seconds))
-    recent = history.values[-steps:]
+def _median_intensity(day: FloatArray, intensity_steps: int, fallback: float) -> float:
+    """The median of the mean of every ``intensity_steps`` consecutive samples of ``day``
+    (windows across a gap left out; ``fallback`` with none)."""
     k = max(1, intensity_steps)
-    if recent.size < k:
+    if day.size < k:
         return fallback
-    means = np.lib.stride_tricks.sliding_window_view(recent, k).mean(axis=1)
+    means = np.lib.stride_tricks.sliding_window_view(day, k).mean(axis=1)
     means = means[~np.isnan(means)]
     return float(np.median(means)) if means.size else fallback

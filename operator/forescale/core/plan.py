@@ -307,9 +307,6 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
     the scale-down tolerance: a reduction smaller than that share of the current replicas
     is not made. A scale-up adds at least the minimum step's share of the current
     replicas."""
-    window = spec.behavior.scale_down_stabilization_seconds
-    recent = [n for t, n in state.recommendations if now - t <= window]
-    ceiling = max([raw, *recent])
     if raw > current:
         step = spec.behavior.scale_up_min_step
         least = math.ceil(current * (1.0 + step) - 1e-9)
@@ -320,7 +317,9 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
         return raw, None
     if raw == current:
         return raw, None
-    result = min(ceiling, current)
+    window = spec.behavior.scale_down_stabilization_seconds
+    recent = [n for t, n in state.recommendations if now - t <= window]
+    result = min(max([raw, *recent]), current)
     tolerance = spec.behavior.scale_down_tolerance
     if result < current and current - result < tolerance * current:
         # Also when the window's highest recommendation is what sets the result: as the
