@@ -16,9 +16,8 @@ import numpy.typing as npt
 
 from forescale.backtest.runner import BacktestResult
 from forescale.backtest.world import BoolArray, PolicyRun
-from forescale.core.series import FloatArray
+from forescale.core.series import DAY_SECONDS, FloatArray
 
-DAY_SECONDS = 86400.0
 _COLOURS = {"oracle": "#222222", "hpa": "#e07b00", "forescale": "#1f5fbf"}
 
 

@@ -33,10 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series
 from forescale.trace import parse_timestamp
-
-DAY_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)

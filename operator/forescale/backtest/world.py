@@ -43,14 +43,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series
 from forescale.core.sizing import min_replicas_protocol, prob_wait_exceeds
 from forescale.core.spec import SLO, PolicySpec
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-DAY_SECONDS = 86400.0
 PROTOCOL_VERSION = "v1"
 
 

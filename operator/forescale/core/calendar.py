@@ -32,9 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forescale.core.series import Series
+from forescale.core.series import DAY_SECONDS, Series, window_means
 
-DAY_SECONDS = 86400.0
 #: A day needs at least this much traffic in its base window to give a ratio.
 MIN_BASE_SHARE = 0.01
 #: The rise at this clock time must exceed what the same ratio reaches this often at any
@@ -60,13 +59,12 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
     step = history.step_seconds
     values = history.values
     base_steps = max(1, round(base_seconds / step))
-    sums = _running_sums(values)
-    smooth = _centred_mean(sums, intensity_steps)
+    smooth = _centred_mean(values, intensity_steps)
 
     def index(t: float) -> int:
         return math.floor((t - history.start_seconds) / step + 1e-9)
 
-    day = values[-round(DAY_SECONDS / step):]
+    day = history.last_day()
     quiet = MIN_BASE_SHARE * float(np.nanmean(day)) if not np.isnan(day).all() else 0.0
     ratios: list[float] = []
     for d in range(1, days + 1):
@@ -102,7 +100,7 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
     last_day = len(values) - round(days * DAY_SECONDS / step)
     first_offset = index(window[0]) - index(now)
     last_offset = index(window[1] - 1e-9) - index(now)
-    typical = _typical_ratio(values, sums, smooth, base_steps, first_offset, last_offset,
+    typical = _typical_ratio(values, smooth, base_steps, first_offset, last_offset,
                              max(last_day, base_steps))
     if typical is not None and ratio <= typical:
         return None
@@ -113,22 +111,19 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
         + ("" if typical is None else f" (x{typical:.2f} at other times, one time in ten)"))
 
 
-def _typical_ratio(values: np.ndarray, sums: tuple[np.ndarray, np.ndarray],
-                   smooth: np.ndarray, base_steps: int, first: int, last: int,
-                   since: int) -> float | None:
+def _typical_ratio(values: np.ndarray, smooth: np.ndarray, base_steps: int, first: int,
+                   last: int, since: int) -> float | None:
     """The :data:`TYPICAL_QUANTILE` of the rise ratio taken at every step from ``since`` on
     (decision at step t: peak of ``smooth`` over t+first … t+last over the mean of the
-    ``base_steps`` before t), or None with too few. ``sums``: :func:`_running_sums` of
-    ``values``."""
+    ``base_steps`` before t), or None with too few."""
     n = len(values)
     stop = n - last
     if stop - since < 60:
         return None
     t = np.arange(since, stop)
-    csum, gaps = sums
-    base = (csum[t] - csum[t - base_steps]) / base_steps
+    base = window_means(values, base_steps)[t - base_steps]  # NaN across a gap
     peak = np.max(np.stack([smooth[t + k] for k in range(first, last + 1)]), axis=0)
-    ok = ((gaps[t] - gaps[t - base_steps]) == 0) & ~np.isnan(peak)
+    ok = ~np.isnan(base) & ~np.isnan(peak)
     day_mean = float(np.nanmean(values[since:]))
     ok &= base > MIN_BASE_SHARE * day_mean
     if ok.sum() < 60:
@@ -136,24 +131,11 @@ def _typical_ratio(values: np.ndarray, sums: tuple[np.ndarray, np.ndarray],
     return float(np.quantile(peak[ok] / base[ok], TYPICAL_QUANTILE))
 
 
-def _running_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Running sums of ``values`` (a gap counting 0) and of their gaps, each from a leading
-    0: the sum and the number of gaps of ``values[a:b]`` are ``s[b] - s[a]``."""
-    nan = np.isnan(values)
-    return (np.concatenate(([0.0], np.cumsum(np.where(nan, 0.0, values)))),
-            np.concatenate(([0], np.cumsum(nan))))
-
-
-def _centred_mean(sums: tuple[np.ndarray, np.ndarray], width: int) -> np.ndarray:
-    """Centred moving average of the series ``sums`` are the :func:`_running_sums` of (NaN
-    where the window is incomplete or has a gap)."""
-    csum, gaps = sums
-    n = len(csum) - 1
-    out = np.full(n, np.nan)
-    if n < width:
-        return out
+def _centred_mean(values: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of ``values`` over ``width`` steps (NaN where the window is
+    incomplete or has a gap)."""
+    out = np.full(len(values), np.nan)
+    means = window_means(values, width)
     half = width // 2
-    means = (csum[width:] - csum[:-width]) / width
-    means[(gaps[width:] - gaps[:-width]) > 0] = np.nan
-    out[half:n - (width - 1 - half)] = means
+    out[half:half + means.size] = means
     return out

@@ -55,7 +55,7 @@ import numpy as np
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.metrics import wape
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series, window_means
 
 #: Log-ratio bins: [LOW, HIGH) in steps of BIN_WIDTH, plus one under- and one overflow bin.
 BIN_WIDTH = 0.025
@@ -366,7 +366,7 @@ class Records:
             first = round((p.origin - history.start_seconds) / step)
             last = first + len(p.means) - 1
             if last + half >= len(history):
-                if now - p.origin < 86400.0:
+                if now - p.origin < DAY_SECONDS:
                     keep.append(p)
                 continue
             if first - half < 0:
@@ -444,7 +444,7 @@ class Records:
         for ready_at, replicas in self.decisions:
             k = math.floor((ready_at - history.start_seconds) / history.step_seconds + 1e-9)
             if k + half >= len(history):
-                if now - ready_at < 86400.0:
+                if now - ready_at < DAY_SECONDS:
                     keep.append((ready_at, replicas))
                 continue
             if k - half < 0:
@@ -591,15 +591,10 @@ def collapsed(history: Series, day_median: float | None = None) -> bool:
                 and float(np.nanmean(before)) >= 0.5 * median)
 
 
-def _day(history: Series) -> FloatArray:
-    """The samples of the history's last day, gaps (NaN) included."""
-    return history.values[-max(1, round(86400.0 / history.step_seconds)):]
-
-
 def median_of_day(history: Series) -> float:
     """The median rate of the history's last day (NaNs left out; 0 with none): the level
     the collapse rule is measured against (:func:`day_level` has it too)."""
-    day = _day(history)
+    day = history.last_day()
     recent = day[~np.isnan(day)]
     return float(np.median(recent)) if recent.size else 0.0
 
@@ -636,7 +631,7 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     req/s). With this ε, one request where almost none was forecast is a miss by about
     ×2, which is what it is at this resolution. Where the median minute has more than ten
     requests the median's share is the larger, and nothing changes."""
-    day = _day(history)
+    day = history.last_day()
     recent = day[~np.isnan(day)]
     if not recent.size:
         return DayLevel(0.0, 1e-9, 0.0)
@@ -653,9 +648,6 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
 def _median_intensity(day: FloatArray, intensity_steps: int, fallback: float) -> float:
     """The median of the mean of every ``intensity_steps`` consecutive samples of ``day``
     (windows across a gap left out; ``fallback`` with none)."""
-    k = max(1, intensity_steps)
-    if day.size < k:
-        return fallback
-    means = np.lib.stride_tricks.sliding_window_view(day, k).mean(axis=1)
+    means = window_means(day, intensity_steps)
     means = means[~np.isnan(means)]
     return float(np.median(means)) if means.size else fallback

@@ -12,6 +12,8 @@ from forescale.core.errors import InvalidInputError
 
 FloatArray = npt.NDArray[np.float64]
 
+DAY_SECONDS = 86400.0
+
 
 @dataclass(frozen=True)
 class Series:
@@ -78,6 +80,11 @@ class Series:
         n = math.floor((t_seconds - self.start_seconds) / self.step_seconds + 1e-9)
         return self.head(min(max(n, 0), len(self)))
 
+    def last_day(self) -> FloatArray:
+        """The samples of the last day (all of them when the series is shorter), gaps (NaN)
+        included: what the day's level, ε and regimes are measured on."""
+        return self.values[-max(1, round(DAY_SECONDS / self.step_seconds)):]
+
     @property
     def missing(self) -> int:
         return int(np.isnan(self.values).sum())
@@ -93,3 +100,19 @@ class Series:
         values = self.values.copy()
         values[nan] = np.interp(idx[nan], idx[~nan], self.values[~nan])
         return Series(self.start_seconds, self.step_seconds, values)
+
+
+def window_means(values: npt.ArrayLike, width: int) -> FloatArray:
+    """The mean of every ``width`` consecutive samples of ``values``: element ``i`` is the
+    mean of ``values[i:i + width]``, NaN when that window has a gap; empty when there are
+    fewer than ``width`` samples."""
+    x = np.asarray(values, dtype=np.float64)
+    width = max(1, int(width))
+    if x.size < width:
+        return np.empty(0)
+    nan = np.isnan(x)
+    sums = np.concatenate(([0.0], np.cumsum(np.where(nan, 0.0, x))))
+    gaps = np.concatenate(([0], np.cumsum(nan)))
+    means = (sums[width:] - sums[:-width]) / width
+    means[(gaps[width:] - gaps[:-width]) > 0] = np.nan
+    return means

@@ -46,9 +46,8 @@ from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series
 
-DAY_SECONDS = 86400.0
 WEEK_SECONDS = 7 * DAY_SECONDS
 #: Seasons the fit window must cover before Fourier terms are used.
 MIN_SEASONS_FOR_FOURIER = 2.0

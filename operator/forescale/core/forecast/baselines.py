@@ -9,9 +9,7 @@ import numpy as np
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
-from forescale.core.series import Series
-
-DAY_SECONDS = 86400.0
+from forescale.core.series import DAY_SECONDS, Series
 
 
 class SeasonalNaive(Forecaster):

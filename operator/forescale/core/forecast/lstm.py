@@ -39,9 +39,9 @@ import numpy.typing as npt
 
 from forescale.core.errors import ArtifactError, InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster, check_horizon, check_level
-from forescale.core.forecast.baselines import DAY_SECONDS, SeasonalNaive
+from forescale.core.forecast.baselines import SeasonalNaive
 from forescale.core.metrics import wape
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series
 
 if TYPE_CHECKING:
     import torch
