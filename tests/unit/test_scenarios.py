@@ -11,9 +11,11 @@ from forescale.backtest.scenarios import (
     SCENARIOS,
     flash_crowds,
     level_shifts,
+    polling,
     scenario,
     scheduled_bursts,
     sparse_service,
+    trend,
 )
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
@@ -30,7 +32,7 @@ def base(days: int = 14, rate: float = 50.0) -> Series:
 
 
 def test_scenarios_are_deterministic_and_keep_counts_whole() -> None:
-    for s in (scheduled_bursts, level_shifts, sparse_service):
+    for s in (scheduled_bursts, level_shifts, sparse_service, trend, polling):
         a, b = s(base(), 3), s(base(), 3)
         assert np.array_equal(a.values, b.values)
         counts = a.values * STEP
@@ -80,6 +82,25 @@ def test_flash_crowds_are_one_off_and_after_the_warm_up() -> None:
     assert np.median(ratio[crowd]) == pytest.approx(8.0, abs=2.5)
     assert np.array_equal(rates.values[~crowd], quiet.values[~crowd])
     assert np.array_equal(flash_crowds(quiet, 1).values, rates.values)  # deterministic
+
+
+def test_a_trend_goes_linearly_from_the_trace_to_its_end_factor() -> None:
+    days = base(rate=100.0).values.reshape(-1, int(DAY / STEP)).mean(axis=1)
+    for end in (3.0, 0.3):
+        rates = trend(base(rate=100.0), 0, end=end)
+        ratio = rates.values.reshape(-1, int(DAY / STEP)).mean(axis=1) / days
+        expected = np.linspace(1.0, end, len(rates)).reshape(-1, int(DAY / STEP)).mean(axis=1)
+        assert ratio == pytest.approx(expected, rel=0.02)
+        counts = rates.values * STEP
+        assert np.allclose(counts, np.rint(counts))
+
+
+def test_polling_lifts_the_first_minutes_of_every_quarter_hour() -> None:
+    quiet = base(rate=100.0)
+    ratio = polling(quiet, 0).values / quiet.values
+    minute = ((quiet.timestamps() // STEP) % 15).astype(int)
+    assert float(np.mean(ratio[minute < 3])) == pytest.approx(2.5, rel=0.02)
+    assert np.array_equal(ratio[minute >= 3], np.ones(int((minute >= 3).sum())))
 
 
 def test_every_listed_scenario_builds_and_unknown_names_are_refused() -> None:

@@ -20,8 +20,10 @@ real service's would. Every scenario returns a trace of the same length and step
 developed on (the NASA trace's second half, the World Cup before and at the end of the
 tournament), and the classes above with other parameters (bursts at other, jittered
 lengths and heights on half the days; a service three and ten times sparser; ×3 shifts of
-half a day to two days; one-off flash crowds). A default that only fits the first set shows
-here.
+half a day to two days; one-off flash crowds), and three classes of their own: traffic
+growing to ×3 or falling to ×0.3 over the fortnight, and clients polling on the quarter
+hour (×2.5 for three minutes), a cycle far shorter than the day the calendar knows. A
+default that only fits the first set shows here.
 """
 
 from __future__ import annotations
@@ -160,6 +162,29 @@ def flash_crowds(rates: Series, seed: int = 0, *, count: int = 2,
     return _rates(rates, counts + extra)
 
 
+def trend(rates: Series, seed: int = 0, *, end: float = 3.0) -> Series:
+    """The rate times a factor that goes linearly from 1 to ``end`` over the trace: organic
+    growth after a launch (``end`` > 1, extra requests drawn as Poisson) or a migration away
+    (``end`` < 1, requests thinned binomially)."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    factor = np.linspace(1.0, end, len(counts))
+    if end >= 1.0:
+        return _rates(rates, counts + rng.poisson(counts * (factor - 1.0)))
+    return _rates(rates, rng.binomial(counts.astype(np.int64), factor).astype(np.float64))
+
+
+def polling(rates: Series, seed: int = 0, *, every_minutes: int = 15, minutes: int = 3,
+            factor: float = 2.5) -> Series:
+    """× ``factor`` for the first ``minutes`` of every ``every_minutes`` of the clock, every
+    day: clients that poll or sync on the quarter hour, a cycle far shorter than a day."""
+    rng = np.random.default_rng(seed)
+    counts = _counts(rates)
+    minute = (np.floor(rates.timestamps() / 60.0) % every_minutes).astype(np.int64)
+    multiplier = np.where(minute < minutes, factor, 1.0)
+    return _rates(rates, counts + rng.poisson(counts * (multiplier - 1.0)))
+
+
 NASA, WORLD_CUP = "nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv"
 NASA_FIRST_FORTNIGHT = ("1995-07-01T04:00:00Z", "1995-07-15T04:00:00Z")
 HOLDOUT: tuple[Scenario, ...] = (
@@ -192,6 +217,13 @@ HOLDOUT: tuple[Scenario, ...] = (
              crop=NASA_FIRST_FORTNIGHT),
     Scenario("flash-crowds", NASA, "NASA 1-15 July with two one-off flash crowds (x6-10, "
              "40-120 minutes)", flash_crowds, crop=NASA_FIRST_FORTNIGHT),
+    Scenario("growth", NASA, "NASA 1-15 July growing linearly to x3 over the fortnight",
+             trend, crop=NASA_FIRST_FORTNIGHT),
+    Scenario("decline", NASA, "NASA 1-15 July falling linearly to x0.3 over the fortnight",
+             functools.partial(trend, end=0.3), crop=NASA_FIRST_FORTNIGHT),
+    Scenario("quarter-hour-polling", WORLD_CUP, "World Cup 98, 20 May - 3 June, x2.5 for "
+             "the first 3 minutes of every quarter hour", polling,
+             crop=("1998-05-20T00:00:00Z", "1998-06-03T00:00:00Z")),
 )
 
 
