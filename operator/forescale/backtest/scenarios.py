@@ -69,6 +69,19 @@ def _rates(like: Series, counts: FloatArray) -> Series:
     return Series(like.start_seconds, like.step_seconds, counts / like.step_seconds)
 
 
+def _lifted(like: Series, counts: FloatArray, multiplier: FloatArray,
+            rng: np.random.Generator) -> Series:
+    """``counts`` times ``multiplier`` (≥ 1), the extra requests drawn as Poisson so that
+    counts stay whole."""
+    return _rates(like, counts + rng.poisson(counts * (multiplier - 1.0)))
+
+
+def _thinned(like: Series, counts: FloatArray, share: FloatArray | float,
+             rng: np.random.Generator) -> Series:
+    """``counts`` with each request kept with probability ``share`` (binomial thinning)."""
+    return _rates(like, rng.binomial(counts.astype(np.int64), share).astype(np.float64))
+
+
 def scheduled_bursts(rates: Series, seed: int = 0, *,
                      clock_minutes: tuple[int, ...] = (9 * 60 + 30, 14 * 60 + 30, 20 * 60),
                      probability: float = 0.7, factor: tuple[float, float] = (3.0, 4.0),
@@ -88,8 +101,7 @@ def scheduled_bursts(rates: Series, seed: int = 0, *,
             length = int(rng.integers(minutes[0], minutes[1] + 1))
             inside = (t >= start) & (t < start + length * 60.0)
             multiplier[inside] = rng.uniform(*factor)
-    extra = rng.poisson(counts * (multiplier - 1.0))
-    return _rates(rates, counts + extra)
+    return _lifted(rates, counts, multiplier, rng)
 
 
 def level_shifts(rates: Series, seed: int = 0, *, factor: float = 5.0,
@@ -107,8 +119,7 @@ def level_shifts(rates: Series, seed: int = 0, *, factor: float = 5.0,
             multiplier[i:i + length] = factor
         i += length
         high = not high
-    extra = rng.poisson(counts * (multiplier - 1.0))
-    return _rates(rates, counts + extra)
+    return _lifted(rates, counts, multiplier, rng)
 
 
 def sparse_service(rates: Series, seed: int = 0, *, weekday_per_minute: float = 3.0,
@@ -120,8 +131,7 @@ def sparse_service(rates: Series, seed: int = 0, *, weekday_per_minute: float = 
     keep = min(1.0, weekday_per_minute / max(per_minute, 1e-12))
     weekday = ((np.floor(rates.timestamps() / DAY_SECONDS).astype(np.int64) + 3) % 7) < 5
     share = np.where(weekday, keep, keep * weekend_share)
-    thinned = rng.binomial(counts.astype(np.int64), share).astype(np.float64)
-    return _rates(rates, thinned)
+    return _thinned(rates, counts, share, rng)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -158,8 +168,7 @@ def flash_crowds(rates: Series, seed: int = 0, *, count: int = 2,
         length = int(rng.integers(minutes[0], minutes[1] + 1))
         start = int(rng.integers(first, max(first + 1, len(counts) - length)))
         multiplier[start:start + length] = rng.uniform(*factor)
-    extra = rng.poisson(counts * (multiplier - 1.0))
-    return _rates(rates, counts + extra)
+    return _lifted(rates, counts, multiplier, rng)
 
 
 def trend(rates: Series, seed: int = 0, *, end: float = 3.0) -> Series:
@@ -170,8 +179,8 @@ def trend(rates: Series, seed: int = 0, *, end: float = 3.0) -> Series:
     counts = _counts(rates)
     factor = np.linspace(1.0, end, len(counts))
     if end >= 1.0:
-        return _rates(rates, counts + rng.poisson(counts * (factor - 1.0)))
-    return _rates(rates, rng.binomial(counts.astype(np.int64), factor).astype(np.float64))
+        return _lifted(rates, counts, factor, rng)
+    return _thinned(rates, counts, factor, rng)
 
 
 def polling(rates: Series, seed: int = 0, *, every_minutes: int = 15, minutes: int = 3,
@@ -182,7 +191,7 @@ def polling(rates: Series, seed: int = 0, *, every_minutes: int = 15, minutes: i
     counts = _counts(rates)
     minute = (np.floor(rates.timestamps() / 60.0) % every_minutes).astype(np.int64)
     multiplier = np.where(minute < minutes, factor, 1.0)
-    return _rates(rates, counts + rng.poisson(counts * (multiplier - 1.0)))
+    return _lifted(rates, counts, multiplier, rng)
 
 
 NASA, WORLD_CUP = "nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv"
