@@ -1020,6 +1020,14 @@ def login(**kwargs):
     return kopf.login_via_client(**kwargs)
 
 
+@kopf.on.startup()
+def configure(settings, **_):
+    # A widget deleted while its timer runs: kopf checks again for the timer's exit after
+    # this long before it releases the finalizer (default 60 s, longer than the test
+    # waits). The operator itself sets 1 s (forescale.controller.handlers).
+    settings.background.cancellation_polling = 0.5
+
+
 @kopf.on.create("{group}", "v1", "widgets")
 def created(**_):
     return {{"seen": True}}
