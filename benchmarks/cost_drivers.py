@@ -22,11 +22,13 @@ cost goes where the pod-hours are. It answers it two ways.
    *recommended* is ``Plan.recommended_replicas``: sizing plus the chaos buffer on the
    planned rate, the highest of the calibrated upper bound of the intensity over the
    planning window (``ForecastBound``), the rate just observed (``ReactiveFloor``) and a
-   recurring peak (``RecurringPeak``) — ``Plan.rate_source`` says which. *mean sizing* is
+   recurring peak (``RecurringPeak``), or on a scale-up the bound over the look-ahead
+   periods too (``ScaleUpLookahead``) — ``Plan.rate_source`` says which. *mean sizing* is
    the same sizing (and chaos buffer, and schedule multiplier) on the highest forecast
    **mean** over the same planning window (``Plan.forecast``, ``Plan.window_*``); so the
    band margin is everything the planned rate adds above the mean: the calibrated margin,
-   or the floor's or the peak's excess over the mean where one of them set the rate.
+   or the floor's, the peak's or the look-ahead's excess over the mean where one of them
+   set the rate.
    *desired* is what the plan asked for after stabilisation, the scale-down tolerance,
    cooldown, rate limits and bounds; the hold is split exactly with the plan's own
    ``LimitApplied`` records (``ScaleDownStabilized``: the window's highest recommendation;
@@ -42,8 +44,9 @@ cost goes where the pod-hours are. It answers it two ways.
    band margin is 0 there and the recommendation counts as the mean sizing.
 
    Beside the split: the share of the scored decisions whose planned rate was set by
-   ``ReactiveFloor`` or ``RecurringPeak``, the extra pod-hours of those steps, and the band
-   margin at those steps (the part of the margin that source is responsible for).
+   ``ReactiveFloor``, ``RecurringPeak`` or ``ScaleUpLookahead``, the extra pod-hours of
+   those steps, and the band margin at those steps (the part of the margin that source is
+   responsible for).
 
 2. **Knob variants**: the same replay with one PolicySpec setting changed (the violation
    budget the calibrated bound's miss level is steered to, the scale-down stabilisation
@@ -113,7 +116,7 @@ DATA_MARK = "cost_drivers data:"
 #: The method of the figures; rows of another method are dropped when the report is merged.
 METHOD = 2
 #: ``Plan.rate_source.reason`` values, coded per step (0: the plan held, no rate).
-SOURCES = ("ForecastBound", "ReactiveFloor", "RecurringPeak")
+SOURCES = ("ForecastBound", "ReactiveFloor", "RecurringPeak", "ScaleUpLookahead")
 
 
 @dataclass(frozen=True)
@@ -430,18 +433,23 @@ def render(data: dict[str, dict[str, Any]], conclusion: str = "") -> str:
 
     lines += ["", "## What set the planned rate", "",
               "Share of the scored decisions whose planned rate was set by the reactive "
-              "floor or a recurring peak (the rest: the calibrated bound, or a hold for lack "
-              "of metrics), forescale's extra pod-hours over the oracle at those steps, and "
-              "the band margin at those steps (recommended − mean sizing).", "",
+              "floor, a recurring peak or a scale-up's look-ahead (the rest: the calibrated "
+              "bound, or a hold for lack of metrics), forescale's extra pod-hours over the "
+              "oracle at those steps, and the band margin at those steps (recommended − "
+              "mean sizing). A row run before the look-ahead existed shows – there.", "",
               "| trace | variant | ReactiveFloor: decisions | extra pod-h | band margin pod-h | "
-              "RecurringPeak: decisions | extra pod-h | band margin pod-h |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "RecurringPeak: decisions | extra pod-h | band margin pod-h | "
+              "ScaleUpLookahead: decisions | extra pod-h | band margin pod-h |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for trace, runs in data.items():
         for r in _ordered(runs):
             n, e = r["decisions"] or 1, r["extra"]
             cells = []
-            for source in ("ReactiveFloor", "RecurringPeak"):
-                s = r["sources"][source]
+            for source in SOURCES[1:]:
+                s = r["sources"].get(source)
+                if s is None:
+                    cells += ["–"] * 3
+                    continue
                 cells += [f"{100 * s['decisions'] / n:.1f} %", _pct(s["extra"], e),
                           f"{s['band']:.0f}"]
             lines.append(f"| {trace} | {r['variant']} | " + " | ".join(cells) + " |")

@@ -221,7 +221,8 @@ def _behavior(section: Mapping[str, Any]) -> Behavior:
     if "policies" in down:
         kwargs["scale_down"] = _rate_limits(down["policies"],
                                             "spec.behavior.scaleDown.policies")
-    kwargs.update(_pick(up, {"minStep": "scale_up_min_step"}))
+    kwargs.update(_pick(up, {"minStep": "scale_up_min_step",
+                             "lookaheadPeriods": "scale_up_lookahead_periods"}))
     kwargs.update(_pick(down, {"stabilizationWindowSeconds":
                                "scale_down_stabilization_seconds",
                                "tolerance": "scale_down_tolerance"}))

@@ -96,9 +96,44 @@ def test_window_covers_lead_time_plus_period() -> None:
                   history=quiet)
     assert inside.planned_arrival_rate == pytest.approx(220.0)
     assert outside.planned_arrival_rate == pytest.approx(11.0)
+    # The forecast reaches three more periods, for a scale-up's look-ahead (below).
     chain = FixedChain(10.0)
     run(spec(), chain, current=3)
+    assert chain.calls == [(6, T0)]
+    chain = FixedChain(10.0)
+    run(spec(behavior=Behavior(scale_up_lookahead_periods=0)), chain, current=3)
     assert chain.calls == [(3, T0)]
+
+
+RAMP = [10.0 * (i + 1) for i in range(12)]  # +10 req/s a step
+
+
+def test_a_scale_up_is_sized_for_the_bound_further_ahead() -> None:
+    quiet = history_at(T0, rate=1.0)
+    p = run(spec(), FixedChain(RAMP), current=1, history=quiet)
+    # The window's bound is 1.1 x 30 (step 3); three more periods reach 1.1 x 60.
+    assert p.planned_arrival_rate == pytest.approx(66.0)
+    assert p.rate_source is not None and p.rate_source.reason == "ScaleUpLookahead"
+    assert p.rate_source.candidates["ForecastBound"] == pytest.approx(33.0)
+    assert "ScaleUpLookahead" in p.reasons and "look-ahead" in p.message
+    assert p.desired_replicas == replicas_for_slo(66.0, 10.0, SLO()).replicas
+    off = run(spec(behavior=Behavior(scale_up_lookahead_periods=0)), FixedChain(RAMP),
+              current=1, history=quiet)
+    assert off.planned_arrival_rate == pytest.approx(33.0)
+    assert "ScaleUpLookahead" not in off.reasons
+    assert off.desired_replicas == replicas_for_slo(33.0, 10.0, SLO()).replicas
+
+
+def test_the_look_ahead_never_holds_pods_that_are_not_needed_yet() -> None:
+    # Already above what the window needs: a rise further out keeps nothing.
+    quiet = history_at(T0, rate=1.0)
+    needed = replicas_for_slo(33.0, 10.0, SLO()).replicas
+    held = run(spec(), FixedChain(RAMP), current=needed, history=quiet)
+    assert held.desired_replicas == needed and "ScaleUpLookahead" not in held.reasons
+    down = run(spec(behavior=Behavior(scale_down_stabilization_seconds=0)),
+               FixedChain(RAMP), current=3 * needed, history=quiet)
+    assert down.planned_arrival_rate == pytest.approx(33.0)
+    assert down.desired_replicas == needed
 
 
 def test_scale_up_is_rate_limited_like_the_hpa() -> None:

@@ -1,6 +1,7 @@
 """Decision core v2: the behaviours that make plan() robust by construction.
 
 Reactive floor, recurring clock-time peaks, forecast-driven scale-down and the tolerance,
+the scale-up's minimum step and look-ahead,
 sizing for the observed rate when every forecaster fails, and a 3x jump met within lead
 time plus one period in the benchmark world itself.
 """
@@ -181,6 +182,48 @@ def test_a_scale_up_adds_at_least_the_minimum_step() -> None:
     assert q.desired_replicas == needed and "ScaleUpMinStep" not in q.reasons
     far = decide(history, policy(), now, current=needed - 20, chain=LevelChain(1000.0))
     assert far.desired_replicas == needed and "ScaleUpMinStep" not in far.reasons
+
+
+class RampChain(LevelChain):
+    """A model that sees a ramp coming: the last rate plus ``slope`` req/s a step."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__(None)
+        self.slope = slope
+
+    def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
+                 track_due: bool = False) -> ChainResult:
+        mean = history.values[-1] + self.slope * np.arange(1, horizon + 1)
+        fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.95, mean * 1.05, 0.9)
+        return ChainResult(fc, "arima", (StageReport("arima", True, "Served", "ok"),),
+                           "Forecasted", "ok", (StageRun("arima", fc, True),))
+
+
+def scale_ups_on_a_ramp(spec: PolicySpec, periods: int = 30) -> tuple[int, bool]:
+    """Decisions a period apart on traffic rising 20 req/s a minute: how many scale-ups,
+    and whether every decision asked for what its lead time's rate needs."""
+    now = MIDNIGHT + 10 * 3600
+    rate = np.concatenate([np.full(600, 200.0), 200.0 + 20.0 * np.arange(1, periods + 1)])
+    state, current, ups, enough = PlanState.initial(), 30, 0, True
+    for k in range(periods):
+        t = now + k * STEP
+        history = Series(t - 600 * STEP, STEP, rate[k + 1:k + 601])
+        p = plan(history, spec, state, t, current_replicas=current, chain=RampChain(20.0))
+        ups += p.desired_replicas > current
+        needed = replicas_for_slo(history.values[-1] + 20.0 * 2, 10.0, SLO()).replicas
+        enough &= p.desired_replicas >= needed
+        state, current = p.state, p.desired_replicas
+    return ups, enough
+
+
+def test_a_rise_that_goes_on_is_met_in_fewer_larger_steps() -> None:
+    """The look-ahead sizes each scale-up for three more periods of the rise: less than
+    half as many scaling actions, and every decision still covers its lead time."""
+    ups, enough = scale_ups_on_a_ramp(policy())
+    ups_off, enough_off = scale_ups_on_a_ramp(
+        policy(behavior=Behavior(scale_up_lookahead_periods=0)))
+    assert enough and enough_off
+    assert ups_off >= 15 and ups <= ups_off / 2, (ups, ups_off)
 
 
 def test_a_sudden_3x_jump_is_met_within_lead_time_plus_one_period() -> None:

@@ -62,6 +62,7 @@ def test_every_field_converts() -> None:
     spec_in["behavior"]["scaleUp"]["policies"] = [{"type": "Pods", "value": 2,
                                                    "periodSeconds": 60}]
     spec_in["behavior"]["scaleUp"]["minStep"] = 0.2
+    spec_in["behavior"]["scaleUp"]["lookaheadPeriods"] = 0
     spec_in["forecast"]["arima"]["order"] = [1, 0, 1]
     spec_in["forecast"]["movingAverage"] = {"rule": "flat", "window": 30}
     spec = policy_spec_from_manifest(manifest, models_dir=Path("/models"))
@@ -70,6 +71,7 @@ def test_every_field_converts() -> None:
     assert spec.chaos.rule == "survive" and spec.chaos.probability_floor == 0.01
     assert spec.behavior.scale_up == (RateLimit("Pods", 2, 60),)
     assert spec.behavior.scale_up_min_step == 0.2
+    assert spec.behavior.scale_up_lookahead_periods == 0
     assert spec.behavior.scale_down_stabilization_seconds == 300
     assert spec.forecast.arima_order == (1, 0, 1)
     assert (spec.forecast.moving_average_rule, spec.forecast.moving_average_window) == (
@@ -101,6 +103,10 @@ def test_every_field_converts() -> None:
      "spec.behavior.scaleUp.policies[0].periodSeconds is required"),
     ({"behavior": {"scaleUp": {"minStep": 1.5}}},
      "spec.behavior.scaleUp.minStep must be in [0, 1], got 1.5"),
+    ({"behavior": {"scaleUp": {"lookaheadPeriods": 11}}},
+     "spec.behavior.scaleUp.lookaheadPeriods must be in [0, 10], got 11"),
+    ({"behavior": {"scaleUp": {"lookaheadPeriods": 1.5}}},
+     "spec.behavior.scaleUp.lookaheadPeriods must be an integer, got 1.5"),
     ({"costs": {"perReplicaHour": 1}}, "spec.costs.perViolation is required"),
     ({"chaos": {"scenarios": [{"name": "az", "probability": 0.1,
                                "capacityFractionLost": 1}]}},

@@ -21,6 +21,9 @@ Robust by construction, not tuned per trace:
   Erlang C already models.
 * **Recurring peaks** — a rise seen at this clock time on most of the last days is
   provisioned for one lead time ahead (``RecurringPeak``; :mod:`forescale.core.calendar`).
+* **Scale-up look-ahead** — a scale-up is sized for the bound's highest over the window and
+  ``behavior.scaleUp.lookaheadPeriods`` more decision periods (``ScaleUpLookahead``), so a
+  rise that goes on is met in one step, not one a period.
 * **Forecast-driven scale-down** — the plan sizes for the highest bound over the whole window
   in which removed pods could not come back, so it scales down as soon as that allows,
   except by less than the scale-down tolerance; the HPA's fixed window stays an option.
@@ -236,6 +239,13 @@ def planning_window(spec: PolicySpec, now: float) -> tuple[float, float]:
     return now, now + spec.lead_time_seconds + spec.decision_period_seconds
 
 
+def lookahead_window(spec: PolicySpec, window: tuple[float, float]) -> tuple[float, float]:
+    """The planning window and ``behavior.scaleUp.lookaheadPeriods`` more decision periods:
+    what a scale-up is sized for (see :func:`lookahead`)."""
+    ahead = spec.behavior.scale_up_lookahead_periods * spec.decision_period_seconds
+    return window[0], window[1] + ahead
+
+
 def forecast_horizon(history: Series, window_end: float) -> int:
     """Steps from the end of the history to the end of the planning window (at least 1)."""
     return max(1, math.ceil((window_end - history.end_seconds) / history.step_seconds - 1e-9))
@@ -245,7 +255,8 @@ def forecast_horizon(history: Series, window_end: float) -> int:
 class RateSource:
     """Which candidate set the planned rate: ``ForecastBound`` (the calibrated upper bound
     of the forecast intensity), ``ReactiveFloor`` (the rate observed in the last decision
-    period) or ``RecurringPeak`` (a rise seen at this clock time on most recent days)."""
+    period), ``RecurringPeak`` (a rise seen at this clock time on most recent days) or, on a
+    scale-up, ``ScaleUpLookahead`` (the bound further ahead, see :func:`lookahead`)."""
 
     reason: str
     rate: float
@@ -298,6 +309,20 @@ def planned_rate(bound: tuple[float, str] | None, floor: float,
         messages["RecurringPeak"] = peak[1]
     reason = max(candidates, key=lambda k: (candidates[k], k == "ForecastBound"))
     return RateSource(reason, candidates[reason], messages[reason], candidates)
+
+
+def lookahead(source: RateSource, ahead: float | None, message: str) -> RateSource | None:
+    """On a scale-up, the rate to size for instead: the bound's highest over the look-ahead
+    window (``ahead``), when it is above the planned rate. Traffic that goes on rising is
+    then met in one step rather than a step every period, each a scaling action; the pods
+    asked for early cost a few minutes each. Never on the way down or when holding, so a
+    rise further out than the planning window never keeps pods that are not needed yet."""
+    if ahead is None or ahead <= source.rate:
+        return None
+    return RateSource("ScaleUpLookahead", ahead,
+                      f"scaling up for the bound's highest over the next periods "
+                      f"({ahead:.4g} req/s; {message})",
+                      {**source.candidates, "ScaleUpLookahead": ahead})
 
 
 def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
@@ -446,6 +471,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         raise InvalidInputError(f"now must be a finite time, got {now!r}")
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     window = planning_window(spec, now)
+    ahead_window = lookahead_window(spec, window)
     limits: list[LimitApplied] = []
     records = state.records.copy()
     intensity_steps = _intensity_steps(spec, history)
@@ -471,7 +497,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         last = records.last_track_origin()
         period = TRACK_PERIODS * spec.decision_period_seconds
         due = last is None or math.floor(origin / period) > math.floor(last / period)
-        result = chain.forecast(history, forecast_horizon(history, window[1]), now=now,
+        result = chain.forecast(history, forecast_horizon(history, ahead_window[1]), now=now,
                                 records=records, track_due=due)
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
                               intensity_steps=intensity_steps)
@@ -516,6 +542,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                     half_life=half_life, intensity_steps=intensity_steps,
                                     level=level)
         highest = float(np.max(bound.upper[overlap]))
+        ahead = window_steps(fc.start_seconds, fc.step_seconds, fc.horizon, ahead_window)
+        highest_ahead: float | None = float(np.max(bound.upper[ahead]))
         forecast_bound: tuple[float, str] | None = (highest, bound.message)
         bound_message = bound.message
         bound_upper: tuple[float, ...] | None = tuple(float(x) for x in bound.upper)
@@ -525,19 +553,18 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                 level.epsilon)
     else:
         forecast_bound, bound_upper, bound_calibrated = None, None, False
+        highest_ahead = None
         bound_message = "no forecast: " + result.message
     source = planned_rate(forecast_bound, floor,
                           None if peak is None else (peak.rate, peak.message))
-    rate = source.rate
     # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
     # scales the rate sized for, e.g. a launch the history has never seen.
     events = schedule_effect(spec.schedules, window)
-    rate *= events.multiplier
-    # Sized without the policy's maxReplicas, so that a binding max shows as TooManyReplicas
-    # (the SLO is at risk) rather than disappearing inside the sizing.
-    sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
-    chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
-                         spec.chaos)
+    rate, sizing, chaos = _sized(source.rate, events.multiplier, spec)
+    further = lookahead(source, highest_ahead, bound_message)
+    if further is not None and sizing.replicas + chaos.extra_replicas > current_replicas:
+        source = further
+        rate, sizing, chaos = _sized(source.rate, events.multiplier, spec)
     recommended = sizing.replicas + chaos.extra_replicas
 
     # Guardrails (forescale.core.guardrail): extra metrics can only raise the
@@ -594,6 +621,18 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound_calibrated=bound_calibrated)
 
 
+def _sized(rate: float, multiplier: float,
+           spec: PolicySpec) -> tuple[float, SizingResult, ChaosResult]:
+    """The rate sized for (times an active schedule's multiplier), its Erlang C sizing and
+    chaos buffer. Sized without the policy's maxReplicas, so that a binding max shows as
+    TooManyReplicas (the SLO is at risk) rather than disappearing inside the sizing."""
+    rate *= multiplier
+    sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
+    chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
+                         spec.chaos)
+    return rate, sizing, chaos
+
+
 def _with_margin(peak: RecurringPeak, bound: float, mean: float,
                  eps: float) -> RecurringPeak:
     """The recurring peak's rate with the margin the calibrated bound keeps above the
@@ -616,6 +655,8 @@ def _describe_source(source: RateSource, served: str) -> str:
         return f"upper bound of the forecast by {served}"
     if source.reason == "ReactiveFloor":
         return "reactive floor: the rate just observed"
+    if source.reason == "ScaleUpLookahead":
+        return f"look-ahead: the upper bound of the forecast by {served} further ahead"
     return "recurring peak: " + source.message
 
 

@@ -20,6 +20,9 @@ MODEL_NAMES: tuple[ModelName, ...] = ("lstm", "arima", "ma")
 ChaosRule = Literal["none", "proportional", "survive"]
 MovingAverageRule = Literal["exponential", "flat"]
 MOVING_AVERAGE_RULES: tuple[MovingAverageRule, ...] = ("exponential", "flat")
+#: The longest scale-up look-ahead, in decision periods: every period lengthens the forecast
+#: the chain makes, and a model forecasts at most its trained horizon.
+MAX_LOOKAHEAD_PERIODS = 10
 
 
 def _require(ok: bool, message: str) -> None:
@@ -151,6 +154,13 @@ class Behavior:
     #: miss level needs less bound elsewhere: on 14 days of the World Cup, 5 % cut the
     #: scaling actions from 1.46 to 1.17 times the matched HPA's at the same cost.
     scale_up_min_step: float = 0.05
+    #: A scale-up is sized for the calibrated bound's highest over the planning window and
+    #: this many more decision periods (reason ``ScaleUpLookahead``): traffic that will go
+    #: on rising is met in one step rather than one a period, each a scaling action. Only
+    #: when the plan scales up anyway, so it never holds pods for a rise further out. On
+    #: World Cup traffic polled every quarter hour, 3 periods cut the scaling actions from
+    #: 1.51 to 1.05 times the matched HPA's, and the cost by 4 %.
+    scale_up_lookahead_periods: int = 3
 
     def __post_init__(self) -> None:
         _non_negative("behavior.scaleDown.stabilizationWindowSeconds",
@@ -164,6 +174,11 @@ class Behavior:
                  and 0 <= self.scale_up_min_step <= 1,
                  f"behavior.scaleUp.minStep must be in [0, 1], "
                  f"got {self.scale_up_min_step!r}")
+        _require(isinstance(self.scale_up_lookahead_periods, int)
+                 and not isinstance(self.scale_up_lookahead_periods, bool)
+                 and 0 <= self.scale_up_lookahead_periods <= MAX_LOOKAHEAD_PERIODS,
+                 f"behavior.scaleUp.lookaheadPeriods must be an integer in "
+                 f"[0, {MAX_LOOKAHEAD_PERIODS}], got {self.scale_up_lookahead_periods!r}")
 
 
 @dataclass(frozen=True)
