@@ -74,7 +74,8 @@ def test_dashboard_shows_what_the_issue_asks() -> None:
                    "forescale_forecast_lower_arrival_rate",
                    "forescale_forecast_upper_arrival_rate", "forescale_desired_replicas",
                    "forescale_current_replicas", "forescale_serving_model",
-                   "forescale_decision_seconds_bucket", "forescale_errors_total"):
+                   "forescale_decision_seconds_bucket", "forescale_errors_total",
+                   "forescale_sized_for"):
         assert metric in exprs, metric
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 #: Panels whose queries must return data once the operator has decided a few times.
 MUST_SHOW = ("Arrival rate: observed against forecast", "Replicas: desired, current, "
-             "recommended", "Serving model", "Decision latency")
+             "recommended", "Serving model", "Decision latency",
+             "What set the planned rate")
 LEAD = "5s"  # the dashboard's $lead, short enough for a test's few minutes of history
 
 

@@ -52,3 +52,25 @@ def test_conditions_are_one_for_the_current_status() -> None:
     assert value(r, "forescale_condition", type="MetricsAvailable", status="False") == 0.0
     metrics.forget("ns", "p")
     assert value(r, "forescale_condition", type="Ready", status="True") is None
+
+
+def test_sized_for_is_one_for_what_set_the_rate() -> None:
+    """A ramp with the plan scaling up: the look-ahead sets the rate; the same ramp with
+    plenty of replicas: the calibrated bound does, and the look-ahead reads 0."""
+    now = 1_000_020.0
+    history = Series(now - 120 * 60, 60.0, 20 + 2.0 * np.arange(120, dtype=float))
+    spec = PolicySpec(service_rate_per_replica=10.0,
+                      forecast=ForecastSettings(models=("arima",), recurring_days=0))
+    metrics = OperatorMetrics()
+    r = metrics.registry
+    up = plan(history, spec, PlanState.initial(), now, current_replicas=3)
+    assert up.rate_source is not None and up.rate_source.reason == "ScaleUpLookahead"
+    metrics.decision.observe_plan("ns", "p", up, lead_time_seconds=120.0)
+    assert value(r, "forescale_sized_for", reason="ScaleUpLookahead") == 1.0
+    held = plan(history, spec, PlanState.initial(), now, current_replicas=200)
+    assert held.rate_source is not None and held.rate_source.reason == "ForecastBound"
+    metrics.decision.observe_plan("ns", "p", held, lead_time_seconds=120.0)
+    assert value(r, "forescale_sized_for", reason="ForecastBound") == 1.0
+    assert value(r, "forescale_sized_for", reason="ScaleUpLookahead") == 0.0
+    metrics.forget("ns", "p")
+    assert value(r, "forescale_sized_for", reason="ForecastBound") is None

@@ -15,6 +15,10 @@ OperatorMetrics` holds one of these as ``decision``), labelled by namespace and 
 * ``forescale_decided_by{source}``: 1 for what set the last recommendation: ``forecast``,
   ``guardrail:<name>`` (a guardrail metric raised it) or ``schedule:<names>`` (a declared
   event's floor or ceiling bounded it); 0 for the sources seen before.
+* ``forescale_sized_for{reason}``: 1 for what set the rate the last decision sized for —
+  ``ForecastBound``, ``ReactiveFloor``, ``RecurringPeak`` or ``ScaleUpLookahead``, as the
+  status's ``sizedFor.reason`` — and 0 for those seen before: how often the floor, a
+  recurring peak or a scale-up's look-ahead overrides the calibrated bound.
 """
 
 from __future__ import annotations
@@ -54,18 +58,22 @@ class DecisionMetrics:
                                 "1 for what set the last decision: forecast, "
                                 "guardrail:<name> or schedule:<names>.",
                                 (*LABELS, "source"), registry=r)
+        self.sized_for = Gauge("forescale_sized_for",
+                               "1 for what set the rate the last decision sized for: "
+                               "ForecastBound, ReactiveFloor, RecurringPeak or "
+                               "ScaleUpLookahead.", (*LABELS, "reason"), registry=r)
         self._condition_types: dict[tuple[str, str], set[str]] = {}
         self._sources: dict[tuple[str, str], set[str]] = {}
+        self._rate_sources: dict[tuple[str, str], set[str]] = {}
 
     def observe_plan(self, namespace: str, policy: str, plan: Plan, *,
                      lead_time_seconds: float) -> None:
         if plan.recommended_replicas is not None:
             self.recommended.labels(namespace, policy).set(plan.recommended_replicas)
-            source = decided_by(plan)
-            seen = self._sources.setdefault((namespace, policy), set())
-            seen.add(source)
-            for s in seen:
-                self.decided_by.labels(namespace, policy, s).set(1.0 if s == source else 0.0)
+            _one_hot(self.decided_by, self._sources, namespace, policy, decided_by(plan))
+        if plan.rate_source is not None:
+            _one_hot(self.sized_for, self._rate_sources, namespace, policy,
+                     plan.rate_source.reason)
         fc = plan.forecast.forecast if plan.forecast is not None else None
         if fc is None or fc.horizon == 0:
             return
@@ -92,13 +100,24 @@ class DecisionMetrics:
                       self.recommended):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, policy)
-        for source in self._sources.pop((namespace, policy), set()):
-            with contextlib.suppress(KeyError):
-                self.decided_by.remove(namespace, policy, source)
+        for gauge, seen in ((self.decided_by, self._sources),
+                            (self.sized_for, self._rate_sources)):
+            for value in seen.pop((namespace, policy), set()):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, policy, value)
         for ctype in self._condition_types.pop((namespace, policy), set()):
             for s in STATUSES:
                 with contextlib.suppress(KeyError):
                     self.condition.remove(namespace, policy, ctype, s)
+
+
+def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[str]], namespace: str,
+             policy: str, value: str) -> None:
+    """1 for ``value``, 0 for every other value this policy's gauge has had."""
+    values = seen.setdefault((namespace, policy), set())
+    values.add(value)
+    for v in values:
+        gauge.labels(namespace, policy, v).set(1.0 if v == value else 0.0)
 
 
 def decided_by(plan: Plan) -> str:

@@ -30,8 +30,9 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.forecast_rate = Gauge(
-            "forescale_forecast_arrival_rate", "Planned arrival rate: the highest forecast "
-            "upper bound over the planning window (req/s).", LABELS, registry=r)
+            "forescale_forecast_arrival_rate", "Planned arrival rate: the rate the last "
+            "decision sized for (req/s); forescale_sized_for says what set it.", LABELS,
+            registry=r)
         self.observed_rate = Gauge(
             "forescale_observed_arrival_rate", "Latest observed arrival rate (req/s).",
             LABELS, registry=r)
