@@ -157,6 +157,24 @@ def test_artifact_mismatch_horizon(lstm_artifact: Path, history: Series) -> None
     _assert_fell_back(result, "lstm", "ArtifactMismatch")
 
 
+def test_a_look_ahead_is_shortened_to_the_lstms_horizon(lstm_artifact: Path,
+                                                        history: Series) -> None:
+    """The plan asks for 18 steps of which it needs 12 (the rest is a scale-up's
+    look-ahead): every stage forecasts the LSTM's 15 and the LSTM serves. Needing 16 it
+    cannot, and hands over as before."""
+    settings = _settings("lstm", "ma", lstm_model=str(lstm_artifact))
+    result = ForecastChain(settings).forecast(history, 18, now=NOW, least=12,
+                                              track_due=True)
+    assert result.served_by == "lstm" and result.forecast is not None
+    assert result.forecast.horizon == 15
+    assert {run.model: run.forecast.horizon for run in result.runs} == {"lstm": 15, "ma": 15}
+    short = ForecastChain(settings).forecast(history, 18, now=NOW, least=16)
+    _assert_fell_back(short, "lstm", "ArtifactMismatch")
+    assert short.forecast is not None and short.forecast.horizon == 18
+    plain = ForecastChain(_settings("ma")).forecast(history, 18, now=NOW, least=12)
+    assert plain.forecast is not None and plain.forecast.horizon == 18
+
+
 def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Series,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from forescale.core.forecast.lstm import LSTMForecaster
@@ -561,3 +579,19 @@ def test_later_stages_shadow_only_at_track_origins(history: Series) -> None:
     due = chain.forecast(history, HORIZON, now=NOW, records=Records(), track_due=True)
     assert [(r.model, r.served) for r in due.runs] == [("lstm", True), ("ma", False)]
     assert due.stages[1].reason == "NotTried"
+
+
+def test_a_remembered_lstm_shortens_the_look_ahead_too(lstm_artifact: Path,
+                                                       history: Series) -> None:
+    """The backtest wraps the LSTM to remember its forecasts; the wrapper says how far the
+    model forecasts, so the look-ahead is shortened there as in the operator."""
+    from forescale.backtest.forescale_policy import WindowMemo
+    from forescale.core.forecast.lstm import LSTMForecaster
+
+    model = LSTMForecaster.load(lstm_artifact)
+    memo = WindowMemo(model, window=model.metadata.window)
+    assert memo.horizon == 15
+    chain = ForecastChain(_settings("lstm", "ma"), lstm=memo)
+    result = chain.forecast(history, 18, now=NOW, least=12)
+    assert result.served_by == "lstm" and result.forecast is not None
+    assert result.forecast.horizon == 15

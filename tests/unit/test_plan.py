@@ -39,7 +39,7 @@ class FixedChain:
         self.calls: list[tuple[int, float]] = []
 
     def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
-                 track_due: bool = False) -> ChainResult:
+                 track_due: bool = False, least: int | None = None) -> ChainResult:
         self.calls.append((horizon, now))
         if self.level is None:
             stage = StageReport(model=self.served_by, served=False, reason="ModelError",

@@ -40,7 +40,7 @@ class LevelChain:
         self.upper = upper
 
     def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
-                 track_due: bool = False) -> ChainResult:
+                 track_due: bool = False, least: int | None = None) -> ChainResult:
         if self.level is None:
             stage = StageReport("arima", False, "ModelError", "boom")
             return ChainResult(None, None, (stage,), "AllForecastersFailed", "all failed")
@@ -192,7 +192,7 @@ class RampChain(LevelChain):
         self.slope = slope
 
     def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
-                 track_due: bool = False) -> ChainResult:
+                 track_due: bool = False, least: int | None = None) -> ChainResult:
         mean = history.values[-1] + self.slope * np.arange(1, horizon + 1)
         fc = Forecast("arima", history.end_seconds, STEP, mean, mean * 0.95, mean * 1.05, 0.9)
         return ChainResult(fc, "arima", (StageReport("arima", True, "Served", "ok"),),

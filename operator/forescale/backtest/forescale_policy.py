@@ -67,6 +67,12 @@ class WindowMemo(Forecaster):
     def min_history(self) -> int:
         return self.model.min_history
 
+    @property
+    def horizon(self) -> int | None:
+        """The wrapped model's longest forecast, if it has one (an LSTM's trained
+        horizon)."""
+        return getattr(self.model, "horizon", None)
+
     def check_compatible(self, history: Series, horizon: int) -> None:
         check = getattr(self.model, "check_compatible", None)
         if callable(check):

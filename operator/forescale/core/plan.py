@@ -5,7 +5,8 @@ result and the reason for it:
 
     metrics check → score past forecasts → forecast (chain, with its relative gate)
       → planned rate = max(calibrated bound of the intensity, reactive floor, recurring peak)
-      → size (Erlang C) → chaos buffer → guardrails → stabilisation (+ tolerance)
+      → size (Erlang C) → chaos buffer → on a scale-up, the same for the bound over the
+        look-ahead periods → guardrails → stabilisation (+ tolerance)
       → cooldown → rate limits → schedules → min/max clamp
 
 Robust by construction, not tuned per trace:
@@ -67,7 +68,8 @@ class Forecasting(Protocol):
     """What :func:`plan` needs of a chain (``ForecastChain`` or a test double)."""
 
     def forecast(self, history: Series, horizon: int, *, now: float,
-                 records: Records | None = None, track_due: bool = False) -> ChainResult: ...
+                 records: Records | None = None, track_due: bool = False,
+                 least: int | None = None) -> ChainResult: ...
 
 
 @dataclass(frozen=True)
@@ -498,7 +500,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         period = TRACK_PERIODS * spec.decision_period_seconds
         due = last is None or math.floor(origin / period) > math.floor(last / period)
         result = chain.forecast(history, forecast_horizon(history, ahead_window[1]), now=now,
-                                records=records, track_due=due)
+                                records=records, track_due=due,
+                                least=forecast_horizon(history, window[1]))
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
                               intensity_steps=intensity_steps)
         # What the bound is calibrated on: the errors of forecasts that it alone answers

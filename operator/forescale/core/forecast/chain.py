@@ -201,15 +201,22 @@ class ForecastChain:
         self._fitted_at: dict[str, float] = {}
 
     def forecast(self, history: Series, horizon: int, *, now: float,
-                 records: Records | None = None, track_due: bool = False) -> ChainResult:
+                 records: Records | None = None, track_due: bool = False,
+                 least: int | None = None) -> ChainResult:
         """Forecast the ``horizon`` steps after ``history``; ``now`` drives refits.
 
         ``records`` are the stages' track records (the plan keeps them in its state): with
         enough scored origins they replace the re-forecast accuracy check and enable the
         relative gate. ``track_due``: this decision is one of the aligned origins at which
         every runnable stage forecasts (shadow runs), so track records can be compared.
+        ``least``: the steps the caller cannot do without (the plan's window; the rest is
+        its scale-up look-ahead). Every stage then forecasts fewer than ``horizon`` steps,
+        but not fewer than ``least``, when the LSTM artifact was trained for fewer: the
+        look-ahead is shortened rather than the LSTM skipped.
         """
         check_horizon(horizon)
+        if least is not None:
+            horizon = self._horizon(history, horizon, check_horizon(least))
         if len(history) == 0 or history.missing == len(history):
             what = "history is empty" if len(history) == 0 else \
                 f"all {len(history)} samples of history are missing"
@@ -278,6 +285,22 @@ class ForecastChain:
         except Exception:  # a shadow run must never affect the decision
             return
         runs.append(StageRun(name, _served_forecast(fc), False))
+
+    def _horizon(self, history: Series, horizon: int, least: int) -> int:
+        """``horizon``, or the LSTM artifact's trained horizon if that is shorter but at
+        least ``least``. An artifact that cannot be loaded or used sets no limit: its stage
+        reports why when it runs."""
+        if least >= horizon or "lstm" not in self.settings.models:
+            return horizon
+        try:
+            model = self._lstm()
+            check = getattr(model, "check_compatible", None)
+            if callable(check):
+                check(history, least)
+            limit = getattr(model, "horizon", None)
+        except Exception:  # the stage itself reports it
+            return horizon
+        return horizon if limit is None else max(least, min(horizon, int(limit)))
 
     # -- one stage -----------------------------------------------------------------------
 
