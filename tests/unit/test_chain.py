@@ -7,6 +7,8 @@ Fakes stand in for models through the registry (``monkeypatch.setitem``) or the 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,6 +199,44 @@ def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Seri
         assert _reasons(result) == [("lstm", "Served"), ("ma", "NotTried")]
         assert result.stages[0].recent_error is not None
     assert loads == [str(lstm_artifact)]
+
+
+def test_an_artifact_is_loaded_again_when_its_files_change(
+        lstm_artifact: Path, history: Series, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retrained (here: damaged, then repaired) artifact takes effect at the next
+    decision, and one that cannot be loaded is read once, not at every decision."""
+    from forescale.core.forecast.lstm import LSTMForecaster
+
+    loads: list[str] = []
+    original = LSTMForecaster.load.__func__  # type: ignore[attr-defined]
+
+    def counting_load(cls: type[LSTMForecaster], path: str) -> LSTMForecaster:
+        loads.append(path)
+        loaded: LSTMForecaster = original(cls, path)
+        return loaded
+
+    monkeypatch.setattr(LSTMForecaster, "load", classmethod(counting_load))
+    artifact = tmp_path / "model"
+    shutil.copytree(lstm_artifact, artifact)
+    good = (artifact / "weights.pt").read_bytes()
+    chain = ForecastChain(_settings("lstm", "ma", lstm_model=str(artifact), max_error=10.0))
+
+    def decide(k: int) -> ChainResult:
+        return chain.forecast(history.head(len(history) - k), HORIZON, now=NOW + 60 * k)
+
+    assert decide(0).served_by == "lstm"
+    # Replaced in place: same inode, another size.
+    (artifact / "weights.pt").write_bytes(b"\x00not a state dict")
+    for k in (1, 2, 3):
+        _assert_fell_back(decide(k), "lstm", "ArtifactCorrupt")
+    assert len(loads) == 2
+    # Replaced as a ConfigMap update does it: a new file renamed over the old one.
+    (artifact / ".weights.pt.new").write_bytes(good)
+    os.replace(artifact / ".weights.pt.new", artifact / "weights.pt")
+    assert decide(4).served_by == "lstm"
+    assert decide(5).served_by == "lstm"
+    assert loads == [str(artifact)] * 3
 
 
 def test_history_too_short(history: Series) -> None:

@@ -52,7 +52,7 @@ into its state. Given the same inputs and call sequence the result is the same.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +196,8 @@ class ForecastChain:
         self.settings = settings
         self._clock = clock
         self._preloaded_lstm = lstm
-        self._loaded_lstm: dict[str, Forecaster] = {}
+        #: Per artifact path: its files' fingerprint when loaded, and the model or why not.
+        self._loaded_lstm: dict[str, tuple[Hashable, Forecaster | ArtifactError]] = {}
         self._models: dict[str, Forecaster] = {}
         self._fitted_at: dict[str, float] = {}
 
@@ -374,10 +375,24 @@ class ForecastChain:
         if path is None:
             raise _Skip("ArtifactMissing",
                         "no LSTM model configured")
-        if path not in self._loaded_lstm:
-            # Failures are not cached: a missing artifact may be mounted or trained later.
-            self._loaded_lstm[path] = registry.create("lstm", self.settings)
-        return self._loaded_lstm[path]
+        # Loaded again whenever its files change (retrained, replaced, or mounted later),
+        # and only then: an artifact found missing, corrupt or mismatched is remembered
+        # too, so it is read once rather than at every decision, and a retrained one
+        # serves from the next decision on. Any other error (an import, memory) is not
+        # the files' fault: it is not remembered, and the next decision tries again.
+        stamp = registry.artifact_fingerprint(self.settings)
+        known = self._loaded_lstm.get(path)
+        if known is None or known[0] != stamp:
+            try:
+                known = (stamp, registry.create("lstm", self.settings))
+            except ArtifactError as exc:
+                known = (stamp, exc)
+            self._loaded_lstm[path] = known
+        loaded = known[1]
+        if isinstance(loaded, ArtifactError):
+            # A fresh traceback each time: re-raising the same object would grow it.
+            raise loaded.with_traceback(None)
+        return loaded
 
     def _refit_reason(self, model: Forecaster, history: Series, now: float) -> str | None:
         fitted_at = self._fitted_at.get("arima")

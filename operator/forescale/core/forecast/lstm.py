@@ -581,6 +581,26 @@ class LSTMForecaster(Forecaster):
                 _interpolate_columns(self._probabilities, self._quantiles, (1 + level) / 2))
 
 
+FileStamp = tuple[int, int, int, int] | None
+
+
+def artifact_fingerprint(path: str | os.PathLike[str]) -> tuple[FileStamp, ...]:
+    """What the artifact's files are now: device, inode, size and modification time of
+    each (following symlinks; None for a missing one). It changes whenever the artifact
+    is retrained, replaced or mounted -- a ConfigMap update swaps the symlink its files
+    point through, so they get new inodes -- and only then does the chain load it again.
+    Two ``stat`` calls: cheap enough for every decision."""
+    stamps: list[FileStamp] = []
+    for name in (METADATA_FILE, WEIGHTS_FILE):
+        try:
+            st = os.stat(Path(path) / name)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
 def train_lstm(history: Series, *, epochs: int = LSTMConfig.epochs, seed: int = 0,
                window: int = 60, horizon: int = 15, hidden_size: int = 64,
                batch_size: int = LSTMConfig.batch_size,

@@ -8,7 +8,7 @@ in the CRD's enum.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast.arima import ArimaForecaster
@@ -45,6 +45,16 @@ def _ma(settings: ForecastSettings) -> Forecaster:
 
 #: The registry. Tests replace entries (``monkeypatch.setitem``) to put fakes in the chain.
 FACTORIES: dict[ModelName, Factory] = {"lstm": _lstm, "arima": _arima, "ma": _ma}
+
+
+def artifact_fingerprint(settings: ForecastSettings) -> Hashable:
+    """What the LSTM artifact's files are now (None without one): the chain loads the
+    artifact again when this changes (see ``lstm.artifact_fingerprint``)."""
+    if settings.lstm_model is None:
+        return None
+    from forescale.core.forecast.lstm import artifact_fingerprint as stamp
+
+    return stamp(settings.lstm_model)
 
 
 def create(name: ModelName, settings: ForecastSettings) -> Forecaster:
