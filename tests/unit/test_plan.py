@@ -257,9 +257,17 @@ def test_state_round_trips_and_rejects_garbage() -> None:
         PlanState.from_dict({"version": 99})
 
 
-def test_bad_current_replicas() -> None:
-    with pytest.raises(InvalidInputError):
-        run(spec(), FixedChain(1.0), current=-1)
+@pytest.mark.parametrize("current", [-1, True, 2.0, None, "3"])
+def test_bad_current_replicas(current: object) -> None:
+    with pytest.raises(InvalidInputError, match="current replicas"):
+        run(spec(), FixedChain(1.0), current=current)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("now", [math.nan, math.inf, None, "now"])
+def test_bad_now(now: object) -> None:
+    with pytest.raises(InvalidInputError, match="now must be a finite time"):
+        plan(history_at(T0), spec(), PlanState.initial(), now,  # type: ignore[arg-type]
+             current_replicas=3, chain=FixedChain(1.0))
 
 
 def test_plan_with_the_real_chain_is_deterministic() -> None:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from forescale.core.checks import is_number, is_text
 from forescale.core.errors import InvalidInputError
 
 #: As the HPA's --horizontal-pod-autoscaler-tolerance default.
@@ -43,15 +44,15 @@ class Guardrail:
 
     def __post_init__(self) -> None:
         where = f"guardrail {self.name!r}"
-        if not self.name:
-            raise InvalidInputError("a guardrail needs a name")
+        if not is_text(self.name):
+            raise InvalidInputError(f"a guardrail needs a name, got {self.name!r}")
         if not (isinstance(self.query, str) and self.query.strip()):
             raise InvalidInputError(f"{where}: query must not be empty")
-        if not (isinstance(self.target, int | float) and math.isfinite(self.target)
+        if not (is_number(self.target) and math.isfinite(self.target)
                 and self.target > 0):
             raise InvalidInputError(f"{where}: target must be a positive number, "
                                     f"got {self.target!r}")
-        if not (isinstance(self.tolerance, int | float) and 0 <= self.tolerance < 1):
+        if not (is_number(self.tolerance) and 0 <= self.tolerance < 1):
             raise InvalidInputError(f"{where}: tolerance must be in [0, 1), "
                                     f"got {self.tolerance!r}")
 

@@ -47,6 +47,7 @@ import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
 from forescale.core.calibration import Records, collapsed, day_level
+from forescale.core.checks import is_integer, is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -466,10 +467,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     fitted models between calls (the operator and the backtest hold one per policy); without
     one a fresh chain is built, which gives the same answer, only slower.
     """
-    if not (isinstance(current_replicas, int) and current_replicas >= 0):
+    if not (is_integer(current_replicas) and current_replicas >= 0):
         raise InvalidInputError(f"current replicas must be a non-negative integer, "
                                 f"got {current_replicas!r}")
-    if not math.isfinite(now):
+    if not (is_number(now) and math.isfinite(now)):
         raise InvalidInputError(f"now must be a finite time, got {now!r}")
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     window = planning_window(spec, now)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from forescale.core.checks import is_integer, is_number, is_text, require
 from forescale.core.errors import InvalidInputError
 
 #: Occurrences longer than this are refused: a "schedule" that lasts weeks is a bound.
@@ -36,13 +37,13 @@ MAX_DURATION_SECONDS = 31 * 86400.0
 NEXT_START_LIMIT_SECONDS = 366 * 86400.0 * 5
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise InvalidInputError(message)
+_require = require
 
 
 def time_zone(name: str) -> ZoneInfo:
     try:
+        if not isinstance(name, str):
+            raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInputError(f"unknown time zone {name!r} (use an IANA name such as "
@@ -65,7 +66,7 @@ class Schedule:
 
     def __post_init__(self) -> None:
         where = f"schedule {self.name!r}"
-        _require(bool(self.name), "a schedule needs a name")
+        _require(is_text(self.name), f"a schedule needs a name, got {self.name!r}")
         _require(isinstance(self.cron, str) and croniter.is_valid(self.cron),
                  f"{where}: cron {self.cron!r} is not a valid cron expression "
                  "(minute hour day-of-month month day-of-week, e.g. '0 9 * * 1')")
@@ -75,8 +76,7 @@ class Schedule:
             object.__setattr__(self, "_zone", time_zone(self.time_zone))
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
-        _require(isinstance(self.duration_seconds, int | float)
-                 and math.isfinite(self.duration_seconds)
+        _require(is_number(self.duration_seconds)
                  and 0 < self.duration_seconds <= MAX_DURATION_SECONDS,
                  f"{where}: duration must be positive and at most 31 days, "
                  f"got {self.duration_seconds!r}s")
@@ -85,14 +85,14 @@ class Schedule:
                  f"{where}: set minReplicas, maxReplicas or forecastMultiplier")
         for label, value in (("minReplicas", self.min_replicas),
                              ("maxReplicas", self.max_replicas)):
-            _require(value is None or (isinstance(value, int) and value >= 1),
+            _require(value is None or (is_integer(value) and value >= 1),
                      f"{where}: {label} must be a positive integer, got {value!r}")
         if self.min_replicas is not None and self.max_replicas is not None:
             _require(self.min_replicas <= self.max_replicas,
                      f"{where}: minReplicas ({self.min_replicas}) must not exceed "
                      f"maxReplicas ({self.max_replicas})")
         m = self.forecast_multiplier
-        _require(m is None or (isinstance(m, int | float) and math.isfinite(m) and m > 0),
+        _require(m is None or (is_number(m) and math.isfinite(m) and m > 0),
                  f"{where}: forecastMultiplier must be a positive number, got {m!r}")
 
     def _local(self, t: float) -> datetime:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from forescale.core.errors import InvalidInputError
+from forescale.core.checks import is_integer, is_number, is_text, items, require
 from forescale.core.guardrail import Guardrail
 from forescale.core.schedules import Schedule
 
@@ -25,24 +25,38 @@ MOVING_AVERAGE_RULES: tuple[MovingAverageRule, ...] = ("exponential", "flat")
 MAX_LOOKAHEAD_PERIODS = 10
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise InvalidInputError(message)
+_require = require
 
 
 def _positive(name: str, value: float) -> None:
-    _require(isinstance(value, int | float) and math.isfinite(value) and value > 0,
+    _require(is_number(value) and math.isfinite(value) and value > 0,
              f"{name} must be a positive number, got {value!r}")
 
 
 def _non_negative(name: str, value: float) -> None:
-    _require(isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+    _require(is_number(value) and math.isfinite(value) and value >= 0,
              f"{name} must be a non-negative number, got {value!r}")
 
 
 def _fraction_open(name: str, value: float) -> None:
-    _require(isinstance(value, int | float) and math.isfinite(value) and 0 < value < 1,
+    _require(is_number(value) and 0 < value < 1,
              f"{name} must be in (0, 1), got {value!r}")
+
+
+def _within(name: str, value: float, low: float, high: float, *,
+            open_low: bool = False, open_high: bool = False) -> None:
+    """``value`` is a number in the interval from ``low`` to ``high`` (each end closed
+    unless said open); the message writes the interval as mathematics does."""
+    ok = (is_number(value) and (low < value if open_low else low <= value)
+          and (value < high if open_high else value <= high))
+    _require(ok, f"{name} must be in {'(' if open_low else '['}{low:g}, {high:g}"
+                 f"{')' if open_high else ']'}, got {value!r}")
+
+
+def _integer(name: str, value: int, low: int, high: int | None = None) -> None:
+    ok = is_integer(value) and low <= value and (high is None or value <= high)
+    _require(ok, f"{name} must be an integer in [{low}, {high}], got {value!r}" if high
+             is not None else f"{name} must be an integer of at least {low}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -63,13 +77,9 @@ class SLO:
 
     def __post_init__(self) -> None:
         _non_negative("slo.waitSeconds", self.wait_seconds)
-        _require(isinstance(self.violation_budget, int | float)
-                 and 0.0005 <= self.violation_budget <= 0.5,
-                 f"slo.violationBudget must be in [0.0005, 0.5], got {self.violation_budget!r}")
+        _within("slo.violationBudget", self.violation_budget, 0.0005, 0.5)
         _fraction_open("slo.percentile", self.percentile)
-        _require(isinstance(self.max_utilisation, int | float)
-                 and 0 < self.max_utilisation <= 1,
-                 f"slo.maxUtilisation must be in (0, 1], got {self.max_utilisation!r}")
+        _within("slo.maxUtilisation", self.max_utilisation, 0, 1, open_low=True)
 
 
 @dataclass(frozen=True)
@@ -93,13 +103,10 @@ class ChaosScenario:
     capacity_fraction_lost: float
 
     def __post_init__(self) -> None:
-        _require(bool(self.name), "chaos scenario needs a name")
-        _require(0 <= self.probability <= 1,
-                 f"chaos scenario {self.name!r}: probability must be in [0, 1], "
-                 f"got {self.probability!r}")
-        _require(0 < self.capacity_fraction_lost < 1,
-                 f"chaos scenario {self.name!r}: capacityFractionLost must be in (0, 1), "
-                 f"got {self.capacity_fraction_lost!r}")
+        _require(is_text(self.name), f"chaos scenario needs a name, got {self.name!r}")
+        _within(f"chaos scenario {self.name!r}: probability", self.probability, 0, 1)
+        _within(f"chaos scenario {self.name!r}: capacityFractionLost",
+                self.capacity_fraction_lost, 0, 1, open_low=True, open_high=True)
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,11 @@ class Chaos:
     probability_floor: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.rule in ("none", "proportional", "survive"),
+        _require(isinstance(self.rule, str) and self.rule in ("none", "proportional", "survive"),
                  f"chaos.rule must be none, proportional or survive, got {self.rule!r}")
-        _require(0 <= self.probability_floor <= 1,
-                 f"chaos.probabilityFloor must be in [0, 1], got {self.probability_floor!r}")
+        object.__setattr__(self, "scenarios",
+                           items("chaos.scenarios", self.scenarios, ChaosScenario))
+        _within("chaos.probabilityFloor", self.probability_floor, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ class RateLimit:
     period_seconds: float
 
     def __post_init__(self) -> None:
-        _require(self.type in ("Pods", "Percent"),
+        _require(isinstance(self.type, str) and self.type in ("Pods", "Percent"),
                  f"rate limit type must be Pods or Percent, got {self.type!r}")
         _positive(f"{self.type} rate limit value", self.value)
         _positive("rate limit periodSeconds", self.period_seconds)
@@ -163,22 +171,18 @@ class Behavior:
     scale_up_lookahead_periods: int = 3
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scale_up",
+                           items("behavior.scaleUp.policies", self.scale_up, RateLimit))
+        object.__setattr__(self, "scale_down",
+                           items("behavior.scaleDown.policies", self.scale_down, RateLimit))
         _non_negative("behavior.scaleDown.stabilizationWindowSeconds",
                       self.scale_down_stabilization_seconds)
         _non_negative("behavior.cooldownSeconds", self.cooldown_seconds)
-        _require(isinstance(self.scale_down_tolerance, int | float)
-                 and 0 <= self.scale_down_tolerance < 1,
-                 f"behavior.scaleDown.tolerance must be in [0, 1), "
-                 f"got {self.scale_down_tolerance!r}")
-        _require(isinstance(self.scale_up_min_step, int | float)
-                 and 0 <= self.scale_up_min_step <= 1,
-                 f"behavior.scaleUp.minStep must be in [0, 1], "
-                 f"got {self.scale_up_min_step!r}")
-        _require(isinstance(self.scale_up_lookahead_periods, int)
-                 and not isinstance(self.scale_up_lookahead_periods, bool)
-                 and 0 <= self.scale_up_lookahead_periods <= MAX_LOOKAHEAD_PERIODS,
-                 f"behavior.scaleUp.lookaheadPeriods must be an integer in "
-                 f"[0, {MAX_LOOKAHEAD_PERIODS}], got {self.scale_up_lookahead_periods!r}")
+        _within("behavior.scaleDown.tolerance", self.scale_down_tolerance, 0, 1,
+                open_high=True)
+        _within("behavior.scaleUp.minStep", self.scale_up_min_step, 0, 1)
+        _integer("behavior.scaleUp.lookaheadPeriods", self.scale_up_lookahead_periods, 0,
+                 MAX_LOOKAHEAD_PERIODS)
 
 
 @dataclass(frozen=True)
@@ -217,21 +221,27 @@ class ForecastSettings:
     recurring_days: int = 7
 
     def __post_init__(self) -> None:
-        _require(len(self.models) > 0, "forecast.models must name at least one model")
-        for m in self.models:
+        models = items("forecast.models", self.models, str)
+        object.__setattr__(self, "models", models)
+        _require(len(models) > 0, "forecast.models must name at least one model")
+        for m in models:
             _require(m in MODEL_NAMES,
                      f"unknown forecast model {m!r} (known: {', '.join(MODEL_NAMES)})")
-        _require(len(set(self.models)) == len(self.models), "forecast.models has a duplicate")
+        _require(len(set(models)) == len(models), "forecast.models has a duplicate")
         _fraction_open("forecast.confidence", self.confidence)
-        _require(len(self.arima_order) == 3 and all(int(x) >= 0 for x in self.arima_order),
+        _require(self.lstm_model is None or is_text(self.lstm_model),
+                 f"forecast.lstm.modelRef must be a path, got {self.lstm_model!r}")
+        _require(isinstance(self.arima_order, tuple | list) and len(self.arima_order) == 3
+                 and all(is_integer(x) and x >= 0 for x in self.arima_order),
                  f"forecast.arima.order must be three non-negative integers, "
                  f"got {self.arima_order!r}")
-        _require(self.arima_fourier_terms >= 0, "forecast.arima.fourierTerms must be >= 0")
-        _require(self.moving_average_rule in MOVING_AVERAGE_RULES,
+        object.__setattr__(self, "arima_order", tuple(self.arima_order))
+        _integer("forecast.arima.fourierTerms", self.arima_fourier_terms, 0)
+        _require(isinstance(self.moving_average_rule, str)
+                 and self.moving_average_rule in MOVING_AVERAGE_RULES,
                  f"forecast.movingAverage.rule must be one of "
                  f"{', '.join(MOVING_AVERAGE_RULES)}, got {self.moving_average_rule!r}")
-        _require(self.moving_average_window >= 1,
-                 "forecast.movingAverage.window must be at least 1")
+        _integer("forecast.movingAverage.window", self.moving_average_window, 1)
         _positive("forecast.maxError", self.max_error)
         _positive("forecast.stageBudgetSeconds", self.stage_budget_seconds)
         _positive("forecast.arima.refitSeconds", self.arima_refit_seconds)
@@ -239,9 +249,7 @@ class ForecastSettings:
         _non_negative("forecast.relativeMargin", self.relative_margin)
         _positive("forecast.intensitySeconds", self.intensity_seconds)
         _positive("forecast.calibrationHalfLifeSeconds", self.calibration_half_life_seconds)
-        _require(isinstance(self.recurring_days, int) and 0 <= self.recurring_days <= 28,
-                 f"forecast.recurringDays must be an integer in [0, 28], "
-                 f"got {self.recurring_days!r}")
+        _integer("forecast.recurringDays", self.recurring_days, 0, 28)
 
 
 @dataclass(frozen=True)
@@ -265,12 +273,23 @@ class PolicySpec:
 
     def __post_init__(self) -> None:
         _positive("serviceRatePerReplica", self.service_rate_per_replica)
+        for label, value, kind in (("slo", self.slo, SLO), ("forecast", self.forecast,
+                                                               ForecastSettings),
+                                   ("behavior", self.behavior, Behavior),
+                                   ("chaos", self.chaos, Chaos)):
+            _require(isinstance(value, kind), f"{label} must be a {kind.__name__}, "
+                                              f"got {value!r}")
+        _require(self.costs is None or isinstance(self.costs, Costs),
+                 f"costs must be Costs or None, got {self.costs!r}")
+        object.__setattr__(self, "schedules", items("schedules", self.schedules, Schedule))
+        object.__setattr__(self, "guardrails",
+                           items("guardrails", self.guardrails, Guardrail))
         # No scale to zero (issue 11, docs/scale-to-zero.md): the CRD refuses 0 with the
         # same words, this catches policy files and objects stored before that rule.
-        _require(isinstance(self.min_replicas, int) and self.min_replicas >= 1,
+        _require(is_integer(self.min_replicas) and self.min_replicas >= 1,
                  f"minReplicas must be at least 1: forescale does not scale to zero, "
                  f"got {self.min_replicas!r}")
-        _require(isinstance(self.max_replicas, int) and self.max_replicas >= 1,
+        _require(is_integer(self.max_replicas) and self.max_replicas >= 1,
                  f"maxReplicas must be a positive integer, got {self.max_replicas!r}")
         _require(self.min_replicas <= self.max_replicas,
                  f"minReplicas ({self.min_replicas}) must not exceed maxReplicas "

@@ -1,0 +1,42 @@
+"""The kind checks every policy value object makes before its range checks.
+
+A ``bool`` is an ``int`` to Python and ``None < 1`` is a ``TypeError``: without these, a
+notebook's ``recurringDays=True`` was one day, and ``moving_average_window=None`` failed
+inside a comparison rather than with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeVar
+
+from forescale.core.errors import InvalidInputError
+
+T = TypeVar("T")
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidInputError(message)
+
+
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool and not NaN (infinities are for the range checks)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and not math.isnan(value))
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_text(value: Any) -> bool:
+    """A non-empty string."""
+    return isinstance(value, str) and bool(value)
+
+
+def items(name: str, value: Any, kind: type[T]) -> tuple[T, ...]:
+    """``value`` as a tuple of ``kind`` (a list is accepted and converted)."""
+    require(isinstance(value, tuple | list) and all(isinstance(v, kind) for v in value),
+            f"{name} must be a list of {kind.__name__}, got {value!r}")
+    return tuple(value)
