@@ -177,8 +177,9 @@ def test_a_look_ahead_is_shortened_to_the_lstms_horizon(lstm_artifact: Path,
     assert plain.forecast is not None and plain.forecast.horizon == 18
 
 
-def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Series,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def lstm_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of every LSTM artifact loaded while the test runs."""
     from forescale.core.forecast.lstm import LSTMForecaster
 
     loads: list[str] = []
@@ -190,6 +191,11 @@ def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Seri
         return loaded
 
     monkeypatch.setattr(LSTMForecaster, "load", classmethod(counting_load))
+    return loads
+
+
+def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Series,
+                                              lstm_loads: list[str]) -> None:
     # A generous error limit: a 2-epoch net is not accurate, the plumbing is the point.
     chain = ForecastChain(_settings("lstm", "ma", lstm_model=str(lstm_artifact),
                                     max_error=10.0))
@@ -198,25 +204,13 @@ def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Seri
         assert result.served_by == "lstm", result.message
         assert _reasons(result) == [("lstm", "Served"), ("ma", "NotTried")]
         assert result.stages[0].recent_error is not None
-    assert loads == [str(lstm_artifact)]
+    assert lstm_loads == [str(lstm_artifact)]
 
 
 def test_an_artifact_is_loaded_again_when_its_files_change(
-        lstm_artifact: Path, history: Series, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        lstm_artifact: Path, history: Series, tmp_path: Path, lstm_loads: list[str]) -> None:
     """A retrained (here: damaged, then repaired) artifact takes effect at the next
     decision, and one that cannot be loaded is read once, not at every decision."""
-    from forescale.core.forecast.lstm import LSTMForecaster
-
-    loads: list[str] = []
-    original = LSTMForecaster.load.__func__  # type: ignore[attr-defined]
-
-    def counting_load(cls: type[LSTMForecaster], path: str) -> LSTMForecaster:
-        loads.append(path)
-        loaded: LSTMForecaster = original(cls, path)
-        return loaded
-
-    monkeypatch.setattr(LSTMForecaster, "load", classmethod(counting_load))
     artifact = tmp_path / "model"
     shutil.copytree(lstm_artifact, artifact)
     good = (artifact / "weights.pt").read_bytes()
@@ -230,13 +224,13 @@ def test_an_artifact_is_loaded_again_when_its_files_change(
     (artifact / "weights.pt").write_bytes(b"\x00not a state dict")
     for k in (1, 2, 3):
         _assert_fell_back(decide(k), "lstm", "ArtifactCorrupt")
-    assert len(loads) == 2
+    assert len(lstm_loads) == 2
     # Replaced as a ConfigMap update does it: a new file renamed over the old one.
     (artifact / ".weights.pt.new").write_bytes(good)
     os.replace(artifact / ".weights.pt.new", artifact / "weights.pt")
     assert decide(4).served_by == "lstm"
     assert decide(5).served_by == "lstm"
-    assert loads == [str(artifact)] * 3
+    assert lstm_loads == [str(artifact)] * 3
 
 
 def test_history_too_short(history: Series) -> None:
