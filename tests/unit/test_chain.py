@@ -228,8 +228,13 @@ def test_an_artifact_is_loaded_again_when_its_files_change(
     # Replaced as a ConfigMap update does it: a new file renamed over the old one.
     (artifact / ".weights.pt.new").write_bytes(good)
     os.replace(artifact / ".weights.pt.new", artifact / "weights.pt")
-    assert decide(4).served_by == "lstm"
-    assert decide(5).served_by == "lstm"
+    again = decide(4)
+    assert again.served_by == "lstm"
+    assert "loaded again: its files changed" in again.stages[0].message
+    assert again.reloaded == str(artifact)
+    later = decide(5)
+    assert later.served_by == "lstm"
+    assert "loaded again" not in later.stages[0].message and later.reloaded is None
     assert lstm_loads == [str(artifact)] * 3
 
 

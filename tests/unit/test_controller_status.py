@@ -230,6 +230,16 @@ def test_blocked_events(reason: str, kind: str) -> None:
         (kind, reason)]
 
 
+def test_a_reloaded_artifact_is_a_normal_event_at_that_decision_only() -> None:
+    reloaded = replace(chain_result(stage("lstm", True)), reloaded="/models/shop")
+    d = decision(plan=make_plan(forecast=reloaded))
+    assert [(e.type, e.reason, e.message) for e in events(d, None)] == [
+        ("Normal", "ModelReloaded", "lstm artifact /models/shop loaded again: its files "
+                                    "changed")]
+    assert events(decision(plan=make_plan(forecast=chain_result(stage("lstm", True)))),
+                  build_status(d, None)) == []
+
+
 def test_scaling_limited_never_emits() -> None:
     d = decision(plan=make_plan(limits=(LimitApplied("TooManyReplicas", 9, 5, "max"),)))
     assert events(d, None) == []

@@ -211,6 +211,10 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
     if d.scaled_to is not None and plan is not None:
         reason = "ScaledUp" if d.scaled_to > plan.current_replicas else "ScaledDown"
         out.append(Event("Normal", reason, plan.message))
+    if plan is not None and plan.forecast is not None and plan.forecast.reloaded:
+        out.append(Event("Normal", "ModelReloaded",
+                         f"lstm artifact {plan.forecast.reloaded} loaded again: its files "
+                         "changed"))
     paused_before = before.get("Paused", (None, None))[0] == "True"
     if d.paused is not None and not paused_before:
         out.append(Event("Normal", d.paused[0], d.paused[1]))

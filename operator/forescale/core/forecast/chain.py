@@ -121,6 +121,9 @@ class ChainResult:
     message: str
     #: Every stage that forecast at this decision, served or not, for the track records.
     runs: tuple[StageRun, ...] = ()
+    #: The LSTM artifact's path if it was loaded again at this decision, its files having
+    #: changed since it was last loaded (retrained, replaced, repaired).
+    reloaded: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -198,6 +201,8 @@ class ForecastChain:
         self._preloaded_lstm = lstm
         #: Per artifact path: its files' fingerprint when loaded, and the model or why not.
         self._loaded_lstm: dict[str, tuple[Hashable, Forecaster | ArtifactError]] = {}
+        #: Set by :meth:`_lstm` when it loads the artifact again during one forecast().
+        self._reloaded: str | None = None
         self._models: dict[str, Forecaster] = {}
         self._fitted_at: dict[str, float] = {}
 
@@ -216,6 +221,7 @@ class ForecastChain:
         look-ahead is shortened rather than the LSTM skipped.
         """
         check_horizon(horizon)
+        self._reloaded = None
         if least is not None:
             horizon = self._horizon(history, horizon, check_horizon(least))
         if len(history) == 0 or history.missing == len(history):
@@ -223,7 +229,8 @@ class ForecastChain:
                 f"all {len(history)} samples of history are missing"
             untried = tuple(StageReport(m, False, "NotTried", f"not tried: {what}")
                             for m in self.settings.models)
-            return ChainResult(None, None, untried, "NoData", f"no data: {what}")
+            return ChainResult(None, None, untried, "NoData", f"no data: {what}",
+                               reloaded=self._reloaded)
         note = ""
         if history.missing:
             note = (f"; interpolated {history.missing} missing of {len(history)} samples "
@@ -270,10 +277,12 @@ class ForecastChain:
                             if not s.served and s.reason != "NotTried")
         if served is None:
             return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
-                               f"no forecaster could serve ({skipped}){note}", tuple(runs))
+                               f"no forecaster could serve ({skipped}){note}", tuple(runs),
+                               self._reloaded)
         after = f" after {skipped}" if skipped else ""
         return ChainResult(served, served_by, tuple(stages), "Forecasted",
-                           f"forecast by {served_by}{after}{note}", tuple(runs))
+                           f"forecast by {served_by}{after}{note}", tuple(runs),
+                           self._reloaded)
 
     def _shadow(self, name: ModelName, history: Series, horizon: int, now: float,
                 runs: list[StageRun]) -> None:
@@ -349,6 +358,8 @@ class ForecastChain:
             if callable(check):
                 check(history, horizon)
             self._require_history(model, history)
+            if self._reloaded is not None:
+                return model, "pretrained artifact, loaded again: its files changed"
             return model, "pretrained artifact"
         if name not in self._models:
             self._models[name] = registry.create(name, self.settings)
@@ -384,9 +395,13 @@ class ForecastChain:
         known = self._loaded_lstm.get(path)
         if known is None or known[0] != stamp:
             try:
-                known = (stamp, registry.create("lstm", self.settings))
+                model = registry.create("lstm", self.settings)
             except ArtifactError as exc:
                 known = (stamp, exc)
+            else:
+                if known is not None:  # not the first load: this decision says so
+                    self._reloaded = path
+                known = (stamp, model)
             self._loaded_lstm[path] = known
         loaded = known[1]
         if isinstance(loaded, ArtifactError):
