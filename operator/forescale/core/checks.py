@@ -8,6 +8,7 @@ inside a comparison rather than with a message naming the field.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, TypeVar
 
 from forescale.core.errors import InvalidInputError
@@ -21,9 +22,11 @@ def require(ok: bool, message: str) -> None:
 
 
 def is_number(value: Any) -> bool:
-    """A real number that is not a bool and not NaN (infinities are for the range checks)."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and not math.isnan(value))
+    """A real number that is not a bool and not NaN (infinities are for the range checks),
+    nor an integer beyond a float's range (``math.isfinite(10**400)`` raises)."""
+    if isinstance(value, float):
+        return not math.isnan(value)
+    return is_integer(value) and abs(value) <= sys.float_info.max
 
 
 def is_integer(value: Any) -> bool:
