@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from forescale.core.checks import is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.guardrail import Guardrail
 from forescale.core.schedules import Schedule
@@ -63,6 +64,13 @@ def _fmt(value: object) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
 
 
+def _key(key: object) -> str:
+    """An unknown field's name for a one-line message: as it is if printable, else quoted
+    with its escapes (a key holding a newline must not break the line)."""
+    text = str(key)
+    return (text if text.isprintable() else repr(text))[:80]
+
+
 def _type_ok(value: object, kind: str) -> bool:
     if kind == "object":
         return isinstance(value, Mapping)
@@ -73,8 +81,7 @@ def _type_ok(value: object, kind: str) -> bool:
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
-        return (isinstance(value, int | float) and not isinstance(value, bool)
-                and math.isfinite(value))
+        return is_number(value) and math.isfinite(value)
     raise AssertionError(f"schema type {kind!r} not handled")
 
 
@@ -118,7 +125,7 @@ def validate(value: object, schema: Schema, path: str) -> None:
         props: Mapping[str, Schema] = schema.get("properties", {})
         for key in value:
             if key not in props:
-                raise InvalidInputError(f"{path}.{str(key)[:80]} is not a known field (known: "
+                raise InvalidInputError(f"{path}.{_key(key)} is not a known field (known: "
                                         f"{', '.join(props)})")
         for key in schema.get("required", ()):
             if key not in value:
@@ -273,7 +280,7 @@ def policy_spec_from_manifest(manifest: Mapping[str, Any], *,
                                 f"got {type(manifest).__name__}")
     for key in manifest:
         if key not in _TOP_LEVEL:
-            raise InvalidInputError(f"{str(key)[:80]} is not a known field of a ScalingPolicy "
+            raise InvalidInputError(f"{_key(key)} is not a known field of a ScalingPolicy "
                                     f"(known: {', '.join(_TOP_LEVEL)})")
     if manifest.get("apiVersion") != API_VERSION:
         raise InvalidInputError(f"apiVersion must be {API_VERSION}, "

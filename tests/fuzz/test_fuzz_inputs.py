@@ -37,7 +37,9 @@ FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE_FUZZ", "fuzz"))
 NASTY_FLOATS = st.sampled_from([0.0, -0.0, 1e-320, 5e-324, 1e-30, 1e-300, 1e300, 1.7e308,
                                 math.inf, -math.inf, math.nan, -1.0, 1.0, 0.5, 1 - 1e-16])
 FLOATS = st.one_of(NASTY_FLOATS, st.floats(allow_nan=True, allow_infinity=True))
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30), FLOATS,
+#: Integers a YAML file may hold that no float can (``math.isfinite`` raises on them).
+HUGE_INTS = st.sampled_from([10**400, -(10**400), 2**1024])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30), HUGE_INTS, FLOATS,
                     st.text(max_size=40))
 
 
@@ -65,7 +67,7 @@ def _from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[An
             options.append(st.sampled_from(schema["enum"]))
         return st.one_of(*options, junk)
     if kind in ("number", "integer"):
-        return st.one_of(FLOATS, st.integers(-(10**20), 10**20), junk)
+        return st.one_of(FLOATS, st.integers(-(10**20), 10**20), HUGE_INTS, junk)
     return junk
 
 

@@ -135,6 +135,11 @@ def test_every_field_converts() -> None:
     ({"costs": {"perReplicaHour": 1, "perViolation": 1e12}},
      "spec.costs.perViolation must be in [0, 1000000000]"),
     ({"metrics": {"query": "x" * 5000}}, "spec.metrics.query must be at most 4096 characters"),
+    # A YAML integer no float can hold: math.isfinite raised OverflowError (a traceback).
+    ({"serviceRatePerReplica": 10**400},
+     "spec.serviceRatePerReplica must be a finite number, got 1000"),
+    # An unknown key with a newline in it broke the one-line message.
+    ({"slo": {"wait\nSeconds": 1}}, "spec.slo.'wait\\nSeconds' is not a known field"),
 ])
 def test_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     assert error_of(minimal(**change)).startswith(message)
