@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from forescale.core.errors import InvalidInputError
 
@@ -21,7 +21,7 @@ def require(ok: bool, message: str) -> None:
         raise InvalidInputError(message)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """A real number that is not a bool and not NaN (infinities are for the range checks),
     nor an integer beyond a float's range (``math.isfinite(10**400)`` raises)."""
     if isinstance(value, float):
@@ -29,11 +29,11 @@ def is_number(value: Any) -> bool:
     return is_integer(value) and abs(value) <= sys.float_info.max
 
 
-def is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_text(value: Any) -> bool:
+def is_text(value: Any) -> TypeGuard[str]:
     """A non-empty string."""
     return isinstance(value, str) and bool(value)
 
