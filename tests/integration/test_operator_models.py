@@ -35,8 +35,10 @@ def test_a_replaced_artifact_is_served_without_a_restart(world: World) -> None:
     _train(artifact)
     good = (artifact / "weights.pt").read_bytes()
     world.deployment("web", replicas=1)
+    # Gates wide open: a one-epoch net is not accurate, the artifact's handling is the point.
     world.policy("web", "web", forecast={"models": ["lstm", "ma"], "historySeconds": 7200,
-                                         "maxError": 100, "lstm": {"modelRef": "shop"}})
+                                         "maxError": 100, "relativeMargin": 10,
+                                         "lstm": {"modelRef": "shop"}})
     world.start_operator("operator-a", "--models-dir", str(models))
     world.wait(lambda: (p := world.get_policy("web")) and
                p.get("status", {}).get("servingModel") == "lstm", what="the LSTM serving")
