@@ -15,6 +15,7 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
 import pytest
 
 from forescale.core.errors import InvalidInputError
@@ -105,3 +106,14 @@ def test_a_wrong_value_is_one_clear_error(cls: type, name: str, value: Any) -> N
 def test_the_valid_arguments_are_valid() -> None:
     for cls, arguments in VALID.items():
         cls(**arguments)
+
+
+def test_numpy_numbers_are_numbers_and_its_bools_are_not() -> None:
+    """A notebook computes its settings with numpy: np.int64(15) is a window of 15."""
+    settings = ForecastSettings(moving_average_window=np.int64(15),  # type: ignore[arg-type]
+                                confidence=np.float32(0.8))  # type: ignore[arg-type]
+    assert settings.moving_average_window == 15
+    assert PolicySpec(service_rate_per_replica=np.float64(10.0), min_replicas=np.int64(2),
+                      max_replicas=np.uint16(20)).max_replicas == 20  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="recurringDays"):
+        ForecastSettings(recurring_days=np.bool_(True))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ inside a comparison rather than with a message naming the field.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from typing import Any, TypeGuard, TypeVar
 
@@ -22,15 +23,18 @@ def require(ok: bool, message: str) -> None:
 
 
 def is_number(value: Any) -> TypeGuard[float]:
-    """A real number that is not a bool and not NaN (infinities are for the range checks),
-    nor an integer beyond a float's range (``math.isfinite(10**400)`` raises)."""
-    if isinstance(value, float):
-        return not math.isnan(value)
-    return is_integer(value) and abs(value) <= sys.float_info.max
+    """A real number — a Python or a numpy one, as a notebook computes it — that is not a
+    bool and not NaN (infinities are for the range checks), nor an integer beyond a
+    float's range (``math.isfinite(10**400)`` raises)."""
+    if is_integer(value):
+        return abs(value) <= sys.float_info.max
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and not math.isnan(value)
 
 
 def is_integer(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (numpy's too: ``np.int64(15)`` is a window of 15), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_text(value: Any) -> TypeGuard[str]:
