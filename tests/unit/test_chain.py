@@ -207,6 +207,25 @@ def test_lstm_artifact_loaded_once_and_served(lstm_artifact: Path, history: Seri
     assert lstm_loads == [str(lstm_artifact)]
 
 
+def test_the_artifact_is_looked_at_once_per_forecast(lstm_artifact: Path, history: Series,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look-ahead's horizon check, the stage and a shadow run share one look."""
+    looks: list[object] = []
+    original = registry.artifact_fingerprint
+
+    def counting(settings: ForecastSettings) -> object:
+        looks.append(settings.lstm_model)
+        return original(settings)
+
+    monkeypatch.setattr(registry, "artifact_fingerprint", counting)
+    chain = ForecastChain(_settings("ma", "lstm", lstm_model=str(lstm_artifact),
+                                    max_error=10.0))
+    for k in range(3):
+        chain.forecast(history.head(len(history) - k), 18, now=NOW + 60 * k, least=12,
+                       track_due=True)
+    assert looks == [str(lstm_artifact)] * 3
+
+
 def test_an_artifact_is_loaded_again_when_its_files_change(
         lstm_artifact: Path, history: Series, tmp_path: Path, lstm_loads: list[str]) -> None:
     """A retrained (here: damaged, then repaired) artifact takes effect at the next

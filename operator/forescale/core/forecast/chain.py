@@ -200,8 +200,8 @@ class ForecastChain:
         self._clock = clock
         self._preloaded_lstm = lstm
         #: Per artifact path: its files' fingerprint when loaded, and the model or why not.
-        self._loaded_lstm: dict[str, tuple[Hashable, Forecaster | ArtifactError]] = {}
-        #: Set by :meth:`_lstm` when it loads the artifact again during one forecast().
+        self._loaded_lstm: dict[str, tuple[Hashable, Forecaster | Exception]] = {}
+        #: Set by :meth:`_refresh_lstm` when it loads the artifact again for this forecast().
         self._reloaded: str | None = None
         self._models: dict[str, Forecaster] = {}
         self._fitted_at: dict[str, float] = {}
@@ -221,7 +221,7 @@ class ForecastChain:
         look-ahead is shortened rather than the LSTM skipped.
         """
         check_horizon(horizon)
-        self._reloaded = None
+        self._refresh_lstm()
         if least is not None:
             horizon = self._horizon(history, horizon, check_horizon(least))
         if len(history) == 0 or history.missing == len(history):
@@ -303,11 +303,7 @@ class ForecastChain:
         if least >= horizon or "lstm" not in self.settings.models:
             return horizon
         try:
-            model = self._lstm()
-            check = getattr(model, "check_compatible", None)
-            if callable(check):
-                check(history, least)
-            limit = getattr(model, "horizon", None)
+            limit = getattr(self._compatible_lstm(history, least), "horizon", None)
         except Exception:  # the stage itself reports it
             return horizon
         return horizon if limit is None else max(least, min(horizon, int(limit)))
@@ -353,10 +349,7 @@ class ForecastChain:
                  now: float) -> tuple[Forecaster, str]:
         """The stage's model, ready to forecast ``history``, and what was done to it."""
         if name == "lstm":
-            model = self._lstm()
-            check = getattr(model, "check_compatible", None)
-            if callable(check):
-                check(history, horizon)
+            model = self._compatible_lstm(history, horizon)
             self._require_history(model, history)
             if self._reloaded is not None:
                 return model, "pretrained artifact, loaded again: its files changed"
@@ -379,35 +372,58 @@ class ForecastChain:
         model.fit(history)
         return model, "stateless"
 
+    def _refresh_lstm(self) -> None:
+        """Load the LSTM artifact again if its files changed since it was last loaded
+        (retrained, replaced, or mounted later), once per forecast: every use of it in
+        this forecast then sees the same model, or the same reason it has none.
+
+        An artifact found missing, corrupt or mismatched is remembered too, so it is read
+        once rather than at every decision, and a retrained one serves from the next
+        decision on. Any other error (an import, memory) is not the files' fault: it is
+        not remembered, and the next forecast tries again."""
+        self._reloaded = None
+        path = self.settings.lstm_model
+        if self._preloaded_lstm is not None or path is None \
+                or "lstm" not in self.settings.models:
+            return
+        stamp = registry.artifact_fingerprint(self.settings)
+        known = self._loaded_lstm.get(path)
+        if known is not None and known[0] == stamp:
+            return
+        try:
+            model = registry.create("lstm", self.settings)
+        except ArtifactError as exc:
+            self._loaded_lstm[path] = (stamp, exc)
+        except Exception as exc:
+            # Without a fingerprint: it never matches, so the next forecast tries again.
+            self._loaded_lstm[path] = (None, exc)
+        else:
+            if known is not None and known[0] is not None:  # other files than last time
+                self._reloaded = path
+            self._loaded_lstm[path] = (stamp, model)
+
     def _lstm(self) -> Forecaster:
+        """The LSTM as :meth:`_refresh_lstm` left it for this forecast."""
         if self._preloaded_lstm is not None:
             return self._preloaded_lstm
         path = self.settings.lstm_model
         if path is None:
             raise _Skip("ArtifactMissing",
                         "no LSTM model configured")
-        # Loaded again whenever its files change (retrained, replaced, or mounted later),
-        # and only then: an artifact found missing, corrupt or mismatched is remembered
-        # too, so it is read once rather than at every decision, and a retrained one
-        # serves from the next decision on. Any other error (an import, memory) is not
-        # the files' fault: it is not remembered, and the next decision tries again.
-        stamp = registry.artifact_fingerprint(self.settings)
-        known = self._loaded_lstm.get(path)
-        if known is None or known[0] != stamp:
-            try:
-                model = registry.create("lstm", self.settings)
-            except ArtifactError as exc:
-                known = (stamp, exc)
-            else:
-                if known is not None:  # not the first load: this decision says so
-                    self._reloaded = path
-                known = (stamp, model)
-            self._loaded_lstm[path] = known
-        loaded = known[1]
-        if isinstance(loaded, ArtifactError):
+        loaded = self._loaded_lstm[path][1]
+        if isinstance(loaded, Exception):
             # A fresh traceback each time: re-raising the same object would grow it.
             raise loaded.with_traceback(None)
         return loaded
+
+    def _compatible_lstm(self, history: Series, steps: int) -> Forecaster:
+        """The LSTM, checked to forecast ``steps`` after ``history`` (raises
+        ``ArtifactMismatch`` otherwise)."""
+        model = self._lstm()
+        check = getattr(model, "check_compatible", None)
+        if callable(check):
+            check(history, steps)
+        return model
 
     def _refit_reason(self, model: Forecaster, history: Series, now: float) -> str | None:
         fitted_at = self._fitted_at.get("arima")
