@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from forescale.core.checks import is_number
+from forescale.core.checks import is_integer, is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.guardrail import Guardrail
 from forescale.core.schedules import Schedule
@@ -79,7 +79,7 @@ def _type_ok(value: object, kind: str) -> bool:
     if kind == "string":
         return isinstance(value, str)
     if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_integer(value)
     if kind == "number":
         return is_number(value) and math.isfinite(value)
     raise AssertionError(f"schema type {kind!r} not handled")

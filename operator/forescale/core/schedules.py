@@ -28,16 +28,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from forescale.core.checks import is_integer, is_number, is_text, require
+from forescale.core.checks import is_integer, is_number, is_text
+from forescale.core.checks import require as _require
 from forescale.core.errors import InvalidInputError
 
 #: Occurrences longer than this are refused: a "schedule" that lasts weeks is a bound.
 MAX_DURATION_SECONDS = 31 * 86400.0
 #: How far ahead the next start is looked for (a yearly cron is fine; Feb 30 is not).
 NEXT_START_LIMIT_SECONDS = 366 * 86400.0 * 5
-
-
-_require = require
 
 
 def time_zone(name: str) -> ZoneInfo:

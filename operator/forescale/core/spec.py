@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from forescale.core.checks import is_integer, is_number, is_text, items, require
+from forescale.core.checks import is_integer, is_number, is_text, items
+from forescale.core.checks import require as _require
 from forescale.core.guardrail import Guardrail
 from forescale.core.schedules import Schedule
 
@@ -25,9 +26,6 @@ MOVING_AVERAGE_RULES: tuple[MovingAverageRule, ...] = ("exponential", "flat")
 MAX_LOOKAHEAD_PERIODS = 10
 
 
-_require = require
-
-
 def _positive(name: str, value: float) -> None:
     _require(is_number(value) and math.isfinite(value) and value > 0,
              f"{name} must be a positive number, got {value!r}")
@@ -36,11 +34,6 @@ def _positive(name: str, value: float) -> None:
 def _non_negative(name: str, value: float) -> None:
     _require(is_number(value) and math.isfinite(value) and value >= 0,
              f"{name} must be a non-negative number, got {value!r}")
-
-
-def _fraction_open(name: str, value: float) -> None:
-    _require(is_number(value) and 0 < value < 1,
-             f"{name} must be in (0, 1), got {value!r}")
 
 
 def _within(name: str, value: float, low: float, high: float, *,
@@ -78,7 +71,7 @@ class SLO:
     def __post_init__(self) -> None:
         _non_negative("slo.waitSeconds", self.wait_seconds)
         _within("slo.violationBudget", self.violation_budget, 0.0005, 0.5)
-        _fraction_open("slo.percentile", self.percentile)
+        _within("slo.percentile", self.percentile, 0, 1, open_low=True, open_high=True)
         _within("slo.maxUtilisation", self.max_utilisation, 0, 1, open_low=True)
 
 
@@ -228,7 +221,7 @@ class ForecastSettings:
             _require(m in MODEL_NAMES,
                      f"unknown forecast model {m!r} (known: {', '.join(MODEL_NAMES)})")
         _require(len(set(models)) == len(models), "forecast.models has a duplicate")
-        _fraction_open("forecast.confidence", self.confidence)
+        _within("forecast.confidence", self.confidence, 0, 1, open_low=True, open_high=True)
         _require(self.lstm_model is None or is_text(self.lstm_model),
                  f"forecast.lstm.modelRef must be a path, got {self.lstm_model!r}")
         _require(isinstance(self.arima_order, tuple | list) and len(self.arima_order) == 3
