@@ -389,6 +389,42 @@ def test_every_stage_is_scored_step_by_step_at_the_track_origins() -> None:
     assert records.width("ma") is None
 
 
+def test_forgetting_a_stage_drops_its_record_and_keeps_the_bounds() -> None:
+    """A replaced model starts without its predecessor's track record, bound width and
+    unscored track forecasts; the bound's calibration (the plan's) and the other stages'
+    records stay, and a served forecast still pending is still scored for the bound."""
+    records = Records()
+    values = np.full(1000, 10.0)
+    for t in range(100, 900, 5):
+        history = Series(T0, STEP, values[:t])
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+        records.record(history.end_seconds, "lstm", served=True, track=True,
+                       means=np.full(3, 8.0))
+        records.record(history.end_seconds, "arima", served=False, track=True,
+                       means=np.full(3, 10.0))
+    arima = records.recent_error("arima")
+    bound_scores = records.histograms["0:all"].total
+    assert records.recent_error("lstm")[1] > 0 and records.width("lstm") is not None
+    assert {p.stage for p in records.pending} == {"lstm", "arima"}
+    records.forget("lstm")
+    assert records.recent_error("lstm") == (None, 0)
+    assert records.width("lstm") is None and not any(k.startswith("lstm|")
+                                                       for k in records.histograms)
+    assert records.recent_error("arima") == arima and records.width("arima") is not None
+    assert records.histograms["0:all"].total == bound_scores
+    lstm_pending = [p for p in records.pending if p.stage == "lstm"]
+    assert lstm_pending and all(p.served and not p.track for p in lstm_pending)
+    # Its outcome observed, the served forecast feeds the bound and no track record.
+    history = Series(T0, STEP, values)
+    decayed = records.histograms["0:all"].copy()
+    decayed.decay_to(history.end_seconds, HALF_LIFE)
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+    assert records.histograms["0:all"].total > decayed.total
+    assert not [p for p in records.pending if p.stage == "lstm"]
+    assert records.recent_error("lstm") == (None, 0)
+    assert not any(k.startswith("lstm|") for k in records.histograms)
+
+
 def test_a_wider_upper_tail_is_a_wider_bound() -> None:
     rng = np.random.default_rng(4)
     records = Records()

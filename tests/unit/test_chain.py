@@ -257,6 +257,29 @@ def test_an_artifact_is_loaded_again_when_its_files_change(
     assert lstm_loads == [str(artifact)] * 3
 
 
+def test_a_reloaded_lstm_is_judged_on_its_own_record(lstm_artifact: Path, history: Series,
+                                                     tmp_path: Path) -> None:
+    """A retrained artifact is not handed over for its predecessor's errors: at the
+    decision it is loaded again the chain gates it without the stage's old track record
+    (the plan forgets that record too), and leaves the caller's records as they were."""
+    artifact = tmp_path / "model"
+    shutil.copytree(lstm_artifact, artifact)
+    chain = ForecastChain(_settings("lstm", "ma", lstm_model=str(artifact), max_error=10.0))
+    records = _records_with({"lstm": 0.8, "ma": 0.05})
+    before = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(before)[0] == ("lstm", "WorseThanFallback")
+    weights = artifact / "weights.pt"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained
+    after = chain.forecast(history, HORIZON, now=NOW + 60, records=records)
+    assert after.reloaded == str(artifact)
+    assert _reasons(after) == [("lstm", "Served"), ("ma", "NotTried")], after.message
+    assert records.recent_error("lstm")[1] == 12  # the caller's, untouched
+    # Without a reload the old record still counts (the plan has not forgotten it here).
+    assert _reasons(chain.forecast(history, HORIZON, now=NOW + 120,
+                                   records=records))[0] == ("lstm", "WorseThanFallback")
+
+
 def test_history_too_short(history: Series) -> None:
     short = history.head(40)  # ARIMA needs 60
     result = ForecastChain(_settings("arima", "ma")).forecast(short, HORIZON, now=NOW)

@@ -17,6 +17,7 @@ import pytest
 from forescale.backtest.forescale_policy import ForescalePolicy
 from forescale.backtest.world import ProtocolParameters, build_world, simulate, world_policy_spec
 from forescale.core.calendar import recurring_peak
+from forescale.core.calibration import Records, Scored
 from forescale.core.forecast.base import Forecast
 from forescale.core.forecast.chain import ChainResult, ForecastChain, StageReport, StageRun
 from forescale.core.plan import Plan, PlanState, plan
@@ -298,6 +299,32 @@ def test_forecasts_made_while_a_recurring_peak_is_provisioned_are_not_scored() -
     quiet = decide(history_with_bursts(set(), now=now), policy(), now, current=15,
                    chain=LevelChain(100.0))
     assert any(r.served for r in quiet.state.records.pending)
+
+
+class ReloadingChain(LevelChain):
+    """A LevelChain whose LSTM artifact was loaded again at this decision."""
+
+    def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
+                 track_due: bool = False, least: int | None = None) -> ChainResult:
+        result = super().forecast(history, horizon, now=now, records=records,
+                                  track_due=track_due, least=least)
+        return replace(result, reloaded="/models/lstm")
+
+
+def test_a_reloaded_lstms_old_record_is_forgotten_in_the_next_state() -> None:
+    """What the plan learnt of the LSTM stage belongs to the model it replaced."""
+    now = MIDNIGHT + 10 * 3600
+    history = Series(now - 1500 * STEP, STEP, np.full(1500, 100.0))
+    records = Records()
+    records.tracks["lstm"] = [Scored(now - 3600.0 + 300 * k, 80.0, 100.0) for k in range(8)]
+    records.tracks["ma"] = [Scored(now - 3600.0 + 300 * k, 99.0, 100.0) for k in range(8)]
+    state = PlanState(records=records)
+    kept = decide(history, policy(), now, current=15, chain=LevelChain(100.0), state=state)
+    assert kept.state.records.recent_error("lstm")[1] == 8
+    p = decide(history, policy(), now, current=15, chain=ReloadingChain(100.0), state=state)
+    assert p.state.records.recent_error("lstm") == (None, 0)
+    assert p.state.records.recent_error("ma")[1] == 8
+    assert state.records.recent_error("lstm")[1] == 8  # the input state is not changed
 
 
 def sparse_history(now: float, *, base_per_minute: float, one: float) -> Series:

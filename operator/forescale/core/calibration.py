@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -339,6 +339,18 @@ class Records:
         if served or track:
             self.pending.append(Pending(origin, stage, served, track,
                                         tuple(float(max(m, 0.0)) for m in means)))
+
+    def forget(self, stage: str) -> None:
+        """Drop what was learnt of ``stage`` as a model: its track record, its own bound
+        width's histograms and its forecasts awaiting a track score (one that served stays
+        pending for the bound's calibration, which is the plan's, not the model's). For a
+        model replaced under the same stage name, which must be judged on its own record."""
+        self.tracks.pop(stage, None)
+        prefix = f"{stage}|"
+        self.histograms = {k: h for k, h in self.histograms.items()
+                           if not k.startswith(prefix)}
+        self.pending = [replace(p, track=False) if p.stage == stage else p
+                        for p in self.pending if p.stage != stage or p.served]
 
     def last_track_origin(self) -> float | None:
         """The latest aligned origin any stage recorded for its track record."""

@@ -503,6 +503,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         result = chain.forecast(history, forecast_horizon(history, ahead_window[1]), now=now,
                                 records=records, track_due=due,
                                 least=forecast_horizon(history, window[1]))
+        if result.reloaded is not None:
+            records.forget("lstm")  # as the chain did: the new model's record starts now
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
                               intensity_steps=intensity_steps)
         # What the bound is calibrated on: the errors of forecasts that it alone answers

@@ -122,7 +122,8 @@ class ChainResult:
     #: Every stage that forecast at this decision, served or not, for the track records.
     runs: tuple[StageRun, ...] = ()
     #: The LSTM artifact's path if it was loaded again at this decision, its files having
-    #: changed since it was last loaded (retrained, replaced, repaired).
+    #: changed since it was last loaded (retrained, replaced, repaired). Its stage's
+    #: track record starts again then (:meth:`Records.forget`).
     reloaded: str | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -222,6 +223,11 @@ class ForecastChain:
         """
         check_horizon(horizon)
         self._refresh_lstm()
+        if self._reloaded is not None and records is not None:
+            # A new model is judged on its own record, not its predecessor's: the caller
+            # forgets it too (ChainResult.reloaded).
+            records = records.copy()
+            records.forget("lstm")
         if least is not None:
             horizon = self._horizon(history, horizon, check_horizon(least))
         if len(history) == 0 or history.missing == len(history):
