@@ -106,6 +106,44 @@ def test_promtool_accepts_the_alert_rules(docs: list[dict[str, Any]], tmp_path: 
     assert f"SUCCESS: {len(ALERTS)} rules found" in done.stdout
 
 
+def test_scaling_blocked_alerts_on_faults_not_on_what_the_user_chose(
+        docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """promtool's rule unit test: ScalingActive=False for an invalid spec or a lock held
+    elsewhere fires after its ``for``; Observe mode and a pause annotation, the same status
+    on purpose, never do."""
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (path := tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    blocked = {r["alert"]: r for r in alert_rules(docs)}["ForescaleScalingBlocked"]
+    reasons = {"broken": "InvalidSpec", "locked": "TargetLocked", "watched": "ObserveMode",
+               "paused": "PausedByAnnotation"}
+    series = []
+    for policy, reason in reasons.items():
+        labels = f'namespace="ns", policy="{policy}", type="ScalingActive"'
+        series += [{"series": f'forescale_condition{{{labels}, status="False"}}',
+                    "values": "1x40"},
+                   {"series": f'forescale_condition_reason{{{labels}, reason="{reason}"}}',
+                    "values": "1x40"}]
+
+    def expected(policy: str) -> dict[str, Any]:
+        annotations = {k: v.replace("{{ $labels.namespace }}", "ns").replace(
+            "{{ $labels.policy }}", policy) for k, v in blocked["annotations"].items()}
+        return {"exp_labels": {**blocked["labels"], "namespace": "ns", "policy": policy,
+                               "type": "ScalingActive", "status": "False"},
+                "exp_annotations": annotations}
+
+    (tests := tmp_path / "tests.yaml").write_text(yaml.safe_dump({
+        "rule_files": [str(path)], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "ForescaleScalingBlocked", "exp_alerts": []},
+            {"eval_time": "30m", "alertname": "ForescaleScalingBlocked",
+             "exp_alerts": [expected("broken"), expected("locked")]}]}]}))
+    _, promtool = prometheus_binaries()
+    done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:
     queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
     path = tmp_path / "dashboard.yaml"

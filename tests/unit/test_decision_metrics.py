@@ -54,6 +54,28 @@ def test_conditions_are_one_for_the_current_status() -> None:
     assert value(r, "forescale_condition", type="Ready", status="True") is None
 
 
+def test_condition_reasons_are_one_for_the_current_reason() -> None:
+    metrics = OperatorMetrics()
+    d = metrics.decision
+    r = metrics.registry
+    blocked = {"type": "ScalingActive", "status": "False"}
+    d.observe_conditions("ns", "p", [{**blocked, "reason": "ObserveMode"},
+                                     {"type": "Ready", "status": "True", "reason": "Ok"}])
+    assert value(r, "forescale_condition_reason", type="ScalingActive",
+                 reason="ObserveMode") == 1.0
+    d.observe_conditions("ns", "p", [{**blocked, "reason": "InvalidSpec"}])
+    assert value(r, "forescale_condition_reason", type="ScalingActive",
+                 reason="ObserveMode") == 0.0
+    assert value(r, "forescale_condition_reason", type="ScalingActive",
+                 reason="InvalidSpec") == 1.0
+    # Another condition's reasons are its own.
+    assert value(r, "forescale_condition_reason", type="Ready", reason="Ok") == 1.0
+    metrics.forget("ns", "p")
+    for t, reason in (("ScalingActive", "ObserveMode"), ("ScalingActive", "InvalidSpec"),
+                      ("Ready", "Ok")):
+        assert value(r, "forescale_condition_reason", type=t, reason=reason) is None
+
+
 def test_sized_for_is_one_for_what_set_the_rate() -> None:
     """A ramp with the plan scaling up: the look-ahead sets the rate; the same ramp with
     plenty of replicas: the calibrated bound does, and the look-ahead reads 0."""

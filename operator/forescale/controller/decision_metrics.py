@@ -12,6 +12,9 @@ OperatorMetrics` holds one of these as ``decision``), labelled by namespace and 
   limits hold the SLO back (the "SLO at risk" alert).
 * ``forescale_condition{type, status}``: 1 for each condition's current status, 0 for the
   other two (kube-state-metrics' convention), so alerts select ``status="False"``.
+* ``forescale_condition_reason{type, reason}``: 1 for each condition's current reason, 0
+  for the reasons it had before, so an alert can tell an intended state (``ObserveMode``,
+  ``PausedByAnnotation``) from a fault with the same status.
 * ``forescale_decided_by{source}``: 1 for what set the last recommendation: ``forecast``,
   ``guardrail:<name>`` (a guardrail metric raised it) or ``schedule:<names>`` (a declared
   event's floor or ceiling bounded it); 0 for the sources seen before.
@@ -54,6 +57,10 @@ class DecisionMetrics:
         self.condition = Gauge("forescale_condition",
                                "1 for a condition's current status, 0 for the others.",
                                (*LABELS, "type", "status"), registry=r)
+        self.condition_reason = Gauge("forescale_condition_reason",
+                                      "1 for a condition's current reason, 0 for the "
+                                      "reasons it had before.",
+                                      (*LABELS, "type", "reason"), registry=r)
         self.decided_by = Gauge("forescale_decided_by",
                                 "1 for what set the last decision: forecast, "
                                 "guardrail:<name> or schedule:<names>.",
@@ -63,6 +70,7 @@ class DecisionMetrics:
                                "ForecastBound, ReactiveFloor, RecurringPeak or "
                                "ScaleUpLookahead.", (*LABELS, "reason"), registry=r)
         self._condition_types: dict[tuple[str, str], set[str]] = {}
+        self._condition_reasons: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._sources: dict[tuple[str, str], set[str]] = {}
         self._rate_sources: dict[tuple[str, str], set[str]] = {}
 
@@ -94,6 +102,13 @@ class DecisionMetrics:
             for s in STATUSES:
                 self.condition.labels(namespace, policy, ctype, s).set(
                     1.0 if s == status else 0.0)
+            reason = str(c.get("reason"))
+            reasons = self._condition_reasons.setdefault((namespace, policy), set())
+            reasons.add((ctype, reason))
+            for t, r in reasons:
+                if t == ctype:
+                    self.condition_reason.labels(namespace, policy, t, r).set(
+                        1.0 if r == reason else 0.0)
 
     def forget(self, namespace: str, policy: str) -> None:
         for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper,
@@ -109,6 +124,9 @@ class DecisionMetrics:
             for s in STATUSES:
                 with contextlib.suppress(KeyError):
                     self.condition.remove(namespace, policy, ctype, s)
+        for ctype, reason in self._condition_reasons.pop((namespace, policy), set()):
+            with contextlib.suppress(KeyError):
+                self.condition_reason.remove(namespace, policy, ctype, reason)
 
 
 def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[str]], namespace: str,
