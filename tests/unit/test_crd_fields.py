@@ -74,6 +74,9 @@ def test_scale_to_zero_is_refused_with_reasons(value: int) -> None:
     assert message.startswith("spec.minReplicas: minReplicas must be at least 1: forescale "
                               "does not scale to zero")
     assert "docs/scale-to-zero.md" in message
-    with pytest.raises(InvalidInputError, match="does not scale to zero"):
+    with pytest.raises(InvalidInputError, match="does not scale to zero") as refused:
         PolicySpec(service_rate_per_replica=1.0, min_replicas=value)
+    # The same words as the CRD's rule (docs/scale-to-zero.md says so), and the value.
+    rule = message.removeprefix("spec.minReplicas: ")
+    assert str(refused.value) == f"{rule}, got {value}"
     assert (REPO / "docs" / "scale-to-zero.md").is_file()

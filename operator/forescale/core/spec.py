@@ -280,8 +280,9 @@ class PolicySpec:
         # No scale to zero (issue 11, docs/scale-to-zero.md): the CRD refuses 0 with the
         # same words, this catches policy files and objects stored before that rule.
         _require(is_integer(self.min_replicas) and self.min_replicas >= 1,
-                 f"minReplicas must be at least 1: forescale does not scale to zero, "
-                 f"got {self.min_replicas!r}")
+                 f"minReplicas must be at least 1: forescale does not scale to zero (an "
+                 f"idle workload's first request would wait for a cold start; see "
+                 f"docs/scale-to-zero.md), got {self.min_replicas!r}")
         _require(is_integer(self.max_replicas) and self.max_replicas >= 1,
                  f"maxReplicas must be a positive integer, got {self.max_replicas!r}")
         _require(self.min_replicas <= self.max_replicas,
