@@ -204,7 +204,8 @@ def _forecast(section: Mapping[str, Any], models_dir: Path | None) -> ForecastSe
                              "relativeMargin": "relative_margin",
                              "intensitySeconds": "intensity_seconds",
                              "calibrationHalfLifeSeconds": "calibration_half_life_seconds",
-                             "recurringDays": "recurring_days"})
+                             "recurringDays": "recurring_days",
+                             "recurringTimeZone": "recurring_time_zone"})
     if "models" in section:
         kwargs["models"] = tuple(section["models"])
     ref = (section.get("lstm") or {}).get("modelRef")

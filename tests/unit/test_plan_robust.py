@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
 from forescale.backtest.forescale_policy import ForescalePolicy
 from forescale.backtest.world import ProtocolParameters, build_world, simulate, world_policy_spec
-from forescale.core.calendar import recurring_peak
+from forescale.core.calendar import days_back, recurring_peak
 from forescale.core.calibration import Records, Scored
+from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast
 from forescale.core.forecast.chain import ChainResult, ForecastChain, StageReport, StageRun
 from forescale.core.plan import Plan, PlanState, plan
@@ -104,6 +107,54 @@ def test_a_burst_seen_on_2_of_the_last_7_days_is_not() -> None:
     p = decide(history, policy(), now, current=15, chain=LevelChain(100.0))
     assert p.rate_source is not None and p.rate_source.reason != "RecurringPeak"
     assert p.planned_arrival_rate is not None and p.planned_arrival_rate < 130.0
+
+
+def local_burst_history(now: float, zone: str, *, hour: int = 9, days: int = 8,
+                        minutes: int = 12) -> Series:
+    """``days`` days of 100 req/s (with a little noise) ending at ``now``, with a x3.5 burst
+    at ``hour``:00 local time in ``zone`` on each of them."""
+    n = int(days * DAY / STEP)
+    start = now - n * STEP
+    t = start + STEP * np.arange(n)
+    values = 100.0 * (1 + 0.03 * np.random.default_rng(0).standard_normal(n))
+    local_now = datetime.fromtimestamp(now, tz=ZoneInfo(zone))
+    for d in range(1, days + 1):
+        begin = (local_now - timedelta(days=d)).replace(hour=hour, minute=0,
+                                                        second=0).timestamp()
+        values[(t >= begin) & (t < begin + minutes * STEP)] *= 3.5
+    return Series(start, STEP, values)
+
+
+def test_a_burst_at_the_same_local_time_is_found_across_a_daylight_saving_change() -> None:
+    """09:00 in Berlin is 08:00 UTC before the last Sunday of March and 07:00 after: three
+    days after the change, 24-hour steps find it on 3 of the last 7 days (not provisioned),
+    the policy's time zone on all 7."""
+    zone = "Europe/Berlin"
+    burst = datetime(2024, 4, 3, 9, 0, tzinfo=ZoneInfo(zone)).timestamp()
+    now = burst - 120.0
+    history = local_burst_history(now, zone)
+    window = (now + 120.0, now + 180.0)
+    assert recurring_peak(history, window, now, days=7) is None
+    found = recurring_peak(history, window, now, days=7, zone=ZoneInfo(zone))
+    assert found is not None and found.days_risen == 7 and found.ratio > 2.5
+    # In UTC the two agree (no change to step over), and through the policy too.
+    assert days_back(now, 7, ZoneInfo("UTC")) == 7 * DAY
+    assert days_back(now, 7, ZoneInfo(zone)) == 7 * DAY - 3600
+    local = replace(policy(), forecast=ForecastSettings(models=("arima",),
+                                                        recurring_time_zone=zone))
+    p = decide(history, local, now, current=15, chain=LevelChain(100.0))
+    assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak"
+    assert "7 of the last 7 days" in p.rate_source.message
+    q = decide(history, policy(), now, current=15, chain=LevelChain(100.0))
+    assert q.rate_source is not None and q.rate_source.reason != "RecurringPeak"
+
+
+def test_an_unknown_time_zone_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidInputError, match=r"forecast\.recurringTimeZone: unknown time "
+                                                "zone 'Mars/Olympus'"):
+        ForecastSettings(recurring_time_zone="Mars/Olympus")
+    with pytest.raises(InvalidInputError, match=r"forecast\.recurringTimeZone"):
+        ForecastSettings(recurring_time_zone=None)  # type: ignore[arg-type]
 
 
 def test_recurring_peak_ignores_level_shifts_between_days() -> None:

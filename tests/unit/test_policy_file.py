@@ -65,6 +65,7 @@ def test_every_field_converts() -> None:
     spec_in["behavior"]["scaleUp"]["lookaheadPeriods"] = 0
     spec_in["forecast"]["arima"]["order"] = [1, 0, 1]
     spec_in["forecast"]["movingAverage"] = {"rule": "flat", "window": 30}
+    spec_in["forecast"]["recurringTimeZone"] = "Europe/Berlin"
     spec = policy_spec_from_manifest(manifest, models_dir=Path("/models"))
     assert spec.mode == "cost" and spec.costs is not None
     assert spec.costs.per_violation == 0.0001
@@ -77,6 +78,7 @@ def test_every_field_converts() -> None:
     assert (spec.forecast.moving_average_rule, spec.forecast.moving_average_window) == (
         "flat", 30)
     assert spec.forecast.lstm_model == "/models/nasa-jul1995"
+    assert spec.forecast.recurring_time_zone == "Europe/Berlin"
     assert spec.max_replicas == 100_000
 
 
@@ -138,6 +140,10 @@ def test_every_field_converts() -> None:
     # A YAML integer no float can hold: math.isfinite raised OverflowError (a traceback).
     ({"serviceRatePerReplica": 10**400},
      "spec.serviceRatePerReplica must be a finite number, got 1000"),
+    ({"forecast": {"recurringTimeZone": "Europe/Berlín"}},
+     "spec.forecast.recurringTimeZone must match"),
+    ({"forecast": {"recurringTimeZone": "Mars/Olympus"}},
+     "spec.forecast.recurringTimeZone: unknown time zone 'Mars/Olympus'"),
     # An unknown key with a newline in it broke the one-line message.
     ({"slo": {"wait\nSeconds": 1}}, "spec.slo.'wait\\nSeconds' is not a known field"),
 ])

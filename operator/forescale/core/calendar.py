@@ -22,6 +22,12 @@ low-volume service whose 5-minute intensity jumps by a quarter at random (NASA's
 median of seven random days clears ``min_ratio`` often enough to cost ~4 % of the
 pod-hours for nothing; a scheduled burst (x3) clears any such noise.
 
+"The same clock time" is the same wall-clock time in ``zone`` (``forecast.
+recurringTimeZone``, UTC by default): a burst scheduled at 09:00 Europe/Berlin stays at 09:00
+local time across a daylight-saving change, one hour earlier or later in UTC; compared by
+24-hour steps it would be looked for an hour off on every day before the change, and missed
+for the days until most of the last ``days`` are after it.
+
 Pure numpy over the history; ``days = 0`` switches it off.
 """
 
@@ -29,6 +35,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -52,7 +60,8 @@ class RecurringPeak:
 
 def recurring_peak(history: Series, window: tuple[float, float], now: float, *, days: int,
                    quorum: float = 0.5, min_ratio: float = 1.25, base_seconds: float = 600.0,
-                   intensity_steps: int = 5) -> RecurringPeak | None:
+                   intensity_steps: int = 5, zone: ZoneInfo | None = None
+                   ) -> RecurringPeak | None:
     """The rate a recurring clock-time rise calls for over ``window``, or None (see above)."""
     if days <= 0 or len(history) == 0:
         return None
@@ -68,7 +77,7 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
     quiet = MIN_BASE_SHARE * float(np.nanmean(day)) if not np.isnan(day).all() else 0.0
     ratios: list[float] = []
     for d in range(1, days + 1):
-        shift = d * DAY_SECONDS
+        shift = days_back(now, d, zone)
         first, last = index(window[0] - shift), index(window[1] - shift - 1e-9)
         base_end = index(now - shift)
         base_start = base_end - base_steps
@@ -109,6 +118,20 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
         f"on {risen} of the last {len(ratios)} days traffic rose to x{ratio:.2f} its level "
         f"at this clock time"
         + ("" if typical is None else f" (x{typical:.2f} at other times, one time in ten)"))
+
+
+def days_back(now: float, days: int, zone: ZoneInfo | None) -> float:
+    """Seconds from the same wall-clock time ``days`` days before ``now`` in ``zone`` to
+    ``now``: ``days`` x 24 h, give or take a daylight-saving change in between (UTC or
+    None: exactly)."""
+    if zone is None:
+        return days * DAY_SECONDS
+    local = datetime.fromtimestamp(now, tz=UTC).astimezone(zone)
+    # Arithmetic on an aware datetime is on its wall clock; the UTC offsets in force at
+    # both ends make up the difference (whole seconds: no float error on step boundaries).
+    earlier = local - timedelta(days=days)
+    change = local.utcoffset() - earlier.utcoffset()  # type: ignore[operator]
+    return days * DAY_SECONDS - change.total_seconds()
 
 
 def _typical_ratio(values: np.ndarray, smooth: np.ndarray, base_steps: int, first: int,

@@ -52,7 +52,7 @@ from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
 from forescale.core.guardrail import recommend as guardrail_recommend
-from forescale.core.schedules import ScheduleEffect
+from forescale.core.schedules import ScheduleEffect, time_zone
 from forescale.core.schedules import bound as schedule_bound
 from forescale.core.schedules import effect as schedule_effect
 from forescale.core.series import Series
@@ -506,6 +506,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         if result.reloaded is not None:
             records.forget("lstm")  # as the chain did: the new model's record starts now
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
+                              zone=time_zone(spec.forecast.recurring_time_zone),
                               intensity_steps=intensity_steps)
         # What the bound is calibrated on: the errors of forecasts that it alone answers
         # for. Not those made from a collapse (see COLLAPSE_SHARE), and not those made while

@@ -13,8 +13,9 @@ from typing import Literal
 
 from forescale.core.checks import is_integer, is_number, is_text, items
 from forescale.core.checks import require as _require
+from forescale.core.errors import InvalidInputError
 from forescale.core.guardrail import Guardrail
-from forescale.core.schedules import Schedule
+from forescale.core.schedules import Schedule, time_zone
 
 ModelName = Literal["lstm", "arima", "ma"]
 MODEL_NAMES: tuple[ModelName, ...] = ("lstm", "arima", "ma")
@@ -212,6 +213,8 @@ class ForecastSettings:
     calibration_half_life_seconds: float = 86400.0
     #: Days of history searched for recurring clock-time peaks (0: off).
     recurring_days: int = 7
+    #: The IANA time zone whose wall clock "the same clock time" is read in.
+    recurring_time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
         models = items("forecast.models", self.models, str)
@@ -243,6 +246,10 @@ class ForecastSettings:
         _positive("forecast.intensitySeconds", self.intensity_seconds)
         _positive("forecast.calibrationHalfLifeSeconds", self.calibration_half_life_seconds)
         _integer("forecast.recurringDays", self.recurring_days, 0, 28)
+        try:
+            time_zone(self.recurring_time_zone)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"forecast.recurringTimeZone: {exc}") from None
 
 
 @dataclass(frozen=True)
