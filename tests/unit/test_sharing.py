@@ -8,10 +8,12 @@ import copy
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from forescale.controller.kube import KubeError
+from forescale.controller.lease import lease_name, live_holder
 from forescale.controller.membership import assign, shares
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
@@ -61,14 +63,18 @@ def cluster(n: int, replicas: list[str]) -> tuple[FakeKube, Clock, list[Replica]
     return kube, clock, [Replica(r, kube, clock) for r in replicas]
 
 
-def period(kube: FakeKube, clock: Clock, replicas: list[Replica], n: int) -> None:
-    """One decision period: every replica's heartbeat and one cycle of every policy."""
+def period(kube: FakeKube, clock: Clock, replicas: list[Replica], n: int, *,
+           observe: frozenset[int] = frozenset()) -> None:
+    """One decision period: every replica's heartbeat and one cycle of every policy (those
+    in ``observe`` in Observe mode)."""
     clock.now += PERIOD
     for replica in replicas:
         replica.controller.heartbeat()
     for replica in replicas:
         for i in range(n):
             body = {**copy.deepcopy(policy(i)), "status": kube.statuses.get((NS, f"p{i}"), {})}
+            if i in observe:
+                body["spec"]["mode"] = "Observe"
             replica.controller.cycle(body)
 
 
@@ -167,3 +173,57 @@ def test_without_a_view_of_the_others_a_replica_acts_alone() -> None:
     kube.list_leases = forbidden  # type: ignore[method-assign]
     period(kube, clock, [a], n)
     assert holders(kube) == {"op-a": n}
+
+
+def target_lease(i: int) -> str:
+    return lease_name("Deployment", f"web{i}", namespace=NS)
+
+
+def diverging(views: str) -> tuple[int, int, int]:
+    """(policies n, policy x, target t != x) such that op-a, counting x's target, assigns
+    t to op-b while op-b, not counting it, assigns t to op-a: a view of the targets that
+    depends on x makes t nobody's."""
+    for n in range(2, 20):
+        for x in range(n):
+            full = [target_lease(i) for i in range(n)]
+            with_x = assign(full, ["op-a", "op-b"])
+            without_x = assign([t for t in full if t != target_lease(x)], ["op-a", "op-b"])
+            for t in range(n):
+                if t != x and with_x[target_lease(t)] == "op-b" and \
+                        without_x[target_lease(t)] == "op-a":
+                    return n, x, t
+    raise AssertionError(f"no diverging configuration for {views}")
+
+
+def live_holders(kube: FakeKube, clock: Clock, n: int) -> dict[int, str | None]:
+    out: dict[int, str | None] = {}
+    for i in range(n):
+        lease = kube.leases.get((LEASES, target_lease(i)))
+        out[i] = None if lease is None else live_holder(lease, clock.now)
+    return out
+
+
+@pytest.mark.parametrize("change", ["Observe", "TargetDeleted"])
+def test_a_restarted_replica_counts_the_targets_it_cannot_act_on(change: str) -> None:
+    # Policy x goes to Observe mode (or its Deployment is deleted): no replica takes its
+    # Lease any more. Then op-b restarts. Both replicas must still count x's target when
+    # they share the others, or some live target t is op-b's in op-a's view and op-a's in
+    # op-b's view: nobody would ever scale it nor write its status.
+    n, x, t = diverging("a policy that reaches no Lease")
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    for _ in range(3):
+        period(kube, clock, [a, b], n)
+    assert live_holders(kube, clock, n)[t] == "op-b"
+    observe = frozenset({x}) if change == "Observe" else frozenset()
+    if change == "TargetDeleted":
+        del kube.replicas[NS, f"web{x}"]
+    period(kube, clock, [a, b], n, observe=observe)
+    b.controller.release_all()  # a rolling update restarts op-b
+    b = Replica("op-b", kube, clock)
+    for _ in range(math.ceil((2 * PERIOD + 5) / PERIOD) + 2):
+        period(kube, clock, [a, b], n, observe=observe)
+    holders_now = live_holders(kube, clock, n)
+    assert all(holders_now[i] in ("op-a", "op-b") for i in range(n) if i != x), holders_now
+    assert kube.statuses[NS, f"p{t}"]["decidedBy"] == holders_now[t]
+    assert kube.statuses[NS, f"p{t}"]["lastDecisionTime"] is not None
+

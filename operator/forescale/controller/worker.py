@@ -48,7 +48,7 @@ from forescale.core.plan import Plan, PlanState, plan
 from forescale.core.series import Series
 from forescale.core.spec import ForecastSettings
 from forescale.core.window import history_window
-from forescale.policy import Policy, policy_from_resource, target_of
+from forescale.policy import Policy, ScaleTarget, policy_from_resource, target_of
 
 logger = logging.getLogger("forescale.controller")
 
@@ -219,7 +219,9 @@ class Controller:
         #: must not take the Lease again after the release.
         self._deleted: set[str] = set()
         self._autoscaler_lists: dict[str, tuple[float, list[JSON], list[JSON]]] = {}
-        #: Target Leases this replica knows of (its policies'): what the replicas share.
+        #: Target Leases this replica knows of: policy key → the Lease of its target, for
+        #: every policy whose target can be read, whatever its mode or state (what every
+        #: replica sees alike, from the ScalingPolicy objects): what the replicas share.
         self._targets: dict[str, str] = {}
         self.membership = (Membership(kube, identity=settings.identity,
                                       namespace=settings.lease_namespace)
@@ -261,6 +263,7 @@ class Controller:
     def _decide(self, body: Mapping[str, Any], key: str) -> tuple[Decision, float]:
         previous: Mapping[str, Any] = body.get("status") or {}
         now = self._clock()
+        self._note_target(body, key)
         meta = body.get("metadata") or {}
         base = Decision(now=now, generation=meta.get("generation"),
                         mode=str((body.get("spec") or {}).get("mode") or "Scale"),
@@ -475,19 +478,39 @@ class Controller:
 
     def lease_ref(self, policy: Policy) -> tuple[str, str]:
         """(namespace, name) of the target's Lease."""
+        return self._target_lease(policy.namespace, policy.target)
+
+    def _target_lease(self, namespace: str, target: ScaleTarget) -> tuple[str, str]:
         shared = self.settings.lease_namespace
         if shared is None:
-            return policy.namespace, lease_name(policy.target.kind, policy.target.name)
-        return shared, lease_name(policy.target.kind, policy.target.name,
-                                  namespace=policy.namespace)
+            return namespace, lease_name(target.kind, target.name)
+        return shared, lease_name(target.kind, target.name, namespace=namespace)
+
+    def _note_target(self, body: Mapping[str, Any], key: str) -> None:
+        """Count this policy's target among the targets the replicas share, or stop counting
+        it, at the start of every cycle, whatever the cycle then finds (an invalid spec, a
+        missing target, Observe mode, another autoscaler): what is counted must be what
+        every replica sees alike in the policy itself. Counting only the policies that
+        reached their Lease made the replicas' views differ (one restarted after a policy
+        went to Observe mode), and then a live target could be each one's in the other's
+        view, so nobody's."""
+        meta = body.get("metadata") or {}
+        target = target_of(body)
+        with self._lock:
+            if meta.get("uid") in self._deleted:
+                return  # being deleted: release() forgets it, a late cycle must not add it
+            if target is None:
+                self._targets.pop(key, None)
+            else:
+                self._targets[key] = self._target_lease(str(meta.get("namespace")), target)[1]
 
     def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
         namespace, name = self.lease_ref(policy)
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
                 return LeaseState(False, None, "the policy is being deleted")
-            self._targets[policy.key] = name
-            known = frozenset(self._targets.values())
+            # Noted at the start of the cycle; its own target counts in any case.
+            known = frozenset({*self._targets.values(), name})
         if self.membership is not None:
             owner = self.membership.assigned(name, known, now)
             if owner is not None and owner != self.settings.identity:
