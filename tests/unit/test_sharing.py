@@ -64,14 +64,17 @@ def cluster(n: int, replicas: list[str]) -> tuple[FakeKube, Clock, list[Replica]
 
 
 def period(kube: FakeKube, clock: Clock, replicas: list[Replica], n: int, *,
-           observe: frozenset[int] = frozenset()) -> None:
+           observe: frozenset[int] = frozenset(),
+           unseen: dict[str, frozenset[int]] | None = None) -> None:
     """One decision period: every replica's heartbeat and one cycle of every policy (those
-    in ``observe`` in Observe mode)."""
+    in ``observe`` in Observe mode; none of ``unseen[identity]`` for that replica)."""
     clock.now += PERIOD
     for replica in replicas:
         replica.controller.heartbeat()
     for replica in replicas:
         for i in range(n):
+            if i in (unseen or {}).get(replica.identity, frozenset()):
+                continue
             body = {**copy.deepcopy(policy(i)), "status": kube.statuses.get((NS, f"p{i}"), {})}
             if i in observe:
                 body["spec"]["mode"] = "Observe"
@@ -227,3 +230,38 @@ def test_a_restarted_replica_counts_the_targets_it_cannot_act_on(change: str) ->
     assert kube.statuses[NS, f"p{t}"]["decidedBy"] == holders_now[t]
     assert kube.statuses[NS, f"p{t}"]["lastDecisionTime"] is not None
 
+
+def test_a_target_left_without_an_owner_is_taken_by_a_replica_that_sees_it() -> None:
+    # The replicas see different policies for good (op-b does not watch x's namespace, say):
+    # their assignments disagree and t is nobody's. A replica that has seen t's Lease free
+    # for two Lease durations takes it anyway, and keeps it (no hand-over flapping); the
+    # Lease still lets only one of them scale.
+    n, x, _ = diverging("replicas that see different policies")
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    unseen = {"op-b": frozenset({x})}
+    duration = 2 * PERIOD + 5
+    for _ in range(3):  # settle: each replica has seen its policies and the other replica
+        period(kube, clock, [a, b], n, unseen=unseen)
+    periods = 0
+    while not all(live_holders(kube, clock, n).values()):
+        period(kube, clock, [a, b], n, unseen=unseen)
+        periods += 1
+        assert periods <= math.ceil(3 * duration / PERIOD) + 2, live_holders(kube, clock, n)
+    held = live_holders(kube, clock, n)
+    for _ in range(5):  # and it stays put
+        period(kube, clock, [a, b], n, unseen=unseen)
+        assert live_holders(kube, clock, n) == held
+
+
+def test_replicas_that_agree_never_take_each_others_targets() -> None:
+    # The safety net is for views that differ: replicas that agree (here one joins late, so
+    # targets are handed over) hold exactly their assignment, however long they run.
+    n = 10
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    period(kube, clock, [a], n)
+    expected = assign([target_lease(i) for i in range(n)], ["op-a", "op-b"])
+    for p in range(15):
+        period(kube, clock, [a, b], n)
+        if p >= 2:
+            assert live_holders(kube, clock, n) == {
+                i: expected[target_lease(i)] for i in range(n)}

@@ -60,6 +60,11 @@ DEFAULT_PERIOD_SECONDS = 60.0
 AUTOSCALERS_TTL_SECONDS = 5.0
 #: A failure's message in the status: the exception's type and its first line, bounded.
 _MAX_FAILURE_TEXT = 300
+#: A target assigned to another replica whose Lease this one has seen free for this many
+#: Lease durations is taken anyway: the replicas' views of the targets differ (one does not
+#: watch the policy's namespace, say) and it would otherwise stay nobody's. Its assigned
+#: replica, alive and agreeing, takes a free Lease within a period (a Lease lasts two).
+ORPHAN_LEASE_DURATIONS = 2
 
 
 class KubeApi(Protocol):
@@ -223,6 +228,13 @@ class Controller:
         #: every policy whose target can be read, whatever its mode or state (what every
         #: replica sees alike, from the ScalingPolicy objects): what the replicas share.
         self._targets: dict[str, str] = {}
+        #: policy key → (first, last) time this replica saw the free Lease of a target
+        #: assigned to another replica, in sightings at most a Lease duration apart.
+        self._free_since: dict[str, tuple[float, float]] = {}
+        #: policy key → the assignment's input (targets, replicas) when this replica took a
+        #: target assigned to another (ORPHAN_LEASE_DURATIONS): kept while that input holds,
+        #: handed over when it changes (and taken again if still nobody takes it).
+        self._rescued: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
         self.membership = (Membership(kube, identity=settings.identity,
                                       namespace=settings.lease_namespace)
                            if settings.lease_namespace else None)
@@ -514,14 +526,14 @@ class Controller:
         if self.membership is not None:
             owner = self.membership.assigned(name, known, now)
             if owner is not None and owner != self.settings.identity:
-                # Not ours: hand it over if we still hold it (a replica joined).
-                if self.lease.peek(namespace, name, now=now) == self.settings.identity:
-                    self.lease.release(namespace, name, policy=policy.key)
+                not_ours = self._assigned_elsewhere(policy, (namespace, name), owner, known,
+                                                    now)
+                if not_ours is not None:
+                    return not_ours
+            else:
                 with self._lock:
-                    self._held.pop(policy.key, None)
-                replicas = len(self.membership.members(now))
-                return LeaseState(False, owner, f"target assigned to replica {owner} "
-                                                f"({replicas} replicas share the targets)")
+                    self._free_since.pop(policy.key, None)
+                    self._rescued.pop(policy.key, None)
         state = self.lease.ensure(namespace, name, policy=policy.key,
                                   duration=self._duration(policy), now=now)
         with self._lock:
@@ -530,6 +542,49 @@ class Controller:
             else:
                 self._held.pop(policy.key, None)
         return state
+
+    def _assigned_elsewhere(self, policy: Policy, lease: tuple[str, str], owner: str,
+                            known: frozenset[str], now: float) -> LeaseState | None:
+        """The target is assigned to ``owner``: hand it over if we hold it (a replica
+        joined) and stand by — unless its Lease has stayed free for ORPHAN_LEASE_DURATIONS
+        (the replicas' views differ and nobody takes it) or we took it so and the assignment
+        has not changed since; None then: take or keep it (the Lease keeps it exclusive)."""
+        assert self.membership is not None
+        namespace, name = lease
+        me, key = self.settings.identity, policy.key
+        members = tuple(self.membership.members(now))
+        holder = self.lease.peek(namespace, name, now=now)
+        duration = self._duration(policy)
+        with self._lock:
+            if holder is not None:
+                self._free_since.pop(key, None)
+                free_for = 0.0
+            else:
+                first, last = self._free_since.get(key, (now, now))
+                if not 0 <= now - last <= duration:  # a gap, or the clock stepped back
+                    first = now
+                self._free_since[key] = (first, now)
+                free_for = now - first
+            keep = holder in (me, None) and self._rescued.get(key) == (known, members)
+        if keep:
+            return None
+        if holder is None and free_for >= ORPHAN_LEASE_DURATIONS * duration:
+            logger.warning("%s: target %s/%s is assigned to replica %s but its Lease has "
+                           "been free for %.0f s: taking it (the replicas' views of the "
+                           "targets differ)", key, policy.namespace, policy.target.name,
+                           owner, free_for)
+            self.metrics.errors.labels("TargetUnowned").inc()
+            with self._lock:
+                self._rescued[key] = (known, members)
+                self._free_since.pop(key, None)
+            return None
+        if holder == me:  # not ours any more: hand it over (a replica joined)
+            self.lease.release(namespace, name, policy=key)
+        with self._lock:
+            self._held.pop(key, None)
+            self._rescued.pop(key, None)
+        return LeaseState(False, owner, f"target assigned to replica {owner} "
+                                        f"({len(members)} replicas share the targets)")
 
     def heartbeat(self) -> None:
         """Renew this replica's membership (from a timer in kopf's loop)."""
@@ -622,6 +677,8 @@ class Controller:
             self._failures.pop(key, None)
             self._held.pop(key, None)
             self._targets.pop(key, None)
+            self._free_since.pop(key, None)
+            self._rescued.pop(key, None)
         self.history.forget(key)
         self.metrics.forget(namespace, name)
 
