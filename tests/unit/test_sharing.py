@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forescale.controller.kube import KubeError
@@ -265,3 +265,29 @@ def test_replicas_that_agree_never_take_each_others_targets() -> None:
         if p >= 2:
             assert live_holders(kube, clock, n) == {
                 i: expected[target_lease(i)] for i in range(n)}
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 7), replicas=st.integers(2, 3), data=st.data())
+def test_after_a_restart_every_live_target_has_one_owner(n: int, replicas: int,
+                                                          data: st.DataObject) -> None:
+    # Any policies gone to Observe mode or lost their Deployment, any replica restarted:
+    # within a Lease duration (and before the safety net could act) every policy that can
+    # be scaled has its target's Lease held, and the replicas agree on who holds it.
+    names = [f"op-{c}" for c in "abc"[:replicas]]
+    kube, clock, group = cluster(n, names)
+    for _ in range(3):
+        period(kube, clock, group, n)
+    observe = frozenset(data.draw(st.sets(st.integers(0, n - 1)), label="observe"))
+    deleted = data.draw(st.sets(st.integers(0, n - 1)), label="deleted")
+    for i in deleted:
+        del kube.replicas[NS, f"web{i}"]
+    period(kube, clock, group, n, observe=observe)
+    restarted = data.draw(st.integers(0, replicas - 1), label="restarted")
+    group[restarted].controller.release_all()
+    group[restarted] = Replica(names[restarted], kube, clock)
+    for _ in range(math.ceil((2 * PERIOD + 5) / PERIOD) + 1):
+        period(kube, clock, group, n, observe=observe)
+    held = live_holders(kube, clock, n)
+    live = [i for i in range(n) if i not in observe and i not in deleted]
+    assert all(held[i] in names for i in live), (held, live)
