@@ -37,7 +37,8 @@ from forescale.core.spec import (
     RateLimit,
 )
 
-API_VERSION = "forescale.dev/v1alpha1"
+GROUP = "forescale.dev"
+API_VERSION = f"{GROUP}/v1alpha1"
 KIND = "ScalingPolicy"
 
 T = TypeVar("T")
@@ -382,35 +383,78 @@ def _yaml_error(exc: yaml.YAMLError) -> InvalidInputError:
     return InvalidInputError(f"not valid YAML{where}: {str(problem)[:200]}")
 
 
-def parse_policy_text(text: str) -> Any:
-    """The one document of a policy file, parsed within bounds (size, depth, no aliases)."""
+def parse_policy_documents(text: str) -> list[Any]:
+    """Every document of a policy file, parsed within bounds (size, depth, node count, no
+    aliases); empty documents are None, so that indexes are the file's."""
     if len(text) > MAX_POLICY_FILE_BYTES:
         raise InvalidInputError(f"larger than {MAX_POLICY_FILE_BYTES // 1024} KiB (a "
                                 f"ScalingPolicy is a few KiB)")
     _check_yaml_shape(text)
     try:
-        documents = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+        return list(yaml.load_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         raise _yaml_error(exc) from None
     except RecursionError:  # unreachable after the depth check; never a traceback
         raise InvalidInputError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
-    if len(documents) != 1:
-        raise InvalidInputError(f"expected one ScalingPolicy document, found {len(documents)}")
-    return documents[0]
 
 
-def load_policy_file(path: str | Path, *, models_dir: Path | None = None) -> PolicySpec:
-    """Read a ScalingPolicy YAML (or JSON) file; every problem is one line naming the file."""
-    path = Path(path)
+def is_policy_document(document: object) -> bool:
+    """Whether a document of a policy file is to be checked as a ScalingPolicy: its kind
+    is ScalingPolicy, or its apiVersion is in the forescale.dev group (a misspelt kind is
+    then an error naming it, not a document silently skipped), or it is not a mapping at
+    all. Documents of other kinds (a Deployment beside its policy) are not."""
+    if not isinstance(document, Mapping):
+        return document is not None
+    api_version = document.get("apiVersion")
+    return document.get("kind") == KIND or (
+        isinstance(api_version, str) and api_version.split("/", 1)[0] == GROUP)
+
+
+def parse_policy_text(text: str) -> Any:
+    """The one ScalingPolicy document of a policy file, parsed within bounds; documents of
+    other kinds are skipped (as ``forescale validate`` skips them)."""
+    documents = [(i, d) for i, d in enumerate(parse_policy_documents(text))
+                 if is_policy_document(d)]
+    if not documents:
+        raise InvalidInputError(f"no {KIND} document (a file with one {KIND} is expected)")
+    for i, doc in documents:
+        if not isinstance(doc, Mapping) or doc.get("kind") != KIND:
+            what = (f"kind must be {KIND}, got {_fmt(doc.get('kind'))}"
+                    if isinstance(doc, Mapping) else
+                    f"must be a mapping, got {type(doc).__name__}")
+            raise InvalidInputError(f"document {i}: {what}")
+    if len(documents) > 1:
+        raise InvalidInputError(f"expected one {KIND} document, found {len(documents)} "
+                                f"(documents {', '.join(str(i) for i, _ in documents)})")
+    return documents[0][1]
+
+
+def read_policy_file(path: Path) -> str:
+    """A policy file's text, read within the size bound (one byte more, for the check);
+    a file that cannot be read is one line."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_POLICY_FILE_BYTES + 1)
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except FileNotFoundError:
-        raise InvalidInputError(f"policy file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"policy file {path}: cannot read: "
-                                f"{type(exc).__name__}") from None
+        raise InvalidInputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path}: is a directory") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path}: cannot read: not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}"
+                                ) from None
+
+
+def load_policy_file(path: str | Path, *, models_dir: Path | None = None) -> PolicySpec:
+    """Read a ScalingPolicy YAML (or JSON) file; every problem is one line naming the file.
+    Documents of other kinds in it are skipped; it must hold exactly one ScalingPolicy."""
+    path = Path(path)
+    try:
+        text = read_policy_file(path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"policy file {exc}") from None
     try:
         return policy_spec_from_manifest(parse_policy_text(text), models_dir=models_dir)
     except InvalidInputError as exc:

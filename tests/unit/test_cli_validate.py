@@ -181,3 +181,53 @@ def test_schedule_and_guardrail_names_are_unique(tmp_path: Path,
                                                           schedule(maxReplicas=5)]))
     assert main(["validate", str(path)]) == 2
     assert "spec.schedules[1].name 'launch' is a duplicate" in capsys.readouterr().err
+
+
+ALIASES = 'a: &a ["x"]\nb: *a\n'
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[" * 3000, "nested more than 32 levels deep"),
+    ("{a: " * 3000 + "1" + "}" * 3000, "nested more than 32 levels deep"),
+    (ALIASES, "YAML aliases (*name) are not accepted at line 2"),
+    ("x: " + "y" * (1 << 17), "larger than 64 KiB (a ScalingPolicy is a few KiB)"),
+    ("\n".join(["- x"] * 15_000), "more than 10,000 YAML nodes"),
+])
+def test_files_are_bounded_as_policy_files_are(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               text: str, needle: str) -> None:
+    """validate parses with the loader ``backtest --policy-file`` uses: deep nesting once
+    raised RecursionError with a traceback, and aliases were expanded."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{path}: {needle}\n"
+
+
+def test_a_misspelt_kind_in_the_group_is_an_error(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    doc = manifest()
+    doc["kind"] = "Scalingpolicy"
+    path = write(tmp_path / "p.yaml",
+                 {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}},
+                 doc)
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err == (f"{path}[1] ScalingPolicy web: kind must be "
+                                       f"ScalingPolicy, got 'Scalingpolicy'\n")
+
+
+def test_a_file_without_a_policy_is_reported(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside a valid file, a file of other kinds once passed silently (exit 0)."""
+    good = write(tmp_path / "good.yaml", manifest())
+    other = write(tmp_path / "other.yaml",
+                  {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}})
+    assert main(["validate", str(good), str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == f"{good}[0] ScalingPolicy web: valid\n"
+    assert captured.err == f"{other}: no ScalingPolicy document\n"
+    assert main(["validate", "--json", str(good), str(other)]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["documents"][1] == {"file": str(other), "index": None, "name": None,
+                                   "valid": False, "errors": ["no ScalingPolicy document"]}

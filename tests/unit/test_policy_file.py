@@ -244,3 +244,30 @@ def test_hostile_files_are_refused_quickly_in_one_line(tmp_path: Path, text: str
     assert time.perf_counter() - began < 1.0
     assert str(info.value).startswith(f"policy file {bad}: {message}")
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}
+
+
+def test_other_kinds_beside_the_policy_are_skipped(tmp_path: Path) -> None:
+    """As validate does: a Deployment next to its policy once made "found 2"."""
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump_all([DEPLOYMENT, minimal(), None]))
+    assert load_policy_file(path) == PolicySpec(service_rate_per_replica=10)
+
+
+@pytest.mark.parametrize(("docs", "message"), [
+    ([DEPLOYMENT], "no ScalingPolicy document (a file with one ScalingPolicy is expected)"),
+    ([], "no ScalingPolicy document"),
+    ([minimal(), DEPLOYMENT, minimal()],
+     "expected one ScalingPolicy document, found 2 (documents 0, 2)"),
+    ([DEPLOYMENT, {**minimal(), "kind": "Scalingpolicy"}],
+     "document 1: kind must be ScalingPolicy, got 'Scalingpolicy'"),
+    (["text"], "document 0: must be a mapping, got str"),
+])
+def test_the_one_policy_of_a_file(tmp_path: Path, docs: list[Any], message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    with pytest.raises(InvalidInputError) as info:
+        load_policy_file(path)
+    assert str(info.value).startswith(f"policy file {path}: {message}")

@@ -4,10 +4,13 @@ For CI pipelines: every ScalingPolicy document in the files is checked against t
 ``spec`` schema (types, bounds, enums, patterns, required fields), then, with the CRD's
 defaults applied, against its CEL rules (``x-kubernetes-validations``, evaluated with
 ``cel-python``), then against the core's own checks (what the operator would refuse).
-Documents of other kinds in the same files (a Deployment next to its policy) are skipped.
+Documents of other kinds in the same files (a Deployment next to its policy) are skipped;
+a document in the forescale.dev group whose kind is not ScalingPolicy is an error. Files
+are read within the bounds ``backtest --policy-file`` applies (64 KiB, 32 levels, 10,000
+nodes, no YAML aliases).
 
-Exit codes: 0 when every policy is valid, 2 when one is not (or a file cannot be read, or
-no file holds a ScalingPolicy). Invalid documents are one line each on stderr; ``--json``
+Exit codes: 0 when every policy is valid, 2 when one is not (or a file cannot be read or
+parsed, or holds no ScalingPolicy). Invalid documents are one line each on stderr; ``--json``
 prints one JSON object with every document's result on stdout instead.
 """
 
@@ -20,17 +23,26 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from forescale.cli import crd_rules
 from forescale.core.errors import InvalidInputError
-from forescale.policy import API_VERSION, KIND, SPEC_SCHEMA, policy_spec_from_manifest, validate
+from forescale.policy import (
+    API_VERSION,
+    KIND,
+    SPEC_SCHEMA,
+    is_policy_document,
+    parse_policy_documents,
+    policy_spec_from_manifest,
+    read_policy_file,
+    validate,
+)
 
 
 @dataclass
 class Result:
     file: str
-    index: int
+    #: The document's index in the file; None for a problem of the whole file.
+    index: int | None
     name: str | None
     errors: list[str] = field(default_factory=list)
 
@@ -40,6 +52,8 @@ class Result:
 
     @property
     def where(self) -> str:
+        if self.index is None:
+            return self.file
         name = f" {self.name}" if self.name else ""
         return f"{self.file}[{self.index}] {KIND}{name}"
 
@@ -57,6 +71,8 @@ def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
         return ["metadata.name is required"]
     if manifest.get("apiVersion") != API_VERSION:
         return [f"apiVersion must be {API_VERSION}, got {manifest.get('apiVersion')!r}"]
+    if manifest.get("kind") != KIND:
+        return [f"kind must be {KIND}, got {manifest.get('kind')!r}"]
     if "spec" not in manifest:
         return ["spec is required"]
     try:
@@ -75,33 +91,28 @@ def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def check_file(path: Path) -> list[Result]:
+    """The results of a file's ScalingPolicy documents, read and parsed as ``backtest
+    --policy-file`` reads a policy (the same bounds: size, depth, nodes, no aliases).
+    A file that cannot be parsed, or holds no ScalingPolicy, is one failed result."""
+    text = read_policy_file(path)  # unreadable: InvalidInputError, exit 2
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: cannot read: {exc}") from None
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return [Result(str(path), 0, None, [f"not valid YAML{where}: {problem}"])]
+        documents = parse_policy_documents(text)
+    except InvalidInputError as exc:
+        return [Result(str(path), None, None, [str(exc)])]
     results = []
     for i, doc in enumerate(documents):
-        if doc is None:
+        if not is_policy_document(doc):
             continue
         if not isinstance(doc, Mapping):
             results.append(Result(str(path), i, None,
                                   [f"a document must be a mapping, got {type(doc).__name__}"]))
             continue
-        if doc.get("kind") != KIND:
-            continue
         meta = doc.get("metadata")
         name = meta.get("name") if isinstance(meta, Mapping) else None
         results.append(Result(str(path), i, name if isinstance(name, str) else None,
                               check_manifest(doc)))
+    if not results:
+        results.append(Result(str(path), None, None, [f"no {KIND} document"]))
     return results
 
 
@@ -115,8 +126,6 @@ def command(files: tuple[Path, ...], as_json: bool) -> None:
     results: list[Result] = []
     for path in files:
         results += check_file(path)
-    if not results:
-        raise InvalidInputError(f"no {KIND} document in {', '.join(map(str, files))}")
     invalid = [r for r in results if not r.valid]
     if as_json:
         click.echo(json.dumps({"valid": not invalid,
