@@ -231,3 +231,29 @@ def test_a_file_without_a_policy_is_reported(tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     assert doc["documents"][1] == {"file": str(other), "index": None, "name": None,
                                    "valid": False, "errors": ["no ScalingPolicy document"]}
+
+
+@pytest.mark.parametrize(("meta", "needle"), [
+    ({"name": "Check_Out!"}, "metadata.name must be a DNS-1123 subdomain"),
+    ({"name": "web-"}, "metadata.name must be a DNS-1123 subdomain"),
+    ({"name": "a" * 254}, "metadata.name must be a DNS-1123 subdomain"),
+    ({"name": "web\n"}, "metadata.name must be a DNS-1123 subdomain"),
+    ({"name": "web", "namespace": "shop.eu"}, "metadata.namespace must be a DNS-1123 label"),
+    ({"name": "web", "namespace": "a" * 64}, "metadata.namespace must be a DNS-1123 label"),
+    ({"name": "web", "namespace": 7}, "metadata.namespace must be a DNS-1123 label"),
+])
+def test_names_the_api_server_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      meta: dict[str, Any], needle: str) -> None:
+    doc = manifest()
+    doc["metadata"] = meta
+    assert main(["validate", str(write(tmp_path / "p.yaml", doc))]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("meta", [{"name": "web.v2-" + "a" * 200},
+                                  {"name": "a" * 253, "namespace": "shop-" + "b" * 58}])
+def test_names_the_api_server_accepts(tmp_path: Path, meta: dict[str, Any]) -> None:
+    doc = manifest()
+    doc["metadata"] = meta
+    assert main(["validate", str(write(tmp_path / "p.yaml", doc))]) == 0

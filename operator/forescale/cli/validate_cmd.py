@@ -17,6 +17,7 @@ prints one JSON object with every document's result on stdout instead.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +55,44 @@ class Result:
     def where(self) -> str:
         if self.index is None:
             return self.file
-        name = f" {self.name}" if self.name else ""
+        # A name is shown as it is only when it cannot break the one line (or pass for
+        # another): invalid ones are quoted with their escapes, and cut.
+        shown = self.name if self.name and _DNS1123_SUBDOMAIN.fullmatch(self.name) \
+            and len(self.name) <= 253 else _shown(self.name)
+        name = f" {shown}" if self.name else ""
         return f"{self.file}[{self.index}] {KIND}{name}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "index": self.index, "name": self.name,
                 "valid": self.valid, "errors": self.errors}
+
+
+#: The API server's names (k8s.io/apimachinery validation): an object's name is a
+#: DNS-1123 subdomain (at most 253 characters), a namespace a DNS-1123 label (at most 63).
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+
+
+def _name_problems(meta: Mapping[str, Any]) -> list[str]:
+    """metadata.name and metadata.namespace as the API server checks them."""
+    problems = []
+    name = meta["name"]
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        problems.append(f"metadata.name must be a DNS-1123 subdomain (at most 253 lower-case "
+                        f"letters, digits, '-' and '.', starting and ending with a letter "
+                        f"or digit), got {_shown(name)}")
+    namespace = meta.get("namespace")
+    if namespace is not None and not (isinstance(namespace, str) and len(namespace) <= 63
+                                      and re.fullmatch(_DNS1123_LABEL, namespace)):
+        problems.append(f"metadata.namespace must be a DNS-1123 label (at most 63 lower-case "
+                        f"letters, digits and '-', starting and ending with a letter or "
+                        f"digit), got {_shown(namespace)}")
+    return problems
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
@@ -69,6 +102,9 @@ def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
     if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) \
             or not meta.get("name"):
         return ["metadata.name is required"]
+    problems = _name_problems(meta)
+    if problems:
+        return problems
     if manifest.get("apiVersion") != API_VERSION:
         return [f"apiVersion must be {API_VERSION}, got {manifest.get('apiVersion')!r}"]
     if manifest.get("kind") != KIND:
