@@ -78,10 +78,10 @@ def format_timestamp(seconds: float) -> str:
 
 def load_trace(path: str | Path) -> Trace:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"trace {path}: no such file")
     try:
-        with path.open(newline="") as fh:
+        # Opened, not stat-ed first: a pipe (--trace <(head t.csv)) is no regular file but
+        # reads as well. utf-8-sig: a spreadsheet's byte order mark is not in the header.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             rows = []
@@ -89,7 +89,14 @@ def load_trace(path: str | Path) -> Trace:
                 rows.append(row)
                 if len(rows) > MAX_TRACE_ROWS:
                     raise InvalidInputError(f"trace {path}: more than {MAX_TRACE_ROWS:,} rows")
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except FileNotFoundError:
+        raise InvalidInputError(f"trace {path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"trace {path}: is a directory") from None
+    except OSError as exc:  # ENAMETOOLONG, EACCES, EIO...: the system's words, one line
+        raise InvalidInputError(f"trace {path}: cannot read: "
+                                f"{exc.strerror or type(exc).__name__}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInputError(f"trace {path}: cannot read: "
                                 f"{_shown(str(exc).splitlines()[0] if str(exc) else '')}"
                                 ) from None

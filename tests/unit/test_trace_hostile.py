@@ -37,3 +37,42 @@ def test_hostile_traces(tmp_path: Path, body: str, message: str) -> None:
         load_trace(path)
     assert message in str(info.value)
     assert len(str(info.value)) < 300 and "\n" not in str(info.value)
+
+
+GOOD = "timestamp,requests\n0,1\n60,2\n"
+
+
+def test_a_pipe_is_a_trace(tmp_path: Path) -> None:
+    """``--trace <(head -3000 t.csv)`` is /dev/fd/63, no regular file: it once said
+    "no such file"."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(GOOD,), daemon=True)
+    writer.start()
+    try:
+        trace = load_trace(fifo)
+    finally:
+        writer.join(timeout=5)
+    assert len(trace) == 2 and trace.step_seconds == 60
+
+
+def test_a_byte_order_mark_is_not_in_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert list(load_trace(path).counts) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("missing.csv", "no such file"),
+    ("a-directory", "is a directory"),
+    ("x" * 300 + ".csv", "cannot read: File name too long"),
+])
+def test_paths_that_are_no_trace_are_one_line(tmp_path: Path, name: str,
+                                              message: str) -> None:
+    (tmp_path / "a-directory").mkdir()
+    with pytest.raises(InvalidInputError) as info:
+        load_trace(tmp_path / name)
+    assert str(info.value) == f"trace {tmp_path / name}: {message}"
