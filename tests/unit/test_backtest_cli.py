@@ -116,3 +116,83 @@ def test_bad_exclude_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
     err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--exclude", "yesterday"])
     assert "START/END" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--until", "2024-01-01T00:00:00Z"], "--until is only for a Prometheus history"),
+    (["--step", "5m"], "--step is only for a Prometheus history"),
+    (["--prometheus-timeout", "5s", "--step", "1m"],
+     "--step, --prometheus-timeout are only for a Prometheus history"),
+    (["--p999-multiple", "50", "--no-rescale"], "cannot be given with --no-rescale"),
+])
+def test_flags_that_would_be_ignored_are_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 argv: list[str], message: str) -> None:
+    """They once were silently ignored: a --step 5m with --trace replayed 1m steps."""
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    assert message in one_line_error(capsys, ["backtest", "--trace", str(trace), *argv])
+
+
+def test_a_token_file_with_a_trace_is_refused(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    token = tmp_path / "token"
+    token.write_text("secret")
+    err = one_line_error(capsys, ["backtest", "--trace", str(trace),
+                                  "--prometheus-bearer-token-file", str(token)])
+    assert "--prometheus-bearer-token-file is only for a Prometheus history" in err
+
+
+def test_output_paths_are_checked_before_the_replay(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from forescale.cli import backtest_cmd
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the replay ran")
+
+    monkeypatch.setattr(backtest_cmd, "run_backtest", never)
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("x")
+    (tmp_path / "file").write_text("x")
+    run = ["backtest", "--trace", str(trace), "--policy", "hpa", "--no-progress"]
+    for argv, message in [
+        (["--out", str(tmp_path / "no" / "r.json")], f"--out {tmp_path}/no/r.json: "
+                                                     f"{tmp_path}/no: no such directory"),
+        (["--plot", str(tmp_path / "file" / "r.png")], "file: is not a directory"),
+        (["--report", str(tmp_path / ("x" * 300))], "File name too long"),
+        (["--out", str(trace)], f"--out {trace} is the --trace file: refusing to write"),
+        (["--out", str(tmp_path / "." / "t.csv")], "is the --trace file"),
+        (["--policy-file", str(policy), "--report", str(policy)],
+         "is the --policy-file file"),
+        (["--out", str(tmp_path / "r"), "--report", str(tmp_path / "r")],
+         "is the --out file"),
+    ]:
+        assert message in one_line_error(capsys, [*run, *argv]), argv
+    assert trace.read_text().startswith("timestamp,requests")
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from forescale.cli import files
+
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.05))
+    out = tmp_path / "out.json"
+    out.write_text("the last run's results")
+    out.chmod(0o640)
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--policy", "oracle",
+                                  "--out", str(out), "--no-progress"])
+    assert err == f"forescale: error: cannot write {out}: No space left on device"
+    assert out.read_text() == "the last run's results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "t.csv"]
+    monkeypatch.undo()
+    assert main(["backtest", "--trace", str(trace), "--policy", "oracle", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads(out.read_text())["policies"][0]["name"] == "oracle"
+    assert out.stat().st_mode & 0o777 == 0o640

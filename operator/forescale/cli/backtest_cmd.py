@@ -15,6 +15,7 @@ from types import TracebackType
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,6 +30,7 @@ from rich.progress import (
 from forescale.backtest.report import describe_world, html_report, summary_table
 from forescale.backtest.runner import BacktestOptions, run_backtest, world_from_trace
 from forescale.backtest.world import ExcludedInterval, ProtocolParameters, World, build_world
+from forescale.cli.files import check_output, write_atomically
 from forescale.cli.options import Duration, FiniteFloat
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
@@ -75,10 +77,7 @@ def _interval(text: str) -> ExcludedInterval:
 
 def _write(path: Path, data: bytes | str) -> None:
     try:
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data, encoding="utf-8")
+        write_atomically(path, data)
     except OSError as exc:
         raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -153,6 +152,37 @@ def command(*, trace_path: Path | None, prometheus_url: str | None, query: str |
     one command. Prints cost (pod-hours), violation rate, cost ratio to the oracle, scaling
     actions and the equal-SLO comparison with the HPA's target sweep.
     """
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+    # Every flag is checked before the replay: none is silently ignored, and an output
+    # that cannot be written fails now, not after minutes.
+    if trace_path is not None:
+        if prometheus_url is not None or query is not None or since is not None:
+            raise click.UsageError("give either --trace or --prometheus-url/--query/--since, "
+                                   "not both")
+        ignored = [flag for name, flag in (("until", "--until"), ("step_seconds", "--step"),
+                                           ("prometheus_timeout", "--prometheus-timeout"),
+                                           ("prometheus_bearer_token_file",
+                                            "--prometheus-bearer-token-file"))
+                   if given(name)]
+        if ignored:
+            verb = "is" if len(ignored) == 1 else "are"
+            raise click.UsageError(f"{', '.join(ignored)} {verb} only for a Prometheus "
+                                   "history (--prometheus-url), not for --trace")
+    elif prometheus_url is None or query is None or since is None:
+        raise click.UsageError("give --trace CSV, or --prometheus-url URL with --query "
+                               "PROMQL and --since DURATION")
+    if no_rescale and given("p999_multiple"):
+        raise click.UsageError("--p999-multiple rescales the traffic: it cannot be given "
+                               "with --no-rescale")
+    outputs = [(flag, path) for flag, path in (("--out", out_path), ("--plot", plot_path),
+                                               ("--report", report_path)) if path is not None]
+    for i, (flag, path) in enumerate(outputs):
+        check_output(path, flag, inputs=[("--trace", trace_path),
+                                         ("--policy-file", policy_file), *outputs[:i]])
     params = ProtocolParameters(service_rate=service_rate, slo_wait_seconds=slo_wait_seconds,
                                 slo_percentile=slo_percentile, startup_seconds=startup_seconds,
                                 p999_multiple=None if no_rescale else p999_multiple)
@@ -166,15 +196,10 @@ def command(*, trace_path: Path | None, prometheus_url: str | None, query: str |
                               lstm_epochs=lstm_epochs)
     excluded = tuple(_interval(x) for x in exclude)
     if trace_path is not None:
-        if prometheus_url is not None or query is not None or since is not None:
-            raise click.UsageError("give either --trace or --prometheus-url/--query/--since, "
-                                   "not both")
         world = world_from_trace(trace_path, params, excluded=excluded)
         trace_name = trace_path.name
     else:
-        if prometheus_url is None or query is None or since is None:
-            raise click.UsageError("give --trace CSV, or --prometheus-url URL with --query "
-                                   "PROMQL and --since DURATION")
+        assert prometheus_url is not None and query is not None and since is not None
         # The CLI is the boundary where the wall clock may be read; --until pins it.
         end = parse_timestamp(until) if until is not None else time.time()
         world, trace_name = _world_from_prometheus(
