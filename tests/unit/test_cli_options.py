@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 
 from forescale.cli import main
-from forescale.cli.options import format_duration, parse_duration
+from forescale.cli.options import Duration, FiniteFloat, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -56,3 +57,46 @@ def test_json_is_a_flag_everywhere(tmp_path: object, capsys: pytest.CaptureFixtu
     """--json never names a file (that is --out): a path after it is an extra argument."""
     assert main(["backtest", "--trace", "t.csv", "--json", "out.json"]) == 2
     assert "unexpected extra argument (out.json)" in capsys.readouterr().err
+
+
+def _number_options() -> list[tuple[str, click.Option]]:
+    from forescale.cli import SUBCOMMANDS, cli
+
+    ctx = click.Context(cli)
+    found = []
+    for name in SUBCOMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        found += [(f"{name} {param.opts[0]}", param) for param in command.params
+                  if isinstance(param, click.Option)
+                  and isinstance(param.type, (click.types.FloatParamType, FiniteFloat,
+                                              Duration))]
+    return found
+
+
+def test_every_float_flag_refuses_nan_and_infinity() -> None:
+    """click's FLOAT and FloatRange accept 'nan' and 'inf' (run's
+    --prometheus-timeout-seconds did), and 400 nines overflowed a duration to infinity."""
+    options = _number_options()
+    assert any(flag == "run --prometheus-timeout-seconds" for flag, _ in options)
+    for flag, option in options:
+        for text in ("nan", "inf", "-inf", "1e999", "9" * 400,
+                     *(("9" * 400 + "s",) if isinstance(option.type, Duration) else ())):
+            with pytest.raises(click.BadParameter):
+                option.type.convert(text, option, None)
+                pytest.fail(f"{flag} accepted {text[:20]!r}")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_run_refuses_a_timeout_that_is_not_finite(value: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--all-namespaces", "--prometheus-timeout-seconds", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a finite number" in err, err
+
+
+def test_a_duration_that_overflows_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["size", "--arrival-rate", "5", "--service-rate", "10",
+                 "--slo-wait", "9" * 400 + "s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a finite duration" in err, err

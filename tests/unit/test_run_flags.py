@@ -161,3 +161,39 @@ def test_allow_list_flag_and_env(captured: dict[str, Any]) -> None:
     assert captured["settings"].allowed_prometheus_urls == ("http://a:9090/p", "https://b")
     run([], env={"FORESCALE_ALLOWED_PROMETHEUS_URLS": "http://a:9090 http://c:1/x"})
     assert captured["settings"].allowed_prometheus_urls == ("http://a:9090", "http://c:1/x")
+
+
+def test_namespaces_and_all_namespaces_together_are_refused(captured: dict[str, Any]) -> None:
+    """kopf once raised TypeError (a traceback) for the pair."""
+    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces", "--namespace", "a"])
+    assert result.exit_code == 2, result.output
+    assert "--all-namespaces, not both" in result.output and "Traceback" not in result.output
+    assert "settings" not in captured
+
+
+@pytest.mark.parametrize(("address", "busy", "message"), [
+    ("127.0.0.1", True, "Address already in use"),
+    ("not an address", False, "cannot serve on not an address:"),
+    ("192.0.2.1", False, "Cannot assign requested address"),
+])
+def test_a_metrics_address_that_cannot_be_served_is_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], address: str,
+        busy: bool, message: str) -> None:
+    """make_server's OSError (port taken, address not this host's) was a traceback."""
+    import socket
+
+    from forescale.cli import main
+
+    monkeypatch.setattr(run_cmd, "_configure_logging", lambda *a: None)
+    monkeypatch.setattr(kube, "KubeClient", lambda **kw: object())
+    monkeypatch.setattr(handlers, "run_operator", lambda *a, **kw: None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if busy else 0
+        code = main(["run", "--all-namespaces", "--metrics-address", address,
+                     "--metrics-port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("forescale: Invalid value for '--metrics-address'/'--metrics-port'")
+    assert message in err and len(err.strip().splitlines()) == 1, err

@@ -55,6 +55,8 @@ class Duration(click.ParamType[float]):
             seconds = parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if not math.isfinite(seconds):  # 400 nines overflow float() to infinity
+            self.fail(f"{value!r} is not a finite duration", param, ctx)
         if self.gt is not None and not seconds > self.gt:
             self.fail(f"must be longer than {format_duration(self.gt)}, got {value}",
                       param, ctx)
@@ -64,7 +66,9 @@ class Duration(click.ParamType[float]):
 
 
 class FiniteFloat(click.ParamType[float]):
-    """A float that is finite and, optionally, above/below bounds (exclusive)."""
+    """A float that is finite and, optionally, above/below bounds (exclusive). Every float
+    flag uses it (or :class:`Duration`): click's FLOAT and FloatRange let NaN and infinity
+    through, as a test over every subcommand checks."""
 
     name = "number"
 

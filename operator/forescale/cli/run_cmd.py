@@ -73,7 +73,7 @@ def _configure_logging(fmt: str, level: str) -> None:
               envvar="FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY",
               help="Do not verify Prometheus' certificate "
                    "[env FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY].")
-@click.option("--prometheus-timeout-seconds", type=click.FloatRange(min=0.1), default=10.0,
+@click.option("--prometheus-timeout-seconds", type=FiniteFloat(ge=0.1), default=10.0,
               show_default=True,
               help="A read slower than this is a failed read: hold replicas, retry later.")
 @click.option("--models-dir", type=click.Path(path_type=Path),
@@ -123,6 +123,9 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
     """Run the operator: one decision loop per ScalingPolicy."""
     if not namespaces and not all_namespaces:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    if namespaces and all_namespaces:
+        raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces, "
+                               "not both")
     from forescale.controller.settings import url_problem
 
     # Every flag is checked before anything starts: a bad one is one line and exit 2.
@@ -172,7 +175,13 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                  param_hint="'--kubeconfig'") from None
     metrics = OperatorMetrics()
     health = Health()
-    port = serve(metrics, address=metrics_address, port=metrics_port, health=health)
+    try:
+        port = serve(metrics, address=metrics_address, port=metrics_port, health=health)
+    except OSError as exc:  # the port is taken, the address is not this host's or no address
+        raise click.BadParameter(
+            f"cannot serve on {metrics_address}:{metrics_port}: "
+            f"{exc.strerror or type(exc).__name__}",
+            param_hint="'--metrics-address'/'--metrics-port'") from None
     logging.getLogger("forescale.controller").info(
         "forescale operator %s: metrics on %s:%d", identity, metrics_address, port)
     controller = Controller(settings, kube, metrics, health=health)
