@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from forescale.core.forecast.baselines import SeasonalNaive
 from forescale.core.forecast.lstm import (
     DAY_OF_WEEK_FEATURES,
     FEATURES,
+    METADATA_FILE,
     MIN_DAYS_FOR_YESTERDAY,
     TIME_OF_DAY_FEATURES,
     YESTERDAY_FEATURE,
@@ -552,3 +554,45 @@ def test_a_pickle_with_code_is_corrupt_and_the_status_never_advises_running_it(
         LSTMForecaster.load(copy)
     assert info.value.reason == "ArtifactCorrupt"
     assert "weights_only" not in str(info.value) and "UnpicklingError" in str(info.value)
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("failure", ["metadata", "rename"])
+def test_a_failed_save_leaves_the_old_artifact_whole(series: Series, saved: Path,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     failure: str) -> None:
+    """New weights beside the old metadata load, with the same shapes, and forecast with
+    the old normalisation: a save that fails half way once left exactly that (the weights
+    were renamed into place before the metadata was even serialised)."""
+    from forescale.core.forecast import lstm
+
+    copy = _copy(saved, tmp_path)
+    before = _files(copy)
+    other = train_small(series, seed=7)
+    if failure == "metadata":  # json.dumps(allow_nan=False) of a NaN loss raises this
+        def dumps(*args: object, **kwargs: object) -> str:
+            raise ValueError("Out of range float values are not JSON compliant")
+
+        monkeypatch.setattr(lstm.json, "dumps", dumps)
+        expected: type[Exception] = ValueError
+    else:
+        real_replace = os.replace
+
+        def replace_(src: object, dst: object) -> None:
+            if Path(str(dst)).name == METADATA_FILE:
+                raise OSError(28, "No space left on device")
+            real_replace(src, dst)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(lstm.os, "replace", replace_)
+        expected = OSError
+    with pytest.raises(expected):
+        other.save(copy)
+    assert _files(copy) == before  # no temporary file left either
+    monkeypatch.undo()
+    other.save(copy)
+    assert LSTMForecaster.load(copy).metadata == other.metadata
+    assert sorted(_files(copy)) == sorted(before)

@@ -487,21 +487,43 @@ class LSTMForecaster(Forecaster):
     # -- artifact ---------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``weights.pt`` and ``metadata.json`` into directory ``path`` (created)."""
+        """Write ``weights.pt`` and ``metadata.json`` into directory ``path`` (created).
+
+        A failed save leaves the artifact that was there as it was, never new weights
+        beside old metadata (which, with the same shapes, would load and forecast with the
+        wrong normalisation): both files are written in full beside their final names
+        first, and only then renamed into place, the old weights kept under another name
+        until the new metadata is in. A reader between the two renames may still see the
+        pair half swapped; the second rename changes the files' fingerprint, so the chain
+        loads the artifact again at its next forecast."""
         import torch
 
         meta, net = self.metadata, self._net
         assert net is not None
+        text = json.dumps(meta.to_json(), indent=2, allow_nan=False) + "\n"
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        # Write beside and rename, so an interrupted save never leaves a half-written file
-        # that a running operator would then report as corrupt.
+        weights, metadata = directory / WEIGHTS_FILE, directory / METADATA_FILE
         tmp_weights = directory / f".{WEIGHTS_FILE}.tmp"
-        torch.save(net.state_dict(), tmp_weights)
-        os.replace(tmp_weights, directory / WEIGHTS_FILE)
         tmp_meta = directory / f".{METADATA_FILE}.tmp"
-        tmp_meta.write_text(json.dumps(meta.to_json(), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp_meta, directory / METADATA_FILE)
+        old_weights = directory / f".{WEIGHTS_FILE}.old"
+        try:
+            torch.save(net.state_dict(), tmp_weights)
+            tmp_meta.write_text(text, encoding="utf-8")
+            old_weights.unlink(missing_ok=True)
+            kept = _link_if_exists(weights, old_weights)
+            os.replace(tmp_weights, weights)
+            try:
+                os.replace(tmp_meta, metadata)
+            except OSError:
+                if kept:
+                    os.replace(old_weights, weights)
+                else:  # no old weights to put back: none rather than unmatched ones
+                    weights.unlink(missing_ok=True)
+                raise
+        finally:
+            for leftover in (tmp_weights, tmp_meta, old_weights):
+                leftover.unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -582,6 +604,15 @@ class LSTMForecaster(Forecaster):
 
 
 FileStamp = tuple[int, int, int, int] | None
+
+
+def _link_if_exists(source: Path, link: Path) -> bool:
+    """Hard-link ``source`` as ``link``; False when there is no ``source``."""
+    try:
+        os.link(source, link)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def artifact_fingerprint(path: str | os.PathLike[str]) -> tuple[FileStamp, ...]:
