@@ -127,3 +127,54 @@ def test_bad_horizon_is_exit_2(trace: Path, tmp_path: Path, horizon: str,
             "--horizon", horizon]
     assert main(args) == 2
     assert "--horizon" in capsys.readouterr().err
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before refusing --out")
+
+    monkeypatch.setattr(LSTMForecaster, "fit", fit)
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("file/m", "file is not a directory"),
+    ("file/a/b", "file is not a directory"),
+    ("file", "exists and is not a directory"),
+    ("x" * 300, "File name too long"),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_training(
+        trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, out: str, message: str) -> None:
+    """A parent that is a regular file once failed after training, with a traceback."""
+    _no_training(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--trace", str(trace), "--out", str(tmp_path / out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("forescale: error: --out")
+
+
+def test_a_save_that_fails_after_training_is_one_line(trace: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def save(self: LSTMForecaster, path: object) -> Path:
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(LSTMForecaster, "save", save)
+    out = tmp_path / "m"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"\nforescale: error: cannot write --out {out}: Read-only file system\n")
+    assert "Traceback" not in err
+
+
+def test_an_os_error_no_command_expected_is_one_line(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from forescale.cli import train_cmd
+
+    def load_trace(path: object) -> None:
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(train_cmd, "load_trace", load_trace)
+    assert main(["train", "--trace", "t.csv", "--out", str(tmp_path / "m")]) == 1
+    assert capsys.readouterr().err == "forescale: error: t.csv: Input/output error\n"

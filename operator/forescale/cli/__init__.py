@@ -1,7 +1,8 @@
 """The ``forescale`` command line. Each subcommand lives in its own module here.
 
 Bad input never shows a traceback: :func:`main` turns :class:`InvalidInputError` (and
-click's own usage errors) into one line on stderr and exit code 2.
+click's own usage errors) into one line on stderr and exit code 2; any other error of
+ours, and an OSError a command did not turn into one, is one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except ForescaleError as exc:
         click.echo(f"forescale: error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # the system refused (disk full, read-only): never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"forescale: error: {where}{exc.strerror or type(exc).__name__}", err=True)
         return 1
     return code if isinstance(code, int) else 0
 

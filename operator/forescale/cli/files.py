@@ -69,3 +69,23 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_directory(path: Path, flag: str) -> None:
+    """Refuse ``path`` now if a directory cannot be made or written there later: it, or
+    its nearest existing ancestor, is not a directory or is not writable."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise InvalidInputError(f"{flag} {path}: {exc.strerror or type(exc).__name__}"
+                                ) from None
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists and is" if existing == path else f"{existing} is"
+        raise InvalidInputError(f"{flag} {path}: {where} not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"{flag} {path}: cannot write in {existing}")

@@ -2,8 +2,9 @@
 
 The artifact directory gets ``weights.pt``, ``metadata.json`` and ``MODEL_CARD.md``. An
 existing, non-empty ``--out`` is refused unless ``--force``: a trained model is never
-replaced by accident. Exit codes: 0 trained, 2 bad input (unreadable trace, too short,
-``--out`` taken).
+replaced by accident. ``--out`` is checked before training (it or its nearest existing
+parent must be a writable directory). Exit codes: 0 trained, 2 bad input (unreadable
+trace, too short, ``--out`` taken or not writable).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from forescale.cli.files import check_output_directory
 from forescale.cli.options import parse_duration
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.lstm import (  # torch-free until training runs
@@ -70,8 +72,7 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
             seed: int, until: str | None, day_of_week: bool | None,
             same_time_yesterday: bool | None, threads: int, force: bool) -> None:
     """Train an LSTM forecaster on a trace and write it, with its model card, to --out."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {out} exists and is not a directory")
+    check_output_directory(out, "--out")  # now, not after the training
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InvalidInputError(f"--out {out} already holds files; pass --force to replace "
                                 "the model in it")
@@ -112,13 +113,17 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
         model.fit(history)
     elapsed = time.monotonic() - started
 
-    model.save(out)
     card = render_model_card(model, name=out.name, trace_name=Path(trace_path).stem,
                              trace_path=trace_path,
                              command=_reproduce(trace_path, out, epochs, window, horizon,
                                                 hidden, seed, until, day_of_week,
                                                 same_time_yesterday))
-    write_model_card(out, card)
+    try:  # a save that fails leaves the artifact that was there (see LSTMForecaster.save)
+        model.save(out)
+        write_model_card(out, card)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write --out {out}: "
+                                f"{exc.strerror or type(exc).__name__}") from None
     m = model.metadata
     v = m.validation
     click.echo(f"trained lstm on {m.training_points:,} points "
