@@ -596,3 +596,33 @@ def test_a_failed_save_leaves_the_old_artifact_whole(series: Series, saved: Path
     other.save(copy)
     assert LSTMForecaster.load(copy).metadata == other.metadata
     assert sorted(_files(copy)) == sorted(before)
+
+
+def test_an_artifact_is_saved_over_on_a_file_system_without_hard_links(
+        series: Series, saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old weights are kept by a copy where a hard link is refused (vfat, some FUSE and
+    network file systems), and put back if the metadata cannot be renamed in."""
+    from forescale.core.forecast import lstm
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(lstm.os, "link", no_links)
+    copy = _copy(saved, tmp_path)
+    before = _files(copy)
+    other = train_small(series, seed=7)
+    real_replace = os.replace
+
+    def replace_(src: object, dst: object) -> None:
+        if Path(str(dst)).name == METADATA_FILE:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lstm.os, "replace", replace_)
+    with pytest.raises(OSError, match="No space left"):
+        other.save(copy)
+    assert _files(copy) == before
+    monkeypatch.setattr(lstm.os, "replace", real_replace)
+    other.save(copy)
+    assert LSTMForecaster.load(copy).metadata == other.metadata
+    assert sorted(_files(copy)) == sorted(before)

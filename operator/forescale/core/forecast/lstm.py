@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -607,11 +608,14 @@ FileStamp = tuple[int, int, int, int] | None
 
 
 def _link_if_exists(source: Path, link: Path) -> bool:
-    """Hard-link ``source`` as ``link``; False when there is no ``source``."""
+    """Hard-link ``source`` as ``link`` (a copy where the file system has no hard links);
+    False when there is no ``source``."""
     try:
         os.link(source, link)
     except FileNotFoundError:
         return False
+    except OSError:  # EPERM, EXDEV, ENOTSUP: vfat, some network and FUSE file systems
+        shutil.copy2(source, link)
     return True
 
 
