@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,12 @@ FIELD_MANAGER = {"fieldManager": "forescale"}
 SCALABLE_BUILTINS = {("apps", "Deployment"): "deployments",
                      ("apps", "StatefulSet"): "statefulsets",
                      ("apps", "ReplicaSet"): "replicasets"}
+#: How long a group version's discovery answer is reused: a CRD installed, changed or
+#: removed while the operator runs is seen within this (no restart needed).
+DISCOVERY_TTL_SECONDS = 60.0
+#: How long "this group version is not served" (404) is reused: shorter, because a KEDA
+#: installed after the operator started must show as ConflictingAutoscaler quickly.
+DISCOVERY_MISSING_TTL_SECONDS = 10.0
 
 
 class KubeError(Exception):
@@ -93,7 +100,8 @@ def parse_time(text: str | None) -> float | None:
 class KubeClient:
     """A synchronous client; the worker calls it from threads (``asyncio.to_thread``)."""
 
-    def __init__(self, *, kubeconfig: str | None, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, *, kubeconfig: str | None, timeout_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.configuration = client.Configuration()
         if kubeconfig:
             config.load_kube_config(config_file=kubeconfig,  # type: ignore[no-untyped-call]
@@ -108,7 +116,9 @@ class KubeClient:
                     client_configuration=self.configuration, persist_config=False)
         self._api = client.ApiClient(self.configuration)
         self._timeout = timeout_seconds
-        self._discovery: dict[str, JSON | None] = {}
+        #: group/version → (when it was read, the listing or None if not served).
+        self._discovery: dict[str, tuple[float, JSON | None]] = {}
+        self._clock = clock
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -166,16 +176,25 @@ class KubeClient:
     # -- discovery (non-resource URLs: allowed to every authenticated user) ---------------
 
     def _resources(self, group: str, version: str) -> JSON | None:
+        """The group version's resource list, None if it is not served; reused for
+        :data:`DISCOVERY_TTL_SECONDS` (:data:`DISCOVERY_MISSING_TTL_SECONDS` when not
+        served), so that an API installed or removed later is seen without a restart."""
         key = f"{group}/{version}"
+        now = self._clock()
         with self._lock:
-            if key in self._discovery:
-                return self._discovery[key]
+            cached = self._discovery.get(key)
+        if cached is not None:
+            read_at, listing = cached
+            ttl = DISCOVERY_TTL_SECONDS if listing is not None else \
+                DISCOVERY_MISSING_TTL_SECONDS
+            if 0 <= now - read_at < ttl:
+                return listing
         try:
             found: JSON | None = self._request("GET", _base(group, version))
         except NotFound:
             found = None
         with self._lock:
-            self._discovery[key] = found
+            self._discovery[key] = (now, found)
         return found
 
     def forget_discovery(self) -> None:
