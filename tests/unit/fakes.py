@@ -32,6 +32,8 @@ class FakeKube:
         self.scale_writes: list[tuple[str, str, int]] = []
         self.scale_reads: list[tuple[str, str]] = []
         self.fail_scale_writes: KubeError | None = None
+        #: How many of the next status patches fail (the API unreachable: no answer).
+        self.fail_status_patches = 0
         self._rv = 0
 
     def _next_rv(self) -> str:
@@ -110,6 +112,9 @@ class FakeKube:
         self.leases.pop((meta["namespace"], meta["name"]), None)
 
     def patch_policy_status(self, namespace: str, name: str, status: JSON) -> JSON:
+        if self.fail_status_patches > 0:
+            self.fail_status_patches -= 1
+            raise KubeError(0, "Unreachable", "TimeoutError: timed out")
         self.statuses[namespace, name] = copy.deepcopy(status)
         return {"status": status}
 

@@ -259,3 +259,30 @@ def test_a_new_hpa_is_noticed_within_the_list_ttl() -> None:
     clock.now += AUTOSCALERS_TTL_SECONDS
     controller.cycle(with_status(policy(), kube))
     assert conditions(kube)["ScalingActive"] == ("False", "ConflictingAutoscaler")
+
+
+def test_a_lost_status_write_does_not_scale_again_beyond_the_rate_limit() -> None:
+    # The /scale write worked, the status patch did not: kopf's body still has the old
+    # status. The retry must plan from the state just committed (the scale event in it),
+    # not grant the rate limit's allowance again, nor post ScaledUp again; and it backs off.
+    controller, kube, _, clock = setup(rate=100.0)
+    body = policy(behavior={"scaleUp": {"policies": [
+        {"type": "Pods", "value": 1, "periodSeconds": 600}]}})
+    body["metadata"]["uid"] = "uid-1"
+    kube.fail_status_patches = 2
+    delays = []
+    for _ in range(3):
+        delays.append(controller.cycle(body))  # kopf's view: no status was ever written
+        clock.now += delays[-1]
+    assert kube.scale_writes == [(NS, "web", 3)]  # one pod per 600 s, as the policy says
+    assert delays[:2] == [controller.settings.retry_seconds, 2 * controller.settings.retry_seconds]
+    assert delays[2] == 30
+    status = kube.statuses[NS, "web"]
+    assert [e[1] for e in status["planState"]["scaleEvents"]] == [1]
+    assert [e[1] for e in kube.events].count("ScaledUp") == 1
+    # The same name created again is another policy: it starts from its own status.
+    again = policy()
+    again["metadata"]["uid"] = "uid-2"
+    clock.now += 30
+    controller.cycle(again)
+    assert kube.statuses[NS, "web"]["planState"]["scaleEvents"][0][1] > 0

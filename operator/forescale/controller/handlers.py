@@ -106,15 +106,8 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
         loop = asyncio.get_running_loop()
         while not stopped:
             snapshot = copy.deepcopy(dict(body))
-            try:
+            try:  # an API error is the cycle's to count and back off from
                 delay = await loop.run_in_executor(pool, controller.cycle, snapshot)
-            except KubeError as exc:
-                # The API is unreachable or refused us: retry soon; kopf keeps the daemon.
-                controller.metrics.errors.labels("KubernetesApi").inc()
-                logger.warning("%s/%s: Kubernetes API error: %s",
-                               body.get("metadata", {}).get("namespace"),
-                               body.get("metadata", {}).get("name"), exc)
-                delay = controller.settings.retry_seconds
             except RuntimeError:  # the pool is shut down: the operator is exiting
                 return
             await stopped.wait(delay)

@@ -29,7 +29,7 @@ from forescale.adapters.prometheus import BadQuery, MetricsError
 from forescale.adapters.promql import scope_query
 from forescale.controller.health import Health
 from forescale.controller.history import HistoryReader, RateSource
-from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource
+from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource, parse_time
 from forescale.controller.lease import (
     LeaseLock,
     LeaseState,
@@ -217,6 +217,8 @@ class Controller:
         self._chains: dict[str, tuple[ForecastSettings, ForecastChain]] = {}
         self._sources: dict[str, RateSource] = {}
         self._failures: dict[str, int] = {}
+        #: The status last computed per policy key: (uid, decision time, status).
+        self._reported: dict[str, tuple[Any, float, Mapping[str, Any]]] = {}
         #: Leases this process holds: policy key → (namespace, lease name), to release on
         #: shutdown so that a rolling update hands over at once.
         self._held: dict[str, tuple[str, str]] = {}
@@ -245,8 +247,8 @@ class Controller:
     def cycle(self, body: Mapping[str, Any]) -> float:
         """Run one decision for ``body``; return the seconds until the next one.
 
-        Never raises but for the Kubernetes API being unreachable (the daemon retries):
-        anything else becomes a DecisionFailed status with the reason."""
+        Never raises: an API error (unreachable, refused) is logged, counted and retried
+        with backoff; anything else becomes a DecisionFailed status with the reason."""
         began, cpu_began = time.monotonic(), time.thread_time()
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
@@ -254,8 +256,10 @@ class Controller:
             return self.settings.retry_seconds  # the previous cycle still runs
         try:
             decision, period = self._decide(body, key)
-        except KubeError:
-            raise
+        except KubeError as exc:
+            self.metrics.errors.labels("KubernetesApi").inc()
+            logger.warning("%s: Kubernetes API error: %s", key, exc)
+            return self._backoff(key, _period_of(body))
         except Exception as exc:  # the status says why; the log keeps the traceback
             logger.exception("%s: the decision failed", key)
             self.metrics.errors.labels("DecisionFailed").inc()
@@ -265,7 +269,7 @@ class Controller:
                                 failure=("DecisionFailed", failure_message(exc)))
             period = DEFAULT_PERIOD_SECONDS
             with contextlib.suppress(KubeError):
-                self.report(body, decision, body.get("status") or {})
+                self.report(body, decision, self.previous_status(body))
         finally:
             self.health.cycle_finished(key)
             self.metrics.latency.observe(time.monotonic() - began)
@@ -273,7 +277,7 @@ class Controller:
         return self._next_delay(key, decision, period)
 
     def _decide(self, body: Mapping[str, Any], key: str) -> tuple[Decision, float]:
-        previous: Mapping[str, Any] = body.get("status") or {}
+        previous = self.previous_status(body)
         now = self._clock()
         self._note_target(body, key)
         meta = body.get("metadata") or {}
@@ -314,14 +318,40 @@ class Controller:
         return decision, period
 
     def _next_delay(self, key: str, decision: Decision, period: float) -> float:
-        failures = self._failures.get(key, 0)
         if (decision.metrics_error is not None and decision.invalid_spec is None) or \
                 decision.failure is not None:
-            # Back off from a failing Prometheus: quick first retries, then once a period.
-            self._failures[key] = failures + 1
-            return float(min(period, self.settings.retry_seconds * 2 ** min(failures, 16)))
-        self._failures[key] = 0
+            return self._backoff(key, period)
+        with self._lock:
+            self._failures[key] = 0
         return period
+
+    def _backoff(self, key: str, period: float) -> float:
+        """Back off from a failing dependency (Prometheus, the Kubernetes API): quick first
+        retries, then once a period."""
+        with self._lock:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+        return float(min(period, self.settings.retry_seconds * 2 ** min(failures, 16)))
+
+    def previous_status(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The policy's status as last written: kopf's view of it, or the one this process
+        last computed for the policy (same uid) when that is newer. A status write that
+        failed after a /scale write must not lose the scale event: a retry planning from
+        the older status would write /scale again under a fresh rate-limit allowance,
+        forget the scale-down stabilisation and post ScaledUp/ScaledDown again."""
+        status: Mapping[str, Any] = body.get("status") or {}
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._lock:
+            mine = self._reported.get(key)
+        if mine is None or mine[0] != meta.get("uid"):
+            return status
+        try:
+            written = parse_time(status.get("lastDecisionTime"))
+        except (TypeError, ValueError, AttributeError):
+            written = None
+        # lastDecisionTime has whole seconds: a status of the same decision is no newer.
+        return mine[2] if written is None or mine[1] >= written else status
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -472,6 +502,9 @@ class Controller:
             logger.warning("%s/%s: metrics unavailable: %s", meta.get("namespace"),
                            meta.get("name"), d.metrics_error[1])
         status = build_status(d, previous)
+        with self._lock:  # what the next cycle plans from if this write fails
+            self._reported[f"{meta.get('namespace')}/{meta.get('name')}"] = (
+                meta.get("uid"), d.now, status)
         with contextlib.suppress(NotFound):  # deleted meanwhile
             self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
                                           status)
@@ -675,6 +708,7 @@ class Controller:
         with self._lock:
             self._chains.pop(key, None)
             self._failures.pop(key, None)
+            self._reported.pop(key, None)
             self._held.pop(key, None)
             self._targets.pop(key, None)
             self._free_since.pop(key, None)
