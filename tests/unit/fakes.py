@@ -32,6 +32,10 @@ class FakeKube:
         self.scale_writes: list[tuple[str, str, int]] = []
         self.scale_reads: list[tuple[str, str]] = []
         self.fail_scale_writes: KubeError | None = None
+        #: Raised by the reads of /scale, the autoscaler lists, the Lease calls.
+        self.fail_scale_reads: KubeError | None = None
+        self.fail_autoscaler_lists: KubeError | None = None
+        self.fail_leases: KubeError | None = None
         #: How many of the next status patches fail (the API unreachable: no answer).
         self.fail_status_patches = 0
         self._rv = 0
@@ -50,6 +54,8 @@ class FakeKube:
 
     def get_scale(self, resource: ScaleResource, namespace: str, name: str) -> JSON:
         self.scale_reads.append((namespace, name))
+        if self.fail_scale_reads is not None:
+            raise self.fail_scale_reads
         if (namespace, name) not in self.replicas:
             raise NotFound(404, "NotFound", f"deployments {name} not found")
         return {"spec": {"replicas": self.replicas[namespace, name]},
@@ -67,12 +73,16 @@ class FakeKube:
         return {"metadata": {"resourceVersion": str(self.scale_rv[namespace, name])}}
 
     def list_hpas(self, namespace: str) -> list[JSON]:
+        if self.fail_autoscaler_lists is not None:
+            raise self.fail_autoscaler_lists
         return list(self.hpas)
 
     def list_scaled_objects(self, namespace: str) -> list[JSON]:
         return []
 
     def get_lease(self, namespace: str, name: str) -> JSON | None:
+        if self.fail_leases is not None:
+            raise self.fail_leases
         lease = self.leases.get((namespace, name))
         return copy.deepcopy(lease) if lease is not None else None
 

@@ -286,3 +286,50 @@ def test_a_lost_status_write_does_not_scale_again_beyond_the_rate_limit() -> Non
     clock.now += 30
     controller.cycle(again)
     assert kube.statuses[NS, "web"]["planState"]["scaleEvents"][0][1] > 0
+
+
+FORBIDDEN = KubeError(403, "Forbidden", 'deployments.apps "web" is forbidden: User '
+                                        '"system:serviceaccount:ops:forescale" cannot get '
+                                        'resource "deployments/scale"')
+
+
+@pytest.mark.parametrize(("fault", "reason", "needs"), [
+    ("fail_scale_reads", "TargetForbidden", "get and patch on deployments/scale"),
+    ("fail_autoscaler_lists", "AutoscalersForbidden", "list on horizontalpodautoscalers"),
+    ("fail_leases", "LeaseForbidden", "get, create, update and delete on leases"),
+])
+def test_a_forbidden_read_is_a_condition_and_an_event_not_a_silent_retry(
+        fault: str, reason: str, needs: str) -> None:
+    # An RBAC rule missing for the target's kind, the autoscalers or the Leases: retrying
+    # every 2 s changes nothing. The status and one Warning say what to grant; nothing is
+    # scaled; the policy is read again once a period (the rule may be added meanwhile).
+    controller, kube, _, clock = setup(rate=100.0)
+    setattr(kube, fault, FORBIDDEN)
+    delays = []
+    for _ in range(2):
+        delays.append(controller.cycle(with_status(policy(), kube)))
+        clock.now += delays[-1]
+    assert delays == [30, 30]
+    assert conditions(kube)["ScalingActive"] == ("False", reason)
+    active = next(c for c in kube.statuses[NS, "web"]["conditions"]
+                  if c["type"] == "ScalingActive")
+    assert needs in active["message"]
+    assert [e[:2] for e in kube.events if e[0] == "Warning"] == [("Warning", reason)]
+    assert kube.scale_writes == []
+    setattr(kube, fault, None)  # the rule is granted: scaling resumes at the next cycle
+    controller.cycle(with_status(policy(), kube))
+    assert conditions(kube)["ScalingActive"] == ("True", "ScalingEnabled")
+    assert kube.scale_writes != []
+
+
+def test_an_unreachable_api_is_retried_with_backoff() -> None:
+    controller, kube, _, clock = setup(rate=100.0)
+    kube.fail_scale_reads = KubeError(0, "Unreachable", "ConnectionRefusedError")
+    delays = []
+    for _ in range(6):
+        delays.append(controller.cycle(policy()))
+        clock.now += delays[-1]
+    assert delays == [2, 4, 8, 16, 30, 30]
+    assert controller.metrics.errors.labels("KubernetesApi")._value.get() == 6
+    kube.fail_scale_reads = None
+    assert controller.cycle(policy()) == 30

@@ -32,8 +32,10 @@ class Decision:
     mode: str
     identity: str
     plan: Plan | None = None
-    #: Why the spec cannot be acted on (InvalidSpec), or None.
+    #: Why the policy cannot be acted on, or None; its reason (InvalidSpec, or what the
+    #: target's read found: TargetNotFound, TargetForbidden, TargetUnreadable).
     invalid_spec: str | None = None
+    invalid_reason: str = "InvalidSpec"
     #: (reason, message) from the Prometheus adapter, or None when the read worked.
     metrics_error: tuple[str, str] | None = None
     #: (reason, message) why the target is not scaled although it could be:
@@ -109,8 +111,8 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
         out["ScalingLimited"] = ("False", "DesiredWithinRange",
                                  "the desired replicas are within the limits")
     if d.invalid_spec is not None:
-        out["ScalingActive"] = ("False", "InvalidSpec", d.invalid_spec)
-        out["Ready"] = ("False", "InvalidSpec", d.invalid_spec)
+        out["ScalingActive"] = ("False", d.invalid_reason, d.invalid_spec)
+        out["Ready"] = ("False", d.invalid_reason, d.invalid_spec)
         return out
     if d.failure is not None:
         out["ScalingActive"] = ("False", *d.failure)

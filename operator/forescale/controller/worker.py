@@ -58,6 +58,8 @@ Clock = Callable[[], float]
 DEFAULT_PERIOD_SECONDS = 60.0
 #: How long a namespace's list of HPAs and ScaledObjects is reused.
 AUTOSCALERS_TTL_SECONDS = 5.0
+#: Answers to a read of the target that a retry will not change (besides 403 and 404).
+UNREADABLE_STATUSES = frozenset({400, 405, 406, 415, 422})
 #: A failure's message in the status: the exception's type and its first line, bounded.
 _MAX_FAILURE_TEXT = 300
 #: A target assigned to another replica whose Lease this one has seen free for this many
@@ -293,7 +295,8 @@ class Controller:
             override = self.read_override(body, policy)
         except Invalid as exc:
             self.metrics.errors.labels(exc.reason).inc()
-            decision = dataclasses.replace(base, invalid_spec=str(exc))
+            decision = dataclasses.replace(base, invalid_spec=str(exc),
+                                           invalid_reason=exc.reason)
             self.report(body, decision, previous)
             period = _period_of(body)
             return decision, period
@@ -366,6 +369,21 @@ class Controller:
         except NotFound:
             raise Invalid("TargetNotFound", f"scale target {ref.kind} {policy.namespace}/"
                                             f"{ref.name} not found") from None
+        except KubeError as exc:
+            # An answer that retrying will not change: say so in the status (once a period)
+            # rather than retrying unseen. Anything else (no answer, 5xx) is retried.
+            if exc.status == 403:
+                group = resource.group or "core"
+                raise Invalid("TargetForbidden", (
+                    f"the operator may not read the /scale of {ref.kind} {policy.namespace}/"
+                    f"{ref.name}: grant its ServiceAccount get and patch on "
+                    f"{resource.plural}/scale in API group {group} "
+                    f"({exc.reason}: {exc.message[:200]})")) from None
+            if exc.status in UNREADABLE_STATUSES:
+                raise Invalid("TargetUnreadable", (
+                    f"the API server refuses to read the /scale of {ref.kind} "
+                    f"{policy.namespace}/{ref.name}: {str(exc)[:200]}")) from None
+            raise
         replicas = (scale.get("spec") or {}).get("replicas") or 0
         return Target(resource=resource,
                       current_replicas=replicas if isinstance(replicas, int) else 0,
@@ -387,11 +405,31 @@ class Controller:
         if policy.mode == "Observe":
             return Guard(("ObserveMode",
                           "Observe mode: forecasting only, the target is not scaled"))
-        hpas, scaled_objects = self._autoscalers(policy.namespace, now)
+        try:
+            hpas, scaled_objects = self._autoscalers(policy.namespace, now)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            # Without knowing the other autoscalers it must not scale: it could fight one.
+            return Guard(("AutoscalersForbidden", (
+                f"the operator may not list the autoscalers of namespace "
+                f"{policy.namespace}, so it does not scale: grant its ServiceAccount list on "
+                f"horizontalpodautoscalers (API group autoscaling) and scaledobjects "
+                f"(keda.sh) ({exc.reason}: {exc.message[:200]})")))
         conflict = conflicting_autoscaler(policy, hpas, scaled_objects)
         if conflict is not None:
             return Guard(conflict)
-        held = self._ensure_lease(policy, now)
+        try:
+            held = self._ensure_lease(policy, now)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            namespace, _ = self.lease_ref(policy)
+            return Guard(("LeaseForbidden", (
+                f"the operator may not use Leases in namespace {namespace}, so it does not "
+                f"scale: grant its ServiceAccount get, create, update and delete on leases "
+                f"(API group coordination.k8s.io) there, or run it with --lease-namespace "
+                f"({exc.reason}: {exc.message[:200]})")))
         if held.held:
             return Guard(None)
         return Guard(("TargetLocked", held.message), other=held.holder)
