@@ -53,7 +53,12 @@ def test_pin_is_within_the_bounds(asked: str, pinned: int) -> None:
 
 @pytest.mark.parametrize("annotations", [{PAUSED: "yes"}, {PAUSED: ""},
                                          {PAUSED_REPLICAS: "-1"}, {PAUSED_REPLICAS: "2.5"},
-                                         {PAUSED_REPLICAS: "many"}])
+                                         {PAUSED_REPLICAS: "many"},
+                                         # isdigit() but not int()'s: no ValueError escapes
+                                         {PAUSED_REPLICAS: "\u00b2"},
+                                         {PAUSED_REPLICAS: "\u0663"},  # Arabic-Indic 3
+                                         {PAUSED_REPLICAS: "9" * 5000},
+                                         {PAUSED_REPLICAS: "1" + "0" * 9}])
 def test_unreadable_annotations_are_one_line_errors(annotations: dict[str, str]) -> None:
     with pytest.raises(InvalidInputError, match=r"annotation forescale\.dev/") as info:
         read_override(annotations, SPEC)
@@ -169,12 +174,16 @@ def test_pinned_sets_n_within_bounds_and_holds_it() -> None:
     assert w.replicas == 40  # maxReplicas
 
 
-def test_an_unreadable_annotation_never_scales() -> None:
+@pytest.mark.parametrize(("annotations", "named"), [
+    ({PAUSED: "yes please"}, PAUSED), ({PAUSED_REPLICAS: "\u00b2"}, PAUSED_REPLICAS),
+    ({PAUSED_REPLICAS: "9" * 5000}, PAUSED_REPLICAS)])
+def test_an_unreadable_annotation_never_scales(annotations: dict[str, str],
+                                               named: str) -> None:
     w = World(rate=100.0, replicas=2)
-    w.cycle(body({PAUSED: "yes please"}))
+    w.cycle(body(annotations))
     assert w.replicas == 2
-    assert w.condition("Ready") == ("False", "InvalidSpec")
-    assert "forescale.dev/paused" in next(
+    assert w.condition("Ready") == ("False", "InvalidSpec")  # not DecisionFailed
+    assert named in next(
         c["message"] for c in w.status["conditions"] if c["type"] == "Ready")
 
 

@@ -30,6 +30,8 @@ PAUSED = "forescale.dev/paused"
 PAUSED_REPLICAS = "forescale.dev/paused-replicas"
 #: Reasons, as in the Paused condition and the plan's reasons.
 HELD, PINNED = "PausedByAnnotation", "PinnedByAnnotation"
+#: The longest pinned replicas value read (then bounded by maxReplicas).
+MAX_PIN_DIGITS = 9
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,12 @@ def read_override(annotations: Mapping[str, Any] | None,
         paused = value == "true"
     if pinned_text is not None:
         text = str(pinned_text).strip()
-        if not text.isdigit():
+        # ASCII digits only (str.isdigit also takes "²", which int() refuses) and a bounded
+        # length (int() refuses more than 4300 digits; no workload has a billion replicas).
+        if not (text.isascii() and text.isdigit()) or len(text) > MAX_PIN_DIGITS:
             raise InvalidInputError(f"annotation {PAUSED_REPLICAS} must be a whole number "
-                                    f"of replicas, got {str(pinned_text)[:40]!r}")
+                                    f"of replicas (at most {MAX_PIN_DIGITS} digits), got "
+                                    f"{str(pinned_text)[:40]!r}")
         asked = int(text)
         replicas = min(max(asked, spec.min_replicas), spec.max_replicas)
         bounded = ("" if replicas == asked else
