@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from forescale.controller.kube import KubeError
 from forescale.controller.lease import lease_name, live_holder
-from forescale.controller.membership import assign, shares
+from forescale.controller.membership import Membership, assign, shares
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.worker import Controller
@@ -291,3 +291,14 @@ def test_after_a_restart_every_live_target_has_one_owner(n: int, replicas: int,
     held = live_holders(kube, clock, n)
     live = [i for i in range(n) if i not in observe and i not in deleted]
     assert all(held[i] in names for i in live), (held, live)
+
+
+def test_a_clock_stepped_back_does_not_freeze_the_view_of_the_replicas() -> None:
+    kube, clock = FakeKube(), Clock()
+    a = Membership(kube, identity="op-a", namespace=LEASES)
+    b = Membership(kube, identity="op-b", namespace=LEASES)
+    a.heartbeat(clock.now)
+    assert a.members(clock.now) == ["op-a"]
+    clock.now -= 3600  # NTP steps the clock back an hour; op-b joins
+    b.heartbeat(clock.now)
+    assert a.members(clock.now) == ["op-a", "op-b"]  # listed again, not "fresh" for an hour

@@ -100,7 +100,9 @@ class Membership:
         """The live replicas (this one always among them), listed at most every
         ``refresh_seconds``: a thousand policies must not mean a thousand LISTs a period."""
         with self._lock:
-            fresh = self._listed_at is not None and now - self._listed_at < self.refresh_seconds
+            # A clock stepped back (now before the listing) is no reason to trust it.
+            fresh = self._listed_at is not None and \
+                0 <= now - self._listed_at < self.refresh_seconds
             if fresh:
                 return list(self._members)
         selector = "=".join(COMPONENT_LABEL)
