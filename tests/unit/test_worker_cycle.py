@@ -4,13 +4,14 @@ apply → report against in-memory fakes of the API and Prometheus (tests/unit/f
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import pytest
 
 from forescale.controller.health import Health
 from forescale.controller.kube import KubeError
-from forescale.controller.lease import lease_name
+from forescale.controller.lease import LeaseLock, lease_name
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.worker import AUTOSCALERS_TTL_SECONDS, Controller, Guard, standing_by
@@ -333,3 +334,63 @@ def test_an_unreachable_api_is_retried_with_backoff() -> None:
     assert controller.metrics.errors.labels("KubernetesApi")._value.get() == 6
     kube.fail_scale_reads = None
     assert controller.cycle(policy()) == 30
+
+
+def test_after_release_all_no_cycle_takes_the_lease_or_scales() -> None:
+    # SIGTERM: the Leases are released; a cycle that runs afterwards (it was queued, or
+    # still running) must neither take the Lease again nor write /scale nor a status, or
+    # the process exits holding the Lease and the handover waits a Lease duration.
+    controller, kube, source, clock = setup(rate=100.0)
+    controller.cycle(policy())
+    writes, status = list(kube.scale_writes), copy.deepcopy(kube.statuses[NS, "web"])
+    assert controller.release_all() == 1 and kube.leases == {}
+    source.rate = 1000.0  # a cycle now would scale up
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    assert kube.leases == {}
+    assert kube.scale_writes == writes
+    assert kube.statuses[NS, "web"] == status
+
+
+class GatedKube(FakeKube):
+    """Holds the cycle thread's next get_lease until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated: threading.Thread | None = None
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def get_lease(self, namespace: str, name: str) -> Any:
+        if threading.current_thread() is self.gated:
+            self.gated = None
+            self.entered.set()
+            assert self.gate.wait(5)
+        return super().get_lease(namespace, name)
+
+
+def test_release_all_waits_for_a_lease_call_in_progress() -> None:
+    # A cycle's Lease renewal has begun (it is past the stopping check) when SIGTERM
+    # comes: releasing at once would let that renewal take the Lease again after the
+    # release. release_all waits for it, then releases.
+    controller, _, _, clock = setup(rate=100.0)
+    kube = GatedKube()
+    kube.replicas[NS, "web"] = 2
+    controller.kube = kube
+    controller.lease = LeaseLock(kube, identity="op-a")
+    controller.cycle(policy())
+    assert LEASE in kube.leases
+    clock.now += 30
+    cycle = threading.Thread(target=controller.cycle, args=(with_status(policy(), kube),))
+    kube.gated = cycle
+    cycle.start()
+    assert kube.entered.wait(5)
+    released: list[int] = []
+    stopper = threading.Thread(target=lambda: released.append(controller.release_all()))
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive()  # waiting for the renewal in progress
+    kube.gate.set()
+    cycle.join(5)
+    stopper.join(5)
+    assert released == [1]
+    assert kube.leases == {}

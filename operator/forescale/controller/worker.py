@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +60,8 @@ DEFAULT_PERIOD_SECONDS = 60.0
 AUTOSCALERS_TTL_SECONDS = 5.0
 #: Answers to a read of the target that a retry will not change (besides 403 and 404).
 UNREADABLE_STATUSES = frozenset({400, 405, 406, 415, 422})
+#: Why a stopping operator neither takes a Lease nor scales.
+SHUTTING_DOWN = "the operator is shutting down: another replica takes the target over"
 #: A failure's message in the status: the exception's type and its first line, bounded.
 _MAX_FAILURE_TEXT = 300
 #: A target assigned to another replica whose Lease this one has seen free for this many
@@ -243,6 +245,12 @@ class Controller:
                                       namespace=settings.lease_namespace)
                            if settings.lease_namespace else None)
         self._lock = threading.Lock()
+        #: Set on shutdown (:meth:`release_all`): no Lease is taken or renewed, no /scale
+        #: written and no status reported after it.
+        self._stopping = False
+        #: Lease and /scale calls in progress, which :meth:`release_all` waits for.
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
 
     # -- the cycle -----------------------------------------------------------------------
 
@@ -254,6 +262,8 @@ class Controller:
         began, cpu_began = time.monotonic(), time.thread_time()
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if self.stopping:
+            return self.settings.retry_seconds  # shutting down: the other replicas decide
         if not self.health.cycle_started(key):
             return self.settings.retry_seconds  # the previous cycle still runs
         try:
@@ -304,7 +314,7 @@ class Controller:
 
         guard = self.guard(policy, now)
         blocked = guard.blocked
-        if standing_by(guard, previous, self.settings.identity):
+        if standing_by(guard, previous, self.settings.identity) or self.stopping:
             return dataclasses.replace(base, blocked=blocked), period
         if blocked is None and override is not None and override.replicas is None:
             blocked = (override.reason, override.message)  # paused: hold, never write
@@ -317,7 +327,8 @@ class Controller:
             blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
             paused=None if override is None else (override.reason, override.message))
         self._observe(policy, decision)
-        self.report(body, decision, previous)
+        if not self.stopping:  # else the next holder reports (ours could overwrite its)
+            self.report(body, decision, previous)
         return decision, period
 
     def _next_delay(self, key: str, decision: Decision, period: float) -> float:
@@ -505,6 +516,13 @@ class Controller:
         must not date the renewal back, or the lease could lapse before the write."""
         if blocked is not None or result.desired_replicas == target.current_replicas:
             return None, blocked
+        with self._operation() as allowed:
+            if not allowed:
+                return None, ("TargetLocked", SHUTTING_DOWN)
+            return self._write_scale(policy, target, result)
+
+    def _write_scale(self, policy: Policy, target: Target,
+                     result: Plan) -> tuple[int | None, tuple[str, str] | None]:
         renewed = self._clock()
         held = self._ensure_lease(policy, renewed)
         if not held.held:
@@ -587,7 +605,36 @@ class Controller:
             else:
                 self._targets[key] = self._target_lease(str(meta.get("namespace")), target)[1]
 
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[bool]:
+        """A Lease or /scale call: yields False once the operator is stopping (then nothing
+        may be called); :meth:`release_all` waits for the ones in progress."""
+        with self._lock:
+            if self._stopping:
+                allowed = False
+            else:
+                allowed = True
+                self._in_flight += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        with self._lock:
+            return self._stopping
+
     def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
+        with self._operation() as allowed:
+            if not allowed:
+                return LeaseState(False, None, SHUTTING_DOWN)
+            return self._ensure_lease_now(policy, now)
+
+    def _ensure_lease_now(self, policy: Policy, now: float) -> LeaseState:
         namespace, name = self.lease_ref(policy)
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
@@ -658,9 +705,13 @@ class Controller:
                                         f"({len(members)} replicas share the targets)")
 
     def heartbeat(self) -> None:
-        """Renew this replica's membership (from a timer in kopf's loop)."""
-        if self.membership is not None:
-            self.membership.heartbeat(self._clock())
+        """Renew this replica's membership (from a timer in kopf's loop); never again once
+        stopping (it would count this replica alive after it left)."""
+        if self.membership is None:
+            return
+        with self._operation() as allowed:
+            if allowed:
+                self.membership.heartbeat(self._clock())
 
     def release(self, body: Mapping[str, Any], *, wait_seconds: float = 30.0) -> bool:
         """Give up the target's lease: the policy was deleted. A cycle of it still running
@@ -684,10 +735,17 @@ class Controller:
                            namespace=namespace if shared is not None else None)
         return self.lease.release(lease_ns, lease, policy=f"{namespace}/{name}")
 
-    def release_all(self) -> int:
+    def release_all(self, *, wait_seconds: float = 15.0) -> int:
         """Release every Lease this process holds (on SIGTERM), membership first: the other
         replicas take the targets over on their next cycle instead of after a Lease
-        duration."""
+        duration. From now on no cycle takes or renews a Lease, writes /scale or reports;
+        the Lease and /scale calls already in progress are waited for (at most
+        ``wait_seconds``), so that none renews a Lease after its release."""
+        with self._lock:
+            self._stopping = True
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=wait_seconds):
+                logger.warning("shutting down with %d Lease or /scale call(s) still in "
+                               "progress", self._in_flight)
         if self.membership is not None:
             self.membership.leave()
         with self._lock:
