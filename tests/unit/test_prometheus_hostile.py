@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,3 +165,63 @@ def test_without_an_allow_list_only_the_operators_own() -> None:
     problem = settings.check_prometheus_url("http://elsewhere:9090")
     assert problem is not None and "allow-list" in problem and "none besides" in problem
     assert ControllerSettings(identity="t").check_prometheus_url("http://prom:9090") is not None
+
+
+class Trickle:
+    """Answers every request one byte every ``interval`` seconds (the status line and
+    headers too when ``headers_too``): each read gets a byte well within a per-read
+    timeout, so only a deadline for the whole answer stops it."""
+
+    def __init__(self, *, interval: float, headers_too: bool) -> None:
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix",
+                                                         "result": []}}).encode()
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.stop = threading.Event()
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not headers_too:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                for byte in (head if headers_too else b"") + body:
+                    if me.stop.wait(interval):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client gave up: what the test wants
+                        return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("headers_too", [False, True])
+def test_the_timeout_is_a_deadline_for_the_whole_answer(headers_too: bool) -> None:
+    # A server that answers a byte every 0.2 s never trips a 1 s per-read timeout; the read
+    # must still give up after about 1 s, as PrometheusUnavailable, or a cycle could run
+    # past the liveness limit.
+    server = Trickle(interval=0.2, headers_too=headers_too)
+    try:
+        with PrometheusSource(server.url, timeout_seconds=1) as source, \
+                pytest.raises(PrometheusUnavailable, match="did not answer within 1s"):
+            began = time.monotonic()
+            try:
+                source.read_rate("up", start=0, end=120, step_seconds=60)
+            finally:
+                took = time.monotonic() - began
+        assert took < 2.0
+    finally:
+        server.close()

@@ -27,9 +27,12 @@ This module reads no clock: ``start``, ``end`` and ``at`` are always passed in.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import re
+import socket
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +43,10 @@ import numpy as np
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
+from urllib3 import ProxyManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from forescale.core.errors import ForescaleError, InvalidInputError
@@ -132,8 +139,9 @@ class PrometheusSource:
     bundle that verifies the server's certificate instead of the system CAs. A request is
     retried once on a refused connection or a 502/503/504: the operator calls again on its
     next cycle anyway, and a reconcile loop must not block for long on a Prometheus that is
-    down. (So a host that swallows packets costs up to twice ``timeout_seconds`` before
-    PrometheusUnavailable.)
+    down. ``timeout_seconds`` is a deadline for each request as a whole (connection, retry,
+    headers and body): a server that trickles its answer a byte at a time fails as
+    PrometheusUnavailable when it passes, not after a per-read timeout per byte.
     """
 
     def __init__(self, url: str, *, headers: Mapping[str, str] | None = None,
@@ -164,7 +172,7 @@ class PrometheusSource:
                       raise_on_status=False)
         # The client's annotations say ``int`` for the timeout; requests takes any number.
         client_timeout: Any = self.timeout_seconds
-        session = requests.Session()
+        session = _DeadlineSession(self.timeout_seconds)
         # Never follow a redirect: the URL was checked against the allow-list, the place it
         # redirects to was not (and a redirect would carry the query elsewhere).
         session.max_redirects = 0
@@ -175,6 +183,8 @@ class PrometheusSource:
         self._client = PrometheusConnect(url=self.url, headers=dict(headers or {}),
                                          retry=retry, timeout=client_timeout,
                                          session=session, auth=auth)
+        # The client mounted a plain adapter for its URL: the deadline needs ours.
+        session.mount(self.url, _DeadlineAdapter(max_retries=retry))
 
     def close(self) -> None:
         self._client.close()
@@ -313,6 +323,124 @@ class PrometheusSource:
         except OSError as exc:  # e.g. a CA bundle that vanished or does not parse
             raise PrometheusUnavailable(f"request to Prometheus at {where} failed: "
                                         f"{_shorten(str(exc)) or type(exc).__name__}") from None
+
+
+class _Deadline:
+    """One request's deadline: when it passes, the sockets of the request's connections are
+    shut down, which ends a read blocked on them at once (a per-read timeout restarts with
+    every byte a trickling server sends)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: list[HTTPConnection] = []
+        self.expired = False
+
+    def add(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+            expired = self.expired
+        if expired:
+            _shut(connection)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+#: The deadline of the request the current thread is making (requests is synchronous:
+#: the connection's calls run on the thread that called the session).
+_current = threading.local()
+
+
+def _watch(connection: HTTPConnection) -> None:
+    deadline: _Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.add(connection)
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # a connection reused from the pool is not connected again
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections a :class:`_Deadline` can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # not SOCKS, whose pools are its own
+            manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+        return manager
+
+
+class _DeadlineSession(requests.Session):
+    """A session whose every request ends within ``deadline_seconds`` (requests.Timeout),
+    with its retries, however slowly the server answers."""
+
+    def __init__(self, deadline_seconds: float) -> None:
+        super().__init__()
+        self.deadline_seconds = deadline_seconds
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        deadline = _Deadline()
+        timer = threading.Timer(self.deadline_seconds, deadline.expire)
+        timer.daemon = True
+        _current.deadline = deadline
+        timer.start()
+        try:
+            response = super().request(*args, **kwargs)
+        except (requests.RequestException, OSError):
+            if deadline.expired:
+                raise requests.Timeout(f"no complete answer within "
+                                       f"{self.deadline_seconds:g}s") from None
+            raise
+        finally:
+            timer.cancel()
+            _current.deadline = None
+        if deadline.expired:  # a body that ends with the connection may be cut short
+            response.close()
+            raise requests.Timeout(f"no complete answer within {self.deadline_seconds:g}s")
+        return response
 
 
 class _TokenUnreadable(Exception):  # noqa: N818 (turned into PrometheusUnavailable)
