@@ -394,3 +394,11 @@ def test_release_all_waits_for_a_lease_call_in_progress() -> None:
     stopper.join(5)
     assert released == [1]
     assert kube.leases == {}
+
+
+def test_a_missing_target_is_still_reported_as_invalid_spec() -> None:
+    controller, kube, _, _ = setup()
+    controller.cycle(policy(scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": "gone"}))
+    assert conditions(kube)["Ready"] == ("False", "InvalidSpec")
+    assert conditions(kube)["ScalingActive"] == ("False", "InvalidSpec")

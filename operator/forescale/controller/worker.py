@@ -95,11 +95,13 @@ class KubeApi(Protocol):
 
 class Invalid(Exception):  # noqa: N818 (a step's outcome, not an error of the operator)
     """A step found the policy cannot be acted on: ``reason`` (InvalidSpec,
-    TargetNotFound) for the metrics counter, the message for the status."""
+    TargetNotFound, ...) for the metrics counter, ``condition`` for the Ready and
+    ScalingActive conditions, the message for the status."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, condition: str = "InvalidSpec") -> None:
         super().__init__(message)
         self.reason = reason
+        self.condition = condition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,7 +308,7 @@ class Controller:
         except Invalid as exc:
             self.metrics.errors.labels(exc.reason).inc()
             decision = dataclasses.replace(base, invalid_spec=str(exc),
-                                           invalid_reason=exc.reason)
+                                           invalid_reason=exc.condition)
             self.report(body, decision, previous)
             period = _period_of(body)
             return decision, period
@@ -389,11 +391,13 @@ class Controller:
                     f"the operator may not read the /scale of {ref.kind} {policy.namespace}/"
                     f"{ref.name}: grant its ServiceAccount get and patch on "
                     f"{resource.plural}/scale in API group {group} "
-                    f"({exc.reason}: {exc.message[:200]})")) from None
+                    f"({exc.reason}: {exc.message[:200]})"),
+                    condition="TargetForbidden") from None
             if exc.status in UNREADABLE_STATUSES:
                 raise Invalid("TargetUnreadable", (
                     f"the API server refuses to read the /scale of {ref.kind} "
-                    f"{policy.namespace}/{ref.name}: {str(exc)[:200]}")) from None
+                    f"{policy.namespace}/{ref.name}: {str(exc)[:200]}"),
+                    condition="TargetUnreadable") from None
             raise
         replicas = (scale.get("spec") or {}).get("replicas") or 0
         return Target(resource=resource,
