@@ -396,9 +396,10 @@ def test_release_all_waits_for_a_lease_call_in_progress() -> None:
     assert kube.leases == {}
 
 
-def test_a_missing_target_is_still_reported_as_invalid_spec() -> None:
+def test_a_missing_target_is_reported_as_such() -> None:
+    """The runbook's row for it: fix spec.scaleTargetRef (the spec itself is valid)."""
     controller, kube, _, _ = setup()
     controller.cycle(policy(scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment",
                                             "name": "gone"}))
-    assert conditions(kube)["Ready"] == ("False", "InvalidSpec")
-    assert conditions(kube)["ScalingActive"] == ("False", "InvalidSpec")
+    assert conditions(kube)["Ready"] == ("False", "TargetNotFound")
+    assert conditions(kube)["ScalingActive"] == ("False", "TargetNotFound")

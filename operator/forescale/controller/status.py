@@ -33,7 +33,7 @@ class Decision:
     identity: str
     plan: Plan | None = None
     #: Why the policy cannot be acted on, or None; its reason (InvalidSpec, or what the
-    #: target's read found: TargetForbidden, TargetUnreadable).
+    #: target's read found: TargetNotFound, TargetForbidden, TargetUnreadable).
     invalid_spec: str | None = None
     invalid_reason: str = "InvalidSpec"
     #: (reason, message) from the Prometheus adapter, or None when the read worked.

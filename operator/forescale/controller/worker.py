@@ -381,7 +381,8 @@ class Controller:
             scale = self.kube.get_scale(resource, policy.namespace, ref.name)
         except NotFound:
             raise Invalid("TargetNotFound", f"scale target {ref.kind} {policy.namespace}/"
-                                            f"{ref.name} not found") from None
+                                            f"{ref.name} not found",
+                          condition="TargetNotFound") from None
         except KubeError as exc:
             # An answer that retrying will not change: say so in the status (once a period)
             # rather than retrying unseen. Anything else (no answer, 5xx) is retried.
