@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 
 from forescale.core.calibration import (
     ACI_SLOW_GAMMA,
+    BIN_WIDTH,
+    LOW,
     MIN_COMMON,
+    MIN_WEIGHT,
     Bound,
     Histogram,
     Records,
@@ -353,6 +357,19 @@ def test_scores_without_spread_are_not_fenced() -> None:
     assert "fence" not in message
 
 
+def test_a_jump_on_smooth_traffic_is_fenced_too() -> None:
+    """A busy, smooth service (forecasts within 1 %: 95 % of the scores in one bin) and one
+    level shift (x3; 1 % of the scores). Without a fence its few scores set the 99.7 %
+    bound at x3 the forecast for as long as they keep weight; the fence, its spread taken
+    as at least the bins' resolution, holds it within ~x1.2 and says so."""
+    rng = np.random.default_rng(5)
+    scores = np.concatenate([rng.normal(0.005, 0.003, 950), rng.normal(0.03, 0.01, 40),
+                             np.full(10, math.log(3.0))])
+    upper, message = _bound_for(scores, 0.997)
+    assert upper < 100.0 * 1.25
+    assert "far-out fence" in message
+
+
 def test_scores_too_spread_for_the_histogram_give_the_models_interval_and_say_why() -> None:
     """Half the scores beyond x20 (a service so sparse its forecasts say little): the
     quantile and the far-out fence are both past the histogram's last finite bin, so no
@@ -387,6 +404,27 @@ def test_every_stage_is_scored_step_by_step_at_the_track_origins() -> None:
     assert records.width("lstm") == pytest.approx(0.0, abs=0.03)
     assert records.width("arima") == pytest.approx(0.0, abs=0.03)
     assert records.width("ma") is None
+
+
+def test_the_highest_supported_level_is_the_largest_score_whatever_the_rounding() -> None:
+    """quantile(total / (total + 1)) is the top occupied bin's upper edge. It came out +inf
+    for 1 random histogram in 4 (its total summed in another order than its loop), and the
+    bound then fell back to the model's own interval saying "too few scored forecasts"."""
+    rng = random.Random(0)
+    series = Series(T0, STEP, np.full(1440, 100.0))
+    for _ in range(400):
+        weights = {rng.randrange(70, 90): rng.random() * 8 for _ in range(20)}
+        hist = Histogram(weights, T0)
+        top = LOW + max(weights) * BIN_WIDTH  # the upper edge of the top occupied bin
+        assert hist.quantile(hist.total / (hist.total + 1.0)) == pytest.approx(top)
+        if hist.total < MIN_WEIGHT:
+            continue
+        # A level above what the weight supports (after a run of misses): the largest score.
+        bound = Records(histograms={"0:all": hist}).upper_bound(
+            np.array([100.0]), np.array([101.0]), series, coverage=0.9999, now=T0,
+            half_life=HALF_LIFE, intensity_steps=5)
+        assert bound.calibrated and "capped at the largest" in bound.message, bound.message
+        assert bound.upper[0] > 101.0  # not the model's own interval
 
 
 def test_forgetting_a_stage_drops_its_record_and_keeps_the_bounds() -> None:

@@ -96,6 +96,12 @@ COLLAPSE_SECONDS = 600.0
 #: tenth of the night's decisions). For errors that are normal in log space the fence is
 #: 4.7 standard deviations out, beyond any level the miss level asks for: it never binds.
 FENCE_IQR = 3.0
+#: The scores' spread is taken as at least this many bins (their resolution) for the fence.
+MIN_SPREAD_BINS = 2
+#: A bin holding half the scores whose upper edge is this far below 0 is a sparse service's
+#: windows without a request: they score log(ε / (mean + ε)), ε one request in the window,
+#: which is below −0.1 wherever the forecast is above 0.11 of a request per window.
+SPARSE_BIN_BELOW = -0.1
 #: The quantile of a stage's scores its bound width is measured at (see the module
 #: docstring): near the level the plan's bound is taken at (its miss level is ~3 % on the
 #: shared traces), where a few hundred scores still estimate it.
@@ -147,13 +153,19 @@ class Histogram:
         """The weighted ``q``-quantile, interpolated within its bin, with the finite-sample
         correction of split conformal prediction (one more, unseen, score counts at +inf).
         """
-        total = self.total
+        ordered = sorted(self.weights.items())
+        # The total summed in the order the loop below sums: summed in another order, it
+        # could round a hair above the loop's last sum, and the highest level the scores
+        # support, total / (total + 1), came out +inf (1 histogram in 6, at random).
+        total = 0.0
+        for _, weight in ordered:
+            total += weight
         target = q * (total + 1.0)
-        if target > total:
+        if target > total * (1.0 + 1e-12):
             return math.inf
+        target = min(target, total)  # q = total / (total + 1) can round a hair above
         running = 0.0
-        for index in sorted(self.weights):
-            weight = self.weights[index]
+        for index, weight in ordered:
             if running + weight >= target:
                 if index <= 0 or index >= N_BINS - 1:
                     return _upper_edge(index)  # the open-ended bins have no width
@@ -164,15 +176,24 @@ class Histogram:
 
     def far_out_fence(self) -> float | None:
         """Tukey's far-out fence of the scores, ``Q3 + FENCE_IQR · (Q3 − Q1)`` (see
-        :data:`FENCE_IQR`), or None where the scores have no spread to measure: when half
-        of them or more share one bin — a sparse service's windows without a request —
-        Q1 and Q3 both fall in it, the fence sat on that one score, and every request was
-        "beyond" it (NASA thinned to ~0.1 request a minute at weekends: the bound held at
-        x1.4 the forecast, a miss in one decision in ten)."""
-        if self.weights and 2.0 * max(self.weights.values()) >= self.total:
-            return None
+        :data:`FENCE_IQR`), the spread taken as at least :data:`MIN_SPREAD_BINS` bins, or
+        None for a sparse service's scores.
+
+        When half of the scores or more share one bin, Q1 and Q3 both fall in it. On a
+        sparse service that bin holds the windows without a request, well below the
+        forecast (:data:`SPARSE_BIN_BELOW`): a fence there sat on that one score and every
+        request was "beyond" it (NASA thinned to ~0.1 request a minute at weekends: the
+        bound held at x1.4 the forecast, a miss in one decision in ten), so there is none.
+        On busy, smooth traffic the shared bin is at the forecast: without a fence there,
+        the few scores of one jump (a level shift, a flash crowd) set a 99.7 % bound at
+        x2.9 the forecast for as long as they kept weight, 3x the replicas needed for
+        hours; with the spread taken as the bins' resolution, they are fenced."""
         q1, q3 = self.quantile(0.25), self.quantile(0.75)
-        return q3 + FENCE_IQR * (q3 - q1)
+        if self.weights:
+            shared, weight = max(self.weights.items(), key=lambda kw: kw[1])
+            if 2.0 * weight >= self.total and _upper_edge(shared) <= SPARSE_BIN_BELOW:
+                return None
+        return q3 + FENCE_IQR * max(q3 - q1, MIN_SPREAD_BINS * BIN_WIDTH)
 
     def fenced(self, q: float) -> tuple[float, bool]:
         """``q`` (possibly infinite: in the open top bin) held at :meth:`far_out_fence`
