@@ -148,6 +148,20 @@ def test_scale_up_is_rate_limited_like_the_hpa() -> None:
     assert p.desired_replicas == 20
 
 
+@pytest.mark.parametrize(("percent", "current", "hpa"), [(10, 10, 17), (10, 3, 7), (50, 1, 8)])
+def test_a_percent_limit_compounds_with_the_hpas_rounding(percent: int, current: int,
+                                                          hpa: int) -> None:
+    """Per 15 s, over a 60 s decision: the HPA's four loops each round up (10 % of 10:
+    11, 13, 15, 17); rounding once after compounding allowed 15."""
+    rule = spec(behavior=Behavior(scale_up=(RateLimit("Percent", percent, 15),)))
+    p = run(rule, FixedChain(1000.0), current=current)
+    assert p.desired_replicas == hpa and "ScaleUpLimited" in p.reasons
+    down = spec(behavior=Behavior(scale_down=(RateLimit("Percent", 10, 15),),
+                                  scale_down_stabilization_seconds=0))
+    q = run(down, FixedChain(0.0), current=100)
+    assert q.desired_replicas == 64  # 90, 81, 72, 64: truncated at each loop (once: 65)
+
+
 def test_rate_limits_compound_over_the_decision_period() -> None:
     # The default is the HPA's, max(+4 pods, +100 %) per 15 s: the HPA re-evaluates every
     # 15 s, so over one 60 s decision it could double four times (3 -> 48).

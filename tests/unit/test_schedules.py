@@ -166,6 +166,27 @@ def test_plan_ceiling_holds_a_batch_window() -> None:
     assert held.desired_replicas == 3 and "ScheduledCeiling" in held.reasons
 
 
+def test_an_event_keeps_its_bounds_while_metrics_are_missing() -> None:
+    """A Prometheus blip just before a launch must not cancel the capacity declared for it:
+    holding for lack of metrics, the plan still raises to the floor (and keeps a batch
+    window's ceiling), and the status can show the active event."""
+    start = paris(2026, 3, 30, 9, 0)
+    now = start - 120.0
+    stale = history(now - 900.0)  # the last 15 minutes missing
+    held = plan(stale, spec(schedules=(launch(),)), PlanState.initial(), now,
+                current_replicas=5)
+    assert not held.metrics_available and "HoldingReplicas" in held.reasons
+    assert held.desired_replicas == 20 and "ScheduledFloor" in held.reasons
+    assert held.schedules is not None and held.schedules.active == ("launch",)
+    plain = plan(stale, spec(), PlanState.initial(), now, current_replicas=5)
+    assert plain.desired_replicas == 5 and "ScheduledFloor" not in plain.reasons
+    night = paris(2026, 3, 30, 2, 10)
+    nightly = Schedule("batch", "0 2 * * *", 3600, "Europe/Paris", max_replicas=3)
+    capped = plan(history(night - 900.0, rate=80), spec(schedules=(nightly,)),
+                  PlanState.initial(), night, current_replicas=8)
+    assert capped.desired_replicas == 3 and "ScheduledCeiling" in capped.reasons
+
+
 # --- in the backtest ----------------------------------------------------------------------
 
 def test_backtest_shows_what_a_schedule_costs() -> None:

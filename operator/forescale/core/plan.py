@@ -371,17 +371,27 @@ def _period_start(current: int, state: PlanState, period: float, now: float) -> 
     return current - changed
 
 
-def _policy_limit(rule: RateLimit, start: int, up: bool, periods: int) -> int:
+def _policy_limit(rule: RateLimit, start: int, up: bool, periods: int, enough: int) -> int:
     """The limit after ``periods`` of the rule's periods (the HPA re-evaluates every 15 s,
     so over one 60 s decision period a "100 % per 15 s" rule allows 2**4 = 16x)."""
     if rule.type == "Pods":
         change = int(rule.value) * periods
         return start + change if up else start - change
     factor = rule.value / 100.0
-    # Rounding as the HPA controller does: up rounds up, down truncates.
-    if up:
-        return math.ceil(start * (1 + factor) ** periods)
-    return math.floor(start * max(1 - factor, 0.0) ** periods)
+    # Rounding as the HPA controller does at each of its loops: up rounds up, down
+    # truncates (rounded once after compounding, 10 % per 15 s from 10 replicas allowed 15
+    # over a minute where the HPA's four loops allow 17).
+    # ``enough``: the proposal; past it the limit no longer binds (and cannot overflow).
+    limit = start
+    for _ in range(periods):
+        following = math.ceil(limit * (1 + factor)) if up else \
+            math.floor(limit * max(1 - factor, 0.0))
+        if following == limit:
+            break
+        limit = following
+        if (limit >= enough) if up else (limit <= enough):
+            break
+    return limit
 
 
 def _periods(rule: RateLimit, spec: PolicySpec) -> int:
@@ -394,7 +404,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
     """HPA behaviour policies with ``selectPolicy: Max`` (the most permissive rule wins)."""
     if proposed > current and spec.behavior.scale_up:
         limit = max(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
-                                  True, _periods(r, spec))
+                                  True, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_up)
         limit = max(limit, current)
         if proposed > limit:
@@ -403,7 +413,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                                        f"scale-up rate policies")
     if proposed < current and spec.behavior.scale_down:
         limit = min(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
-                                  False, _periods(r, spec))
+                                  False, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_down)
         limit = min(limit, current)
         if proposed < limit:
@@ -524,7 +534,13 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         assert problem is not None
         # Hold: never scale down on missing data. Only the user's bounds still apply.
         reason, message = problem
-        desired, lim = clamp(current_replicas, spec)
+        # A declared event's floor or ceiling still holds: a Prometheus blip before a launch
+        # must not cancel the capacity declared for it.
+        events = schedule_effect(spec.schedules, window)
+        held, event_reason, event_note = schedule_bound(current_replicas, events)
+        if event_reason is not None:
+            limits.append(LimitApplied(event_reason, current_replicas, held, event_note))
+        desired, lim = clamp(held, spec)
         if lim:
             limits.append(lim)
         outcome = outcome_of(desired, current_replicas)
@@ -535,7 +551,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
             message=f"{message}; holding {desired} replicas", forecast=result,
             planned_arrival_rate=None, window_start_seconds=window[0],
             window_end_seconds=window[1], sizing=None, chaos=None, limits=tuple(limits),
-            metrics_available=False,
+            metrics_available=False, schedules=events,
             state=_next_state(state, spec, now, None, current_replicas, desired, records),
             held_state=_next_state(state, spec, now, None, current_replicas,
                                    current_replicas, records))
