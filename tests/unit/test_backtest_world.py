@@ -110,6 +110,19 @@ def test_refuses_coarse_short_and_empty_traces() -> None:
         build_world(Series.from_array([1.0, math.nan] * 3000))
 
 
+def test_a_world_says_where_it_is_not_protocol_v1() -> None:
+    """A finer trace or a changed parameter is replayed, and every figure's title says the
+    protocol was adapted and how (it was labelled "protocol v1" as it was)."""
+    reference = build_world(Series.from_array(np.ones(5 * 1440)))
+    assert reference.deviations() == () and reference.protocol() == "protocol v1"
+    assert reference.to_dict()["deviations"] == []
+    fine = build_world(Series.from_array(np.ones(10 * 2880), step_seconds=30.0),
+                       ProtocolParameters(service_rate=20.0))
+    assert fine.protocol().startswith("protocol v1, adapted (30s steps instead of 60s")
+    assert "μ 20.0 instead of 10.0" in fine.protocol()
+    assert len(fine.to_dict()["deviations"]) == 2  # type: ignore[arg-type]
+
+
 def test_pods_cost_and_violations_to_the_step() -> None:
     """Constant λ = 5 (2 pods needed), warm-up 2 steps, L = 2, hand-traced:
 

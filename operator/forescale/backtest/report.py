@@ -65,13 +65,15 @@ def describe_world(result: BacktestResult) -> str:
     last = datetime.fromtimestamp(w.time_of(len(w)), tz=UTC)
     scale = ("rates as in the trace" if w.params.p999_multiple is None else
              f"rates x {w.scale_factor:.4g} (p99.9 = {w.params.p999_multiple:g} pods' worth)")
+    adapted = f"; {w.protocol()}" if w.deviations() else ""
     return (f"{result.trace_name}: {w.scored_steps:,} scored steps of {w.step_seconds:g}s "
             f"({first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC) after a "
-            f"{w.warmup_steps * w.step_seconds / 86400:g}-day warm-up; {scale}")
+            f"{w.warmup_steps * w.step_seconds / 86400:g}-day warm-up; {scale}{adapted}")
 
 
 def summary_table(result: BacktestResult) -> Table:
-    table = Table(title=f"Scaling benchmark protocol v1: {result.trace_name}",
+    table = Table(title=f"Scaling benchmark, {result.world.protocol()}: "
+                        f"{result.trace_name}",
                   caption="\n".join(headline(result)) or None, caption_justify="left")
     table.add_column("policy", no_wrap=True)
     for header in ("pod-hours", "violating", "x oracle", "actions", "wall s"):

@@ -51,6 +51,8 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 PROTOCOL_VERSION = "v1"
+#: Δ, the protocol's time step (§1); finer traces are replayed, and said to be adapted.
+PROTOCOL_STEP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,19 @@ class ProtocolParameters:
         if self.warmup_seconds is not None:
             return self.warmup_seconds
         return (7 if duration_seconds >= 15 * DAY_SECONDS else 4) * DAY_SECONDS
+
+    def deviations(self) -> tuple[str, ...]:
+        """Where these parameters depart from protocol v1's (empty: the protocol itself)."""
+        reference = ProtocolParameters()
+        names = {"service_rate": "μ", "slo_wait_seconds": "SLO wait (s)",
+                 "slo_percentile": "SLO percentile", "startup_seconds": "L (s)",
+                 "p999_multiple": "p99.9 rescaled to pods", "min_pods": "min pods",
+                 "max_pods": "max pods", "smoothing_steps": "scoring window (steps)",
+                 "warmup_seconds": "warm-up (s)"}
+        return tuple(f"{label} {getattr(self, field)!r:.12} instead of "
+                     f"{getattr(reference, field)!r:.12}"
+                     for field, label in names.items()
+                     if getattr(self, field) != getattr(reference, field))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -239,9 +254,24 @@ class World:
     def scored_steps(self) -> int:
         return int(self.scored.sum())
 
+    def deviations(self) -> tuple[str, ...]:
+        """Where this world departs from protocol v1 (a step finer than its 60 s, changed
+        parameters): said next to every figure, which are then not the protocol's."""
+        step = () if self.step_seconds == PROTOCOL_STEP_SECONDS else (
+            f"{self.step_seconds:g}s steps instead of {PROTOCOL_STEP_SECONDS:g}s (the "
+            f"scoring window, L and the HPA's metric lag are counted in steps)",)
+        return step + self.params.deviations()
+
+    def protocol(self) -> str:
+        """"protocol v1", or "protocol v1, adapted (…)" naming every departure."""
+        changed = self.deviations()
+        return f"protocol {PROTOCOL_VERSION}" + (
+            f", adapted ({'; '.join(changed)})" if changed else "")
+
     def to_dict(self) -> dict[str, object]:
         return {
             "protocol": PROTOCOL_VERSION,
+            "deviations": list(self.deviations()),
             **self.params.to_dict(),
             "step_seconds": self.step_seconds,
             "startup_steps": self.startup_steps,
