@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forescale.backtest.known_traces import known_missing
 from forescale.backtest.oracle import LEVEL_WINDOW, level_reference
 from forescale.backtest.report import describe_world, headline, markdown_table
 from forescale.backtest.runner import (
@@ -196,7 +197,9 @@ def run_trace(job: tuple[str, Path, str | None], options: BacktestOptions,
     else:
         found = scenario(scenario_name)
         rates = found.apply(load_trace(path).rates, SCENARIO_SEED)
-        world = build_world(rates, name=name)
+        # A scenario keeps its source's timestamps: the minutes the source's README lists
+        # as missing are excluded from scoring in it too (BENCHMARK.md §7).
+        world = build_world(rates, name=name, excluded=known_missing(path))
         about = (f"Robustness scenario `{found.name}` (seed {SCENARIO_SEED}): "
                  f"{found.description}.")
     result = run_backtest(world, options, trace_name=name, progress=Log(name))
