@@ -382,21 +382,30 @@ def test_scores_too_spread_for_the_histogram_give_the_models_interval_and_say_wh
     assert "beyond x20" in bound.message and "too few" not in bound.message
 
 
-def test_every_stage_is_scored_step_by_step_at_the_track_origins() -> None:
-    # lstm serves and forecasts 20 % low; arima, a shadow run, forecasts the level. Both are
-    # scored into their own histograms at the aligned origins (track=True), the served one
-    # also into the bound's; an untracked shadow forecast is scored nowhere.
+def _lstm_low_arima_level(steps: int, *, untracked_ma: bool = False) -> Records:
+    """Records of a steady 10 req/s, ``steps`` long, scored every 5 steps: lstm serves and
+    forecasts 20 % low, arima forecasts the level as a tracked shadow run (and ma as an
+    untracked one)."""
     records = Records()
-    values = np.full(2000, 10.0)
-    for t in range(100, 1900, 5):
+    values = np.full(steps, 10.0)
+    for t in range(100, steps - 100, 5):
         history = Series(T0, STEP, values[:t])
         records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
         records.record(history.end_seconds, "lstm", served=True, track=True,
                        means=np.full(3, 8.0))
         records.record(history.end_seconds, "arima", served=False, track=True,
                        means=np.full(3, 10.0))
-        records.record(history.end_seconds, "ma", served=False, track=False,
-                       means=np.full(3, 10.0))
+        if untracked_ma:
+            records.record(history.end_seconds, "ma", served=False, track=False,
+                           means=np.full(3, 10.0))
+    return records
+
+
+def test_every_stage_is_scored_step_by_step_at_the_track_origins() -> None:
+    # Both tracked stages are scored into their own histograms at the aligned origins
+    # (track=True), the served one also into the bound's; an untracked shadow forecast is
+    # scored nowhere.
+    records = _lstm_low_arima_level(2000, untracked_ma=True)
     assert {k for k in records.histograms if "|" in k} == {
         f"{stage}|{h}" for stage in ("lstm", "arima") for h in range(3)}
     assert records.histograms["lstm|0"].total == records.histograms["0:all"].total > 200
@@ -431,15 +440,8 @@ def test_forgetting_a_stage_drops_its_record_and_keeps_the_bounds() -> None:
     """A replaced model starts without its predecessor's track record, bound width and
     unscored track forecasts; the bound's calibration (the plan's) and the other stages'
     records stay, and a served forecast still pending is still scored for the bound."""
-    records = Records()
+    records = _lstm_low_arima_level(1000)
     values = np.full(1000, 10.0)
-    for t in range(100, 900, 5):
-        history = Series(T0, STEP, values[:t])
-        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
-        records.record(history.end_seconds, "lstm", served=True, track=True,
-                       means=np.full(3, 8.0))
-        records.record(history.end_seconds, "arima", served=False, track=True,
-                       means=np.full(3, 10.0))
     arima = records.recent_error("arima")
     bound_scores = records.histograms["0:all"].total
     assert records.recent_error("lstm")[1] > 0 and records.width("lstm") is not None

@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -560,6 +561,21 @@ def _files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
+def _fail_the_metadata_rename(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Make renaming the metadata into place fail as a full disk does; the real rename."""
+    from forescale.core.forecast import lstm
+
+    real_replace = os.replace
+
+    def replace_(src: object, dst: object) -> None:
+        if Path(str(dst)).name == METADATA_FILE:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lstm.os, "replace", replace_)
+    return real_replace
+
+
 @pytest.mark.parametrize("failure", ["metadata", "rename"])
 def test_a_failed_save_leaves_the_old_artifact_whole(series: Series, saved: Path,
                                                      tmp_path: Path,
@@ -580,14 +596,7 @@ def test_a_failed_save_leaves_the_old_artifact_whole(series: Series, saved: Path
         monkeypatch.setattr(lstm.json, "dumps", dumps)
         expected: type[Exception] = ValueError
     else:
-        real_replace = os.replace
-
-        def replace_(src: object, dst: object) -> None:
-            if Path(str(dst)).name == METADATA_FILE:
-                raise OSError(28, "No space left on device")
-            real_replace(src, dst)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(lstm.os, "replace", replace_)
+        _fail_the_metadata_rename(monkeypatch)
         expected = OSError
     with pytest.raises(expected):
         other.save(copy)
@@ -611,14 +620,7 @@ def test_an_artifact_is_saved_over_on_a_file_system_without_hard_links(
     copy = _copy(saved, tmp_path)
     before = _files(copy)
     other = train_small(series, seed=7)
-    real_replace = os.replace
-
-    def replace_(src: object, dst: object) -> None:
-        if Path(str(dst)).name == METADATA_FILE:
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(lstm.os, "replace", replace_)
+    real_replace = _fail_the_metadata_rename(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         other.save(copy)
     assert _files(copy) == before
