@@ -104,6 +104,34 @@ def test_two_replicas_each_do_half_the_work() -> None:
     assert {s["decidedBy"] for s in kube.statuses.values()} == {"op-a", "op-b"}
 
 
+def test_observed_policies_are_read_and_reported_once() -> None:
+    """Observe mode takes no Lease, yet a second replica must not read Prometheus for it
+    too, nor write its status in turn: the replica its target is assigned to does; the
+    other stands by, and takes over when that one stops reporting."""
+    n = 8
+    everything = frozenset(range(n))
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    for _ in range(3):
+        period(kube, clock, [a, b], n, observe=everything)
+    a.reads(), b.reads()
+    writers = {i: kube.statuses[NS, f"p{i}"]["decidedBy"] for i in range(n)}
+    for _ in range(3):
+        period(kube, clock, [a, b], n, observe=everything)
+        assert {i: kube.statuses[NS, f"p{i}"]["decidedBy"] for i in range(n)} == writers
+    assert a.reads() + b.reads() == 3 * n
+    assert set(writers.values()) == {"op-a", "op-b"}
+    assert all(kube.statuses[NS, f"p{i}"]["conditions"] for i in range(n))
+    reasons = {c["reason"] for i in range(n) for c in kube.statuses[NS, f"p{i}"]["conditions"]
+               if c["type"] == "ScalingActive"}
+    assert reasons == {"ObserveMode"}
+    # op-b stops seeing its policies (a namespace it no longer watches): op-a reports them
+    # once their status is two Lease durations old.
+    unseen = {"op-b": frozenset(i for i, w in writers.items() if w == "op-b")}
+    for _ in range(math.ceil(2 * (2 * PERIOD + 5) / PERIOD) + 1):
+        period(kube, clock, [a, b], n, observe=everything, unseen=unseen)
+    assert {kube.statuses[NS, f"p{i}"]["decidedBy"] for i in range(n)} == {"op-a"}
+
+
 def test_a_replica_stopping_hands_over_at_once() -> None:
     n = 10
     kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])

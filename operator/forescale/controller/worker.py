@@ -314,7 +314,7 @@ class Controller:
             return decision, period
         period = policy.decision_period_seconds
 
-        guard = self.guard(policy, now)
+        guard = self.guard(policy, now, previous)
         blocked = guard.blocked
         if standing_by(guard, previous, self.settings.identity) or self.stopping:
             return dataclasses.replace(base, blocked=blocked), period
@@ -366,8 +366,9 @@ class Controller:
             written = parse_time(status.get("lastDecisionTime"))
         except (TypeError, ValueError, AttributeError):
             written = None
-        # lastDecisionTime has whole seconds: a status of the same decision is no newer.
-        return mine[2] if written is None or mine[1] >= written else status
+        # lastDecisionTime has whole seconds: a status written in the same second as ours
+        # (another replica's, for a policy nobody scales) is the one the API holds.
+        return mine[2] if written is None or mine[1] > written else status
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -416,11 +417,12 @@ class Controller:
         except InvalidInputError as exc:
             raise Invalid("InvalidSpec", str(exc)) from None
 
-    def guard(self, policy: Policy, now: float) -> Guard:
+    def guard(self, policy: Policy, now: float,
+              previous: Mapping[str, Any] | None = None) -> Guard:
         """Whether this replica may scale the target now (it holds the Lease)."""
         if policy.mode == "Observe":
-            return Guard(("ObserveMode",
-                          "Observe mode: forecasting only, the target is not scaled"))
+            return self._observer(policy, now, previous or {}, (
+                "ObserveMode", "Observe mode: forecasting only, the target is not scaled"))
         try:
             hpas, scaled_objects = self._autoscalers(policy.namespace, now)
         except KubeError as exc:
@@ -434,7 +436,7 @@ class Controller:
                 f"(keda.sh) ({exc.reason}: {exc.message[:200]})")))
         conflict = conflicting_autoscaler(policy, hpas, scaled_objects)
         if conflict is not None:
-            return Guard(conflict)
+            return self._observer(policy, now, previous or {}, conflict)
         try:
             held = self._ensure_lease(policy, now)
         except KubeError as exc:
@@ -449,6 +451,33 @@ class Controller:
         if held.held:
             return Guard(None)
         return Guard(("TargetLocked", held.message), other=held.holder)
+
+    def _observer(self, policy: Policy, now: float, previous: Mapping[str, Any],
+                  blocked: tuple[str, str]) -> Guard:
+        """A policy nobody may scale (Observe mode, another autoscaler) is still read,
+        planned and reported, without a Lease: by the replica its target is assigned to,
+        as if it held one, so that a second replica costs Prometheus nothing and the status
+        does not alternate between writers. This replica reports it anyway when it did at
+        the last decision, or when nobody has for :data:`ORPHAN_LEASE_DURATIONS` Lease
+        durations (the assigned replica does not see the policy)."""
+        if self.membership is None:
+            return Guard(blocked)
+        _, name = self.lease_ref(policy)
+        with self._lock:
+            known = frozenset({*self._targets.values(), name})
+        owner = self.membership.assigned(name, known, now)
+        me = self.settings.identity
+        if owner in (None, me) or previous.get("decidedBy") in (None, me):
+            return Guard(blocked)
+        try:
+            last = parse_time(previous.get("lastDecisionTime"))
+        except (TypeError, ValueError, AttributeError):
+            last = None
+        if last is None or not 0 <= now - last <= ORPHAN_LEASE_DURATIONS * \
+                self._duration(policy):
+            return Guard(blocked)
+        return Guard(("TargetLocked", f"{blocked[0]}: reported by replica {owner}, the one "
+                                      f"its target is assigned to"), other=owner)
 
     def _autoscalers(self, namespace: str, now: float) -> tuple[list[JSON], list[JSON]]:
         """The namespace's HPAs and ScaledObjects, listed at most every
