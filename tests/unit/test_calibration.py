@@ -20,6 +20,7 @@ from forescale.core.calibration import (
     Histogram,
     Records,
     day_level,
+    step_group,
 )
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
@@ -463,6 +464,39 @@ def test_forgetting_a_stage_drops_its_record_and_keeps_the_bounds() -> None:
     assert not [p for p in records.pending if p.stage == "lstm"]
     assert records.recent_error("lstm") == (None, 0)
     assert not any(k.startswith("lstm|") for k in records.histograms)
+
+
+def test_far_horizon_steps_share_histograms_and_the_state_stays_small() -> None:
+    """15 s steps and an hour's lead: 244 horizon steps. The first 12 keep histograms of
+    their own (the default horizon, 6 steps, is unchanged); the rest share one per
+    doubling, so the plan state stored in the status stays bounded."""
+    assert [step_group(h) for h in range(12)] == list(range(12))
+    assert {step_group(h) for h in range(12, 24)} == {12}
+    assert {step_group(h) for h in range(24, 48)} == {24}
+    assert {step_group(h) for h in range(96, 192)} == {96}
+    assert len({step_group(h) for h in range(244)}) == 17
+    records = Records()
+    values = np.full(3000, 10.0)
+    for t in range(300, 2700, 20):
+        history = Series(T0, 15.0, values[:t])
+        records.score(history, intensity_steps=20, half_life=HALF_LIFE,
+                      now=history.end_seconds)
+        records.record(history.end_seconds, "ma", served=True, track=True,
+                       means=np.full(244, 10.0))
+    steps = {int(k.rsplit("|", 1)[-1].split(":")[0]) for k in records.histograms}
+    assert steps == {step_group(h) for h in range(244)}
+    assert len(records.histograms) == 17 * 3  # "g:<regime>" (one regime here), "g:all", "ma|g"
+    bound = records.upper_bound(np.full(244, 10.0), np.full(244, 11.0),
+                                Series(T0, 15.0, values), coverage=0.9,
+                                now=T0 + 3000 * 15.0, half_life=HALF_LIFE,
+                                intensity_steps=20)
+    assert bound.calibrated
+    # A state written before the groups: its per-step histograms beyond 12 are dropped.
+    old = records.to_dict()
+    old["calibration"]["30:all"] = old["calibration"]["24:all"]
+    again = Records.from_dict(old)
+    assert "30:all" not in again.histograms
+    assert set(again.histograms) == set(records.histograms)
 
 
 def test_a_wider_upper_tail_is_a_wider_bound() -> None:

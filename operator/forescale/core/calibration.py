@@ -116,6 +116,30 @@ def _bin(score: float) -> int:
     return 1 + int((score - LOW) / BIN_WIDTH)
 
 
+#: Horizon steps up to this one have calibration histograms of their own; further ones
+#: share them, in groups that double in length (:func:`step_group`).
+OWN_STEPS = 12
+
+
+def step_group(h: int) -> int:
+    """The calibration histograms' key of horizon step ``h``: ``h`` itself for the first
+    :data:`OWN_STEPS` steps, then one per doubling, named by its first step (12–23 share
+    12, 24–47 share 24, 48–95 share 48, …).
+
+    A history of 15 s steps and a lead time of an hour is a horizon of 244 steps: one
+    histogram per step, regime and stage made a plan state (stored in the policy's status,
+    which etcd bounds at 1.5 MiB) of 330 KB after 12 hours, and growing as their bins
+    filled. Errors far ahead change slowly with the step, so sharing costs little there."""
+    return h if h < OWN_STEPS else OWN_STEPS << ((h // OWN_STEPS).bit_length() - 1)
+
+
+def _grouped_key(key: str) -> bool:
+    """Whether a histogram key is one :func:`step_group` gives (a state written before the
+    groups has one per step; those beyond :data:`OWN_STEPS` are learnt again)."""
+    step = key.rsplit("|", maxsplit=1)[-1].split(":", maxsplit=1)[0]
+    return not (step.isascii() and step.isdigit()) or step_group(int(step)) == int(step)
+
+
 def _upper_edge(index: int) -> float:
     if index <= 0:
         return LOW
@@ -300,7 +324,8 @@ class Records:
 
     pending: list[Pending] = field(default_factory=list)
     tracks: dict[str, list[Scored]] = field(default_factory=dict)
-    #: Calibration histograms keyed ``"<step>:<regime>"`` and ``"<step>:all"``.
+    #: Calibration histograms keyed ``"<step>:<regime>"`` and ``"<step>:all"``, and the
+    #: stages' own ``"<stage>|<step>"``; ``<step>`` is the horizon step's :func:`step_group`.
     histograms: dict[str, Histogram] = field(default_factory=dict)
     #: Adaptive conformal inference: the slow part of the miss level the bound is taken at
     #: (None: the budget itself), and the decisions awaiting their outcome as (start of the
@@ -336,7 +361,8 @@ class Records:
             tracks = {str(k): [Scored(float(o), float(p), float(a)) for o, p, a in v]
                       for k, v in dict(data.get("tracks", {})).items()}
             hists = {str(k): Histogram.from_list(v)
-                     for k, v in dict(data.get("calibration", {})).items()}
+                     for k, v in dict(data.get("calibration", {})).items()
+                     if _grouped_key(str(k))}
             aci = dict(data.get("aci") or {})
             alpha = aci.get("alpha")
             alpha = None if alpha is None else float(alpha)
@@ -432,9 +458,10 @@ class Records:
             if y is None:
                 continue
             score = math.log((y + eps) / (mean + eps))
-            keys = [f"{p.stage}|{h}"] if p.track else []
+            g = step_group(h)
+            keys = [f"{p.stage}|{g}"] if p.track else []
             if p.served:
-                keys += [f"{h}:{REGIMES[int(mean >= level.split)]}", f"{h}:all"]
+                keys += [f"{g}:{REGIMES[int(mean >= level.split)]}", f"{g}:all"]
             for key in keys:
                 hist = self.histograms.setdefault(key, Histogram())
                 hist.decay_to(now, half_life)
@@ -553,7 +580,8 @@ class Records:
             q = None
             held = False
             usable: list[Histogram] = []
-            for key in (f"{h}:{regime}", f"{h}:all"):
+            g = step_group(h)
+            for key in (f"{g}:{regime}", f"{g}:all"):
                 hist = self.histograms.get(key)
                 if hist is None:
                     continue
