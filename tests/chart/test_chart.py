@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
+import json
 import re
 import subprocess
 import sys
@@ -228,6 +230,30 @@ def test_default_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
         "--all-namespaces", "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
         "--models-dir=/models", "--metrics-port=8080", "--identity=$(POD_NAME)",
         "--standalone", "--log-format=json", "--log-level=info"]
+
+
+def test_grace_period_covers_the_shutdown(chart: helm_python.Chart,
+                                         rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """On SIGTERM kopf lets a running cycle finish (the daemon's cancellation_timeout), then
+    release_all waits for the calls in progress and deletes every Lease the pod holds. A pod
+    SIGKILLed before that leaves its targets unscaled until the Leases expire, so the grace
+    period (and the schema's floor for it) must cover both waits, with room for the deletes."""
+    handlers = (ROOT / "operator" / "forescale" / "controller" / "handlers.py").read_text()
+    (cancellation,) = re.findall(r"cancellation_timeout=(\d+)", handlers)
+    from forescale.controller.worker import Controller
+
+    wait = inspect.signature(Controller.release_all).parameters["wait_seconds"].default
+    worst = int(cancellation) + wait
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    floor = schema["properties"]["terminationGracePeriodSeconds"]["minimum"]
+    assert floor > worst
+    pod = deployment(rendered["defaults"])["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60 >= floor
+    pod = deployment(render(chart, {"terminationGracePeriodSeconds": 120}))["spec"]["template"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 120
+    for bad in (int(worst), 30, "60"):
+        with pytest.raises(helm_python.HelmValuesError):
+            chart.validate_schema({"terminationGracePeriodSeconds": bad})
 
 
 def test_args_follow_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
