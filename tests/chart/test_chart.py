@@ -59,6 +59,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     "observability": {"grafanaDashboard": {"enabled": True},
                       "prometheusRule": {"enabled": True, "labels": {"release": "kps"}}},
     "no-aggregated-roles": {"rbac": {"aggregateToDefaultRoles": False}},
+    "no-rbac": {"rbac": {"create": False}},
 }
 
 
@@ -387,6 +388,18 @@ def test_leases_only_in_the_release_namespace(rendered: dict[str, list[dict[str,
            ["env"]}
     assert env["FORESCALE_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.namespace"
+
+
+def test_rbac_create_false_creates_no_rbac_at_all(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """rbac.create=false is for clusters where RBAC is managed elsewhere: not one role or
+    binding, the ones aggregated into edit/view included (aggregateToDefaultRoles is on by
+    default)."""
+    rbac = {d["kind"] for d in rendered["no-rbac"]
+            if d["apiVersion"].startswith("rbac.authorization.k8s.io/")}
+    assert not rbac
+    assert {r["metadata"]["name"] for r in of_kind(rendered["defaults"], "ClusterRole")} >= {
+        "fs-forescale-edit", "fs-forescale-view"}
 
 
 def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
