@@ -129,6 +129,47 @@ def test_values_schema_rejects_bad_values(chart: helm_python.Chart, bad: dict[st
         chart.validate_schema(bad)
 
 
+#: Prometheus URLs, and whether `forescale run` accepts them (url_problem is None).
+PROMETHEUS_URLS: list[tuple[str, bool]] = [
+    ("http://prometheus-operated.monitoring.svc:9090", True),
+    ("https://prom.example.com/prometheus", True),
+    ("https://prom.example.com/prometheus/", True),
+    ("http://10.0.0.5:9090", True),
+    ("http://[::1]:9090/", True),
+    ("http://prom:65535", True),
+    ("http://admin:secret@prom:9090/?x=1", False),
+    ("http://admin:secret@prom:9090", False),
+    ("http://user@prom:9090/", False),
+    ("http://prom:9090/?x=1", False),
+    ("http://prom:9090/api#top", False),
+    ("http://prom:9090?", False),
+    ("http://prom:65536", False),
+    ("http://prom:port", False),
+    ("http://prom:90:90", False),
+    ("http://:9090", False),
+    ("http://[1.2.3.4]:9090", False),
+    ("http://", False),
+    ("ftp://prom:9090", False),
+    ("prometheus:9090", False),
+]
+
+
+@pytest.mark.parametrize("url, accepted", PROMETHEUS_URLS, ids=repr)
+def test_values_schema_takes_the_prometheus_urls_the_operator_takes(
+        chart: helm_python.Chart, url: str, accepted: bool) -> None:
+    """A URL `forescale run` refuses (exit 2) must fail the install, not crash-loop the
+    pods after a successful one; credentials would also sit in the pod's args."""
+    from forescale.controller.settings import url_problem
+
+    assert (url_problem(url) is None) is accepted  # the list itself is right
+    for values in ({"prometheus": {"url": url}}, {"prometheus": {"allowedUrls": [url]}}):
+        if accepted:
+            chart.validate_schema(values)
+        else:
+            with pytest.raises(helm_python.HelmValuesError):
+                chart.validate_schema(values)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"rbac": {"namespaced": True}}, "rbac.namespaced needs watchNamespaces"),
     ({"peering": {"enabled": True}}, "peering.enabled needs replicaCount 1"),
