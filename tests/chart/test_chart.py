@@ -129,6 +129,76 @@ def test_values_schema_rejects_bad_values(chart: helm_python.Chart, bad: dict[st
         chart.validate_schema(bad)
 
 
+#: Ways to weaken the security contexts; the schema refuses each (docs/helm.md promises it).
+WEAKENINGS: list[dict[str, Any]] = [
+    {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+    {"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["ALL"]}}},
+    {"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
+    {"securityContext": {"capabilities": None}},
+    {"securityContext": {"seccompProfile": {"type": "Unconfined"}}},
+    {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+    {"securityContext": {"seccompProfile": None}},
+    {"podSecurityContext": {"seccompProfile": None}},
+    {"securityContext": {"seccompProfile": {"type": "Localhost"}}},  # which profile?
+    {"securityContext": {"procMount": "Unmasked"}},
+    {"securityContext": {"privileged": True}},
+    {"securityContext": {"runAsNonRoot": None}},
+    {"securityContext": {"runAsUser": 0}},
+    {"podSecurityContext": {"runAsUser": 0}},
+    {"securityContext": {"appArmorProfile": {"type": "Unconfined"}}},
+    {"podSecurityContext": {"appArmorProfile": {"type": "Unconfined"}}},
+    {"securityContext": {"seLinuxOptions": {"type": "spc_t"}}},
+    {"podSecurityContext": {"seLinuxOptions": {"user": "system_u", "role": "system_r"}}},
+    {"securityContext": {"windowsOptions": {"hostProcess": True}}},
+    {"podSecurityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}},
+    # Typos fail rather than silently dropping the setting they meant.
+    {"podSecurityContext": {"runAsNonRot": True}},
+    {"securityContext": {"readOnlyRootFileSystem": True}},
+]
+
+
+@pytest.mark.parametrize("bad", WEAKENINGS, ids=repr)
+def test_values_schema_refuses_weaker_security_contexts(chart: helm_python.Chart,
+                                                        bad: dict[str, Any]) -> None:
+    with pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema(bad)
+
+
+@pytest.mark.parametrize("good", [
+    {"securityContext": {"seccompProfile": {"type": "Localhost",
+                                            "localhostProfile": "profiles/forescale.json"}}},
+    {"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}, "runAsUser": 1000,
+                         "capabilities": {"drop": ["ALL", "NET_RAW"], "add": []}}},
+    {"podSecurityContext": {"fsGroupChangePolicy": "OnRootMismatch",
+                            "supplementalGroups": [1000],
+                            "seLinuxOptions": {"level": "s0:c123,c456"},
+                            "sysctls": [{"name": "net.ipv4.tcp_keepalive_time",
+                                         "value": "60"}]}},
+], ids=repr)
+def test_values_schema_takes_secure_security_contexts(chart: helm_python.Chart,
+                                                      good: dict[str, Any]) -> None:
+    chart.validate_schema(good)
+    pod = deployment(render(chart, good))["spec"]["template"]["spec"]
+    # The newest Kubernetes (appArmorProfile is newer than the floor).
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod},
+        KUBE_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("key, kubernetes", [("podSecurityContext", "podsecuritycontext"),
+                                             ("securityContext", "securitycontext")])
+def test_security_context_keys_are_kubernetes_keys(key: str, kubernetes: str) -> None:
+    """The schema lists every key of the newest Kubernetes' (Pod)SecurityContext, and only
+    those (a typo is refused): a key Kubernetes adds fails here until it is listed, with
+    whatever constraint keeps it from weakening the pod."""
+    version = kubernetes_validate.latest_version()
+    theirs = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/{kubernetes}-v1.json", version)
+    ours = json.loads((CHART / "values.schema.json").read_text())["properties"][key]
+    assert ours["additionalProperties"] is False
+    assert set(ours["properties"]) == set(theirs["properties"])
+
+
 #: Prometheus URLs, and whether `forescale run` accepts them (url_problem is None).
 PROMETHEUS_URLS: list[tuple[str, bool]] = [
     ("http://prometheus-operated.monitoring.svc:9090", True),
