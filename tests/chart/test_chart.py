@@ -27,6 +27,7 @@ import yaml
 
 from forescale.core.errors import InvalidInputError
 from forescale.policy import policy_spec_from_manifest
+from tests.support import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "forescale"
@@ -72,10 +73,23 @@ def chart() -> Iterator[helm_python.Chart]:
         loaded.close()
 
 
-def render(chart: helm_python.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rendered object (NOTES.txt excluded), in template order."""
-    rendered = chart.render(copy.deepcopy(values), name="fs", namespace="forescale",
-                            is_install=True)
+#: What the cluster serves once kopf's peering CRDs are installed (the chart requires them
+#: for peering.enabled and does not install them): as `helm template --api-versions`.
+KOPF_CRDS = ("kopf.dev/v1", "kopf.dev/v1/ClusterKopfPeering", "kopf.dev/v1/KopfPeering")
+
+
+def render(chart: helm_python.Chart, values: dict[str, Any],
+           api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every rendered object (NOTES.txt excluded), in template order; ``api_versions`` are
+    served by the cluster besides the built-in ones (.Capabilities.APIVersions)."""
+    options: dict[str, Any] = {"name": "fs", "namespace": "forescale", "is_install": True}
+    if api_versions:
+        # helm-python-sdk's Chart.render does not take them; its native helm_render does.
+        options["api_versions"] = list(api_versions)
+        rendered: dict[str, str] = json.loads(helm_python._native.call_string(
+            "helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
+    else:
+        rendered = chart.render(copy.deepcopy(values), **options)
     docs: list[dict[str, Any]] = []
     for path, text in sorted(rendered.items()):
         if path.endswith("NOTES.txt"):
@@ -90,7 +104,9 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def rendered(chart: helm_python.Chart) -> dict[str, list[dict[str, Any]]]:
-    return {case: render(chart, values) for case, values in MATRIX.items()}
+    return {case: render(chart, values,
+                         KOPF_CRDS if values.get("peering", {}).get("enabled") else ())
+            for case, values in MATRIX.items()}
 
 
 # --- lint and values schema --------------------------------------------------------------
@@ -270,7 +286,8 @@ def test_manifests_validate_strictly(rendered: dict[str, list[dict[str, Any]]], 
             # structural test below).
             continue
         if doc["apiVersion"] == "kopf.dev/v1":
-            # kopf's peering objects: their CRD (rendered alongside) is what validates them.
+            # kopf's peering objects: their CRD (kopf's own, installed beforehand) is what
+            # validates them.
             assert set(doc) == {"apiVersion", "kind", "metadata"}
             continue
         kubernetes_validate.validate(doc, kube_version, strict=True)
@@ -576,12 +593,52 @@ def test_generated_crd_template_is_up_to_date() -> None:
 
 def test_crds_switch(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert not of_kind(rendered["no-crds"], "CustomResourceDefinition")
-    names = {c["metadata"]["name"] for c in
-             of_kind(rendered["peering-one-replica"], "CustomResourceDefinition")}
-    assert names == {"scalingpolicies.forescale.dev", "clusterkopfpeerings.kopf.dev",
-                     "kopfpeerings.kopf.dev"}
-    for crd in of_kind(rendered["peering-one-replica"], "CustomResourceDefinition"):
+    # Never kopf's peering CRDs: they are shared by every kopf operator in the cluster (Helm
+    # would refuse to adopt them), and a release cannot create a CRD and its objects.
+    for case in ("peering-one-replica", "peering-namespaced"):
+        (crd,) = of_kind(rendered[case], "CustomResourceDefinition")
+        assert crd["metadata"]["name"] == "scalingpolicies.forescale.dev"
         assert crd["metadata"]["annotations"][KEEP[0]] == KEEP[1]
+
+
+@pytest.mark.parametrize("values, served, kind", [
+    ({"replicaCount": 1, "peering": {"enabled": True}}, (), "ClusterKopfPeering"),
+    ({"replicaCount": 1, "peering": {"enabled": True}}, ("kopf.dev/v1/KopfPeering",),
+     "ClusterKopfPeering"),
+    ({"replicaCount": 1, "peering": {"enabled": True}, "watchNamespaces": ["shop"]},
+     ("kopf.dev/v1/ClusterKopfPeering",), "KopfPeering"),
+], ids=["no-crds", "namespaced-crd-only", "cluster-crd-only"])
+def test_peering_without_kopfs_crds_fails_saying_what_to_install(
+        chart: helm_python.Chart, values: dict[str, Any], served: tuple[str, ...],
+        kind: str) -> None:
+    """Without the CRD of the peering object it creates, the chart fails with one line that
+    says what to install, not Helm's "resource mapping not found" halfway through."""
+    with pytest.raises(helm_python.HelmError) as caught:
+        render(chart, values, served)
+    message = str(caught.value)
+    assert f"peering.enabled needs kopf's peering CRDs (kopf.dev/v1 {kind})" in message
+    assert "kubectl apply -f https://github.com/nolar/kopf/raw/main/peering.yaml" in message
+    # Served, the same values render the peering object.
+    (peering,) = of_kind(render(chart, values, (f"kopf.dev/v1/{kind}",)), kind)
+    assert peering["metadata"]["name"] == "forescale"
+
+
+def test_helm_template_api_versions_renders_peering() -> None:
+    """The real helm, as docs/helm.md has users render offline: --api-versions stands for the
+    installed CRDs."""
+    helm = controlplane.require_binaries().helm
+    args = [str(helm), "template", "fs", str(CHART), "--set", "replicaCount=1",
+            "--set", "peering.enabled=true"]
+    refused = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+    assert refused.returncode != 0
+    assert "kubectl apply -f https://github.com/nolar/kopf/raw/main/peering.yaml" in \
+        refused.stderr
+    served = subprocess.run([*args, "--api-versions", "kopf.dev/v1/ClusterKopfPeering"],
+                            capture_output=True, text=True, check=True, timeout=60)
+    docs = [d for d in yaml.safe_load_all(served.stdout) if d]
+    assert [d["metadata"]["name"] for d in of_kind(docs, "ClusterKopfPeering")] == ["forescale"]
+    assert [d["metadata"]["name"] for d in of_kind(docs, "CustomResourceDefinition")] == [
+        "scalingpolicies.forescale.dev"]
 
 
 # --- example ScalingPolicies against the CRD --------------------------------------------

@@ -278,6 +278,83 @@ def test_the_operator_runs_with_the_chart_service_account_under_real_rbac(
         admin.patch(POLICIES, "web", {"metadata": {"finalizers": None}}, namespace=namespace)
 
 
+#: kopf's peering CRDs, as kopf's peering.yaml defines them (without its example objects).
+KOPF_PEERING_CRDS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusterkopfpeerings.kopf.dev}
+spec:
+  scope: Cluster
+  group: kopf.dev
+  names: {kind: ClusterKopfPeering, plural: clusterkopfpeerings, singular: clusterkopfpeering}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: kopfpeerings.kopf.dev}
+spec:
+  scope: Namespaced
+  group: kopf.dev
+  names: {kind: KopfPeering, plural: kopfpeerings, singular: kopfpeering}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+
+
+def test_peering_needs_kopfs_crds_installed_first(plane: ControlPlane, admin: Cluster,
+                                                  installed: Any) -> None:
+    """peering.enabled: without kopf's CRDs the install fails at once with what to run (not
+    with "resource mapping not found"); with them (installed by hand, as a cluster shared
+    with other kopf operators has them) it creates the peering object and never takes the
+    CRDs over. A second release beside the shared one, without the ScalingPolicy CRD."""
+    release = "peer"
+    install = ("install", release, str(CHART), "--namespace", release, "--create-namespace",
+               "--set", "replicaCount=1", "--set", "peering.enabled=true",
+               "--set", "crds.install=false")
+    refused = plane.helm(*install, check=False)
+    assert refused.returncode != 0
+    assert "peering.enabled needs kopf's peering CRDs" in refused.stderr, refused.stderr
+    assert "kubectl apply -f https://github.com/nolar/kopf/raw/main/peering.yaml" in \
+        refused.stderr
+
+    plane.kubectl("apply", "-f", "-", input_text=KOPF_PEERING_CRDS)
+    crds = "apiextensions.k8s.io/v1/customresourcedefinitions"
+    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        wait(lambda name=name: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (admin.get(crds, name) or {}).get("status", {}).get("conditions", [])),
+            f"{name} Established")
+    peerings = "kopf.dev/v1/clusterkopfpeerings"
+    try:
+        done = plane.helm(*install, check=False)
+        assert done.returncode == 0, done.stderr
+        peering = admin.get(peerings, "forescale")
+        assert peering is not None
+        assert peering["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
+        for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+            assert "meta.helm.sh/release-name" not in \
+                ((admin.get(crds, name) or {})["metadata"].get("annotations") or {})
+    finally:
+        plane.helm("uninstall", release, "--namespace", release, check=False)
+    assert admin.get(peerings, "forescale") is None
+    assert admin.get(crds, "clusterkopfpeerings.kopf.dev") is not None
+
+
 def test_helm_upgrade_then_uninstall(plane: ControlPlane, admin: Cluster,
                                      installed: Any) -> None:
     """Last in the file: it changes and then removes the release the others share."""

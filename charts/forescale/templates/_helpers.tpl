@@ -121,6 +121,17 @@ share the targets among the live replicas. */}}
 {{- if and .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}
 {{- fail "peering.enabled needs replicaCount 1: kopf pauses every peer of equal priority" }}
 {{- end }}
+{{- /* kopf's peering CRDs are not the chart's: they are cluster-wide, shared with every other
+kopf operator (Helm would refuse to adopt them), and a CRD and its objects cannot be created
+in one release (Helm maps every object before creating any). So they must be installed
+beforehand; without the one the peering object needs, fail with what to do rather than with
+Helm's "resource mapping not found". */}}
+{{- if .Values.peering.enabled }}
+{{- $kind := ternary "KopfPeering" "ClusterKopfPeering" (not (empty .Values.watchNamespaces)) }}
+{{- if not (.Capabilities.APIVersions.Has (printf "kopf.dev/v1/%s" $kind)) }}
+{{- fail (printf "peering.enabled needs kopf's peering CRDs (kopf.dev/v1 %s), which this chart does not install: kubectl apply -f https://github.com/nolar/kopf/raw/main/peering.yaml (offline: helm template --api-versions kopf.dev/v1/%s)" $kind $kind) }}
+{{- end }}
+{{- end }}
 {{- if and (eq .Values.models.source "configMap") (empty .Values.models.configMapName) }}
 {{- fail "models.source configMap needs models.configMapName" }}
 {{- end }}
