@@ -555,6 +555,31 @@ def test_a_stage_clearly_worse_than_the_next_healthy_one_hands_over(
     assert [(r.model, r.served) for r in result.runs] == [("lstm", False), ("arima", True)]
 
 
+def test_a_stage_hands_over_only_to_a_stage_that_can_serve_now(
+        monkeypatch: pytest.MonkeyPatch, history: Series) -> None:
+    """ARIMA's record is the best, but ARIMA fails now (a negative forecast): the LSTM,
+    worse than ARIMA's record and better than the moving average's, serves, rather than
+    the moving average; ARIMA's failure is reported, and its run was made only once."""
+    arima = Fake(_constant(-5.0), name="arima")
+    _use(monkeypatch, "arima", arima)
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    records = _records_with({"lstm": 0.10, "arima": 0.05, "ma": 0.30})
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert result.served_by == "lstm", result.message
+    assert _reasons(result) == [("lstm", "Served"), ("arima", "NegativeForecast"),
+                                ("ma", "NotTried")]
+    assert "run as a fallback" in result.stages[1].message
+    assert result.message == "forecast by lstm"  # nothing before it was skipped
+    assert arima.forecasts == 1
+    # ARIMA healthy again: the LSTM hands over to it, which serves from the same run.
+    healthy = Fake(name="arima")
+    _use(monkeypatch, "arima", healthy)
+    chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
+    again = chain.forecast(history, HORIZON, now=NOW, records=records)
+    assert _reasons(again)[:2] == [("lstm", "WorseThanFallback"), ("arima", "Served")]
+    assert healthy.forecasts == 1
+
+
 def test_within_the_margin_the_earlier_stage_keeps_serving(history: Series) -> None:
     chain = ForecastChain(_settings("lstm", "arima", "ma"), lstm=Fake(name="lstm").fit(history))
     records = _records_with({"lstm": 0.105, "arima": 0.10})

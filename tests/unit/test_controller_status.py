@@ -126,6 +126,15 @@ def test_model_ready_names_the_first_skipped_stage() -> None:
     assert "ma serves" in c["ModelReady"][2]
 
 
+def test_a_fallback_that_failed_after_the_serving_stage_does_not_unready_it() -> None:
+    """ARIMA, run as the LSTM's possible fallback, failed; the LSTM serves: ready."""
+    fc = chain_result(stage("lstm", True),
+                      stage("arima", False, "NegativeForecast", "run as a fallback"),
+                      stage("ma", False, "NotTried"))
+    c = conditions(decision(plan=make_plan(forecast=fc), lstm_configured=True))
+    assert c["ModelReady"][:2] == ("True", "ModelServing")
+
+
 def test_a_stage_serving_above_the_accuracy_limit_says_so() -> None:
     fc = chain_result(stage("arima", False, "AccuracyTooLow", "wape 0.9"),
                       stage("ma", True, "ServedAboveMaxError", "the least inaccurate serves"))

@@ -80,7 +80,11 @@ def _model_condition(d: Decision) -> tuple[str, str, str]:
     above = [s for s in fc.stages if s.served and s.reason == "ServedAboveMaxError"]
     if above:
         return "False", "ServedAboveMaxError", f"{above[0].model} serves: {above[0].message}"
-    fallbacks = [s for s in fc.stages if not s.served and s.reason != "NotTried"
+    # The stages skipped before the one serving (one after it that failed when run as a
+    # fallback does not make the serving model any less ready).
+    serving = next((k for k, s in enumerate(fc.stages) if s.reason == "Served"),
+                   len(fc.stages))
+    fallbacks = [s for s in fc.stages[:serving] if not s.served and s.reason != "NotTried"
                  and not (s.model == "lstm" and not d.lstm_configured)]
     if fallbacks:
         first = fallbacks[0]

@@ -249,27 +249,56 @@ class ForecastChain:
         served_by: str | None = None
         models = self.settings.models
         widths: dict[str, float | None] = {}  # the relative gate's, computed once per call
+        # Each stage runs at most once per forecast: a later one may run before its turn,
+        # when an earlier one would hand over to it (the relative gate below).
+        outcomes: dict[str, tuple[Forecast, str, float | None] | _Skip] = {}
+
+        def outcome(name: ModelName) -> tuple[Forecast, str, float | None] | _Skip:
+            if name not in outcomes:
+                start = self._clock() if self._clock is not None else 0.0
+                try:
+                    outcomes[name] = self._run_stage(name, history, horizon, now, start,
+                                                     records)
+                except _Skip as skip:
+                    outcomes[name] = skip
+            return outcomes[name]
+
         for i, name in enumerate(models):
             if served is not None:
-                if track_due:
+                ran = outcomes.get(name)
+                if isinstance(ran, _Skip):  # run as a fallback before its turn, and failed
+                    stages.append(StageReport(name, False, ran.reason,
+                                              f"{ran.message} (run as a fallback; "
+                                              f"{served_by} served)", ran.recent_error))
+                    continue
+                if isinstance(ran, tuple):  # ran to be compared with: its run is recorded
+                    runs.append(StageRun(name, _served_forecast(ran[0]), False))
+                elif track_due:
                     self._shadow(name, history, horizon, now, runs)
                 stages.append(StageReport(name, False, "NotTried",
                                           f"not tried: {served_by} served"))
                 continue
-            start = self._clock() if self._clock is not None else 0.0
-            try:
-                fc, detail, error = self._run_stage(name, history, horizon, now, start,
-                                                    records)
-            except _Skip as skip:
-                stages.append(StageReport(name, False, skip.reason, skip.message,
-                                          skip.recent_error))
-                if skip.forecast is not None:
-                    runs.append(StageRun(name, _served_forecast(skip.forecast), False))
+            ran = outcome(name)
+            if isinstance(ran, _Skip):
+                stages.append(StageReport(name, False, ran.reason, ran.message,
+                                          ran.recent_error))
+                if ran.forecast is not None:
+                    runs.append(StageRun(name, _served_forecast(ran.forecast), False))
                 continue
-            better = _better_fallback(name, models[i + 1:], records, self.settings, widths)
+            fc, detail, error = ran
+            # Handed over only to a stage that can serve at this decision: one that fails a
+            # gate now is no fallback, whatever its record says (the moving average served
+            # in place of a healthy LSTM while ARIMA's record was better and ARIMA failed).
+            failed: set[str] = set()
+            while True:
+                later = [m for m in models[i + 1:] if m not in failed]
+                better = _better_fallback(name, later, records, self.settings, widths)
+                if better is None or not isinstance(outcome(better[0]), _Skip):
+                    break
+                failed.add(better[0])
             if better is not None:
                 runs.append(StageRun(name, _served_forecast(fc), False))
-                stages.append(StageReport(name, False, "WorseThanFallback", better, error))
+                stages.append(StageReport(name, False, "WorseThanFallback", better[1], error))
                 continue
             served, served_by = _served_forecast(fc), name
             runs.append(StageRun(name, served, True))
@@ -279,7 +308,10 @@ class ForecastChain:
             fallback = _least_inaccurate(stages, runs)
             if fallback is not None:
                 served, served_by = fallback.forecast, fallback.model
-        skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages
+        # The stages skipped before the one that served (a later one that failed when run
+        # as a fallback is in its own report, not in "after").
+        before = next((k for k, s in enumerate(stages) if s.reason == "Served"), len(stages))
+        skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages[:before]
                             if not s.served and s.reason != "NotTried")
         if served is None:
             return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
@@ -478,10 +510,10 @@ class ForecastChain:
         return error if not math.isnan(error) else math.inf
 
 
-def _better_fallback(name: str, later: Sequence[str], records: Records | None,
-                     settings: ForecastSettings,
-                     widths: dict[str, float | None]) -> str | None:
-    """Why ``name`` should hand over to a later healthy stage, or None.
+def _better_fallback(name: str, later: Sequence[ModelName], records: Records | None,
+                     settings: ForecastSettings, widths: dict[str, float | None]
+                     ) -> tuple[ModelName, str] | None:
+    """The later healthy stage ``name`` should hand over to and why, or None.
 
     A later stage is healthy when its own track record is within ``max_error``. ``name``
     hands over when, against any healthy later stage (the nearest first), one of three
@@ -514,7 +546,7 @@ def _better_fallback(name: str, later: Sequence[str], records: Records | None,
             continue
         worst = _worst_measure(name, other, records, settings.relative_margin, widths)
         if worst is not None and worst[0] > limit:
-            return worst[1]
+            return other, worst[1]
     return None
 
 
