@@ -11,6 +11,7 @@ from typing import Any
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -85,6 +86,25 @@ def test_train_model_small(tmp_path: Path) -> None:
     from forescale.core.forecast.lstm import LSTMForecaster
 
     assert LSTMForecaster.load(artifact).metadata.epochs == 2
+
+
+def test_training_never_writes_over_an_artifact_by_default(tmp_path: Path) -> None:
+    """Run as it comes, the notebook once overwrote the committed models/nasa-jul1995 (a
+    model trained on other dates than its card and the README say). Its default name is
+    new, and an existing artifact stops it before training unless overwrite = True."""
+    parameters = parameters_cell(nbformat.read(NOTEBOOKS / "train_model.ipynb",
+                                               as_version=4)).source
+    assert 'model_name = "nasa-jul1995"' not in parameters
+    assert "overwrite = False" in parameters
+    taken = tmp_path / "models" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "weights.pt").write_bytes(b"a model someone trained")
+    started = time.monotonic()
+    with pytest.raises(CellExecutionError, match="already holds an artifact"):
+        run("train_model.ipynb", tmp_path, trace_path=str(TRACE),
+            models_dir=str(tmp_path / "models"), model_name="taken")
+    assert time.monotonic() - started < BUDGET_SECONDS / 2  # refused before training
+    assert (taken / "weights.pt").read_bytes() == b"a model someone trained"
 
 
 @pytest.mark.slow

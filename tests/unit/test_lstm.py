@@ -170,6 +170,16 @@ def test_constant_series_is_refused() -> None:
         train_small(flat)
 
 
+def test_a_silent_validation_range_is_refused() -> None:
+    """Its residuals are all ~0, so the artifact's interval would be ±2 % around the mean,
+    and served on real traffic it covered 3 % of it: refused before training."""
+    values = seasonal(step=300.0).values.copy()
+    values[-len(values) // 5:] = 0.0  # the validation tail (15 %) and more: no traffic
+    silent = Series.from_array(values, start_seconds=MONDAY, step_seconds=300.0)
+    with pytest.raises(InvalidInputError, match=r"validation range .* has no traffic"):
+        train_small(silent)
+
+
 def test_bad_config_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError, match="window"):
         LSTMConfig(window=0)
@@ -436,13 +446,18 @@ def test_format_version_1_is_refused_as_a_mismatch(saved: Path, tmp_path: Path) 
     assert "format version 1" in str(info.value) and "retrain" in str(info.value)
 
 
-@pytest.mark.parametrize("damage", ["json", "weights", "not-a-state-dict"])
+@pytest.mark.parametrize("damage", ["json", "weights", "not-a-state-dict", "nan-weights"])
 def test_unreadable_files_are_corrupt(saved: Path, tmp_path: Path, damage: str) -> None:
     copy = _copy(saved, tmp_path)
     if damage == "json":
         (copy / "metadata.json").write_text("{not json")
     elif damage == "weights":
         (copy / "weights.pt").write_bytes(b"\x00garbage" * 10)
+    elif damage == "nan-weights":  # it loaded, and forecast NaN at every decision
+        state = torch.load(copy / "weights.pt", weights_only=True)
+        first = next(iter(state))
+        state[first] = torch.full_like(state[first], float("nan"))
+        torch.save(state, copy / "weights.pt")
     else:
         torch.save([1, 2, 3], copy / "weights.pt")
     assert _reason(copy) == "ArtifactCorrupt"
