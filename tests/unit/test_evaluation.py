@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
+from forescale.core.calibration import Records
 from forescale.core.errors import InvalidInputError
 from forescale.core.evaluation import EvaluationResult, ModelScore, rolling_origin_evaluation
 from forescale.core.forecast.base import Forecast, Forecaster
@@ -127,6 +129,28 @@ def test_history_is_the_last_history_seconds_before_each_origin() -> None:
                               history_seconds=1800, progress=lambda i, n: done.append((i, n)))
     assert seen == [(7200.0, 30), (8100.0, 30)]  # no look-ahead, 30 minutes of history
     assert done == [(1, 2), (2, 2)]
+
+
+def test_the_chains_track_records_are_scored_as_the_plans_are(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the intensity over the policy's intensitySeconds (5 steps of 60 s), as plan()
+    scores them: the accuracy benchmark's relative gate was fed raw steps."""
+    from forescale.core import evaluation
+
+    seen: list[int] = []
+    original = evaluation.Records.score
+
+    def score(self: Records, history: Series, **kwargs: Any) -> None:
+        seen.append(kwargs["intensity_steps"])
+        original(self, history, **kwargs)
+
+    monkeypatch.setattr(evaluation.Records, "score", score)
+    s = synthetic()
+    ma = ExponentialMovingAverage().fit(s.head(DAY))
+    chain = ForecastChain(ForecastSettings(models=("ma",), intensity_seconds=300.0))
+    rolling_origin_evaluation(s, {"ma": ma}, chain=chain, start=DAY * STEP,
+                              end=DAY * STEP + 3600, history_seconds=3 * 3600)
+    assert seen and set(seen) == {5}
 
 
 def test_the_chain_is_scored_and_counted() -> None:

@@ -626,6 +626,12 @@ class Records:
                      f"(up to x{math.exp(widest):.2f} the forecast{note})")
 
 
+def intensity_steps(intensity_seconds: float, step_seconds: float) -> int:
+    """Odd number of steps the intensity is averaged over (centred)."""
+    steps = max(1, round(intensity_seconds / step_seconds))
+    return steps if steps % 2 else steps + 1
+
+
 def _intensity(values: FloatArray, k: int, steps: int) -> float | None:
     """The observed intensity at step ``k``: the centred mean of ``steps`` samples around it
     (the caller has checked they are all in ``values``); None across a gap."""

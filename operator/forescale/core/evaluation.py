@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forescale.core.calibration import Records
+from forescale.core.calibration import Records, intensity_steps
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecaster
 from forescale.core.forecast.chain import ForecastChain
@@ -158,9 +158,12 @@ def rolling_origin_evaluation(
     served: dict[str, int] = {}
     unserved = 0
     # The chain keeps its stages' track records as the plan does (every origin is an
-    # aligned one): scored only once each horizon has passed, so its relative gate works
+    # aligned one): scored only once each horizon has passed, against the intensity over
+    # the policy's intensitySeconds (it was each raw step), so its relative gate works
     # here exactly as in the operator.
     records = Records()
+    steps = intensity_steps(chain.settings.intensity_seconds, series.step_seconds) \
+        if chain is not None else 1
     for done, origin in enumerate(origins, start=1):
         past = series.until(float(origin))
         future = series.values[len(past):][:horizon]
@@ -176,7 +179,7 @@ def rolling_origin_evaluation(
             predicted[name].append(_block_means(fc.mean, per_block))
         if chain is not None:
             t = clock() if clock is not None else 0.0
-            records.score(history, intensity_steps=1,
+            records.score(history, intensity_steps=steps,
                           half_life=chain.settings.calibration_half_life_seconds,
                           now=float(origin))
             result = chain.forecast(history, horizon, now=float(origin), records=records,

@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
-from forescale.core.calibration import Records, collapsed, day_level
+from forescale.core.calibration import Records, collapsed, day_level, intensity_steps
 from forescale.core.checks import is_integer, is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
@@ -684,9 +684,7 @@ def _describe_source(source: RateSource, served: str) -> str:
 
 
 def _intensity_steps(spec: PolicySpec, history: Series) -> int:
-    """Odd number of steps the intensity is averaged over (centred)."""
-    steps = max(1, round(spec.forecast.intensity_seconds / history.step_seconds))
-    return steps if steps % 2 else steps + 1
+    return intensity_steps(spec.forecast.intensity_seconds, history.step_seconds)
 
 
 def outcome_of(desired: int, current: int) -> str:
