@@ -119,7 +119,8 @@ def to_markdown(results: list[tuple[dict[str, object], EvaluationResult]]) -> st
         "only on the span before it.",
         "",
         f"Machine: {results[0][0]['machine_load'] if results else 'n/a'} (timings vary "
-        "with it; the chain's time budget can make it skip a stage on a busy machine).",
+        "with it; the chain here has no clock, so its per-stage time budget never skips a "
+        "stage: the scores do not depend on the machine).",
         "",
     ]
     for r, evaluation in results:
