@@ -278,15 +278,16 @@ def test_the_operator_runs_with_the_chart_service_account_under_real_rbac(
         admin.patch(POLICIES, "web", {"metadata": {"finalizers": None}}, namespace=namespace)
 
 
-#: kopf's peering CRDs, as kopf's peering.yaml defines them (without its example objects).
-KOPF_PEERING_CRDS = """
+def _kopf_crd(kind: str, scope: str) -> str:
+    plural = f"{kind.lower()}s"
+    return f"""
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: clusterkopfpeerings.kopf.dev}
+metadata: {{name: {plural}.kopf.dev}}
 spec:
-  scope: Cluster
+  scope: {scope}
   group: kopf.dev
-  names: {kind: ClusterKopfPeering, plural: clusterkopfpeerings, singular: clusterkopfpeering}
+  names: {{kind: {kind}, plural: {plural}, singular: {kind.lower()}}}
   versions:
     - name: v1
       served: true
@@ -295,25 +296,13 @@ spec:
         openAPIV3Schema:
           type: object
           properties:
-            status: {type: object, x-kubernetes-preserve-unknown-fields: true}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: kopfpeerings.kopf.dev}
-spec:
-  scope: Namespaced
-  group: kopf.dev
-  names: {kind: KopfPeering, plural: kopfpeerings, singular: kopfpeering}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+            status: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
 """
+
+
+#: kopf's peering CRDs, as kopf's peering.yaml defines them (without its example objects).
+KOPF_PEERING_CRDS = _kopf_crd("ClusterKopfPeering", "Cluster") + "---" + \
+    _kopf_crd("KopfPeering", "Namespaced")
 
 
 def test_peering_needs_kopfs_crds_installed_first(plane: ControlPlane, admin: Cluster,
