@@ -171,6 +171,17 @@ def test_namespaces_and_all_namespaces_together_are_refused(captured: dict[str, 
     assert "settings" not in captured
 
 
+@pytest.mark.parametrize("namespace", ["Shop", "shop_eu", "-shop", "x" * 64, "../kube-system"])
+def test_a_watched_namespace_is_a_namespace_name(captured: dict[str, Any],
+                                                 namespace: str) -> None:
+    """kopf would watch a namespace that cannot exist, and never say so."""
+    result = CliRunner().invoke(run_cmd.command, ["--namespace", "shop", "--namespace",
+                                                  namespace])
+    assert result.exit_code == 2, result.output
+    assert "must be a namespace name" in result.output and "Traceback" not in result.output
+    assert "settings" not in captured
+
+
 @pytest.mark.parametrize(("address", "busy", "message"), [
     ("127.0.0.1", True, "Address already in use"),
     ("not an address", False, "cannot serve on not an address:"),

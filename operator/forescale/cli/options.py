@@ -91,3 +91,21 @@ class FiniteFloat(click.ParamType[float]):
         if self.lt is not None and not x < self.lt:
             self.fail(f"must be less than {self.lt:g}, got {x:g}", param, ctx)
         return x
+
+
+#: The API server's names (k8s.io/apimachinery validation): an object's name is a
+#: DNS-1123 subdomain (at most 253 characters), a namespace a DNS-1123 label (at most 63).
+DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"{DNS1123_LABEL}(\.{DNS1123_LABEL})*")
+
+
+def is_namespace_name(text: object) -> bool:
+    """Whether ``text`` is a namespace name the API server accepts (a DNS-1123 label)."""
+    return isinstance(text, str) and len(text) <= 63 \
+        and re.fullmatch(DNS1123_LABEL, text) is not None
+
+
+def is_object_name(text: object) -> bool:
+    """Whether ``text`` is an object name the API server accepts (a DNS-1123 subdomain)."""
+    return isinstance(text, str) and len(text) <= 253 \
+        and _DNS1123_SUBDOMAIN.fullmatch(text) is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from forescale.cli.options import FiniteFloat
+from forescale.cli.options import FiniteFloat, is_namespace_name
 
 
 class _Seconds(FiniteFloat):
@@ -136,11 +136,13 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
         if problem is not None:
             raise click.BadParameter(f"{url!r}: {problem.split(' ', 1)[1]}",
                                      param_hint=f"'{name}'")
-    if lease_namespace is not None and (
-            len(lease_namespace) > 63
-            or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", lease_namespace)):
+    if lease_namespace is not None and not is_namespace_name(lease_namespace):
         raise click.BadParameter("must be a namespace name (DNS-1123 label)",
                                  param_hint="'--lease-namespace'")
+    for namespace in namespaces:
+        if not is_namespace_name(namespace):
+            raise click.BadParameter(f"must be a namespace name (DNS-1123 label), got "
+                                     f"{namespace!r}", param_hint="'--namespace'")
     if tenant_label and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", tenant_label):
         raise click.BadParameter("must be a Prometheus label name",
                                  param_hint="'--tenant-label'")

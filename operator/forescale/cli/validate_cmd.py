@@ -17,7 +17,6 @@ prints one JSON object with every document's result on stdout instead.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import click
 
 from forescale.cli import crd_rules
+from forescale.cli.options import is_namespace_name, is_object_name
 from forescale.core.errors import InvalidInputError
 from forescale.policy import (
     API_VERSION,
@@ -57,7 +57,7 @@ class Result:
             return self.file
         # A name is shown as it is only when it cannot break the one line (or pass for
         # another): invalid ones are quoted with their escapes, and cut.
-        shown = self.name if self.name and _DNS1123_SUBDOMAIN.fullmatch(self.name) \
+        shown = self.name if self.name and is_object_name(self.name) \
             and len(self.name) <= 253 else _shown(self.name)
         name = f" {shown}" if self.name else ""
         return f"{self.file}[{self.index}] {KIND}{name}"
@@ -67,23 +67,16 @@ class Result:
                 "valid": self.valid, "errors": self.errors}
 
 
-#: The API server's names (k8s.io/apimachinery validation): an object's name is a
-#: DNS-1123 subdomain (at most 253 characters), a namespace a DNS-1123 label (at most 63).
-_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
-
-
 def _name_problems(meta: Mapping[str, Any]) -> list[str]:
     """metadata.name and metadata.namespace as the API server checks them."""
     problems = []
     name = meta["name"]
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+    if not is_object_name(name):
         problems.append(f"metadata.name must be a DNS-1123 subdomain (at most 253 lower-case "
                         f"letters, digits, '-' and '.', starting and ending with a letter "
                         f"or digit), got {_shown(name)}")
     namespace = meta.get("namespace")
-    if namespace is not None and not (isinstance(namespace, str) and len(namespace) <= 63
-                                      and re.fullmatch(_DNS1123_LABEL, namespace)):
+    if namespace is not None and not is_namespace_name(namespace):
         problems.append(f"metadata.namespace must be a DNS-1123 label (at most 63 lower-case "
                         f"letters, digits and '-', starting and ending with a letter or "
                         f"digit), got {_shown(namespace)}")
