@@ -49,6 +49,15 @@ def test_train_writes_artifact_card_and_summary(trace: Path, tmp_path: Path,
     assert (model.window, model.horizon) == (20, 5)
     card = (out / "MODEL_CARD.md").read_text()
     assert "`small`" in card and "Reproduce with: `forescale train --trace" in card
+    assert "--threads" not in card  # the default, 1
+
+
+def test_the_reproduce_command_keeps_the_thread_count(trace: Path, tmp_path: Path) -> None:
+    """The card says the weights depend on torch's thread count: its command gives it."""
+    out = tmp_path / "t2"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST,
+                 "--threads", "2"]) == 0
+    assert "--threads 2`" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_same_time_yesterday_option(trace: Path, tmp_path: Path,

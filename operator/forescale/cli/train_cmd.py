@@ -117,7 +117,7 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
                              trace_path=trace_path,
                              command=_reproduce(trace_path, out, epochs, window, horizon,
                                                 hidden, seed, until, day_of_week,
-                                                same_time_yesterday))
+                                                same_time_yesterday, threads))
     try:  # a save that fails leaves the artifact that was there (see LSTMForecaster.save)
         model.save(out)
         write_model_card(out, card)
@@ -155,7 +155,7 @@ def _horizon_steps(text: str, step_seconds: float) -> int:
 
 def _reproduce(trace_path: str, out: Path, epochs: int, window: int, horizon: str,
                hidden: int, seed: int, until: str | None, day_of_week: bool | None,
-               same_time_yesterday: bool | None) -> str:
+               same_time_yesterday: bool | None, threads: int = 1) -> str:
     args = ["forescale", "train", "--trace", trace_path, "--out", str(out),
             "--epochs", str(epochs), "--window", str(window), "--horizon", horizon,
             "--hidden", str(hidden), "--seed", str(seed)]
@@ -166,6 +166,8 @@ def _reproduce(trace_path: str, out: Path, epochs: int, window: int, horizon: st
     if same_time_yesterday is not None:
         args.append("--same-time-yesterday" if same_time_yesterday
                     else "--no-same-time-yesterday")
+    if threads != 1:  # the weights depend on it (the card says so)
+        args += ["--threads", str(threads)]
     return shlex.join(args)
 
 
