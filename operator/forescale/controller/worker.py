@@ -195,6 +195,20 @@ def standing_by(guard: Guard, previous: Mapping[str, Any], identity: str) -> boo
             or previous.get("decidedBy") not in (None, identity))
 
 
+def _policy_key(body: Mapping[str, Any]) -> str:
+    """``namespace/name`` of a ScalingPolicy object."""
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _decision_time(status: Mapping[str, Any]) -> float | None:
+    """A status's lastDecisionTime in seconds, or None if it has none it can read."""
+    try:
+        return parse_time(status.get("lastDecisionTime"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def failure_message(exc: BaseException) -> str:
     first = (str(exc).splitlines() or [""])[0]
     text = f"the decision failed ({type(exc).__name__}: {first})"
@@ -262,8 +276,7 @@ class Controller:
         Never raises: an API error (unreachable, refused) is logged, counted and retried
         with backoff; anything else becomes a DecisionFailed status with the reason."""
         began, cpu_began = time.monotonic(), time.thread_time()
-        meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        key = _policy_key(body)
         if self.stopping:
             return self.settings.retry_seconds  # shutting down: the other replicas decide
         if not self.health.cycle_started(key):
@@ -277,7 +290,8 @@ class Controller:
         except Exception as exc:  # the status says why; the log keeps the traceback
             logger.exception("%s: the decision failed", key)
             self.metrics.errors.labels("DecisionFailed").inc()
-            decision = Decision(now=self._clock(), generation=meta.get("generation"),
+            decision = Decision(now=self._clock(),
+                                generation=(body.get("metadata") or {}).get("generation"),
                                 mode=str((body.get("spec") or {}).get("mode") or "Scale"),
                                 identity=self.settings.identity,
                                 failure=("DecisionFailed", failure_message(exc)))
@@ -356,16 +370,11 @@ class Controller:
         the older status would write /scale again under a fresh rate-limit allowance,
         forget the scale-down stabilisation and post ScaledUp/ScaledDown again."""
         status: Mapping[str, Any] = body.get("status") or {}
-        meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
         with self._lock:
-            mine = self._reported.get(key)
-        if mine is None or mine[0] != meta.get("uid"):
+            mine = self._reported.get(_policy_key(body))
+        if mine is None or mine[0] != (body.get("metadata") or {}).get("uid"):
             return status
-        try:
-            written = parse_time(status.get("lastDecisionTime"))
-        except (TypeError, ValueError, AttributeError):
-            written = None
+        written = _decision_time(status)
         # lastDecisionTime has whole seconds: a status written in the same second as ours
         # (another replica's, for a policy nobody scales) is the one the API holds.
         return mine[2] if written is None or mine[1] > written else status
@@ -463,16 +472,11 @@ class Controller:
         if self.membership is None:
             return Guard(blocked)
         _, name = self.lease_ref(policy)
-        with self._lock:
-            known = frozenset({*self._targets.values(), name})
-        owner = self.membership.assigned(name, known, now)
+        owner = self.membership.assigned(name, self._known_targets(name), now)
         me = self.settings.identity
         if owner in (None, me) or previous.get("decidedBy") in (None, me):
             return Guard(blocked)
-        try:
-            last = parse_time(previous.get("lastDecisionTime"))
-        except (TypeError, ValueError, AttributeError):
-            last = None
+        last = _decision_time(previous)
         if last is None or not 0 <= now - last <= ORPHAN_LEASE_DURATIONS * \
                 self._duration(policy):
             return Guard(blocked)
@@ -593,8 +597,7 @@ class Controller:
                            meta.get("name"), d.metrics_error[1])
         status = build_status(d, previous)
         with self._lock:  # what the next cycle plans from if this write fails
-            self._reported[f"{meta.get('namespace')}/{meta.get('name')}"] = (
-                meta.get("uid"), d.now, status)
+            self._reported[_policy_key(body)] = (meta.get("uid"), d.now, status)
         with contextlib.suppress(NotFound):  # deleted meanwhile
             self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
                                           status)
@@ -639,6 +642,12 @@ class Controller:
             else:
                 self._targets[key] = self._target_lease(str(meta.get("namespace")), target)[1]
 
+    def _known_targets(self, name: str) -> frozenset[str]:
+        """The target Leases the replicas share, as this one knows them (noted at the start
+        of each cycle: :meth:`_note_target`), ``name``'s own counted in any case."""
+        with self._lock:
+            return frozenset({*self._targets.values(), name})
+
     @contextlib.contextmanager
     def _operation(self) -> Iterator[bool]:
         """A Lease or /scale call: yields False once the operator is stopping (then nothing
@@ -673,8 +682,7 @@ class Controller:
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
                 return LeaseState(False, None, "the policy is being deleted")
-            # Noted at the start of the cycle; its own target counts in any case.
-            known = frozenset({*self._targets.values(), name})
+        known = self._known_targets(name)
         if self.membership is not None:
             owner = self.membership.assigned(name, known, now)
             if owner is not None and owner != self.settings.identity:
@@ -763,10 +771,7 @@ class Controller:
         target = target_of(body)
         if target is None:
             return False
-        shared = self.settings.lease_namespace
-        lease_ns = shared if shared is not None else namespace
-        lease = lease_name(target.kind, target.name,
-                           namespace=namespace if shared is not None else None)
+        lease_ns, lease = self._target_lease(namespace, target)
         return self.lease.release(lease_ns, lease, policy=f"{namespace}/{name}")
 
     def release_all(self, *, wait_seconds: float = 15.0) -> int:
