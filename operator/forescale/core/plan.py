@@ -436,6 +436,20 @@ def cooldown(proposed: int, current: int, state: PlanState, spec: PolicySpec,
     return proposed, None
 
 
+def _bounded(proposed: int, events: ScheduleEffect,
+             spec: PolicySpec) -> tuple[int, list[LimitApplied]]:
+    """``proposed`` within an active declared event's floor or ceiling, which bounds it like
+    a temporary minReplicas (maxReplicas), then within min/max; the limits that applied.
+    Last of the pipeline (after the rate limits, so an event gets its capacity), and on the
+    hold path too."""
+    limits = []
+    scheduled, event_reason, event_note = schedule_bound(proposed, events)
+    if event_reason is not None:
+        limits.append(LimitApplied(event_reason, proposed, scheduled, event_note))
+    desired, lim = clamp(scheduled, spec)
+    return desired, limits + ([lim] if lim else [])
+
+
 def clamp(proposed: int, spec: PolicySpec) -> tuple[int, LimitApplied | None]:
     if proposed < spec.min_replicas:
         return spec.min_replicas, LimitApplied(
@@ -484,6 +498,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         raise InvalidInputError(f"now must be a finite time, got {now!r}")
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     window = planning_window(spec, now)
+    events = schedule_effect(spec.schedules, window)
     ahead_window = lookahead_window(spec, window)
     limits: list[LimitApplied] = []
     records = state.records.copy()
@@ -536,13 +551,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         reason, message = problem
         # A declared event's floor or ceiling still holds: a Prometheus blip before a launch
         # must not cancel the capacity declared for it.
-        events = schedule_effect(spec.schedules, window)
-        held, event_reason, event_note = schedule_bound(current_replicas, events)
-        if event_reason is not None:
-            limits.append(LimitApplied(event_reason, current_replicas, held, event_note))
-        desired, lim = clamp(held, spec)
-        if lim:
-            limits.append(lim)
+        desired, bounded = _bounded(current_replicas, events, spec)
+        limits += bounded
         outcome = outcome_of(desired, current_replicas)
         return Plan(
             desired_replicas=desired, current_replicas=current_replicas,
@@ -582,7 +592,6 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                           None if peak is None else (peak.rate, peak.message))
     # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
     # scales the rate sized for, e.g. a launch the history has never seen.
-    events = schedule_effect(spec.schedules, window)
     rate, sizing, chaos = _sized(source.rate, events.multiplier, spec)
     further = lookahead(source, highest_ahead, bound_message)
     if further is not None and sizing.replicas + chaos.extra_replicas > current_replicas:
@@ -610,14 +619,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     for step in (cooldown, rate_limit):
         proposed, lim = step(proposed, current_replicas, state, spec, now)
         limits += [lim] if lim else []
-    # Declared events: an active floor (ceiling) bounds the proposal like a temporary
-    # minReplicas (maxReplicas), after the rate limits, so the event gets its capacity.
-    scheduled, event_reason, event_note = schedule_bound(proposed, events)
-    if event_reason is not None:
-        limits.append(LimitApplied(event_reason, proposed, scheduled, event_note))
-    proposed = scheduled
-    desired, lim = clamp(proposed, spec)
-    limits += [lim] if lim else []
+    desired, bounded = _bounded(proposed, events, spec)
+    limits += bounded
 
     outcome = outcome_of(desired, current_replicas)
     reasons = [outcome, sizing.reason]
