@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from forescale.core.checks import is_integer, is_number
-from forescale.core.errors import InvalidInputError
+from forescale.core.errors import InvalidInputError, os_reason
 from forescale.core.guardrail import Guardrail
 from forescale.core.schedules import Schedule
 from forescale.core.spec import (
@@ -443,7 +443,7 @@ def read_policy_file(path: Path) -> str:
     except UnicodeDecodeError:
         raise InvalidInputError(f"{path}: cannot read: not UTF-8 text") from None
     except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}"
+        raise InvalidInputError(f"{path}: cannot read: {os_reason(exc)}"
                                 ) from None
 
 

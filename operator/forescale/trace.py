@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forescale.core.errors import InvalidInputError
+from forescale.core.errors import InvalidInputError, os_reason
 from forescale.core.series import FloatArray, Series
 
 
@@ -95,7 +95,7 @@ def load_trace(path: str | Path) -> Trace:
         raise InvalidInputError(f"trace {path}: is a directory") from None
     except OSError as exc:  # ENAMETOOLONG, EACCES, EIO...: the system's words, one line
         raise InvalidInputError(f"trace {path}: cannot read: "
-                                f"{exc.strerror or type(exc).__name__}") from None
+                                f"{os_reason(exc)}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInputError(f"trace {path}: cannot read: "
                                 f"{_shown(str(exc).splitlines()[0] if str(exc) else '')}"

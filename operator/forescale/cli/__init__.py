@@ -18,7 +18,7 @@ from types import ModuleType
 import click
 
 from forescale import __version__
-from forescale.core.errors import ForescaleError, InvalidInputError
+from forescale.core.errors import ForescaleError, InvalidInputError, os_reason
 
 #: Subcommand modules; each defines a click command named ``command``.
 SUBCOMMANDS = ("size", "forecast", "train", "backtest", "validate", "run")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the system refused (disk full, read-only): never a traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"forescale: error: {where}{exc.strerror or type(exc).__name__}", err=True)
+        click.echo(f"forescale: error: {where}{os_reason(exc)}", err=True)
         return 1
     return code if isinstance(code, int) else 0
 

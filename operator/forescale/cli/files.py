@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from forescale.core.errors import InvalidInputError
+from forescale.core.errors import InvalidInputError, os_reason
 
 
 def check_output(path: Path, flag: str, *, inputs: Iterable[tuple[str, Path | None]] = ()
@@ -20,13 +20,7 @@ def check_output(path: Path, flag: str, *, inputs: Iterable[tuple[str, Path | No
     a directory or is not writable, the path is a directory, or it is one of ``inputs``
     (writing the results over the trace they were computed from)."""
     parent = path.parent
-    try:
-        os.stat(path)  # a name too long or a loop is its own error, not "no such file"
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        raise InvalidInputError(f"{flag} {path}: {exc.strerror or type(exc).__name__}"
-                                ) from None
+    _refuse_unusable_name(path, flag)
     if path.is_dir():
         raise InvalidInputError(f"{flag} {path}: is a directory")
     if not parent.is_dir():
@@ -38,6 +32,18 @@ def check_output(path: Path, flag: str, *, inputs: Iterable[tuple[str, Path | No
         if other is not None and _same_file(path, other):
             raise InvalidInputError(f"{flag} {path} is the {other_flag} file: refusing to "
                                     "write over it")
+
+
+def _refuse_unusable_name(path: Path, flag: str) -> None:
+    """A name the system refuses outright (too long, a symlink loop) is its own error, not
+    "no such file"; a path that does not exist (yet) is fine."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise InvalidInputError(f"{flag} {path}: {os_reason(exc)}"
+                                ) from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -74,13 +80,7 @@ def write_atomically(path: Path, data: bytes | str) -> None:
 def check_output_directory(path: Path, flag: str) -> None:
     """Refuse ``path`` now if a directory cannot be made or written there later: it, or
     its nearest existing ancestor, is not a directory or is not writable."""
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        raise InvalidInputError(f"{flag} {path}: {exc.strerror or type(exc).__name__}"
-                                ) from None
+    _refuse_unusable_name(path, flag)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from forescale.cli.options import FiniteFloat, is_namespace_name
+from forescale.core.errors import os_reason
 
 
 class _Seconds(FiniteFloat):
@@ -182,7 +183,7 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
     except OSError as exc:  # the port is taken, the address is not this host's or no address
         raise click.BadParameter(
             f"cannot serve on {metrics_address}:{metrics_port}: "
-            f"{exc.strerror or type(exc).__name__}",
+            f"{os_reason(exc)}",
             param_hint="'--metrics-address'/'--metrics-port'") from None
     logging.getLogger("forescale.controller").info(
         "forescale operator %s: metrics on %s:%d", identity, metrics_address, port)

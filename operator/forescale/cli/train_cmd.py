@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from forescale.cli.files import check_output_directory
 from forescale.cli.options import parse_duration
-from forescale.core.errors import InvalidInputError
+from forescale.core.errors import InvalidInputError, os_reason
 from forescale.core.forecast.lstm import (  # torch-free until training runs
     MIN_DAYS_FOR_YESTERDAY,
     LSTMConfig,
@@ -123,7 +123,7 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
         write_model_card(out, card)
     except OSError as exc:
         raise InvalidInputError(f"cannot write --out {out}: "
-                                f"{exc.strerror or type(exc).__name__}") from None
+                                f"{os_reason(exc)}") from None
     m = model.metadata
     v = m.validation
     click.echo(f"trained lstm on {m.training_points:,} points "

@@ -57,8 +57,7 @@ class Result:
             return self.file
         # A name is shown as it is only when it cannot break the one line (or pass for
         # another): invalid ones are quoted with their escapes, and cut.
-        shown = self.name if self.name and is_object_name(self.name) \
-            and len(self.name) <= 253 else _shown(self.name)
+        shown = self.name if self.name and is_object_name(self.name) else _shown(self.name)
         name = f" {shown}" if self.name else ""
         return f"{self.file}[{self.index}] {KIND}{name}"
 

@@ -17,6 +17,12 @@ class InvalidInputError(ForescaleError, ValueError):
     """
 
 
+def os_reason(exc: OSError) -> str:
+    """What the system said of a refused file or socket operation, for a one-line message
+    ("No space left on device"), or the exception's name when it said nothing."""
+    return exc.strerror or type(exc).__name__
+
+
 class NotFittedError(ForescaleError, RuntimeError):
     """A forecaster was asked to predict before it was fitted."""
 
