@@ -70,9 +70,10 @@ class DecisionMetrics:
                                "ForecastBound, ReactiveFloor, RecurringPeak or "
                                "ScaleUpLookahead.", (*LABELS, "reason"), registry=r)
         self._condition_types: dict[tuple[str, str], set[str]] = {}
-        self._condition_reasons: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self._sources: dict[tuple[str, str], set[str]] = {}
-        self._rate_sources: dict[tuple[str, str], set[str]] = {}
+        #: Per (namespace, policy), the label values after those each one-hot gauge has had.
+        self._condition_reasons: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        self._sources: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        self._rate_sources: dict[tuple[str, str], set[tuple[str, ...]]] = {}
 
     def observe_plan(self, namespace: str, policy: str, plan: Plan, *,
                      lead_time_seconds: float) -> None:
@@ -102,13 +103,8 @@ class DecisionMetrics:
             for s in STATUSES:
                 self.condition.labels(namespace, policy, ctype, s).set(
                     1.0 if s == status else 0.0)
-            reason = str(c.get("reason"))
-            reasons = self._condition_reasons.setdefault((namespace, policy), set())
-            reasons.add((ctype, reason))
-            for t, r in reasons:
-                if t == ctype:
-                    self.condition_reason.labels(namespace, policy, t, r).set(
-                        1.0 if r == reason else 0.0)
+            _one_hot(self.condition_reason, self._condition_reasons, namespace, policy,
+                     str(c.get("reason")), within=(ctype,))
 
     def forget(self, namespace: str, policy: str) -> None:
         for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper,
@@ -116,26 +112,26 @@ class DecisionMetrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, policy)
         for gauge, seen in ((self.decided_by, self._sources),
-                            (self.sized_for, self._rate_sources)):
-            for value in seen.pop((namespace, policy), set()):
+                            (self.sized_for, self._rate_sources),
+                            (self.condition_reason, self._condition_reasons)):
+            for labels in seen.pop((namespace, policy), set()):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(namespace, policy, value)
+                    gauge.remove(namespace, policy, *labels)
         for ctype in self._condition_types.pop((namespace, policy), set()):
             for s in STATUSES:
                 with contextlib.suppress(KeyError):
                     self.condition.remove(namespace, policy, ctype, s)
-        for ctype, reason in self._condition_reasons.pop((namespace, policy), set()):
-            with contextlib.suppress(KeyError):
-                self.condition_reason.remove(namespace, policy, ctype, reason)
 
 
-def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[str]], namespace: str,
-             policy: str, value: str) -> None:
-    """1 for ``value``, 0 for every other value this policy's gauge has had."""
-    values = seen.setdefault((namespace, policy), set())
-    values.add(value)
-    for v in values:
-        gauge.labels(namespace, policy, v).set(1.0 if v == value else 0.0)
+def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[tuple[str, ...]]],
+             namespace: str, policy: str, value: str, *, within: tuple[str, ...] = ()) -> None:
+    """1 for ``value``, 0 for every other value this policy's gauge has had with the same
+    leading labels ``within`` (a condition's type: each condition has its own reason)."""
+    labels = seen.setdefault((namespace, policy), set())
+    labels.add((*within, value))
+    for other in labels:
+        if other[:-1] == within:
+            gauge.labels(namespace, policy, *other).set(1.0 if other[-1] == value else 0.0)
 
 
 def decided_by(plan: Plan) -> str:
