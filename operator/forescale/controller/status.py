@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from forescale.core.forecast.chain import before_served
 from forescale.core.plan import Plan
 
 #: Forecast values kept in the status: enough for a dashboard, small enough for etcd.
@@ -80,11 +81,9 @@ def _model_condition(d: Decision) -> tuple[str, str, str]:
     above = [s for s in fc.stages if s.served and s.reason == "ServedAboveMaxError"]
     if above:
         return "False", "ServedAboveMaxError", f"{above[0].model} serves: {above[0].message}"
-    # The stages skipped before the one serving (one after it that failed when run as a
-    # fallback does not make the serving model any less ready).
-    serving = next((k for k, s in enumerate(fc.stages) if s.reason == "Served"),
-                   len(fc.stages))
-    fallbacks = [s for s in fc.stages[:serving] if not s.served and s.reason != "NotTried"
+    # Only the stages before the serving one: one after it that failed when run as a
+    # fallback does not make the serving model any less ready.
+    fallbacks = [s for s in before_served(fc.stages) if not s.served and s.reason != "NotTried"
                  and not (s.model == "lstm" and not d.lstm_configured)]
     if fallbacks:
         first = fallbacks[0]

@@ -161,6 +161,13 @@ class _Skip(Exception):  # noqa: N818 (control flow, not an error)
 _ACCURACY_GATES = ("AccuracyTooLow", "WorseThanFallback")
 
 
+def before_served(stages: Sequence[StageReport]) -> Sequence[StageReport]:
+    """The stages before the one that served by passing every gate (all of them if none
+    did): those skipped on the way to it."""
+    served = next((k for k, s in enumerate(stages) if s.reason == "Served"), len(stages))
+    return stages[:served]
+
+
 def _least_inaccurate(stages: list[StageReport], runs: list[StageRun]) -> StageRun | None:
     """When no stage served but some only failed an accuracy gate, the one with the lowest
     recent error serves (``ServedAboveMaxError``), in ``stages`` and ``runs`` alike; its
@@ -308,10 +315,8 @@ class ForecastChain:
             fallback = _least_inaccurate(stages, runs)
             if fallback is not None:
                 served, served_by = fallback.forecast, fallback.model
-        # The stages skipped before the one that served (a later one that failed when run
-        # as a fallback is in its own report, not in "after").
-        before = next((k for k, s in enumerate(stages) if s.reason == "Served"), len(stages))
-        skipped = ", ".join(f"{s.model}: {s.reason}" for s in stages[:before]
+        # A later one that failed when run as a fallback is in its own report, not "after".
+        skipped = ", ".join(f"{s.model}: {s.reason}" for s in before_served(stages)
                             if not s.served and s.reason != "NotTried")
         if served is None:
             return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
