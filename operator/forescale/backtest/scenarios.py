@@ -58,6 +58,12 @@ class Scenario:
                            rates.values[i:j])
         return self.build(rates, seed)
 
+    @property
+    def draws(self) -> bool:
+        """Whether the scenario draws at random (its seed matters): all but the real
+        traces' other periods."""
+        return self.build is not real
+
 
 def _counts(rates: Series) -> FloatArray:
     if rates.missing:
