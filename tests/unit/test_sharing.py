@@ -330,3 +330,22 @@ def test_a_clock_stepped_back_does_not_freeze_the_view_of_the_replicas() -> None
     clock.now -= 3600  # NTP steps the clock back an hour; op-b joins
     b.heartbeat(clock.now)
     assert a.members(clock.now) == ["op-a", "op-b"]  # listed again, not "fresh" for an hour
+
+
+def test_a_replica_that_hands_a_target_over_stops_exporting_its_series() -> None:
+    """A replica that stood by for a policy another replica now reports exports none of its
+    series: the values it last had would stay frozen beside the holder's (an alert on
+    forescale_condition or the replicas would fire on the stale copy for ever)."""
+    n = 12
+    kube, clock, (a, b) = cluster(n, ["op-a", "op-b"])
+    period(kube, clock, [a], n)
+    for _ in range(3):
+        period(kube, clock, [a, b], n)
+    for replica in (a, b):
+        registry = replica.controller.metrics.registry
+        exported = {s.labels["policy"] for m in registry.collect() for s in m.samples
+                    if s.name.startswith("forescale_") and "policy" in s.labels}
+        reported = {f"p{i}" for i in range(n)
+                    if kube.statuses[NS, f"p{i}"]["decidedBy"] == replica.identity}
+        assert len(reported) == n // 2
+        assert exported == reported, replica.identity

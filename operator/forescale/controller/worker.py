@@ -330,7 +330,12 @@ class Controller:
 
         guard = self.guard(policy, now, previous)
         blocked = guard.blocked
-        if standing_by(guard, previous, self.settings.identity) or self.stopping:
+        if standing_by(guard, previous, self.settings.identity):
+            # The replica that reports the policy exports its series; ours, from before a
+            # handover, would stay frozen beside them (and alerts fire on the stale copy).
+            self.metrics.forget(policy.namespace, policy.name)
+            return dataclasses.replace(base, blocked=blocked), period
+        if self.stopping:
             return dataclasses.replace(base, blocked=blocked), period
         if blocked is None and override is not None and override.replicas is None:
             blocked = (override.reason, override.message)  # paused: hold, never write
