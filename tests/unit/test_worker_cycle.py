@@ -403,3 +403,56 @@ def test_a_missing_target_is_reported_as_such() -> None:
                                             "name": "gone"}))
     assert conditions(kube)["Ready"] == ("False", "TargetNotFound")
     assert conditions(kube)["ScalingActive"] == ("False", "TargetNotFound")
+
+
+def _series(controller: Controller) -> dict[str, float]:
+    """The policy's exported samples: name{extra labels} → value."""
+    out = {}
+    for metric in controller.metrics.registry.collect():
+        for s in metric.samples:
+            if s.labels.get("policy") == "web":
+                extra = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())
+                                 if k not in ("namespace", "policy"))
+                out[f"{s.name}{{{extra}}}"] = s.value
+    return out
+
+
+def test_a_cycle_without_a_plan_leaves_no_series_of_the_last_plan() -> None:
+    """The target is deleted: the status says no forecast was made, and the metrics must
+    not go on saying the moving average serves and sizing wants more than forescale sets
+    (ForescaleForecastDegraded and ForescaleSLOAtRisk fired on the stale values)."""
+    controller, kube, _, clock = setup(rate=100.0)
+    controller.cycle(policy())
+    before = _series(controller)
+    assert before["forescale_serving_model{model=ma}"] == 1.0
+    assert "forescale_recommended_replicas{}" in before
+    del kube.replicas[NS, "web"]
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    assert conditions(kube)["ScalingActive"] == ("False", "TargetNotFound")
+    after = _series(controller)
+    assert after["forescale_condition{status=False,type=ScalingActive}"] == 1.0
+    assert after["forescale_condition_reason{reason=TargetNotFound,type=ScalingActive}"] == 1
+    assert {k for k in after if not k.startswith("forescale_condition")} == set()
+
+
+def test_a_hold_leaves_no_recommendation_or_forecast_of_the_last_plan() -> None:
+    """Prometheus stops answering: the plan holds without a recommendation or a forecast;
+    the last ones must not stay exported as if current."""
+    from forescale.adapters.prometheus import PrometheusUnavailable
+
+    controller, kube, source, clock = setup(rate=100.0)
+    controller.cycle(policy())
+    assert "forescale_recommended_replicas{}" in _series(controller)
+    source.error = PrometheusUnavailable("connection refused")
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    assert conditions(kube)["MetricsAvailable"] == ("False", "PrometheusUnavailable")
+    after = _series(controller)
+    for name in ("forescale_recommended_replicas", "forescale_forecast_mean_arrival_rate",
+                 "forescale_forecast_lower_arrival_rate",
+                 "forescale_forecast_upper_arrival_rate", "forescale_forecast_arrival_rate",
+                 "forescale_observed_arrival_rate"):
+        assert f"{name}{{}}" not in after, name
+    assert after["forescale_desired_replicas{}"] == kube.replicas[NS, "web"]
+    assert after["forescale_serving_model{model=ma}"] == 0.0

@@ -77,14 +77,21 @@ class DecisionMetrics:
 
     def observe_plan(self, namespace: str, policy: str, plan: Plan, *,
                      lead_time_seconds: float) -> None:
+        """The plan's values; a value the plan has not (a hold: no recommendation, no
+        forecast) is removed rather than left at the last one, which an alert would read
+        as current (a stale recommendation above the held replicas is "SLO at risk")."""
         if plan.recommended_replicas is not None:
             self.recommended.labels(namespace, policy).set(plan.recommended_replicas)
             _one_hot(self.decided_by, self._sources, namespace, policy, decided_by(plan))
+        else:
+            _remove(self.recommended, namespace, policy)
         if plan.rate_source is not None:
             _one_hot(self.sized_for, self._rate_sources, namespace, policy,
                      plan.rate_source.reason)
         fc = plan.forecast.forecast if plan.forecast is not None else None
         if fc is None or fc.horizon == 0:
+            for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper):
+                _remove(gauge, namespace, policy)
             return
         # The step that contains now + lead time (or the last one, if the forecast is short).
         at = plan.window_start_seconds + lead_time_seconds
@@ -106,21 +113,29 @@ class DecisionMetrics:
             _one_hot(self.condition_reason, self._condition_reasons, namespace, policy,
                      str(c.get("reason")), within=(ctype,))
 
-    def forget(self, namespace: str, policy: str) -> None:
+    def forget_plan(self, namespace: str, policy: str) -> None:
+        """Remove the series of the policy's last plan: a cycle that made none (an invalid
+        spec, a missing target, a failure) must not leave them for the alerts to read."""
         for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper,
                       self.recommended):
-            with contextlib.suppress(KeyError):
-                gauge.remove(namespace, policy)
+            _remove(gauge, namespace, policy)
         for gauge, seen in ((self.decided_by, self._sources),
-                            (self.sized_for, self._rate_sources),
-                            (self.condition_reason, self._condition_reasons)):
+                            (self.sized_for, self._rate_sources)):
             for labels in seen.pop((namespace, policy), set()):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(namespace, policy, *labels)
+                _remove(gauge, namespace, policy, *labels)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        self.forget_plan(namespace, policy)
+        for labels in self._condition_reasons.pop((namespace, policy), set()):
+            _remove(self.condition_reason, namespace, policy, *labels)
         for ctype in self._condition_types.pop((namespace, policy), set()):
             for s in STATUSES:
-                with contextlib.suppress(KeyError):
-                    self.condition.remove(namespace, policy, ctype, s)
+                _remove(self.condition, namespace, policy, ctype, s)
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)
 
 
 def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[tuple[str, ...]]],

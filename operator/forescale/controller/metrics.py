@@ -73,14 +73,22 @@ class OperatorMetrics:
         for name in ("lstm", "arima", "ma"):
             self.serving.labels(namespace, policy, name).set(1.0 if name == model else 0.0)
 
-    def forget(self, namespace: str, policy: str) -> None:
-        self.decision.forget(namespace, policy)
+    def forget_plan(self, namespace: str, policy: str) -> None:
+        """Remove the series of the policy's last plan, keeping its conditions: a cycle that
+        made no plan (an invalid spec, a missing target, a failure) must not leave the
+        replicas, rates and serving model of an earlier one for the dashboard and the
+        alerts to read as current."""
+        self.decision.forget_plan(namespace, policy)
         for gauge in (self.forecast_rate, self.observed_rate, self.desired, self.current):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, policy)
         for name in ("lstm", "arima", "ma"):
             with contextlib.suppress(KeyError):
                 self.serving.remove(namespace, policy, name)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        self.forget_plan(namespace, policy)
+        self.decision.forget(namespace, policy)
 
 
 def serve(metrics: OperatorMetrics, *, address: str, port: int,

@@ -290,6 +290,8 @@ class Controller:
         except Exception as exc:  # the status says why; the log keeps the traceback
             logger.exception("%s: the decision failed", key)
             self.metrics.errors.labels("DecisionFailed").inc()
+            meta = body.get("metadata") or {}
+            self.metrics.forget_plan(str(meta.get("namespace")), str(meta.get("name")))
             decision = Decision(now=self._clock(),
                                 generation=(body.get("metadata") or {}).get("generation"),
                                 mode=str((body.get("spec") or {}).get("mode") or "Scale"),
@@ -321,6 +323,7 @@ class Controller:
             override = self.read_override(body, policy)
         except Invalid as exc:
             self.metrics.errors.labels(exc.reason).inc()
+            self.metrics.forget_plan(str(meta.get("namespace")), str(meta.get("name")))
             decision = dataclasses.replace(base, invalid_spec=str(exc),
                                            invalid_reason=exc.condition)
             self.report(body, decision, previous)
@@ -832,13 +835,20 @@ class Controller:
     def _observe(self, policy: Policy, d: Decision) -> None:
         m = self.metrics
         namespace, name = policy.namespace, policy.name
+        # A value this decision has not (no sample, a hold) is removed, not left at the last.
         if d.observed_rate is not None:
             m.observed_rate.labels(namespace, name).set(d.observed_rate)
+        else:
+            with contextlib.suppress(KeyError):
+                m.observed_rate.remove(namespace, name)
         if d.plan is not None:
             m.desired.labels(namespace, name).set(d.plan.desired_replicas)
             m.current.labels(namespace, name).set(d.plan.current_replicas)
             if d.plan.planned_arrival_rate is not None:
                 m.forecast_rate.labels(namespace, name).set(d.plan.planned_arrival_rate)
+            else:
+                with contextlib.suppress(KeyError):
+                    m.forecast_rate.remove(namespace, name)
             m.set_serving(namespace, name, d.plan.served_by)
             m.decision.observe_plan(namespace, name, d.plan,
                                     lead_time_seconds=policy.spec.lead_time_seconds)
