@@ -161,3 +161,69 @@ def test_promtool_catches_a_broken_expression(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
         {"record": "x:y", "expr": "sum(rate(forescale_errors_total[1m])"}]}]}))
     assert promtool_check(path).returncode != 0
+
+
+def exported(metrics: Any) -> list[dict[str, str]]:
+    """promtool input series: every per-policy sample the operator's registry exports, as a
+    constant — the names and labels the code really writes, not a copy of them."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series = []
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for s in family.samples:
+            if "policy" in s.labels:
+                labels = ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                series.append({"series": f"{s.name}{{{labels}}}", "values": f"{s.value}x60"})
+    return series
+
+
+def test_degraded_and_slo_alerts_fire_on_faults_not_on_what_the_user_chose(
+        docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """promtool's rule unit test on what OperatorMetrics exports: the moving average serving
+    as a fallback is ForecastDegraded, serving as the only model chosen
+    (examples/scalingpolicy-moving-average.yaml) is not; sizing above maxReplicas is
+    SLOAtRisk, above the replicas of a policy that observes or is paused is not (in Observe
+    mode nothing moves the replicas the rate limits start from, so it fired for ever)."""
+    from forescale.controller.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    cases = {  # policy: (serving, ModelReady, ScalingActive reason, recommended, desired)
+        "fallback": ("ma", ("False", "HistoryTooShort"), "ScalingEnabled", 4, 4),
+        "chosen": ("ma", ("True", "ModelServing"), "ScalingEnabled", 4, 4),
+        "capped": ("arima", ("True", "ModelServing"), "ScalingEnabled", 14, 3),
+        "watched": ("arima", ("True", "ModelServing"), "ObserveMode", 14, 8),
+        "paused": ("arima", ("True", "ModelServing"), "PausedByAnnotation", 14, 2),
+    }
+    for policy, (model, ready, active, recommended, desired) in cases.items():
+        metrics.set_serving("ns", policy, model)
+        metrics.decision.recommended.labels("ns", policy).set(recommended)
+        metrics.desired.labels("ns", policy).set(desired)
+        metrics.decision.observe_conditions("ns", policy, [
+            {"type": "ModelReady", "status": ready[0], "reason": ready[1]},
+            {"type": "ScalingActive", "status": "True" if active == "ScalingEnabled"
+             else "False", "reason": active}])
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (path := tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    rules = {r["alert"]: r for r in alert_rules(docs)}
+
+    def expected(alert: str, policy: str, **labels: str) -> dict[str, Any]:
+        annotations = {k: v.replace("{{ $labels.namespace }}", "ns").replace(
+            "{{ $labels.policy }}", policy).replace("{{ $value }}", "14")
+            for k, v in rules[alert]["annotations"].items()}
+        return {"exp_labels": {**rules[alert]["labels"], "namespace": "ns", "policy": policy,
+                               **labels},
+                "exp_annotations": annotations}
+
+    (tests := tmp_path / "tests.yaml").write_text(yaml.safe_dump({
+        "rule_files": [str(path)], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": exported(metrics), "alert_rule_test": [
+            {"eval_time": "45m", "alertname": "ForescaleForecastDegraded",
+             "exp_alerts": [expected("ForescaleForecastDegraded", "fallback", model="ma")]},
+            {"eval_time": "45m", "alertname": "ForescaleSLOAtRisk",
+             "exp_alerts": [expected("ForescaleSLOAtRisk", "capped")]}]}]}))
+    _, promtool = prometheus_binaries()
+    done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
