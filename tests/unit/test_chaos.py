@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.sizing import ChaosResult, chaos_buffer, prob_wait_exceeds, replicas_for_slo
+from forescale.core.sizing.chaos import _lost
 from forescale.core.spec import SLO, Chaos, ChaosScenario
+from forescale.policy import SPEC_SCHEMA
 
 NODE = ChaosScenario("node", probability=0.1, capacity_fraction_lost=1 / 6)  # risk 0.0167
 ZONE = ChaosScenario("zone", probability=0.01, capacity_fraction_lost=1 / 3)  # risk 0.0033
@@ -127,6 +130,20 @@ def test_survive_cap() -> None:
                           max_replicas=16)
     assert (result.extra_replicas, result.scenario, result.reason) == (4, "zone",
                                                                       "MaxReplicasBound")
+
+
+def test_the_documented_zone_fraction_covers_the_largest_zone() -> None:
+    # kubectl explain's example for "one zone of three" must survive losing a zone of
+    # replicas spread evenly (topology spread, maxSkew 1: the largest zone holds ceil(N/3)).
+    # 0.333 did not: ceil(1000 × 0.333) = 333 lost where a zone holds 334, so from 1,000
+    # replicas on the survive rule counted one zone short and sized one survivor too few.
+    chaos = SPEC_SCHEMA["properties"]["chaos"]["properties"]
+    text = chaos["scenarios"]["items"]["properties"]["capacityFractionLost"]["description"]
+    match = re.search(r"e\.g\. ([0-9.]+) for one zone of\s+three", text)
+    assert match, text
+    zone = ChaosScenario("zone", probability=0.01, capacity_fraction_lost=float(match[1]))
+    short = [n for n in range(1, 100_001) if _lost(n, zone) < math.ceil(n / 3)]
+    assert not short, f"{zone.capacity_fraction_lost} loses too few from N = {short[0]}"
 
 
 scenarios_st = st.lists(
