@@ -146,6 +146,18 @@ def test_the_documented_zone_fraction_covers_the_largest_zone() -> None:
     assert not short, f"{zone.capacity_fraction_lost} loses too few from N = {short[0]}"
 
 
+def test_survive_above_the_cap_is_not_called_survivable() -> None:
+    # 12 needed; losing 90 % takes 120 replicas to survive, far above a cap of 16, so the
+    # search stops early with "above the cap" (17). A base of 40, itself above the cap, was
+    # compared with that marker and reported as surviving, although 40 − 36 = 4 < 12.
+    rack = ChaosScenario("most", probability=0.5, capacity_fraction_lost=0.9)
+    result = chaos_buffer(40, 80.0, 10.0, SLO(), Chaos(rule="survive", scenarios=(rack,)),
+                          max_replicas=16)
+    assert not survives(40, rack, 80.0, 10.0, SLO())
+    assert (result.extra_replicas, result.scenario, result.reason) == (0, "most",
+                                                                      "MaxReplicasBound")
+
+
 scenarios_st = st.lists(
     st.builds(ChaosScenario, name=st.sampled_from(["a", "b", "c", "d"]),
               probability=st.floats(0.0, 1.0),

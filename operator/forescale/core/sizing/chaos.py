@@ -153,9 +153,11 @@ def _survive(base: int, arrival_rate: float, service_rate: float, slo: SLO, chao
     totals = [(_survivors_needed_total(needed, s, max_replicas), s) for s in applicable]
     # First of equals wins again; a scenario only "decides" if it needed more than base.
     total, decider = max(totals, key=lambda pair: pair[0])
-    if total <= base:
-        return ChaosResult(base, 0, chaos.rule, None, "BaseSurvivesScenarios")
+    # The cap first: above it ``total`` is only a marker (max_replicas + 1), not the count
+    # that survives, and a base above the cap must not be compared with it.
     if total > max_replicas:
         return ChaosResult(base, max(0, max_replicas - base), chaos.rule, decider.name,
                            "MaxReplicasBound")
+    if total <= base:
+        return ChaosResult(base, 0, chaos.rule, None, "BaseSurvivesScenarios")
     return ChaosResult(base, total - base, chaos.rule, decider.name, "SurviveScenario")
