@@ -65,6 +65,24 @@ def test_cost_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert "total cost" in out
 
 
+def _strict(constant: str) -> object:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_json_output_is_json_when_a_cost_overflows(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Capped far below stability, every request is late: 3.6e9 late requests an hour at
+    # 1e300 each overflow to an infinite cost, which json.dumps wrote as Infinity.
+    args = ["size", "--arrival-rate", "1e6", "--service-rate", "1", "--max-replicas", "3",
+            "--cost-per-replica-hour", "1", "--cost-per-violation", "1e300", "--json"]
+    assert main(args) == 0
+    document = json.loads(capsys.readouterr().out, parse_constant=_strict)
+    assert (document["replicas"], document["reason"]) == (3, "MaxReplicasBound")
+    assert document["cost"]["violation_cost_per_hour"] is None
+    assert document["cost"]["total_cost_per_hour"] is None
+    assert document["cost"]["replica_cost_per_hour"] == 3.0
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--arrival-rate", "-5", "--service-rate", "10"], "'--arrival-rate'"),
     (["--arrival-rate", "nan", "--service-rate", "10"], "not a finite number"),

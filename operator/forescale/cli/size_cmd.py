@@ -65,7 +65,8 @@ def command(arrival_rate: float, service_rate: float, slo_wait_seconds: float,
     if as_json:
         click.echo(json.dumps(_json_document(result, arrival_rate=arrival_rate,
                                              service_rate=service_rate, slo=slo,
-                                             costs=costs, max_replicas=max_replicas)))
+                                             costs=costs, max_replicas=max_replicas),
+                              allow_nan=False))
     else:
         Console(highlight=False).print(_table(result, arrival_rate=arrival_rate,
                                               service_rate=service_rate, slo=slo))

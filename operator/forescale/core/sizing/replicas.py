@@ -54,12 +54,13 @@ class CostBreakdown:
     violation_cost_per_hour: float
     total_cost_per_hour: float
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready: a figure that overflowed (an astronomical price) becomes None."""
         return {
-            "replica_cost_per_hour": self.replica_cost_per_hour,
-            "violating_requests_per_hour": self.violating_requests_per_hour,
-            "violation_cost_per_hour": self.violation_cost_per_hour,
-            "total_cost_per_hour": self.total_cost_per_hour,
+            "replica_cost_per_hour": _json_float(self.replica_cost_per_hour),
+            "violating_requests_per_hour": _json_float(self.violating_requests_per_hour),
+            "violation_cost_per_hour": _json_float(self.violation_cost_per_hour),
+            "total_cost_per_hour": _json_float(self.total_cost_per_hour),
         }
 
 
