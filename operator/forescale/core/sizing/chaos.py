@@ -7,7 +7,9 @@ replicas:
 - ``none``: no buffer.
 - ``proportional``: cheap and predictable; add the riskiest scenario's share of the base
   count plus 20 % headroom, extra = ceil(base × fraction × 1.2). Risk = probability ×
-  fraction lost.
+  fraction lost. Not a guarantee: the scenario takes its share of the buffer too, so the
+  survivors keep the base count only while (1 + 1.2f)(1 − f) ≥ 1, i.e. f ≤ 1/6 (a zone
+  of three leaves ~93 % of the base); ``survive`` is the rule that keeps the SLO.
 - ``survive``: exact; the smallest total N ≥ base such that after losing ceil(N × fraction)
   replicas in any scenario at least as likely as ``probability_floor`` the survivors still
   meet the SLO at the current arrival rate (the same criterion as
