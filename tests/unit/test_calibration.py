@@ -358,6 +358,36 @@ def test_scores_without_spread_are_not_fenced() -> None:
     assert "fence" not in message
 
 
+def test_a_fence_never_holds_the_bound_below_one_request_on_a_sparse_service() -> None:
+    """Below a tenth of a request per window (NASA thinned to ~0.1 a minute, a Sunday) the
+    windows without a request score log(ε / (ŷ + ε)) ≈ −0.095: 95 % of the scores in one
+    bin just below 0, not the sparse exception's. A fence at two bins' spread held the
+    bound at ~0.2 request whatever the level asked for, so every request was a miss; the
+    fence's spread is at least the score of one request, and the 99.7 % bound covers one."""
+    one = 1.0 / 60.0  # one request in a minute, req/s
+    values = np.zeros(1440)
+    values[::20] = one
+    values[7] = 2 * one
+    history = Series(T0 - 1440 * STEP, STEP, values)
+    level = day_level(history, 5)
+    eps = level.epsilon
+    assert eps == pytest.approx(one / 5)  # one request in the 5-minute window
+    mean = 0.1 * eps
+    records = Records()
+    hist = records.histograms.setdefault("0:all", Histogram())
+    for _ in range(950):
+        hist.add(math.log(eps / (mean + eps)))
+    for _ in range(50):
+        hist.add(math.log((eps + eps) / (mean + eps)))
+    hist.updated = T0
+    bound = records.upper_bound(np.array([mean]), np.array([2 * mean]), history,
+                                coverage=0.997, now=T0, half_life=HALF_LIFE,
+                                intensity_steps=5, level=level)
+    assert bound.calibrated
+    assert bound.upper[0] >= 0.97 * eps
+    assert "fence" not in bound.message
+
+
 def test_a_jump_on_smooth_traffic_is_fenced_too() -> None:
     """A busy, smooth service (forecasts within 1 %: 95 % of the scores in one bin) and one
     level shift (x3; 1 % of the scores). Without a fence its few scores set the 99.7 %
