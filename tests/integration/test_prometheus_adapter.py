@@ -24,6 +24,7 @@ from forescale.adapters.prometheus import (
     PrometheusUnavailable,
     rate_query,
 )
+from forescale.core.calibration import day_level
 from forescale.core.errors import InvalidInputError
 from forescale.trace import Trace, load_trace
 from tests.support.prometheus import (
@@ -268,6 +269,33 @@ def test_live_counter_rate_is_what_the_test_sets() -> None:
         with (PrometheusSource(f"http://{counter.target}") as wrong,
               pytest.raises(PrometheusUnavailable, match="not with Prometheus API JSON")):
             wrong.read_value(query, at=time.time())
+
+
+def test_a_sparse_rate_read_through_scrape_jitter_keeps_one_request_as_its_quantum(
+        ) -> None:
+    """A sparse service (~0.3 requests a minute) scraped every 15 s by a server whose
+    scrapes land a few ms off their schedule (beyond its 2 ms tolerance, so the stored
+    timestamps keep the jitter). ``rate(x[2m])`` divides by the span between a window's
+    first and last samples, so one request reads as a different float nearly every
+    minute. The calibration's quantum is still one request (the spacing of those
+    clusters), not the 10⁻⁵ of one between them."""
+    rng = np.random.default_rng(15)
+    start = 804_571_200.0
+    scrapes = 4 * 1440 + 16
+    times = (start + 7.0 + 15.0 * np.arange(scrapes)
+             + np.round(rng.normal(0.0, 0.004, scrapes), 3))
+    values = 1000.0 + np.cumsum(rng.poisson(0.3 / 4, scrapes)).astype(np.float64)
+    series = CounterSeries("http_requests_total", {"job": "sparse"}, times, values)
+    with running_prometheus(series=[series]) as prom, PrometheusSource(prom.url) as src:
+        rates = src.read_rate(rate_query(series.selector, 120, scrape_interval_seconds=15),
+                              start=start + 180, end=start + 180 + DAY, step_seconds=STEP)
+    positive = rates.values[rates.values > 0]
+    one = positive[positive < 1.5 * positive.min()]
+    assert one.size > 100 and np.unique(one).size > 20  # one request, as many floats
+    level = day_level(rates, 5)
+    assert level.median == 0.0
+    assert level.quantum == pytest.approx(float(one.mean()) / 5, rel=0.01)
+    assert level.epsilon == level.quantum
 
 
 def _near(result: list[dict[str, object]], rate: float) -> bool:

@@ -562,6 +562,31 @@ def test_epsilon_is_one_request_in_the_intensity_window_on_a_sparse_service() ->
     assert day_level(floats, 5).epsilon == pytest.approx(0.02 * float(np.median(floats.values)))
 
 
+def test_epsilon_is_one_request_through_prometheus_rate_jitter() -> None:
+    """``rate(x[2m])`` of a sparse counter scraped every 15 s: a window's k requests read
+    as k / (last − first sample time), ~105 s give or take the scrapes' jitter of a few
+    milliseconds. Those 10⁻⁵ steps are not the data's quantum; one request is."""
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(0.3, 1440)
+    span = 105.0 + rng.normal(0.0, 0.003, 1440)  # seconds between a window's first and last
+    level = day_level(Series(T0, STEP, counts / span), 5)
+    assert level.median == 0.0
+    assert level.epsilon == pytest.approx(1.0 / 105.0 / 5, rel=0.01)
+    assert level.quantum == pytest.approx(1.0 / 105.0 / 5, rel=0.01)
+
+
+def test_counts_keep_one_request_as_their_quantum_at_any_level_and_scale() -> None:
+    """Busy counts (~5,000 requests a minute), as they are and rescaled as the backtest
+    rescales a trace: their rates are whole multiples of one request, which stays the
+    quantum however far it is below a hundredth of the smallest rate (jitter's floor)."""
+    rng = np.random.default_rng(9)
+    counts = rng.poisson(5000.0, 1440).astype(np.float64)
+    for unit in (1.0 / 60.0, 0.37e-3 / 60.0, 250.0):
+        level = day_level(Series(T0, STEP, counts * unit), 5)
+        assert level.quantum == pytest.approx(unit / 5, rel=1e-6)
+        assert level.epsilon == pytest.approx(0.02 * float(np.median(counts)) * unit)
+
+
 def test_a_sparse_service_gets_a_calibrated_bound_not_the_models_interval() -> None:
     """~0.3 requests a minute around forecasts of nearly nothing: with ε at one request
     per window the scores stay inside the histograms, the bound is calibrated, and it

@@ -102,6 +102,17 @@ MIN_SPREAD_BINS = 2
 #: windows without a request: they score log(ε / (mean + ε)), ε one request in the window,
 #: which is below −0.1 wherever the forecast is above 0.11 of a request per window.
 SPARSE_BIN_BELOW = -0.1
+#: Where a day's rates are not whole multiples of their smallest step, steps below this
+#: share of the smallest rate above 0 are no quantum (see :func:`day_quantum`).
+#: Prometheus's ``rate()`` extrapolates a window's increase by window / (last − first
+#: sample time), which moves with each scrape's timing wherever it is not aligned to the
+#: schedule (a loaded server, more than 2 ms late): one request reads as 1/105.002 or
+#: 1/104.998 req/s, steps of 10⁻⁵ of a request that were taken as the quantum, so ε fell
+#: to a few 10⁻⁹ req/s and the sparse service's scores left the histograms again.
+JITTER_SHARE = 0.01
+#: How far from a whole multiple of the smallest step a rate may be on counts (float
+#: rounding of rescaled counts stays below 10⁻⁴ up to 10⁶ requests in a step).
+LATTICE_TOLERANCE = 1e-3
 #: The quantile of a stage's scores its bound width is measured at (see the module
 #: docstring): near the level the plan's bound is taken at (its miss level is ~3 % on the
 #: shared traces), where a few hundred scores still estimate it.
@@ -705,10 +716,11 @@ def resolution(mean: float, level: DayLevel) -> float:
 def day_level(history: Series, intensity_steps: int) -> DayLevel:
     """The day's median, ε and median intensity (:class:`DayLevel`). ε is
     :data:`EPSILON_SHARE` of the median, but never less
-    than one request in an intensity window. One request is the data's own quantum: the
-    smallest step between the distinct rates of the day (counts per interval come in
-    whole requests; a float-valued metric has no quantum to speak of, and ε stays the
-    median's share).
+    than one request in an intensity window. One request is the data's own quantum
+    (:func:`day_quantum`): the smallest step between the distinct rates of the day
+    (counts per interval come in whole requests, and Prometheus's ``rate()`` reads them
+    give or take its scrapes' jitter; a float-valued metric has no quantum to speak of,
+    and ε stays the median's share).
 
     On a sparse service most minutes have no request, the median is 0 and ε was 10⁻⁹: a
     forecast of nearly nothing and one request in the window scored as a miss by ×10⁸,
@@ -723,13 +735,34 @@ def day_level(history: Series, intensity_steps: int) -> DayLevel:
     if not recent.size:
         return DayLevel(0.0, 1e-9, 0.0)
     median = float(np.median(recent))
-    distinct = np.unique(recent)
-    gaps = np.diff(distinct)
-    # Steps below a millionth of the range are float rounding, not a quantum.
-    gaps = gaps[gaps > 1e-6 * float(np.abs(distinct).max())]
-    quantum = float(gaps.min()) / max(intensity_steps, 1) if gaps.size else 0.0
+    quantum = day_quantum(np.unique(recent)) / max(intensity_steps, 1)
     return DayLevel(median, max(EPSILON_SHARE * median, quantum, 1e-9),
                     _median_intensity(day, intensity_steps, median), quantum)
+
+
+def day_quantum(distinct: FloatArray) -> float:
+    """One request, in the units of ``distinct`` (a day's distinct rates, sorted): the
+    smallest step between them where every rate is a whole multiple of one step (counts
+    per interval, however rescaled), and otherwise the smallest step above
+    :data:`JITTER_SHARE` of the smallest rate above 0 (Prometheus's ``rate()`` over
+    scrapes off their schedule reads k requests as k / 105.002 req/s, and a float metric
+    has no quantum to speak of). Steps below a millionth of the largest rate are taken
+    for float rounding, as they always were (a day of a million requests a minute then
+    has a quantum of two), and 0 means no step at all."""
+    if distinct.size < 2:
+        return 0.0
+    top = float(np.abs(distinct).max())
+    gaps = np.diff(distinct)
+    unit = gaps[gaps > 1e-9 * top]
+    gaps = gaps[gaps > 1e-6 * top]
+    if not gaps.size:
+        return 0.0
+    positive = distinct[distinct > 0]
+    multiples = positive / float(unit.min())
+    if np.all(np.abs(multiples - np.rint(multiples)) <= LATTICE_TOLERANCE):
+        return float(gaps.min())
+    gaps = gaps[gaps > JITTER_SHARE * float(positive.min())]
+    return float(gaps.min()) if gaps.size else 0.0
 
 
 def _median_intensity(day: FloatArray, intensity_steps: int, fallback: float) -> float:
