@@ -1,0 +1,162 @@
+"""How often a recurring peak is provisioned only because float rounding broke a tie.
+
+    .venv/bin/python benchmarks/peak_ties.py --jobs 2
+
+:func:`forescale.core.calendar.recurring_peak` provisions for a clock-time rise only when
+its ratio exceeds ``typical``, what the same ratio reaches one time in ten at any time of
+the same days. On counts both are ratios of small whole numbers and often tie exactly
+(x2.00 and x2.00); computed in floats, one comes out a few units in the last place above
+the other, and the tie is decided by rounding (and, read through Prometheus's ``rate()``,
+by its jitter: ``prometheus_jitter.py``).
+
+The peak depends on the history, the window and ``now`` alone, not on earlier decisions,
+so it is evaluated here at every decision of every benchmark world (the main, hold-out and
+seeds sets, as ``scaling.py`` builds them) without replaying the models. For each world:
+the decisions with a peak, and those whose ratio is within a relative margin of
+``typical`` (10⁻⁶: a tie up to rounding; 10⁻³ and 10⁻²: margins a rule could demand).
+A margin of m would remove exactly the peaks counted under it.
+
+Writes ``benchmarks/results/peak_ties.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from forescale.backtest.known_traces import known_missing
+from forescale.backtest.runner import world_from_trace
+from forescale.backtest.scenarios import HOLDOUT, SCENARIOS, scenario
+from forescale.backtest.world import World, build_world, world_policy_spec
+from forescale.core import calendar
+from forescale.core.calibration import intensity_steps
+from forescale.core.plan import planning_window
+from forescale.core.schedules import time_zone
+from forescale.core.series import Series
+from forescale.core.window import history_steps
+from forescale.trace import load_trace
+from provenance import code_version
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACES_DIR = ROOT.parent / "shared" / "traces"
+RESULTS = ROOT / "benchmarks" / "results"
+TRACES = ("nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv")
+MARGINS = (1e-6, 1e-3, 1e-2)
+
+
+def worlds() -> list[tuple[str, str, str | None, int]]:
+    """(name, trace file, scenario or None, seed) as scaling.py's three sets have them."""
+    jobs: list[tuple[str, str, str | None, int]] = [(t, t, None, 0) for t in TRACES]
+    jobs += [(f"scenario-{s.name}", s.base, s.name, 0) for s in SCENARIOS]
+    jobs += [(f"holdout-{s.name}", s.base, s.name, 0) for s in HOLDOUT]
+    jobs += [(f"{prefix}-{s.name}-seed{seed}", s.base, s.name, seed) for seed in (1, 2)
+             for prefix, group in (("scenario", SCENARIOS), ("holdout", HOLDOUT))
+             for s in group if s.draws]
+    return jobs
+
+
+def build(trace: str, name: str | None, seed: int, traces_dir: Path) -> World:
+    path = traces_dir / trace
+    if name is None:
+        return world_from_trace(path)
+    return build_world(scenario(name).apply(load_rates(path), seed),
+                       excluded=known_missing(path), name=name)
+
+
+def load_rates(path: Path) -> Series:
+    return load_trace(path).rates
+
+
+def count(job: tuple[str, str, str | None, int, Path]) -> dict[str, Any]:
+    """Every decision of one world: peaks, and peaks within each margin of ``typical``."""
+    label, trace, name, seed, traces_dir = job
+    world = build(trace, name, seed, traces_dir)
+    spec = world_policy_spec(world.params, world.step_seconds)
+    keep = history_steps(spec.forecast.history_seconds, world.step_seconds)
+    zone = time_zone(spec.forecast.recurring_time_zone)
+    steps = intensity_steps(spec.forecast.intensity_seconds, world.step_seconds)
+    typical: list[float | None] = []
+    original = calendar._typical_ratio
+
+    def capture(*args: Any, **kwargs: Any) -> float | None:
+        value = original(*args, **kwargs)
+        typical.append(value)
+        return value
+
+    calendar._typical_ratio = capture  # type: ignore[assignment]
+    peaks, within = 0, dict.fromkeys(MARGINS, 0)
+    try:
+        for t in range(world.first_step, len(world)):
+            first = max(t - keep, 0)
+            history = Series(world.start_seconds + first * world.step_seconds,
+                             world.step_seconds, world.observed[first:t])
+            now = world.time_of(t)
+            typical.clear()
+            peak = calendar.recurring_peak(history, planning_window(spec, now), now,
+                                           days=spec.forecast.recurring_days, zone=zone,
+                                           intensity_steps=steps)
+            if peak is None:
+                continue
+            peaks += 1
+            if typical and typical[-1] is not None:
+                for m in MARGINS:
+                    within[m] += peak.ratio <= typical[-1] * (1.0 + m)
+    finally:
+        calendar._typical_ratio = original
+    print(f"{label}: {peaks} decisions with a peak, within margins {within}",
+          file=sys.stderr)
+    return {"world": label, "decisions": len(world) - world.first_step, "peaks": peaks,
+            "within": {str(m): n for m, n in within.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces-dir", type=Path, default=TRACES_DIR)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args(argv)
+    version = code_version()
+    jobs = [(*w, args.traces_dir) for w in worlds()]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            rows = list(pool.map(count, jobs))
+    else:
+        rows = [count(job) for job in jobs]
+    now = datetime.now(tz=UTC)
+    head = " | ".join(f"within {m:g}" for m in MARGINS)
+    text = [
+        "# Recurring peaks decided by float rounding",
+        "",
+        f"One run of `python benchmarks/peak_ties.py` (finished {now:%Y-%m-%d %H:%M} UTC, "
+        f"{version}): at every decision of every world of the scaling benchmark's three "
+        "sets, whether a recurring peak is provisioned for, and whether its rise is within "
+        "a relative margin of what the traffic's noise reaches one time in ten (a margin "
+        "of m would remove exactly those). Within 1e-06 is a tie up to rounding. The "
+        "script's docstring says why.",
+        "",
+        f"| world | decisions | with a peak | {head} |",
+        "|---|---:|---:|" + "---:|" * len(MARGINS),
+        *(f"| {r['world']} | {r['decisions']:,} | {r['peaks']:,} | "
+          + " | ".join(f"{r['within'][str(m)]:,}" for m in MARGINS) + " |" for r in rows),
+        "",
+        "Worlds where a margin would change a decision: "
+        + ", ".join(f"{sum(r['within'][str(m)] > 0 for r in rows)} of {len(rows)} at {m:g}"
+                    for m in MARGINS) + ".",
+        "",
+    ]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "peak_ties.md").write_text("\n".join(text))
+    (args.out_dir / "peak_ties.json").write_text(json.dumps(
+        {"finished": now.isoformat(), "code": version, "margins": MARGINS, "worlds": rows},
+        indent=2) + "\n")
+    print("\n".join(text[-2:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
