@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from forescale.core.schedules import time_zone
 from forescale.core.series import Series
 from forescale.core.window import history_steps
 from forescale.trace import load_trace
+from parallel import run_jobs
 from provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     version = code_version()
     jobs = [(*w, args.traces_dir) for w in worlds()]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(count, jobs))
-    else:
-        rows = [count(job) for job in jobs]
+    rows = run_jobs(count, jobs, args.jobs)
     now = datetime.now(tz=UTC)
     head = " | ".join(f"within {m:g}" for m in MARGINS)
     text = [

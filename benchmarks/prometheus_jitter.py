@@ -42,7 +42,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from forescale.backtest.runner import BacktestOptions, run_backtest
 from forescale.backtest.scenarios import scenario
 from forescale.backtest.world import build_world
 from forescale.trace import load_trace
+from parallel import run_jobs
 from provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     version = code_version()
     jobs = [(name, reading, args.traces_dir) for name in SCENARIOS for reading in READINGS]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            runs = list(pool.map(run, jobs))
-    else:
-        runs = [run(job) for job in jobs]
+    runs = run_jobs(run, jobs, args.jobs)
     now = datetime.now(tz=UTC)
     text = [
         "# forescale on sparse services read through Prometheus's rate() jitter",

@@ -34,16 +34,17 @@ from __future__ import annotations
 import os
 
 from forescale.threads import limit_native_threads
+from parallel import run_jobs
 from provenance import code_version
 
 limit_native_threads()  # before numpy and torch load
 
 import argparse
+import functools
 import json
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -308,11 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                  for s in group if s.draws]
     jobs = [j for j in jobs if args.only is None or args.only in j[0]]
     options = BacktestOptions(lstm_epochs=args.lstm_epochs)
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            outcomes = list(pool.map(run_trace, jobs, [options] * len(jobs)))
-    else:
-        outcomes = [run_trace(job, options) for job in jobs]
+    outcomes = run_jobs(functools.partial(run_trace, options=options), jobs, args.jobs)
     sections, documents = [], {}
     for name, document, text, summary in outcomes:
         documents[name] = document
