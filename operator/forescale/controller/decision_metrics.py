@@ -84,14 +84,14 @@ class DecisionMetrics:
             self.recommended.labels(namespace, policy).set(plan.recommended_replicas)
             _one_hot(self.decided_by, self._sources, namespace, policy, decided_by(plan))
         else:
-            _remove(self.recommended, namespace, policy)
+            remove_series(self.recommended, namespace, policy)
         if plan.rate_source is not None:
             _one_hot(self.sized_for, self._rate_sources, namespace, policy,
                      plan.rate_source.reason)
         fc = plan.forecast.forecast if plan.forecast is not None else None
         if fc is None or fc.horizon == 0:
             for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper):
-                _remove(gauge, namespace, policy)
+                remove_series(gauge, namespace, policy)
             return
         # The step that contains now + lead time (or the last one, if the forecast is short).
         at = plan.window_start_seconds + lead_time_seconds
@@ -118,22 +118,23 @@ class DecisionMetrics:
         spec, a missing target, a failure) must not leave them for the alerts to read."""
         for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper,
                       self.recommended):
-            _remove(gauge, namespace, policy)
+            remove_series(gauge, namespace, policy)
         for gauge, seen in ((self.decided_by, self._sources),
                             (self.sized_for, self._rate_sources)):
             for labels in seen.pop((namespace, policy), set()):
-                _remove(gauge, namespace, policy, *labels)
+                remove_series(gauge, namespace, policy, *labels)
 
     def forget(self, namespace: str, policy: str) -> None:
         self.forget_plan(namespace, policy)
         for labels in self._condition_reasons.pop((namespace, policy), set()):
-            _remove(self.condition_reason, namespace, policy, *labels)
+            remove_series(self.condition_reason, namespace, policy, *labels)
         for ctype in self._condition_types.pop((namespace, policy), set()):
             for s in STATUSES:
-                _remove(self.condition, namespace, policy, ctype, s)
+                remove_series(self.condition, namespace, policy, ctype, s)
 
 
-def _remove(gauge: Gauge, *labels: str) -> None:
+def remove_series(gauge: Gauge, *labels: str) -> None:
+    """Remove the gauge's series with these label values, if it has one."""
     with contextlib.suppress(KeyError):
         gauge.remove(*labels)
 

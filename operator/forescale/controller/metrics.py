@@ -6,7 +6,6 @@ run several operators' metrics side by side. Labels are namespace and policy nam
 
 from __future__ import annotations
 
-import contextlib
 import platform
 
 from prometheus_client import (
@@ -19,7 +18,7 @@ from prometheus_client import (
 )
 
 from forescale import __version__
-from forescale.controller.decision_metrics import DecisionMetrics
+from forescale.controller.decision_metrics import DecisionMetrics, remove_series
 from forescale.controller.health import Health, Verdict
 
 LABELS = ("namespace", "policy")
@@ -80,11 +79,9 @@ class OperatorMetrics:
         alerts to read as current."""
         self.decision.forget_plan(namespace, policy)
         for gauge in (self.forecast_rate, self.observed_rate, self.desired, self.current):
-            with contextlib.suppress(KeyError):
-                gauge.remove(namespace, policy)
+            remove_series(gauge, namespace, policy)
         for name in ("lstm", "arima", "ma"):
-            with contextlib.suppress(KeyError):
-                self.serving.remove(namespace, policy, name)
+            remove_series(self.serving, namespace, policy, name)
 
     def forget(self, namespace: str, policy: str) -> None:
         self.forget_plan(namespace, policy)

@@ -27,6 +27,7 @@ import numpy as np
 
 from forescale.adapters.prometheus import BadQuery, MetricsError
 from forescale.adapters.promql import scope_query
+from forescale.controller.decision_metrics import remove_series
 from forescale.controller.health import Health
 from forescale.controller.history import HistoryReader, RateSource
 from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource, parse_time
@@ -292,8 +293,7 @@ class Controller:
             self.metrics.errors.labels("DecisionFailed").inc()
             meta = body.get("metadata") or {}
             self.metrics.forget_plan(str(meta.get("namespace")), str(meta.get("name")))
-            decision = Decision(now=self._clock(),
-                                generation=(body.get("metadata") or {}).get("generation"),
+            decision = Decision(now=self._clock(), generation=meta.get("generation"),
                                 mode=str((body.get("spec") or {}).get("mode") or "Scale"),
                                 identity=self.settings.identity,
                                 failure=("DecisionFailed", failure_message(exc)))
@@ -839,16 +839,14 @@ class Controller:
         if d.observed_rate is not None:
             m.observed_rate.labels(namespace, name).set(d.observed_rate)
         else:
-            with contextlib.suppress(KeyError):
-                m.observed_rate.remove(namespace, name)
+            remove_series(m.observed_rate, namespace, name)
         if d.plan is not None:
             m.desired.labels(namespace, name).set(d.plan.desired_replicas)
             m.current.labels(namespace, name).set(d.plan.current_replicas)
             if d.plan.planned_arrival_rate is not None:
                 m.forecast_rate.labels(namespace, name).set(d.plan.planned_arrival_rate)
             else:
-                with contextlib.suppress(KeyError):
-                    m.forecast_rate.remove(namespace, name)
+                remove_series(m.forecast_rate, namespace, name)
             m.set_serving(namespace, name, d.plan.served_by)
             m.decision.observe_plan(namespace, name, d.plan,
                                     lead_time_seconds=policy.spec.lead_time_seconds)
