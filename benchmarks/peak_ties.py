@@ -28,54 +28,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forescale.backtest.known_traces import known_missing
-from forescale.backtest.runner import world_from_trace
-from forescale.backtest.scenarios import HOLDOUT, SCENARIOS, scenario
-from forescale.backtest.world import World, build_world, world_policy_spec
+from forescale.backtest.world import world_policy_spec
 from forescale.core import calendar
 from forescale.core.calibration import intensity_steps
 from forescale.core.plan import planning_window
 from forescale.core.schedules import time_zone
 from forescale.core.series import Series
 from forescale.core.window import history_steps
-from forescale.trace import load_trace
 from parallel import run_jobs
 from provenance import code_version
+from scaling import Job, job_world, set_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES_DIR = ROOT.parent / "shared" / "traces"
 RESULTS = ROOT / "benchmarks" / "results"
-TRACES = ("nasa_ksc_jul1995_1min.csv", "worldcup98_1min.csv")
 MARGINS = (1e-6, 1e-3, 1e-2)
 
 
-def worlds() -> list[tuple[str, str, str | None, int]]:
-    """(name, trace file, scenario or None, seed) as scaling.py's three sets have them."""
-    jobs: list[tuple[str, str, str | None, int]] = [(t, t, None, 0) for t in TRACES]
-    jobs += [(f"scenario-{s.name}", s.base, s.name, 0) for s in SCENARIOS]
-    jobs += [(f"holdout-{s.name}", s.base, s.name, 0) for s in HOLDOUT]
-    jobs += [(f"{prefix}-{s.name}-seed{seed}", s.base, s.name, seed) for seed in (1, 2)
-             for prefix, group in (("scenario", SCENARIOS), ("holdout", HOLDOUT))
-             for s in group if s.draws]
-    return jobs
-
-
-def build(trace: str, name: str | None, seed: int, traces_dir: Path) -> World:
-    path = traces_dir / trace
-    if name is None:
-        return world_from_trace(path)
-    return build_world(scenario(name).apply(load_rates(path), seed),
-                       excluded=known_missing(path), name=name)
-
-
-def load_rates(path: Path) -> Series:
-    return load_trace(path).rates
-
-
-def count(job: tuple[str, str, str | None, int, Path]) -> dict[str, Any]:
+def count(job: Job) -> dict[str, Any]:
     """Every decision of one world: peaks, and peaks within each margin of ``typical``."""
-    label, trace, name, seed, traces_dir = job
-    world = build(trace, name, seed, traces_dir)
+    label = job[0]
+    world = job_world(job)
     spec = world_policy_spec(world.params, world.step_seconds)
     keep = history_steps(spec.forecast.history_seconds, world.step_seconds)
     zone = time_zone(spec.forecast.recurring_time_zone)
@@ -121,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args(argv)
     version = code_version()
-    jobs = [(*w, args.traces_dir) for w in worlds()]
+    jobs = [job for which in ("main", "holdout", "seeds")
+            for job in set_jobs(which, args.traces_dir)]
     rows = run_jobs(count, jobs, args.jobs)
     now = datetime.now(tz=UTC)
     head = " | ".join(f"within {m:g}" for m in MARGINS)

@@ -48,13 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from forescale.backtest.known_traces import known_missing
 from forescale.backtest.runner import BacktestOptions, run_backtest
 from forescale.backtest.scenarios import scenario
-from forescale.backtest.world import build_world
-from forescale.trace import load_trace
 from parallel import run_jobs
 from provenance import code_version
+from scaling import job_world
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES_DIR = ROOT.parent / "shared" / "traces"
@@ -70,10 +68,7 @@ def run(job: tuple[str, str, Path]) -> dict[str, Any]:
     """One scenario read one way, start to finish; forescale and the oracle only."""
     name, reading, traces_dir = job
     began = time.perf_counter()
-    found = scenario(name)
-    path = traces_dir / found.base
-    world = build_world(found.apply(load_trace(path).rates, SEED),
-                        excluded=known_missing(path), name=name)
+    world = job_world((name, traces_dir / scenario(name).base, name, SEED))
     sigma = READINGS[reading]
     if sigma:
         rng = np.random.default_rng(SEED)

@@ -45,6 +45,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from forescale.backtest.runner import (
     world_from_trace,
 )
 from forescale.backtest.scenarios import HOLDOUT, SCENARIOS, scenario
-from forescale.backtest.world import PolicyRun, build_world
+from forescale.backtest.world import PolicyRun, World, build_world
 from forescale.trace import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,23 +193,48 @@ def section(result: BacktestResult, wall: float, *, real: bool, about: str = "",
     return "\n".join(parts) + "\n"
 
 
-def run_trace(job: tuple[str, Path, str | None, int], options: BacktestOptions,
+#: (name, trace file, scenario or None for the trace as it is, seed).
+Job = tuple[str, Path, str | None, int]
+
+
+def set_jobs(which: str, traces_dir: Path, seeds: Sequence[int] = OTHER_SEEDS) -> list[Job]:
+    """The jobs of one set: ``main`` (the shared traces and the robustness scenarios),
+    ``holdout`` (the hold-out scenarios) or ``seeds`` (every scenario that draws at random,
+    of both, at ``seeds``)."""
+    if which == "main":
+        return [(n, traces_dir / n, None, SCENARIO_SEED) for n in TRACES] + [
+            (f"scenario-{s.name}", traces_dir / s.base, s.name, SCENARIO_SEED)
+            for s in SCENARIOS]
+    if which == "holdout":
+        return [(f"holdout-{s.name}", traces_dir / s.base, s.name, SCENARIO_SEED)
+                for s in HOLDOUT]
+    return [(f"{prefix}-{s.name}-seed{seed}", traces_dir / s.base, s.name, seed)
+            for seed in seeds
+            for prefix, group in (("scenario", SCENARIOS), ("holdout", HOLDOUT))
+            for s in group if s.draws]
+
+
+def job_world(job: Job) -> World:
+    """One job's world: the trace as it is, or the scenario built from it at the job's
+    seed. A scenario keeps its source's timestamps: the minutes the source's README lists
+    as missing are excluded from scoring in it too (BENCHMARK.md §7)."""
+    name, path, scenario_name, seed = job
+    if scenario_name is None:
+        return world_from_trace(path)
+    rates = scenario(scenario_name).apply(load_trace(path).rates, seed)
+    return build_world(rates, name=name, excluded=known_missing(path))
+
+
+def run_trace(job: Job, options: BacktestOptions,
               ) -> tuple[str, dict[str, Any], str, list[str]]:
     """One trace or scenario (built with the job's seed), start to finish: (name, JSON
     document, markdown, summary)."""
-    name, path, scenario_name, seed = job
+    name, _, scenario_name, seed = job
     began = time.perf_counter()
-    if scenario_name is None:
-        world = world_from_trace(path)
-        about = ""
-    else:
-        found = scenario(scenario_name)
-        rates = found.apply(load_trace(path).rates, seed)
-        # A scenario keeps its source's timestamps: the minutes the source's README lists
-        # as missing are excluded from scoring in it too (BENCHMARK.md §7).
-        world = build_world(rates, name=name, excluded=known_missing(path))
-        about = (f"Robustness scenario `{found.name}` (seed {seed}): "
-                 f"{found.description}.")
+    world = job_world(job)
+    about = "" if scenario_name is None else (
+        f"Robustness scenario `{scenario_name}` (seed {seed}): "
+        f"{scenario(scenario_name).description}.")
     result = run_backtest(world, options, trace_name=name, progress=Log(name))
     limit = None
     if result.forescale is not None:
@@ -292,22 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     version = code_version()  # before the run: the code it imports is the code of now
 
-    jobs: list[tuple[str, Path, str | None, int]] = []
-    if args.which == "main":
-        jobs += [(n, args.traces_dir / n, None, SCENARIO_SEED) for n in TRACES]
-        jobs += [(f"scenario-{s.name}", args.traces_dir / s.base, s.name, SCENARIO_SEED)
-                 for s in SCENARIOS]
-    elif args.which == "holdout":
-        jobs += [(f"holdout-{s.name}", args.traces_dir / s.base, s.name, SCENARIO_SEED)
-                 for s in HOLDOUT]
-    else:
-        if SCENARIO_SEED in args.seeds:
-            parser.error(f"--seeds: seed {SCENARIO_SEED} is the main and hold-out sets' own")
-        jobs += [(f"{prefix}-{s.name}-seed{seed}", args.traces_dir / s.base, s.name, seed)
-                 for seed in args.seeds
-                 for prefix, group in (("scenario", SCENARIOS), ("holdout", HOLDOUT))
-                 for s in group if s.draws]
-    jobs = [j for j in jobs if args.only is None or args.only in j[0]]
+    if args.which == "seeds" and SCENARIO_SEED in args.seeds:
+        parser.error(f"--seeds: seed {SCENARIO_SEED} is the main and hold-out sets' own")
+    jobs = [j for j in set_jobs(args.which, args.traces_dir, args.seeds)
+            if args.only is None or args.only in j[0]]
     options = BacktestOptions(lstm_epochs=args.lstm_epochs)
     outcomes = run_jobs(functools.partial(run_trace, options=options), jobs, args.jobs)
     sections, documents = [], {}
