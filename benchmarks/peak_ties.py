@@ -1,20 +1,22 @@
-"""How often a recurring peak is provisioned only because float rounding broke a tie.
+"""How often a recurring peak turns on a tie between the clock-time rise and the noise's.
 
     .venv/bin/python benchmarks/peak_ties.py --jobs 2
 
 :func:`forescale.core.calendar.recurring_peak` provisions for a clock-time rise only when
 its ratio exceeds ``typical``, what the same ratio reaches one time in ten at any time of
-the same days. On counts both are ratios of small whole numbers and often tie exactly
-(x2.00 and x2.00); computed in floats, one comes out a few units in the last place above
-the other, and the tie is decided by rounding (and, read through Prometheus's ``rate()``,
-by its jitter: ``prometheus_jitter.py``).
+the same days, by more than :data:`~forescale.core.calendar.TIE_MARGIN` (10⁻³ since
+b8c7e85). On counts both are ratios of small whole numbers and often tie exactly (x2.00
+and x2.00); computed in floats, one comes out a few units in the last place above the
+other. Without the margin such ties were decided by rounding (and, read through
+Prometheus's ``rate()``, by its jitter: ``prometheus_jitter.py``): on the ~3 requests a
+minute scenario, 92 of its 385 decisions with a peak (at 452f8d6).
 
 The peak depends on the history, the window and ``now`` alone, not on earlier decisions,
 so it is evaluated here at every decision of every benchmark world (the main, hold-out and
 seeds sets, as ``scaling.py`` builds them) without replaying the models. For each world:
 the decisions with a peak, and those whose ratio is within a relative margin of
-``typical`` (10⁻⁶: a tie up to rounding; 10⁻³ and 10⁻²: margins a rule could demand).
-A margin of m would remove exactly the peaks counted under it.
+``typical`` (10⁻⁶: a tie up to rounding; 10⁻³: the rule's margin, so both must be 0 now;
+10⁻²: what a ten times larger margin would still remove).
 
 Writes ``benchmarks/results/peak_ties.md`` and ``.json``.
 """
@@ -100,21 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(tz=UTC)
     head = " | ".join(f"within {m:g}" for m in MARGINS)
     text = [
-        "# Recurring peaks decided by float rounding",
+        "# Recurring peaks near a tie with the noise's rise",
         "",
         f"One run of `python benchmarks/peak_ties.py` (finished {now:%Y-%m-%d %H:%M} UTC, "
         f"{version}): at every decision of every world of the scaling benchmark's three "
         "sets, whether a recurring peak is provisioned for, and whether its rise is within "
-        "a relative margin of what the traffic's noise reaches one time in ten (a margin "
-        "of m would remove exactly those). Within 1e-06 is a tie up to rounding. The "
-        "script's docstring says why.",
+        "a relative margin of what the traffic's noise reaches one time in ten. Within "
+        "1e-06 is a tie up to rounding; the rule demands more than "
+        f"{calendar.TIE_MARGIN:g}, so peaks within it must not occur; a larger margin m "
+        "would remove exactly those counted under it. The script's docstring says why.",
         "",
         f"| world | decisions | with a peak | {head} |",
         "|---|---:|---:|" + "---:|" * len(MARGINS),
         *(f"| {r['world']} | {r['decisions']:,} | {r['peaks']:,} | "
           + " | ".join(f"{r['within'][str(m)]:,}" for m in MARGINS) + " |" for r in rows),
         "",
-        "Worlds where a margin would change a decision: "
+        "Worlds with peaks within each margin: "
         + ", ".join(f"{sum(r['within'][str(m)] > 0 for r in rows)} of {len(rows)} at {m:g}"
                     for m in MARGINS) + ".",
         "",
