@@ -55,34 +55,21 @@ def count(job: Job) -> dict[str, Any]:
     keep = history_steps(spec.forecast.history_seconds, world.step_seconds)
     zone = time_zone(spec.forecast.recurring_time_zone)
     steps = intensity_steps(spec.forecast.intensity_seconds, world.step_seconds)
-    typical: list[float | None] = []
-    original = calendar._typical_ratio
-
-    def capture(*args: Any, **kwargs: Any) -> float | None:
-        value = original(*args, **kwargs)
-        typical.append(value)
-        return value
-
-    calendar._typical_ratio = capture  # type: ignore[assignment]
     peaks, within = 0, dict.fromkeys(MARGINS, 0)
-    try:
-        for t in range(world.first_step, len(world)):
-            first = max(t - keep, 0)
-            history = Series(world.start_seconds + first * world.step_seconds,
-                             world.step_seconds, world.observed[first:t])
-            now = world.time_of(t)
-            typical.clear()
-            peak = calendar.recurring_peak(history, planning_window(spec, now), now,
-                                           days=spec.forecast.recurring_days, zone=zone,
-                                           intensity_steps=steps)
-            if peak is None:
-                continue
-            peaks += 1
-            if typical and typical[-1] is not None:
-                for m in MARGINS:
-                    within[m] += peak.ratio <= typical[-1] * (1.0 + m)
-    finally:
-        calendar._typical_ratio = original
+    for t in range(world.first_step, len(world)):
+        first = max(t - keep, 0)
+        history = Series(world.start_seconds + first * world.step_seconds,
+                         world.step_seconds, world.observed[first:t])
+        now = world.time_of(t)
+        peak = calendar.recurring_peak(history, planning_window(spec, now), now,
+                                       days=spec.forecast.recurring_days, zone=zone,
+                                       intensity_steps=steps)
+        if peak is None:
+            continue
+        peaks += 1
+        if peak.typical is not None:
+            for m in MARGINS:
+                within[m] += peak.ratio <= peak.typical * (1.0 + m)
     print(f"{label}: {peaks} decisions with a peak, within margins {within}",
           file=sys.stderr)
     return {"world": label, "decisions": len(world) - world.first_step, "peaks": peaks,

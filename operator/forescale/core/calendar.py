@@ -67,6 +67,9 @@ class RecurringPeak:
     days_risen: int
     days_seen: int
     message: str
+    #: What the same rise reaches one time in ten at any time of those days (None: too
+    #: few steps to tell); ``ratio`` exceeds it by more than :data:`TIE_MARGIN`.
+    typical: float | None = None
 
 
 def recurring_peak(history: Series, window: tuple[float, float], now: float, *, days: int,
@@ -128,7 +131,8 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
         level * ratio, ratio, risen, len(ratios),
         f"on {risen} of the last {len(ratios)} days traffic rose to x{ratio:.2f} its level "
         f"at this clock time"
-        + ("" if typical is None else f" (x{typical:.2f} at other times, one time in ten)"))
+        + ("" if typical is None else f" (x{typical:.2f} at other times, one time in ten)"),
+        typical)
 
 
 def days_back(now: float, days: int, zone: ZoneInfo | None) -> float:
