@@ -51,14 +51,13 @@ from forescale.backtest.runner import BacktestOptions, run_backtest
 from forescale.backtest.scenarios import scenario
 from parallel import run_jobs
 from provenance import code_version
-from scaling import job_world
+from scaling import SCENARIO_SEED, job_world
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES_DIR = ROOT.parent / "shared" / "traces"
 RESULTS = ROOT / "benchmarks" / "results"
-#: The sparse-service scenarios of the main and hold-out sets, at their seed (0).
+#: The sparse-service scenarios of the main and hold-out sets, at their seed.
 SCENARIOS = ("sparse", "sparser", "sparsest")
-SEED = 0
 #: What forescale observes: the rate times 1 + N(0, sigma).
 READINGS = {"clean": 0.0, "jitter": 4e-5, "nudge": 1e-12}
 
@@ -67,10 +66,10 @@ def run(job: tuple[str, str, Path]) -> dict[str, Any]:
     """One scenario read one way, start to finish; forescale and the oracle only."""
     name, reading, traces_dir = job
     began = time.perf_counter()
-    world = job_world((name, traces_dir / scenario(name).base, name, SEED))
+    world = job_world((name, traces_dir / scenario(name).base, name, SCENARIO_SEED))
     sigma = READINGS[reading]
     if sigma:
-        rng = np.random.default_rng(SEED)
+        rng = np.random.default_rng(SCENARIO_SEED)
         world = dataclasses.replace(
             world, observed=world.observed * (1.0 + rng.normal(0.0, sigma, len(world))))
     result = run_backtest(world, BacktestOptions(policies=("forescale",)), trace_name=name)
@@ -79,7 +78,7 @@ def run(job: tuple[str, str, Path]) -> dict[str, Any]:
     wall = time.perf_counter() - began
     print(f"{name} {reading}: {ratio:.3f} x oracle, "
           f"{forescale.violation_rate:.3%} violations ({wall:.0f} s)", file=sys.stderr)
-    return {"scenario": name, "seed": SEED, "reading": reading, "sigma": sigma,
+    return {"scenario": name, "seed": SCENARIO_SEED, "reading": reading, "sigma": sigma,
             "cost_ratio_to_oracle": ratio,
             "violation_rate": forescale.violation_rate,
             "cost_pod_hours": forescale.cost_pod_hours,
