@@ -206,6 +206,7 @@ def _forecast(section: Mapping[str, Any], models_dir: Path | None) -> ForecastSe
                              "intensitySeconds": "intensity_seconds",
                              "calibrationHalfLifeSeconds": "calibration_half_life_seconds",
                              "recurringDays": "recurring_days",
+                             "recurringQuorum": "recurring_quorum",
                              "recurringTimeZone": "recurring_time_zone"})
     if "models" in section:
         kwargs["models"] = tuple(section["models"])

@@ -109,6 +109,33 @@ def test_a_burst_seen_on_2_of_the_last_7_days_is_not() -> None:
     assert p.planned_arrival_rate is not None and p.planned_arrival_rate < 130.0
 
 
+def test_a_lower_recurring_quorum_provisions_for_a_burst_seen_on_3_of_7_days() -> None:
+    """A job that runs on three days a week: at the default quorum (a half, 4 of 7 days)
+    it is left to the forecast; at recurringQuorum 0.4 (3 of 7) it is provisioned for,
+    at the rise the third-highest day reached."""
+    now = MIDNIGHT + 14.5 * 3600 - 120.0
+    history = history_with_bursts({1, 3, 5}, now=now)
+    default = decide(history, policy(), now, current=15, chain=LevelChain(100.0))
+    assert default.rate_source is not None and default.rate_source.reason != "RecurringPeak"
+    assert default.planned_arrival_rate is not None and default.planned_arrival_rate < 130.0
+    lower = policy(forecast=ForecastSettings(models=("arima",), recurring_quorum=0.4))
+    p = decide(history, lower, now, current=15, chain=LevelChain(100.0))
+    assert p.rate_source is not None and p.rate_source.reason == "RecurringPeak"
+    assert "3 of the last 7 days" in p.rate_source.message
+    assert p.planned_arrival_rate is not None and p.planned_arrival_rate >= 240.0
+    # Two days of seven are below even that quorum.
+    two = decide(history_with_bursts({2, 5}, now=now), lower, now, current=15,
+                 chain=LevelChain(100.0))
+    assert two.rate_source is not None and two.rate_source.reason != "RecurringPeak"
+
+
+@pytest.mark.parametrize("quorum", [0.0, -0.5, 1.01, float("nan"), "0.5", None])
+def test_a_recurring_quorum_outside_0_to_1_is_refused(quorum: object) -> None:
+    with pytest.raises(InvalidInputError, match=r"forecast\.recurringQuorum must be in "
+                                                r"\(0, 1\]"):
+        ForecastSettings(recurring_quorum=quorum)  # type: ignore[arg-type]
+
+
 def local_burst_history(now: float, zone: str, *, hour: int = 9, days: int = 8,
                         minutes: int = 12) -> Series:
     """``days`` days of 100 req/s (with a little noise) ending at ``now``, with a x3.5 burst

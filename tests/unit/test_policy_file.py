@@ -66,6 +66,7 @@ def test_every_field_converts() -> None:
     spec_in["forecast"]["arima"]["order"] = [1, 0, 1]
     spec_in["forecast"]["movingAverage"] = {"rule": "flat", "window": 30}
     spec_in["forecast"]["recurringTimeZone"] = "Europe/Berlin"
+    spec_in["forecast"]["recurringQuorum"] = 0.4
     spec = policy_spec_from_manifest(manifest, models_dir=Path("/models"))
     assert spec.mode == "cost" and spec.costs is not None
     assert spec.costs.per_violation == 0.0001
@@ -79,6 +80,7 @@ def test_every_field_converts() -> None:
         "flat", 30)
     assert spec.forecast.lstm_model == "/models/nasa-jul1995"
     assert spec.forecast.recurring_time_zone == "Europe/Berlin"
+    assert spec.forecast.recurring_quorum == 0.4
     assert spec.max_replicas == 100_000
 
 
@@ -142,6 +144,10 @@ def test_every_field_converts() -> None:
      "spec.serviceRatePerReplica must be a finite number, got 1000"),
     ({"forecast": {"recurringTimeZone": "Europe/Berlín"}},
      "spec.forecast.recurringTimeZone must match"),
+    ({"forecast": {"recurringQuorum": 0}},
+     "spec.forecast.recurringQuorum must be in (0, 1], got 0"),
+    ({"forecast": {"recurringQuorum": 1.5}},
+     "spec.forecast.recurringQuorum must be in (0, 1], got 1.5"),
     ({"forecast": {"recurringTimeZone": "Mars/Olympus"}},
      "spec.forecast.recurringTimeZone: unknown time zone 'Mars/Olympus'"),
     # An unknown key with a newline in it broke the one-line message.

@@ -12,8 +12,12 @@ i.e. how much the traffic rose, relative to its level at decision time, on that 
 least ``quorum`` of the days with data rose by ``min_ratio`` or more, the plan provisions for
 the current level times the ratio that ``quorum`` of the days reached (with the default
 quorum of one half, the median day's): a burst seen on 5 of the last 7 days is provisioned
-for one lead time before it comes back; one seen on 2 of 7 is not. Ratios, not levels, so
-a weekday/weekend or a week-on-week level shift does not matter, only the shape.
+for one lead time before it comes back; one seen on 2 of 7 is not. ``quorum`` is the
+policy's ``forecast.recurringQuorum``: lower, it catches bursts that come on fewer days, and
+lets the noise below through more often (the clock-time rise that a smaller share of days
+reached is a higher quantile of seven draws, compared with the same one-in-ten rise).
+Ratios, not levels, so a weekday/weekend or a week-on-week level shift does not matter,
+only the shape.
 
 The rise must also stand out from the traffic's own noise: the same ratio, taken at every
 minute of those days rather than at this clock time, reaches some value ``typical`` one

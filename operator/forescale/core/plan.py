@@ -531,6 +531,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         if result.reloaded is not None:
             records.forget("lstm")  # as the chain did: the new model's record starts now
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
+                              quorum=spec.forecast.recurring_quorum,
                               zone=time_zone(spec.forecast.recurring_time_zone),
                               intensity_steps=intensity_steps)
         # What the bound is calibrated on: the errors of forecasts that it alone answers

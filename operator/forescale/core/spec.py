@@ -213,6 +213,10 @@ class ForecastSettings:
     calibration_half_life_seconds: float = 86400.0
     #: Days of history searched for recurring clock-time peaks (0: off).
     recurring_days: int = 7
+    #: Share of those days that must show the rise (a half: a burst seen on 4 of the last
+    #: 7 days is provisioned for, one seen on 3 is not); the plan provisions for the rise
+    #: that this share of the days reached.
+    recurring_quorum: float = 0.5
     #: The IANA time zone whose wall clock "the same clock time" is read in.
     recurring_time_zone: str = "UTC"
 
@@ -246,6 +250,7 @@ class ForecastSettings:
         _positive("forecast.intensitySeconds", self.intensity_seconds)
         _positive("forecast.calibrationHalfLifeSeconds", self.calibration_half_life_seconds)
         _integer("forecast.recurringDays", self.recurring_days, 0, 28)
+        _within("forecast.recurringQuorum", self.recurring_quorum, 0, 1, open_low=True)
         try:
             time_zone(self.recurring_time_zone)
         except InvalidInputError as exc:
