@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/cost_drivers.py --trace traces/nasa_ksc_jul1995_1min.csv
     .venv/bin/python benchmarks/cost_drivers.py --trace ../shared/traces/worldcup98_1min.csv \\
         --runs default,budget1pct,ma
+    .venv/bin/python benchmarks/cost_drivers.py \\
+        --trace ../shared/traces/nasa_ksc_jul1995_1min.csv \\
+        --scenario jittered-bursts --seed 1 --runs default,quorum40,quorum25
 
 The question
 ------------
@@ -50,9 +53,10 @@ cost goes where the pod-hours are. It answers it two ways.
 
 2. **Knob variants**: the same replay with one PolicySpec setting changed (the violation
    budget the calibrated bound's miss level is steered to, the scale-down stabilisation
-   window, the forecasting models), so the decomposition's attribution can be checked
-   against what actually happens to cost *and* violations when a term is made smaller: a
-   cost driver that can be cut for free is a bug, one that buys SLO is a trade-off.
+   window, the forecasting models, the recurring peaks' quorum), so the decomposition's
+   attribution can be checked against what actually happens to cost *and* violations when
+   a term is made smaller: a cost driver that can be cut for free is a bug, one that buys
+   SLO is a trade-off.
 
 How decisions are recorded (observed, not changed)
 --------------------------------------------------
@@ -82,6 +86,7 @@ from __future__ import annotations
 
 from forescale.threads import limit_native_threads
 from provenance import code_version
+from scaling import SCENARIO_SEED, job_world
 
 limit_native_threads()  # before numpy and torch load
 
@@ -128,6 +133,7 @@ class Variant:
     violation_budget: float | None = None
     stabilization_seconds: float | None = None
     models: tuple[ModelName, ...] | None = None
+    recurring_quorum: float | None = None
 
     def apply(self, spec: PolicySpec) -> PolicySpec:
         slo, forecast, behavior = spec.slo, spec.forecast, spec.behavior
@@ -135,6 +141,8 @@ class Variant:
             slo = replace(slo, violation_budget=self.violation_budget)
         if self.models is not None:
             forecast = replace(forecast, models=self.models)
+        if self.recurring_quorum is not None:
+            forecast = replace(forecast, recurring_quorum=self.recurring_quorum)
         if self.stabilization_seconds is not None:
             behavior = replace(behavior,
                                scale_down_stabilization_seconds=self.stabilization_seconds)
@@ -151,6 +159,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("stab0", "stabilisation 0 s (forecast-driven scale-down)",
             stabilization_seconds=0.0),
     Variant("ma", "models [ma]", models=("ma",)),
+    Variant("quorum40", "recurring quorum 0.4 (3 of 7 days)", recurring_quorum=0.4),
+    Variant("quorum25", "recurring quorum 0.25 (2 of 7 days)", recurring_quorum=0.25),
 )}
 
 
@@ -476,7 +486,13 @@ def render(data: dict[str, dict[str, Any]], conclusion: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--trace", type=Path, required=True, help="a 1-minute trace CSV")
+    parser.add_argument("--trace", type=Path, required=True,
+                        help="a 1-minute trace CSV (with --scenario: the scenario's base)")
+    parser.add_argument("--scenario", default=None,
+                        help="replay this robustness scenario (backtest.scenarios) built "
+                             "from --trace, as scaling.py does")
+    parser.add_argument("--seed", type=int, default=SCENARIO_SEED,
+                        help="with --scenario: the seed to build it with")
     parser.add_argument("--runs", default=",".join(VARIANTS),
                         help=f"comma-separated variants, of: {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -491,9 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    world = world_from_trace(args.trace)
+    if args.scenario is None:
+        world = world_from_trace(args.trace)
+        trace = args.trace.name
+    else:
+        trace = f"{args.scenario} (seed {args.seed}) from {args.trace.name}"
+        world = job_world((trace, args.trace, args.scenario, args.seed))
     oracle = simulate(world, OraclePolicy(world))
-    trace = args.trace.name
     for name in names:  # one at a time: each replay is single-threaded and CPU-bound
         result = replay(world, oracle, VARIANTS[name], lstm_epochs=args.lstm_epochs, log=log)
         data = load_data(args.out)
