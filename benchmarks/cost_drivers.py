@@ -5,7 +5,8 @@
         --runs default,budget1pct,ma
     .venv/bin/python benchmarks/cost_drivers.py \\
         --trace ../shared/traces/nasa_ksc_jul1995_1min.csv \\
-        --scenario jittered-bursts --seed 1 --runs default,quorum40,quorum25
+        --scenario jittered-bursts --seed 1 --runs default,quorum40,quorum25 \\
+        --out benchmarks/results/recurring_quorum.md
 
 The question
 ------------
