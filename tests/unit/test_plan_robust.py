@@ -129,7 +129,7 @@ def test_a_lower_recurring_quorum_provisions_for_a_burst_seen_on_3_of_7_days() -
     assert two.rate_source is not None and two.rate_source.reason != "RecurringPeak"
 
 
-@pytest.mark.parametrize("quorum", [0.0, -0.5, 1.01, float("nan"), "0.5", None])
+@pytest.mark.parametrize("quorum", [0.0, -0.5, 1.01, float("nan"), "0.5", None, True])
 def test_a_recurring_quorum_outside_0_to_1_is_refused(quorum: object) -> None:
     with pytest.raises(InvalidInputError, match=r"forecast\.recurringQuorum must be in "
                                                 r"\(0, 1\]"):
