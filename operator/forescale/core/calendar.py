@@ -14,8 +14,9 @@ the current level times the ratio that ``quorum`` of the days reached (with the 
 quorum of one half, the median day's): a burst seen on 5 of the last 7 days is provisioned
 for one lead time before it comes back; one seen on 2 of 7 is not. ``quorum`` is the
 policy's ``forecast.recurringQuorum``: lower, it catches bursts that come on fewer days, and
-lets the noise below through more often (the clock-time rise that a smaller share of days
-reached is a higher quantile of seven draws, compared with the same one-in-ten rise).
+lets the traffic's noise through more often, since the noise test below stays one in ten
+and two days of seven clear it by chance far more often than four do
+(``benchmarks/results/recurring_quorum.md``).
 Ratios, not levels, so a weekday/weekend or a week-on-week level shift does not matter,
 only the shape.
 
