@@ -62,7 +62,8 @@ def count(job: Job) -> dict[str, Any]:
                          world.step_seconds, world.observed[first:t])
         now = world.time_of(t)
         peak = calendar.recurring_peak(history, planning_window(spec, now), now,
-                                       days=spec.forecast.recurring_days, zone=zone,
+                                       days=spec.forecast.recurring_days,
+                                       quorum=spec.forecast.recurring_quorum, zone=zone,
                                        intensity_steps=steps)
         if peak is None:
             continue
