@@ -32,6 +32,8 @@ STEP = 60.0
 DAY = 86400.0
 #: Midnight UTC, so clock times are easy to read.
 MIDNIGHT = 1_700_006_400.0
+#: The default policy's quorum, read from the spec: calendar.recurring_peak has no default.
+QUORUM = ForecastSettings().recurring_quorum
 assert MIDNIGHT % DAY == 0
 
 
@@ -161,8 +163,8 @@ def test_a_burst_at_the_same_local_time_is_found_across_a_daylight_saving_change
     now = burst - 120.0
     history = local_burst_history(now, zone)
     window = (now + 120.0, now + 180.0)
-    assert recurring_peak(history, window, now, days=7) is None
-    found = recurring_peak(history, window, now, days=7, zone=ZoneInfo(zone))
+    assert recurring_peak(history, window, now, days=7, quorum=QUORUM) is None
+    found = recurring_peak(history, window, now, days=7, quorum=QUORUM, zone=ZoneInfo(zone))
     assert found is not None and found.days_risen == 7 and found.ratio > 2.5
     # In UTC the two agree (no change to step over), and through the policy too.
     assert days_back(now, 7, ZoneInfo("UTC")) == 7 * DAY
@@ -191,7 +193,7 @@ def test_recurring_peak_ignores_level_shifts_between_days() -> None:
     values = history.values.copy()
     values[: len(values) // 2] *= 5.0
     found = recurring_peak(Series(history.start_seconds, STEP, values),
-                           (now, now + 180.0), now, days=7)
+                           (now, now + 180.0), now, days=7, quorum=QUORUM)
     assert found is None
 
 
@@ -468,12 +470,12 @@ def test_random_rises_of_a_noisy_service_are_not_a_recurring_peak() -> None:
     for k in range(24):
         now = MIDNIGHT + k * 3600 + 7 * 60
         window = (now + 120.0, now + 180.0)
-        if recurring_peak(noisy_history(now), window, now, days=7) is not None:
+        if recurring_peak(noisy_history(now), window, now, days=7, quorum=QUORUM) is not None:
             fired += 1
     assert fired <= 1  # without the noise test: 24 of 24
     now = MIDNIGHT + 14.5 * 3600 - 120.0
     found = recurring_peak(noisy_history(now, burst_days={1, 2, 3, 5, 6}),
-                           (now + 120.0, now + 180.0), now, days=7)
+                           (now + 120.0, now + 180.0), now, days=7, quorum=QUORUM)
     assert found is not None and found.ratio > 2.0 and "at other times" in found.message
 
 
@@ -498,10 +500,11 @@ def test_a_recurring_peak_is_not_decided_by_rounding_or_scrape_jitter() -> None:
         now = MIDNIGHT + k * 900.0
         history = counted_history(now, 3.0, seed=k)
         window = (now + 120.0, now + 600.0)
-        clean = recurring_peak(history, window, now, days=7) is not None
+        clean = recurring_peak(history, window, now, days=7, quorum=QUORUM) is not None
         fired += clean
         for seed in range(3):
             noise = np.random.default_rng(seed).standard_normal(len(history))
             jittered = Series(history.start_seconds, STEP, history.values * (1 + 4e-5 * noise))
-            assert (recurring_peak(jittered, window, now, days=7) is not None) == clean, k
+            found = recurring_peak(jittered, window, now, days=7, quorum=QUORUM)
+            assert (found is not None) == clean, k
     assert 1 <= fired <= 6  # rises that stand out still are peaks

@@ -10,12 +10,13 @@ operator already reads can. For the planning window ``[start, end)`` and each of
 
 i.e. how much the traffic rose, relative to its level at decision time, on that day. When at
 least ``quorum`` of the days with data rose by ``min_ratio`` or more, the plan provisions for
-the current level times the ratio that ``quorum`` of the days reached (with the default
-quorum of one half, the median day's): a burst seen on 5 of the last 7 days is provisioned
-for one lead time before it comes back; one seen on 2 of 7 is not. ``quorum`` is the
-policy's ``forecast.recurringQuorum``: lower, it catches bursts that come on fewer days, and
-lets the traffic's noise through more often, since the noise test below stays one in ten
-and two days of seven clear it by chance far more often than four do
+the current level times the ratio that ``quorum`` of the days reached (with the policy's
+default quorum of one half, the median day's): a burst seen on 5 of the last 7 days is
+provisioned for one lead time before it comes back; one seen on 2 of 7 is not. ``quorum``
+is the policy's ``forecast.recurringQuorum``, always passed (the spec holds its default):
+lower, it catches bursts that come on fewer days, and lets the traffic's noise through more
+often, since the noise test below stays one in ten and two days of seven clear it by chance
+far more often than four do
 (``benchmarks/results/recurring_quorum.md``).
 Ratios, not levels, so a weekday/weekend or a week-on-week level shift does not matter,
 only the shape.
@@ -78,7 +79,7 @@ class RecurringPeak:
 
 
 def recurring_peak(history: Series, window: tuple[float, float], now: float, *, days: int,
-                   quorum: float = 0.5, min_ratio: float = 1.25, base_seconds: float = 600.0,
+                   quorum: float, min_ratio: float = 1.25, base_seconds: float = 600.0,
                    intensity_steps: int = 5, zone: ZoneInfo | None = None
                    ) -> RecurringPeak | None:
     """The rate a recurring clock-time rise calls for over ``window``, or None (see above)."""
