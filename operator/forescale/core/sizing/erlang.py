@@ -159,12 +159,15 @@ def prob_wait_exceeds_array(servers: npt.NDArray[np.int64], arrival_rate: float,
     c = np.asarray(servers, dtype=np.float64)
     lam, mu, t = float(arrival_rate), float(service_rate), float(wait_seconds)
     p = erlang_c_array(servers, lam / mu)
-    slack = c * mu - lam  # spare capacity cμ − λ, req/s
-    stable = slack > 0
-    # exp(−slack·t) ≤ 1 on the stable side; the unstable side stays 1 (every request waits
-    # "for ever" in the long run), which also keeps λ/μ rounding just below c from looking
-    # stable when λ ≥ cμ.
-    return np.where(stable, p * np.exp(-np.where(stable, slack, 0.0) * t), 1.0)
+    # With μ or t near the float maximum, cμ and slack·t overflow to +inf: exp(−inf) = 0 is
+    # the right limit (no wait), so the overflow is expected, not a warning for the log.
+    with np.errstate(over="ignore"):
+        slack = c * mu - lam  # spare capacity cμ − λ, req/s
+        stable = slack > 0
+        # exp(−slack·t) ≤ 1 on the stable side; the unstable side stays 1 (every request
+        # waits "for ever" in the long run), which also keeps λ/μ rounding just below c from
+        # looking stable when λ ≥ cμ.
+        return np.where(stable, p * np.exp(-np.where(stable, slack, 0.0) * t), 1.0)
 
 
 # --- scalar kernels (no validation) ---------------------------------------------------------
