@@ -197,6 +197,43 @@ def test_recurring_peak_ignores_level_shifts_between_days() -> None:
     assert found is None
 
 
+def dipped_history(now: float, *, dip_today: bool) -> Series:
+    """Eight days of 100 req/s ending at ``now`` (02:08 UTC) with a nightly dip to 2 req/s
+    from 02:00 to 02:10 on the seven days before; today's dip only if ``dip_today``."""
+    n = int(8 * DAY / STEP)
+    start = now - n * STEP
+    t = start + STEP * np.arange(n)
+    values = 100.0 * (1 + 0.03 * np.random.default_rng(0).standard_normal(n))
+    clock = t % DAY
+    dip = (clock >= 2 * 3600) & (clock < 2 * 3600 + 600)
+    if not dip_today:
+        dip &= t < np.floor(now / DAY) * DAY
+    values[dip] = 2.0
+    return Series(start, STEP, values)
+
+
+def test_the_end_of_a_past_dip_is_no_rise_on_a_day_without_the_dip() -> None:
+    """The return from a nightly dip to 2 % was a x50 "rise" at 02:10 on every past day;
+    applied to today's undipped 100 req/s it asked for 5,000 req/s' worth of pods."""
+    now = MIDNIGHT + 2 * 3600 + 480.0
+    window = (now + 120.0, now + 180.0)
+    history = dipped_history(now, dip_today=False)
+    assert recurring_peak(history, window, now, days=7, quorum=QUORUM) is None
+    p = decide(history, policy(), now, current=13, chain=LevelChain(100.0))
+    assert p.planned_arrival_rate is not None and p.planned_arrival_rate < 130.0
+    assert p.desired_replicas <= 15
+
+
+def test_the_end_of_a_dip_that_came_again_today_is_still_anticipated() -> None:
+    """Today dipped too: the return to 100 req/s at 02:10 is provisioned for one lead time
+    ahead, as before. (The peak is of the centred 5-minute intensity: at 02:11, one minute
+    of the dip and four of 100 req/s, ~80.)"""
+    now = MIDNIGHT + 2 * 3600 + 480.0
+    found = recurring_peak(dipped_history(now, dip_today=True), (now + 120.0, now + 180.0),
+                           now, days=7, quorum=QUORUM)
+    assert found is not None and 75.0 <= found.rate <= 90.0, found
+
+
 def test_a_burst_already_in_the_metrics_is_met_by_the_reactive_floor() -> None:
     now = MIDNIGHT + 10 * 3600
     values = np.full(600, 100.0)

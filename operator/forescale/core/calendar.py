@@ -19,7 +19,10 @@ often, since the noise test below stays one in ten and two days of seven clear i
 far more often than four do
 (``benchmarks/results/recurring_quorum.md``).
 Ratios, not levels, so a weekday/weekend or a week-on-week level shift does not matter,
-only the shape.
+only the shape. A ratio from a dip is the exception: a day whose base window was below
+half of its hour (:data:`DIP_SHARE`, ``context_seconds``) rose from the dip, and today, if
+it did not dip, will not rise as far; that day's rise is the smaller of the ratio above and
+its peak over its hour times today's hour over today's level.
 
 The rise must also stand out from the traffic's own noise: the same ratio, taken at every
 minute of those days rather than at this clock time, reaches some value ``typical`` one
@@ -58,6 +61,9 @@ from forescale.core.series import DAY_SECONDS, Series, window_means
 
 #: A day needs at least this much traffic in its base window to give a ratio.
 MIN_BASE_SHARE = 0.01
+#: A day's base window below this share of the mean over its ``context_seconds`` was a
+#: dip: its rise is also measured against that longer window (see recurring_peak).
+DIP_SHARE = 0.5
 #: The rise at this clock time must exceed what the same ratio reaches this often at any
 #: time of the same days.
 TYPICAL_QUANTILE = 0.9
@@ -80,8 +86,8 @@ class RecurringPeak:
 
 def recurring_peak(history: Series, window: tuple[float, float], now: float, *, days: int,
                    quorum: float, min_ratio: float = 1.25, base_seconds: float = 600.0,
-                   intensity_steps: int = 5, zone: ZoneInfo | None = None
-                   ) -> RecurringPeak | None:
+                   context_seconds: float = 3600.0, intensity_steps: int = 5,
+                   zone: ZoneInfo | None = None) -> RecurringPeak | None:
     """The rate a recurring clock-time rise calls for over ``window``, or None (see above)."""
     if days <= 0 or len(history) == 0:
         return None
@@ -95,6 +101,15 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
 
     day = history.last_day()
     quiet = MIN_BASE_SHARE * float(np.nanmean(day)) if not np.isnan(day).all() else 0.0
+    context_steps = max(base_steps, round(context_seconds / step))
+    current = values[-base_steps:]
+    current = current[~np.isnan(current)]
+    if current.size == 0:
+        return None
+    level = float(current.mean())
+    if level <= quiet:
+        return None  # too quiet now for a ratio to mean anything
+    context = _mean_or_none(values[-context_steps:])
     ratios: list[float] = []
     for d in range(1, days + 1):
         shift = days_back(now, d, zone)
@@ -111,15 +126,21 @@ def recurring_peak(history: Series, window: tuple[float, float], now: float, *, 
         # a quiet ten minutes was a rise of x10¹², and the plan asked for maxReplicas.
         if float(base.mean()) <= max(quiet, 1e-12):
             continue
-        ratios.append(float(peak.max()) / float(base.mean()))
+        ratio = float(peak.max()) / float(base.mean())
+        # A rise from a dip that today did not have is no rise today: a nightly 10-minute
+        # maintenance dip to 2 % made the return to the usual level a x50 "rise", and that
+        # x50 applied to today's undipped level asked for 40 times the pods. Where that
+        # day's base was a dip (below DIP_SHARE of its hour), its peak is also measured
+        # against that hour and scaled by today's hour, and the smaller rise is taken:
+        # the same as before when today dipped too, x1 when it did not.
+        past = _mean_or_none(values[max(base_end - context_steps, 0):base_end])
+        if (context is not None and past is not None
+                and float(base.mean()) < DIP_SHARE * past):
+            ratio = min(ratio, float(peak.max()) / past * context / level)
+        ratios.append(ratio)
 
-    current = values[-base_steps:]
-    current = current[~np.isnan(current)]
-    if len(ratios) < 3 or current.size == 0:
+    if len(ratios) < 3:
         return None
-    level = float(current.mean())
-    if level <= quiet:
-        return None  # too quiet now for a ratio to mean anything
     ranked = sorted(ratios, reverse=True)
     needed = max(1, math.ceil(quorum * len(ranked)))
     ratio = ranked[needed - 1]
@@ -173,6 +194,12 @@ def _typical_ratio(values: np.ndarray, smooth: np.ndarray, base_steps: int, firs
     if ok.sum() < 60:
         return None
     return float(np.quantile(peak[ok] / base[ok], TYPICAL_QUANTILE))
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean of the non-missing ``values``, or None when all are missing."""
+    seen = values[~np.isnan(values)]
+    return float(seen.mean()) if seen.size else None
 
 
 def _centred_mean(values: np.ndarray, width: int) -> np.ndarray:
