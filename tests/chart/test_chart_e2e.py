@@ -144,6 +144,9 @@ def _policy(name: str, namespace: str, **spec: Any) -> str:
     ({"serviceRatePerReplica": -1}, "spec.serviceRatePerReplica"),
     ({"mode": "Sometimes"}, 'Unsupported value: "Sometimes"'),
     ({"surprise": True}, 'unknown field "spec.surprise"'),
+    ({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 0.5,
+                                             "periodSeconds": 60}]}}},
+     "a Pods rate limit's value is a whole number of pods"),
 ])
 def test_the_server_itself_rejects_specs_that_break_the_schema_or_a_cel_rule(
         plane: ControlPlane, installed: Any, spec: dict[str, Any], message: str) -> None:

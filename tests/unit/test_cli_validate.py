@@ -63,6 +63,24 @@ def test_cel_rule_breaks_with_the_crds_message(tmp_path: Path,
     assert err == f"{path}[0] ScalingPolicy web: spec: {crd_message('maxReplicas')}"
 
 
+@pytest.mark.parametrize(("kind", "value", "valid"), [
+    ("Pods", 0.5, False), ("Pods", 1.9, False), ("Pods", 4, True), ("Pods", 4.0, True),
+    ("Percent", 12.5, True)])
+def test_a_pods_rate_limit_is_a_whole_number_of_pods(kind: str, value: float,
+                                                      valid: bool) -> None:
+    """A Pods value of 0.5 was truncated to 0 and held every scale-up for ever: the CRD's
+    rule refuses it, as the core does; a percentage may be fractional."""
+    rule = {"type": kind, "value": value, "periodSeconds": 60}
+    spec = crd_rules.with_defaults(
+        manifest(behavior={"scaleUp": {"policies": [rule]}, "scaleDown": {"policies": [rule]}}
+                 )["spec"], SPEC_SCHEMA)
+    found = crd_rules.violations(spec, SPEC_SCHEMA)
+    message = "a Pods rate limit's value is a whole number of pods"
+    assert found == ([] if valid else [
+        f"spec.behavior.scaleUp.policies[0]: {message}",
+        f"spec.behavior.scaleDown.policies[0]: {message}"])
+
+
 def test_defaults_apply_before_the_rules(tmp_path: Path) -> None:
     """As on the API server: maxReplicas defaults to 100, so minReplicas 150 alone breaks
     the min <= max rule, though the file never mentions maxReplicas."""

@@ -105,6 +105,11 @@ def test_every_field_converts() -> None:
     ({"decisionPeriodSeconds": 1}, "spec.decisionPeriodSeconds must be in [5, 86400], got 1"),
     ({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 4}]}}},
      "spec.behavior.scaleUp.policies[0].periodSeconds is required"),
+    # Truncated to 0, a 0.5 held every scale-up for ever.
+    ({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 0.5,
+                                             "periodSeconds": 60}]}}},
+     "spec.behavior.scaleUp.policies[0]: Pods rate limit value must be a whole number of "
+     "pods, got 0.5"),
     ({"behavior": {"scaleUp": {"minStep": 1.5}}},
      "spec.behavior.scaleUp.minStep must be in [0, 1], got 1.5"),
     ({"behavior": {"scaleUp": {"lookaheadPeriods": 11}}},

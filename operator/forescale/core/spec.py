@@ -130,6 +130,10 @@ class RateLimit:
         _require(isinstance(self.type, str) and self.type in ("Pods", "Percent"),
                  f"rate limit type must be Pods or Percent, got {self.type!r}")
         _positive(f"{self.type} rate limit value", self.value)
+        # The HPA's value is an int32. A fractional Pods value was truncated: 0.5 allowed no
+        # change at all, and every scale-up held at the current replicas for ever.
+        _require(self.type != "Pods" or float(self.value).is_integer(),
+                 f"Pods rate limit value must be a whole number of pods, got {self.value!r}")
         _positive("rate limit periodSeconds", self.period_seconds)
 
 
