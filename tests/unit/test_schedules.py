@@ -39,6 +39,9 @@ def launch(**kw: object) -> Schedule:
     ({"cron": "61 9 * * 1"}, "not a valid cron expression"),
     ({"cron": "0 0 9 * * 1"}, "5 fields"),
     ({"cron": "soon"}, "not a valid cron expression"),
+    # Valid syntax, no such day: it parsed, then failed every decision of the policy.
+    ({"cron": "0 9 30 2 *"}, "never matches a date"),
+    ({"cron": "0 0 31 4 *"}, "never matches a date"),
     ({"time_zone": "Mars/Olympus"}, "unknown time zone"),
     ({"duration_seconds": 0}, "duration must be positive"),
     ({"duration_seconds": 40 * 86400}, "at most 31 days"),
@@ -51,6 +54,13 @@ def test_bad_schedules_are_one_line(kw: dict[str, object], message: str) -> None
     with pytest.raises(InvalidInputError, match=message) as info:
         launch(**kw)
     assert "\n" not in str(info.value) and "'launch'" in str(info.value)
+
+
+def test_a_leap_day_is_a_date() -> None:
+    """29 February comes every four years: a schedule for it is kept and found."""
+    s = launch(cron="0 9 29 2 *")
+    assert s.next_start(paris(2026, 3, 1, 0, 0)) == paris(2028, 2, 29, 9, 0)
+    assert s.last_start(paris(2026, 3, 1, 0, 0)) == paris(2024, 2, 29, 9, 0)
 
 
 def test_cron_is_read_in_its_time_zone_across_daylight_saving() -> None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from forescale.core.checks import is_integer, is_number, is_text
 from forescale.core.checks import require as _require
@@ -36,6 +36,8 @@ from forescale.core.errors import InvalidInputError
 MAX_DURATION_SECONDS = 31 * 86400.0
 #: How far ahead the next start is looked for (a yearly cron is fine; Feb 30 is not).
 NEXT_START_LIMIT_SECONDS = 366 * 86400.0 * 5
+#: Where a cron's matches are looked for when the schedule is checked (any fixed day).
+REFERENCE_DAY = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -74,6 +76,16 @@ class Schedule:
             object.__setattr__(self, "_zone", time_zone(self.time_zone))
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
+        # Valid syntax, impossible date: '0 9 30 2 *' (30 February) parsed, then failed
+        # every decision that looked for its start (croniter's CroniterBadDateError), and
+        # one typo stopped the whole policy from scaling. Every real date, 29 February
+        # included, comes within 4 years of any day, so a fixed one is enough to tell.
+        try:
+            croniter(self.cron, REFERENCE_DAY).get_next(datetime)
+            croniter(self.cron, REFERENCE_DAY).get_prev(datetime)
+        except CroniterBadDateError:
+            raise InvalidInputError(f"{where}: cron {self.cron!r} never matches a date (a "
+                                    "day that does not exist in that month?)") from None
         _require(is_number(self.duration_seconds)
                  and 0 < self.duration_seconds <= MAX_DURATION_SECONDS,
                  f"{where}: duration must be positive and at most 31 days, "
