@@ -202,6 +202,13 @@ def test_records_round_trip_through_json() -> None:
     {"calibration": {"0:all": [None, [[9999, 1.0]]]}},
     {"tracks": {"ma": [[1.0, 2.0]]}},
     {"calibration": {"0:all": "nonsense"}},
+    # A status's "nan" or "inf" parses as a float, then failed every decision (round(nan)).
+    {"pending": [["nan", "ma", 1, [50.0]]]},
+    {"aci": {"decisions": [["nan", 5]]}},
+    {"aci": {"decisions": [["inf", 5]]}},
+    {"aci": {"fastTime": "inf"}},
+    {"tracks": {"ma": [[1.0, "nan", 2.0]]}},
+    {"calibration": {"0:all": ["-inf", [[3, 1.0]]]}},
 ])
 def test_malformed_records_are_refused_with_one_line(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError, match="forecast records are malformed"):

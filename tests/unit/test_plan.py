@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forescale.controller.worker import previous_state
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast
 from forescale.core.forecast.chain import ChainResult, StageReport
@@ -269,6 +270,21 @@ def test_state_round_trips_and_rejects_garbage() -> None:
         PlanState.from_dict({"recommendations": [["x", "y"]]})
     with pytest.raises(InvalidInputError):
         PlanState.from_dict({"version": 99})
+    for bad in ({"recommendations": [["nan", 3]]}, {"scaleEvents": [["inf", 1]]},
+                {"lastScaleSeconds": "nan"}):
+        with pytest.raises(InvalidInputError, match="not a finite number"):
+            PlanState.from_dict(bad)
+
+
+def test_a_state_with_non_finite_times_costs_only_its_memory() -> None:
+    """A stored "nan" time once passed from_dict and failed every decision after it
+    (round(nan) in the calibration records): the worker now sets it aside for the initial
+    state and the decision is made."""
+    damaged = {"version": 2, "forecasts": {"pending": [["nan", "ma", 1, [50.0]]],
+                                           "aci": {"decisions": [["nan", 5]]}}}
+    assert previous_state({"planState": damaged}) == PlanState.initial()
+    p = run(spec(), FixedChain(100.0), current=3, state=previous_state({"planState": damaged}))
+    assert p.desired_replicas >= 1 and p.recommended_replicas is not None
 
 
 @pytest.mark.parametrize("current", [-1, True, 2.0, None, "3"])

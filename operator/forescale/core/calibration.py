@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from forescale.core.checks import finite
 from forescale.core.errors import InvalidInputError
 from forescale.core.metrics import wape
 from forescale.core.series import DAY_SECONDS, FloatArray, Series, window_means
@@ -257,7 +258,7 @@ class Histogram:
         if any(not (0 <= k < N_BINS) or not (w >= 0 and math.isfinite(w))
                for k, w in weights.items()):
             raise ValueError("histogram bin out of range")
-        return cls(weights, None if updated is None else float(updated))
+        return cls(weights, None if updated is None else finite(updated))
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ class Pending:
         if not values or any(not (math.isfinite(m) and m >= 0) for m in values):
             raise ValueError("pending forecast has no or bad values")
         flags = int(flags)
-        return cls(float(origin), str(stage), bool(flags & 1), bool(flags & 2), values)
+        return cls(finite(origin), str(stage), bool(flags & 1), bool(flags & 2), values)
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ class Records:
             return cls()
         try:
             pending = [Pending.from_list(p) for p in data.get("pending", [])]
-            tracks = {str(k): [Scored(float(o), float(p), float(a)) for o, p, a in v]
+            tracks = {str(k): [Scored(finite(o), finite(p), finite(a)) for o, p, a in v]
                       for k, v in dict(data.get("tracks", {})).items()}
             hists = {str(k): Histogram.from_list(v)
                      for k, v in dict(data.get("calibration", {})).items()
@@ -387,12 +388,12 @@ class Records:
             alpha = None if alpha is None else float(alpha)
             if alpha is not None and not ACI_RANGE[0] <= alpha <= ACI_RANGE[1]:
                 raise ValueError(f"aci alpha {alpha!r} out of range")
-            decisions = [(float(t), int(n)) for t, n in aci.get("decisions", [])]
+            decisions = [(finite(t), int(n)) for t, n in aci.get("decisions", [])]
             fast = float(aci.get("fast", 0.0))  # absent in states written before it existed
             if not abs(fast) <= ACI_RANGE[1]:
                 raise ValueError(f"aci fast level {fast!r} out of range")
             fast_time = aci.get("fastTime")
-            fast_time = None if fast_time is None else float(fast_time)
+            fast_time = None if fast_time is None else finite(fast_time)
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state's forecast records are malformed: {exc}") \
                 from None

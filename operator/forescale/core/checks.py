@@ -37,6 +37,16 @@ def is_integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def finite(value: Any) -> float:
+    """``float(value)``, refused with a ValueError unless finite: a stored time or rate read
+    back from a status (``"nan"``, ``"inf"`` parse as floats) that would fail every later
+    decision instead of being set aside as a damaged state."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 def is_text(value: Any) -> TypeGuard[str]:
     """A non-empty string."""
     return isinstance(value, str) and bool(value)

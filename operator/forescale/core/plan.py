@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
 from forescale.core.calibration import Records, collapsed, day_level, intensity_steps
-from forescale.core.checks import is_integer, is_number
+from forescale.core.checks import finite, is_integer, is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -111,12 +111,12 @@ class PlanState:
             if version not in (1, STATE_VERSION):
                 raise InvalidInputError(f"plan state version {version} is not supported "
                                         f"(expected {STATE_VERSION})")
-            recs = tuple((float(t), int(n)) for t, n in data.get("recommendations", []))
-            events = tuple((float(t), int(d)) for t, d in data.get("scaleEvents", []))
+            recs = tuple((finite(t), int(n)) for t, n in data.get("recommendations", []))
+            events = tuple((finite(t), int(d)) for t, d in data.get("scaleEvents", []))
             last = data.get("lastScaleSeconds")
             # Version 1 had no forecast records: they start empty and are learnt again.
             records = Records.from_dict(data.get("forecasts")) if version > 1 else Records()
-            return cls(recs, events, None if last is None else float(last), records)
+            return cls(recs, events, None if last is None else finite(last), records)
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
 
