@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.guardrail import (
+    MOST_REPLICAS,
     Guardrail,
     GuardrailReading,
     recommend,
@@ -142,3 +143,12 @@ def test_a_slower_release_is_caught_by_the_guardrail() -> None:
     honest, honest_util = simulate(10.0, with_guardrail=True)
     plain, _ = simulate(10.0, with_guardrail=False)
     assert honest == plain and honest_util < 1.0
+
+
+@pytest.mark.parametrize("value", [1e300, 1e306, float(np.finfo(float).max)])
+def test_a_huge_reading_asks_for_the_most_replicas_kubernetes_holds(value: float) -> None:
+    """1e306 against a target of 0.001 was an OverflowError that failed the decision, and
+    1e300 a 300-digit replica count."""
+    g = Guardrail("latency", "histogram_quantile(0.99, x)", target=0.001)
+    assert replicas_for(GuardrailReading(g, value), 10) == MOST_REPLICAS
+    assert recommend([GuardrailReading(g, value)], 10).replicas == MOST_REPLICAS

@@ -57,6 +57,11 @@ class Guardrail:
                                     f"got {self.tolerance!r}")
 
 
+#: The most a guardrail asks for: Kubernetes' replicas are int32 (maxReplicas clamps it
+#: further). A huge reading (10³⁰⁰) once asked for a 300-digit count, or overflowed.
+MOST_REPLICAS = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class GuardrailReading:
     """A guardrail and the value its query returned now (None: no value)."""
@@ -91,7 +96,10 @@ def replicas_for(reading: GuardrailReading, current_replicas: int) -> int | None
     ratio = value / g.target
     if 1.0 - g.tolerance <= ratio <= 1.0 + g.tolerance:
         return current_replicas
-    return max(1, math.ceil(current_replicas * ratio - 1e-9))
+    wanted = current_replicas * ratio
+    if not wanted < MOST_REPLICAS:  # inf too: 1e306 against 0.001 was an OverflowError
+        return MOST_REPLICAS
+    return max(1, math.ceil(wanted - 1e-9))
 
 
 def recommend(readings: Sequence[GuardrailReading], current_replicas: int) -> GuardrailResult:
