@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forescale.core.checks import MAX_TIMESTAMP, MIN_TIMESTAMP
 from forescale.core.errors import InvalidInputError, os_reason
 from forescale.core.series import FloatArray, Series
 
@@ -34,10 +35,6 @@ class Trace:
         return int(self.counts.shape[0])
 
 
-#: Unix seconds a timestamp may take: 1970-01-01 to the end of year 9999, the range every
-#: datetime formatting (and a human) can handle. 1e300 or NaN is a typo, not a time.
-MIN_TIMESTAMP = 0.0
-MAX_TIMESTAMP = 253_402_300_799.0
 
 #: A trace longer than this is not a trace of request counts (a year of seconds is 31.5M).
 MAX_TRACE_ROWS = 50_000_000

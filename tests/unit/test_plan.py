@@ -293,6 +293,15 @@ def test_bad_current_replicas(current: object) -> None:
         run(spec(), FixedChain(1.0), current=current)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("now", [1.7e12, -1.0])
+def test_now_out_of_the_calendars_range(now: float) -> None:
+    """Milliseconds for seconds was a raw 'year 55848 is out of range' from datetime."""
+    with pytest.raises(InvalidInputError, match="now must be Unix seconds between 1970 and "
+                                                "9999"):
+        plan(history_at(T0), spec(), PlanState.initial(), now, current_replicas=3,
+             chain=FixedChain(1.0))
+
+
 @pytest.mark.parametrize("now", [math.nan, math.inf, None, "now"])
 def test_bad_now(now: object) -> None:
     with pytest.raises(InvalidInputError, match="now must be a finite time"):

@@ -16,6 +16,11 @@ from forescale.core.errors import InvalidInputError
 
 T = TypeVar("T")
 
+#: Unix seconds a timestamp may take: 1970-01-01 to the end of year 9999, the range every
+#: datetime formatting (and a human) can handle. 1e300 or NaN is a typo, not a time.
+MIN_TIMESTAMP = 0.0
+MAX_TIMESTAMP = 253_402_300_799.0
+
 
 def require(ok: bool, message: str) -> None:
     if not ok:

@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from forescale.core.calendar import RecurringPeak, recurring_peak
 from forescale.core.calibration import Records, collapsed, day_level, intensity_steps
-from forescale.core.checks import finite, is_integer, is_number
+from forescale.core.checks import MAX_TIMESTAMP, MIN_TIMESTAMP, finite, is_integer, is_number
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ChainResult, ForecastChain
 from forescale.core.guardrail import GuardrailReading, GuardrailResult
@@ -496,6 +496,9 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                 f"got {current_replicas!r}")
     if not (is_number(now) and math.isfinite(now)):
         raise InvalidInputError(f"now must be a finite time, got {now!r}")
+    if not MIN_TIMESTAMP <= now <= MAX_TIMESTAMP:  # milliseconds were "year 55848"
+        raise InvalidInputError(f"now must be Unix seconds between 1970 and 9999, got "
+                                f"{now!r} (milliseconds?)")
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     window = planning_window(spec, now)
     events = schedule_effect(spec.schedules, window)
