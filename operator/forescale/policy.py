@@ -337,7 +337,20 @@ _MAX_YAML_EVENTS = 10_000
 
 #: libyaml's parser where PyYAML was built with it (the pure-Python scanner is ~20x slower
 #: and quadratic in the depth of flow collections).
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc]
+    """The safe loader reading numbers as YAML 1.2 does, as kubectl does: PyYAML (YAML
+    1.1) takes ``1e3`` for a string, so ``serviceRatePerReplica: 1e3`` was refused here
+    though the API server stores 1000."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+_LOADER: Any = _Loader
 
 
 def _bracket_depth(text: str) -> int:

@@ -267,6 +267,19 @@ def test_other_kinds_beside_the_policy_are_skipped(tmp_path: Path) -> None:
     assert load_policy_file(path) == PolicySpec(service_rate_per_replica=10)
 
 
+def test_numbers_in_exponent_form_are_numbers_as_kubectl_reads_them(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads 1e3 as a string, YAML 1.2 (kubectl, the API server) as
+    1000: a manifest the cluster accepts was refused here. A quoted "1e3" stays a string."""
+    path = tmp_path / "p.yaml"
+    text = yaml.safe_dump(minimal()).replace("serviceRatePerReplica: 10",
+                                             "serviceRatePerReplica: 1e3")
+    path.write_text(text)
+    assert load_policy_file(path) == PolicySpec(service_rate_per_replica=1000.0)
+    path.write_text(text.replace("1e3", "'1e3'"))
+    with pytest.raises(InvalidInputError, match="must be a finite number, got '1e3'"):
+        load_policy_file(path)
+
+
 @pytest.mark.parametrize(("docs", "message"), [
     ([DEPLOYMENT], "no ScalingPolicy document (a file with one ScalingPolicy is expected)"),
     ([], "no ScalingPolicy document"),
