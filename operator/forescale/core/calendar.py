@@ -187,7 +187,10 @@ def _typical_ratio(values: np.ndarray, smooth: np.ndarray, base_steps: int, firs
         return None
     t = np.arange(since, stop)
     base = window_means(values, base_steps)[t - base_steps]  # NaN across a gap
-    peak = np.max(np.stack([smooth[t + k] for k in range(first, last + 1)]), axis=0)
+    # The window's highest intensity after each t, over a strided view: stacking one copy
+    # of the history per window step took 3 GB for a 2-day window over 90 days of minutes.
+    windows = np.lib.stride_tricks.sliding_window_view(smooth, last - first + 1)
+    peak = windows[since + first:stop + first].max(axis=1)
     ok = ~np.isnan(base) & ~np.isnan(peak)
     day_mean = float(np.nanmean(values[since:]))
     ok &= base > MIN_BASE_SHARE * day_mean
