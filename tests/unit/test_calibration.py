@@ -14,6 +14,7 @@ from forescale.core.calibration import (
     ACI_SLOW_GAMMA,
     BIN_WIDTH,
     LOW,
+    MAX_PENDING_VALUES,
     MIN_COMMON,
     MIN_WEIGHT,
     Bound,
@@ -123,6 +124,28 @@ def test_calibration_adapts_when_the_error_grows() -> None:
         records.record(now, "ma", served=True, track=False, means=means)
     assert hits["adaptive"] / scored >= nominal - 0.03
     assert hits["frozen"] / scored < nominal - 0.2
+
+
+def test_pending_forecasts_stay_within_the_status_size_budget() -> None:
+    """A day's lead time at one decision a minute: 1,440 forecasts of 1,500 steps were
+    pending at once, ~13 MB of status where etcd takes 1.5 MiB. Past the budget new ones
+    wait until older ones are scored, and recording resumes then."""
+    records = Records()
+    horizon = 1500
+    for k in range(1440):
+        records.record(T0 + k * STEP, "ma", served=True, track=False,
+                       means=np.full(horizon, 10.0))
+    held = sum(len(p.means) for p in records.pending)
+    assert held <= MAX_PENDING_VALUES and len(records.pending) == MAX_PENDING_VALUES // horizon
+    assert len(json.dumps(records.to_dict())) < 1_000_000
+    # The first forecast's outcome is observed: it is scored, and a new one fits again.
+    history = Series(T0, STEP, np.full(horizon + 10, 10.0))
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=history.end_seconds)
+    before = len(records.pending)
+    assert before < MAX_PENDING_VALUES // horizon
+    records.record(history.end_seconds, "ma", served=True, track=False,
+                   means=np.full(horizon, 10.0))
+    assert len(records.pending) == before + 1
 
 
 def test_track_records_are_scored_only_after_the_outcome_is_observed() -> None:

@@ -131,6 +131,12 @@ def _bin(score: float) -> int:
 #: Horizon steps up to this one have calibration histograms of their own; further ones
 #: share them, in groups that double in length (:func:`step_group`).
 OWN_STEPS = 12
+#: Forecast values the pending forecasts may hold in all. They are stored in the policy's
+#: status (etcd bounds an object at 1.5 MiB; a value is ~6 bytes of JSON): a day's lead
+#: time at one decision a minute kept 1,440 forecasts of 1,500 steps pending, ~13 MB, and
+#: every status write would have been refused. Past the budget a new forecast is not
+#: recorded until older ones are scored: fewer, not wrong, calibration samples.
+MAX_PENDING_VALUES = 100_000
 
 
 def step_group(h: int) -> int:
@@ -403,9 +409,13 @@ class Records:
 
     def record(self, origin: float, stage: str, *, served: bool, track: bool,
                means: FloatArray) -> None:
-        if served or track:
-            self.pending.append(Pending(origin, stage, served, track,
-                                        tuple(float(max(m, 0.0)) for m in means)))
+        if not (served or track):
+            return
+        held = sum(len(p.means) for p in self.pending)
+        if held + len(means) > MAX_PENDING_VALUES:
+            return  # the state's size budget (see MAX_PENDING_VALUES)
+        self.pending.append(Pending(origin, stage, served, track,
+                                    tuple(float(max(m, 0.0)) for m in means)))
 
     def forget(self, stage: str) -> None:
         """Drop what was learnt of ``stage`` as a model: its track record, its own bound
