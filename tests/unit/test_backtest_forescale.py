@@ -132,6 +132,8 @@ def test_full_backtest_with_forescale_reports_and_plots() -> None:
     assert [p["name"] for p in doc["policies"]][-1] == "forescale"
     forescale = doc["policies"][-1]
     assert forescale["served_by"] and forescale["reasons"]
+    # The simulated world applies every decision: nothing else ever scales the target.
+    assert "ExternallyScaled" not in forescale["reasons"]
     assert doc["equal_slo"] is not None and doc["distance_to_limit"] is not None
     assert doc["distance_to_limit"] == pytest.approx(forescale["cost_ratio_to_oracle"])
     assert result.forescale_policy is not None

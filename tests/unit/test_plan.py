@@ -264,8 +264,13 @@ def test_never_scales_down_without_metrics(case: str) -> None:
 def test_state_round_trips_and_rejects_garbage() -> None:
     p = run(spec(), FixedChain(100.0), current=3)
     restored = PlanState.from_dict(p.state.to_dict())
-    assert restored == p.state
+    assert restored == p.state and restored.replicas == p.desired_replicas
     assert PlanState.from_dict(None) == PlanState.initial()
+    # A state written before the replicas were kept: not known, nothing taken as external.
+    assert PlanState.from_dict({"version": 2}).replicas is None
+    for replicas in (-1, 2.5, "3", True):
+        with pytest.raises(InvalidInputError, match="not a non-negative integer"):
+            PlanState.from_dict({"replicas": replicas})
     with pytest.raises(InvalidInputError):
         PlanState.from_dict({"recommendations": [["x", "y"]]})
     with pytest.raises(InvalidInputError):

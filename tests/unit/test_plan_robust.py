@@ -26,7 +26,7 @@ from forescale.core.forecast.chain import ChainResult, ForecastChain, StageRepor
 from forescale.core.plan import Plan, PlanState, plan
 from forescale.core.series import Series
 from forescale.core.sizing import replicas_for_slo
-from forescale.core.spec import SLO, Behavior, ForecastSettings, PolicySpec
+from forescale.core.spec import SLO, Behavior, ForecastSettings, PolicySpec, RateLimit
 
 STEP = 60.0
 DAY = 86400.0
@@ -269,6 +269,46 @@ def test_forecast_driven_scale_down_needs_no_fixed_window() -> None:
     # The default is the HPA's 300 s window: the same plan holds.
     held = decide(history, policy(), now, current=40, chain=LevelChain(50.0), state=state)
     assert held.desired_replicas == 40 and "ScaleDownStabilized" in held.reasons
+
+
+def test_a_target_scaled_down_by_hand_is_scaled_up_from_what_it_has() -> None:
+    """The plan scaled 6 -> 8 under "2 pods per 10 minutes"; a person then scaled the target
+    to 1 and traffic needs 24. The rate limit counts from 1 (1 -> 3), not from 8 minus the
+    plan's own +2 (which pinned it at 1 for the rest of the period), and the status says
+    the target was changed outside forescale."""
+    now = MIDNIGHT + 10 * 3600
+    spec = policy(behavior=Behavior(scale_up=(RateLimit("Pods", 2, 600),)))
+    quiet = Series(now - 600 * STEP, STEP, np.full(600, 50.0))
+    first = decide(quiet, spec, now, current=6, chain=LevelChain(60.0))
+    assert first.desired_replicas == 8 and first.state.replicas == 8
+    later = now + 60.0
+    busy = Series(later - 600 * STEP, STEP, np.full(600, 200.0))
+    p = decide(busy, spec, later, current=1, chain=LevelChain(200.0), state=first.state)
+    assert p.desired_replicas == 3 and "ScaleUpLimited" in p.reasons
+    assert "ExternallyScaled" in p.reasons and "outside forescale (last left at 8)" in p.message
+    # The plan's own scale-up, seen as it left it: still limited for the whole period.
+    own = decide(busy, spec, later, current=8, chain=LevelChain(200.0), state=first.state)
+    assert own.desired_replicas == 8 and "ExternallyScaled" not in own.reasons
+    # A write that did not happen leaves the state at the count that was found.
+    assert first.state_to_commit(applied=False).replicas == 6
+
+
+def test_a_state_stamped_by_a_clock_that_ran_ahead_holds_no_longer_than_its_window() -> None:
+    """The last status was written an hour ahead of now (an NTP step back, a replica whose
+    clock was fast): its recommendation and its scale count as made now, so the 300 s
+    window holds a scale-down for 300 s, not for an hour and 300 s."""
+    now = MIDNIGHT + 10 * 3600
+    ahead = now + 3600.0
+    state = PlanState(recommendations=((ahead, 40),), scale_events=((ahead, 30),),
+                      last_scale_seconds=ahead, replicas=40)
+    flat = Series(now - 600 * STEP, STEP, np.full(600, 50.0))
+    held = decide(flat, policy(), now, current=40, chain=LevelChain(50.0), state=state)
+    assert held.desired_replicas == 40 and "ScaleDownStabilized" in held.reasons
+    assert max(t for t, _ in held.state.recommendations) == now
+    later = now + 301.0
+    flat = Series(later - 600 * STEP, STEP, np.full(600, 50.0))
+    p = decide(flat, policy(), later, current=40, chain=LevelChain(50.0), state=held.state)
+    assert p.desired_replicas == replicas_for_slo(52.5, 10.0, SLO()).replicas
 
 
 def test_a_small_scale_down_is_within_tolerance() -> None:

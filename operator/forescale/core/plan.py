@@ -79,6 +79,10 @@ class PlanState:
 
     ``recommendations``: (time, recommended replicas) within the scale-down stabilisation
     window. ``scale_events``: (time, change in replicas) within the longest rate-limit period.
+    ``replicas``: what the last decision left the target at (written, or found and kept):
+    when ``/scale`` then reports another count, someone else scaled the target, and the
+    changes in ``scale_events`` no longer lead to the current count (None: not known, a
+    state written before it was kept).
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
@@ -87,6 +91,7 @@ class PlanState:
     #: What the plan learnt from its own forecasts: track records and calibration. Treated
     #: as immutable: the plan changes a copy.
     records: Records = field(default_factory=Records, compare=False)
+    replicas: int | None = None
 
     @classmethod
     def initial(cls) -> PlanState:
@@ -98,6 +103,7 @@ class PlanState:
             "recommendations": [[t, n] for t, n in self.recommendations],
             "scaleEvents": [[t, d] for t, d in self.scale_events],
             "lastScaleSeconds": self.last_scale_seconds,
+            "replicas": self.replicas,
             "forecasts": self.records.to_dict(),
         }
 
@@ -116,7 +122,11 @@ class PlanState:
             last = data.get("lastScaleSeconds")
             # Version 1 had no forecast records: they start empty and are learnt again.
             records = Records.from_dict(data.get("forecasts")) if version > 1 else Records()
-            return cls(recs, events, None if last is None else finite(last), records)
+            replicas = data.get("replicas")  # absent in states written before it was kept
+            if replicas is not None and not (is_integer(replicas) and replicas >= 0):
+                raise ValueError(f"replicas {replicas!r} is not a non-negative integer")
+            return cls(recs, events, None if last is None else finite(last), records,
+                       replicas)
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
 
@@ -365,6 +375,21 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
     return result, None
 
 
+def _as_of(state: PlanState, now: float) -> PlanState:
+    """``state`` with every time after ``now`` taken as ``now``: a state written by a clock
+    that ran ahead (an NTP step back, a replica whose clock was fast) would otherwise hold
+    its recommendations, rate-limit events and cooldown for as long as the clocks differ,
+    where the window asked for at most its own length from now."""
+    if not any(t > now for t, _ in (*state.recommendations, *state.scale_events)) and not (
+            state.last_scale_seconds is not None and state.last_scale_seconds > now):
+        return state
+    last = state.last_scale_seconds
+    return replace(state,
+                   recommendations=tuple((min(t, now), n) for t, n in state.recommendations),
+                   scale_events=tuple((min(t, now), d) for t, d in state.scale_events),
+                   last_scale_seconds=None if last is None else min(last, now))
+
+
 def _period_start(current: int, state: PlanState, period: float, now: float) -> int:
     """Replicas at the start of a rate-limit period: undo the changes made within it."""
     changed = sum(d for t, d in state.scale_events if now - t < period)
@@ -475,7 +500,7 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
     if desired != current:
         events.append((now, desired - current))
         last = now
-    return PlanState(tuple(recs), tuple(events), last, records)
+    return PlanState(tuple(recs), tuple(events), last, records, desired)
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -500,6 +525,14 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         raise InvalidInputError(f"now must be Unix seconds between 1970 and 9999, got "
                                 f"{now!r} (milliseconds?)")
     chain = chain if chain is not None else ForecastChain(spec.forecast)
+    state = _as_of(state, now)
+    prior_replicas = state.replicas
+    external = prior_replicas is not None and prior_replicas != current_replicas
+    if external:
+        # Someone else scaled the target: the rate limits' periods start from what it has
+        # now (undoing our own changes from a count we no longer have would pin a
+        # scale-up at a hand-set 1 for a whole period).
+        state = replace(state, scale_events=())
     window = planning_window(spec, now)
     events = schedule_effect(spec.schedules, window)
     ahead_window = lookahead_window(spec, window)
@@ -634,10 +667,15 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         reasons.append(source.reason)
     if chaos.extra_replicas:
         reasons.append(chaos.reason)
+    if external:
+        reasons.append("ExternallyScaled")
     reasons += [lim.reason for lim in limits]
     served = result.served_by or "none"
     message = (f"{outcome}: {current_replicas} -> {desired} replicas for "
                f"{rate:.3g} req/s ({_describe_source(source, served)})")
+    if external:
+        message += (f"; the target was scaled to {current_replicas} outside forescale "
+                    f"(last left at {prior_replicas})")
     return Plan(
         desired_replicas=desired, current_replicas=current_replicas,
         recommended_replicas=recommended, reasons=tuple(reasons), message=message,
