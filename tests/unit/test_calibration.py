@@ -279,6 +279,41 @@ def test_adaptive_conformal_inference_holds_the_miss_rate_at_the_budget() -> Non
         assert abs(misses / decided - budget) <= 0.01, (error_sd, misses / decided)
 
 
+def test_a_budget_edit_moves_the_learnt_miss_level_with_it() -> None:
+    """The miss level learnt at a 5 % budget (0.12: the floors and the stabilisation
+    protect too) starts at the same multiple of a new 0.3 % budget, not at 0.12, which the
+    controller's small step took days to bring down. A state from before the budget was
+    kept is left as it is, and an unchanged budget changes nothing."""
+    records = Records(alpha=0.12, fast=0.01, budget=0.05, basis="a")
+    records.rebase(budget=0.003, basis="a")
+    assert records.alpha == pytest.approx(0.0072) and records.fast == pytest.approx(0.0006)
+    assert records.level(0.003) == pytest.approx(0.0078) and records.budget == 0.003
+    records.rebase(budget=0.003, basis="a")
+    assert records.alpha == pytest.approx(0.0072)
+    old = Records(alpha=0.12)
+    old.rebase(budget=0.003, basis="a")
+    assert old.alpha == 0.12 and old.budget == 0.003
+
+
+def test_decisions_made_under_another_sizing_are_not_scored() -> None:
+    """Halving the service rate per pod made every pending decision a "miss" under the new
+    sizing, and the miss level fell to its floor for hours: they are dropped instead."""
+    budget = 0.003
+    history = Series(T0, STEP, np.full(600, 100.0))
+    now = T0 + 600 * STEP
+
+    def after_edit(basis: str) -> float:
+        records = Records(alpha=0.008, budget=budget, basis="before",
+                          decisions=[(T0 + (500 + i) * STEP, 12) for i in range(5)])
+        records.rebase(budget=budget, basis=basis)
+        records.score_decisions(history, intensity_steps=5, budget=budget, now=now,
+                                needed=lambda rate: int(np.ceil(rate / 5.0)))  # μ = 5
+        return records.level(budget)
+
+    assert after_edit("before") < 0.002  # judged by the new sizing: five misses
+    assert after_edit("after") == pytest.approx(0.008)  # dropped: the level stands
+
+
 def test_a_cluster_of_misses_widens_the_bound_at_once_and_not_for_hours() -> None:
     """Two time scales: eight minutes of misses (traffic returning after an outage,
     a flash crowd) drops the miss level at once; its fast part has decayed two hours

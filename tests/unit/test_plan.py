@@ -14,7 +14,7 @@ from forescale.controller.worker import previous_state
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast
 from forescale.core.forecast.chain import ChainResult, StageReport
-from forescale.core.plan import Plan, PlanState, plan
+from forescale.core.plan import Plan, PlanState, plan, sizing_basis
 from forescale.core.series import Series
 from forescale.core.sizing import replicas_for_slo
 from forescale.core.spec import (
@@ -22,6 +22,7 @@ from forescale.core.spec import (
     Behavior,
     Chaos,
     ChaosScenario,
+    Costs,
     ForecastSettings,
     PolicySpec,
     RateLimit,
@@ -279,6 +280,21 @@ def test_state_round_trips_and_rejects_garbage() -> None:
                 {"lastScaleSeconds": "nan"}):
         with pytest.raises(InvalidInputError, match="not a finite number"):
             PlanState.from_dict(bad)
+
+
+def test_the_sizing_basis_changes_with_what_judges_a_decision_not_with_the_budget() -> None:
+    """Pending decisions are dropped when the sizing that judges them changes (service
+    rate, SLO, costs); a budget edit rescales the miss level instead, so it is no part of
+    the basis. The state keeps both, so an edit is seen across restarts."""
+    base = sizing_basis(spec())
+    assert sizing_basis(spec()) == base
+    assert sizing_basis(spec(slo=SLO(violation_budget=0.05))) == base
+    for edited in (spec(service_rate_per_replica=5.0), spec(slo=SLO(wait_seconds=0.1)),
+                   spec(costs=Costs(per_replica_hour=1.0, per_violation=0.01))):
+        assert sizing_basis(edited) != base
+    p = run(spec(), FixedChain(100.0), current=3)
+    restored = PlanState.from_dict(p.state.to_dict()).records
+    assert restored.basis == base and restored.budget == SLO().violation_budget
 
 
 def test_a_state_with_non_finite_times_costs_only_its_memory() -> None:

@@ -361,11 +361,17 @@ class Records:
     #: The fast part of the miss level, and the time it was last decayed to (seconds).
     fast: float = 0.0
     fast_time: float | None = None
+    #: The violation budget the miss level was learnt at, and the sizing (``sizing_basis``)
+    #: the pending decisions are to be judged by (None: not known, a state written before
+    #: they were kept). See :meth:`rebase`.
+    budget: float | None = None
+    basis: str | None = None
 
     def copy(self) -> Records:
         return Records(list(self.pending), {k: list(v) for k, v in self.tracks.items()},
                        {k: h.copy() for k, h in self.histograms.items()},
-                       self.alpha, list(self.decisions), self.fast, self.fast_time)
+                       self.alpha, list(self.decisions), self.fast, self.fast_time,
+                       self.budget, self.basis)
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -375,7 +381,8 @@ class Records:
             "tracks": {k: [s.to_list() for s in v] for k, v in sorted(self.tracks.items())},
             "calibration": {k: h.to_list() for k, h in sorted(self.histograms.items())},
             "aci": {"alpha": self.alpha, "fast": _round(self.fast), "fastTime": self.fast_time,
-                    "decisions": [[t, n] for t, n in self.decisions]},
+                    "decisions": [[t, n] for t, n in self.decisions],
+                    "budget": self.budget, "basis": self.basis},
         }
 
     @classmethod
@@ -400,10 +407,16 @@ class Records:
                 raise ValueError(f"aci fast level {fast!r} out of range")
             fast_time = aci.get("fastTime")
             fast_time = None if fast_time is None else finite(fast_time)
+            budget = aci.get("budget")  # these two absent in states written before them
+            if budget is not None and not 0.0 < finite(budget) < 1.0:
+                raise ValueError(f"aci budget {budget!r} out of range")
+            basis = aci.get("basis")
+            basis = None if basis is None else str(basis)
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state's forecast records are malformed: {exc}") \
                 from None
-        return cls(pending, tracks, hists, alpha, decisions, fast, fast_time)
+        return cls(pending, tracks, hists, alpha, decisions, fast, fast_time,
+                   None if budget is None else float(budget), basis)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -496,6 +509,24 @@ class Records:
                 hist = self.histograms.setdefault(key, Histogram())
                 hist.decay_to(now, half_life)
                 hist.add(score)
+
+    def rebase(self, *, budget: float, basis: str) -> None:
+        """Carry what was learnt across an edit of the policy.
+
+        The miss level was learnt at a violation budget: the floors and the stabilisation
+        protect in proportion, so at a new budget it starts at the same multiple of it (a
+        level learnt at 5 % took days to come down to a 0.3 % budget at the controller's
+        step, the bound meanwhile sized for misses 30 times as often as allowed). The
+        pending decisions are judged by the sizing (service rate, SLO, costs) they were
+        made with; under another one their outcomes say nothing (half the service rate
+        scored every pending decision as a miss), so they are dropped."""
+        if self.alpha is not None and self.budget is not None and budget != self.budget:
+            ratio = budget / self.budget
+            self.alpha = min(max(self.alpha * ratio, ACI_RANGE[0]), ACI_RANGE[1])
+            self.fast = min(max(self.fast * ratio, -self.alpha), self.alpha)
+        if self.basis is not None and basis != self.basis:
+            self.decisions = []
+        self.budget, self.basis = budget, basis
 
     def record_decision(self, ready_at: float, replicas: int) -> None:
         self.decisions.append((ready_at, replicas))

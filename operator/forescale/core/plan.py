@@ -37,6 +37,7 @@ in, never read.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,7 +58,7 @@ from forescale.core.schedules import bound as schedule_bound
 from forescale.core.schedules import effect as schedule_effect
 from forescale.core.series import Series
 from forescale.core.sizing import ChaosResult, SizingResult, chaos_buffer, size
-from forescale.core.spec import PolicySpec, RateLimit
+from forescale.core.spec import SLO, PolicySpec, RateLimit
 
 STATE_VERSION = 2
 #: Track records are kept at aligned origins this many decision periods apart, where every
@@ -546,6 +547,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now,
                   level=level)
     budget = spec.slo.violation_budget
+    records.rebase(budget=budget, basis=sizing_basis(spec))
     records.score_decisions(
         history, intensity_steps=intensity_steps, budget=budget, now=now,
         needed=lambda rate: size(rate, spec.service_rate_per_replica, spec.slo,
@@ -687,6 +689,15 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                current_replicas, records),
         rate_source=source, bound_message=bound_message, bound_upper=bound_upper,
         bound_calibrated=bound_calibrated)
+
+
+def sizing_basis(spec: PolicySpec) -> str:
+    """What a decision's replicas are judged by when its outcome is known: the service rate,
+    the SLO (but its violation budget, which the miss level follows) and the costs, as a
+    short digest (it is stored with every plan state)."""
+    slo = replace(spec.slo, violation_budget=SLO().violation_budget)
+    key = repr((spec.service_rate_per_replica, slo, spec.costs))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _sized(rate: float, multiplier: float,
