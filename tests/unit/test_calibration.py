@@ -19,7 +19,9 @@ from forescale.core.calibration import (
     MIN_WEIGHT,
     Bound,
     Histogram,
+    Pending,
     Records,
+    Scored,
     day_level,
     step_group,
 )
@@ -272,7 +274,7 @@ def test_adaptive_conformal_inference_holds_the_miss_rate_at_the_budget() -> Non
                                         half_life=HALF_LIFE, intensity_steps=5)
             replicas = int(np.ceil(bound.upper[2]))
             records.record(now, "ma", served=True, track=False, means=means)
-            records.record_decision(now + 2 * STEP, replicas)
+            records.record_decision(now + 2 * STEP, replicas, STEP)
             if t >= 8000:
                 decided += 1
                 misses += int(np.ceil(_centred(observed, t + 2))) > replicas
@@ -312,6 +314,49 @@ def test_decisions_made_under_another_sizing_are_not_scored() -> None:
 
     assert after_edit("before") < 0.002  # judged by the new sizing: five misses
     assert after_edit("after") == pytest.approx(0.008)  # dropped: the level stands
+
+
+def test_what_was_learnt_on_another_grid_is_learnt_again() -> None:
+    """Pending forecasts hold one mean per step, histograms one per horizon step: after the
+    operator's step changes (15 s -> 60 s) they would be scored and read at the wrong
+    horizon, so they are dropped; the decisions, kept by time, and the miss level stay.
+    A state from before the grid was kept is taken as it is."""
+    def learnt(grid: str | None) -> Records:
+        hist = Histogram()
+        hist.add(0.1)
+        return Records(pending=[Pending(T0, "ma", True, True, (1.0, 2.0))],
+                       tracks={"ma": [Scored(T0, 1.0, 1.0)]},
+                       histograms={"0:all": hist}, alpha=0.004,
+                       decisions=[(T0 + 60.0, 3)], grid=grid)
+
+    moved = learnt("15/20")
+    moved.rebase(budget=0.003, basis="a", grid="60/5")
+    assert (moved.pending, moved.tracks, moved.histograms) == ([], {}, {})
+    assert moved.decisions == [(T0 + 60.0, 3)] and moved.alpha == 0.004
+    assert moved.grid == "60/5"
+    for grid in ("60/5", None):
+        kept = learnt(grid)
+        kept.rebase(budget=0.003, basis="a", grid="60/5")
+        assert kept.pending and kept.tracks and kept.histograms and kept.grid == "60/5"
+    again = Records.from_dict(json.loads(json.dumps(moved.to_dict())))
+    assert again.grid == "60/5"
+
+
+def test_decisions_more_often_than_the_step_count_each_outcome_once() -> None:
+    """A 15 s decision period on a 60 s history: four decisions a step recorded the same
+    forecast four times (the histograms trusted a quarter of the evidence) and four
+    decisions ready in one step (the miss level moved four times per outcome)."""
+    records = Records()
+    means = np.array([50.0, 50.0])
+    for i in range(8):  # two steps' worth of decisions, 15 s apart
+        now = T0 + 15.0 * i
+        origin = T0 + 60.0 * (i // 4)  # the history's end moves once a step
+        records.record(origin, "ma", served=True, track=False, means=means)
+        records.record_decision(now + 120.0, 10 + i, STEP)
+    assert [p.origin for p in records.pending] == [T0, T0 + 60.0]
+    slots = [math.floor(t / STEP) for t, _ in records.decisions]
+    assert len(slots) == len(set(slots))
+    assert records.decisions[-1] == (T0 + 105.0 + 120.0, 17)  # the latest of its step
 
 
 def test_a_cluster_of_misses_widens_the_bound_at_once_and_not_for_hours() -> None:

@@ -541,13 +541,16 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     records = state.records.copy()
     intensity_steps = _intensity_steps(spec, history)
     half_life = spec.forecast.calibration_half_life_seconds
+    budget = spec.slo.violation_budget
+    # What was learnt under an earlier spec or grid, carried over or dropped (first: a
+    # forecast made on another grid must not be scored on this one).
+    records.rebase(budget=budget, basis=sizing_basis(spec),
+                   grid=f"{history.step_seconds:g}/{intensity_steps}" if len(history) else None)
     # The day's median rate, median intensity and ε: the collapse rule's level, the
     # regimes' split and the scores' ε, once.
     level = day_level(history, intensity_steps)
     records.score(history, intensity_steps=intensity_steps, half_life=half_life, now=now,
                   level=level)
-    budget = spec.slo.violation_budget
-    records.rebase(budget=budget, basis=sizing_basis(spec))
     records.score_decisions(
         history, intensity_steps=intensity_steps, budget=budget, now=now,
         needed=lambda rate: size(rate, spec.service_rate_per_replica, spec.slo,
@@ -654,7 +657,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     # level: its outcome would only teach the controller to over-provision for hours.
     if not from_collapse:
         records.record_decision(now + spec.lead_time_seconds,
-                                max(proposed - chaos.extra_replicas, 0))
+                                max(proposed - chaos.extra_replicas, 0), history.step_seconds)
     for step in (cooldown, rate_limit):
         proposed, lim = step(proposed, current_replicas, state, spec, now)
         limits += [lim] if lim else []
