@@ -359,6 +359,30 @@ def test_decisions_more_often_than_the_step_count_each_outcome_once() -> None:
     assert records.decisions[-1] == (T0 + 105.0 + 120.0, 17)  # the latest of its step
 
 
+def test_a_stage_record_a_day_old_is_forgotten() -> None:
+    """After downtime, or a stage removed from the chain and added back a week later, its
+    week-old track and bound width gated a healthy model out at once. Records last scored
+    a day or more ago are dropped; the plan's own bound keeps its histograms (they decay
+    where they are read), and recent scores stay."""
+    def hist(updated: float) -> Histogram:
+        h = Histogram(updated=updated)
+        for _ in range(200):
+            h.add(0.5)
+        return h
+
+    week = 7 * 86400.0
+    now = T0 + week
+    records = Records(tracks={"lstm": [Scored(T0 + k * 300.0, 160.0, 100.0) for k in range(30)],
+                              "ma": [Scored(now - 600.0, 101.0, 100.0)]},
+                      histograms={"lstm|0": hist(T0), "ma|0": hist(now - 600.0),
+                                  "0:all": hist(T0)})
+    history = Series(now - 600 * STEP, STEP, np.full(600, 100.0))
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+    assert set(records.tracks) == {"ma"} and records.recent_error("lstm") == (None, 0)
+    assert set(records.histograms) == {"ma|0", "0:all"}
+    assert records.width("lstm") is None
+
+
 def test_a_cluster_of_misses_widens_the_bound_at_once_and_not_for_hours() -> None:
     """Two time scales: eight minutes of misses (traffic returning after an outage,
     a flash crowd) drops the miss level at once; its fast part has decayed two hours

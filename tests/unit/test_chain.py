@@ -347,6 +347,41 @@ def test_negative_output(history: Series, monkeypatch: pytest.MonkeyPatch) -> No
     assert "-0.5" in result.stages[0].message
 
 
+def test_an_implausible_forecast_hands_over_whatever_the_record(
+        history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage with twelve good scored forecasts that now forecasts 50 times the level:
+    its record said it was fine, and it served 5 -> 80 replicas. The forecast in hand is
+    checked against the history at every decision; three times the history's highest
+    rate still serves (a forecast may rise above anything seen, within reason)."""
+    level = float(np.nanmax(history.values))
+    _use(monkeypatch, "arima", Fake(_constant(50.0 * level), name="arima"))
+    records = _records_with({"arima": 0.01, "ma": 0.05})
+    chain = ForecastChain(_settings("arima", "ma"))
+    result = chain.forecast(history, HORIZON, now=NOW, records=records)
+    _assert_fell_back(result, "arima", "ImplausibleForecast")
+    assert f"the highest rate in the history ({level:.3g} req/s)" in result.stages[0].message
+    _use(monkeypatch, "arima", Fake(_constant(2.9 * level), name="arima"))
+    kept = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW,
+                                                            records=records)
+    assert kept.served_by == "arima"
+
+
+@pytest.mark.parametrize("steps", [0, 1, HORIZON + 1])
+def test_a_forecast_of_other_steps_than_asked_hands_over(
+        history: Series, monkeypatch: pytest.MonkeyPatch, steps: int) -> None:
+    """A model that breaks the contract: zero steps crashed the decision (a minimum of an
+    empty array), one step served and the plan sized from it for the whole window."""
+    def wrong(h: Series, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        return _level(h, steps)
+
+    _use(monkeypatch, "arima", Fake(wrong, name="arima"))
+    records = _records_with({"arima": 0.01, "ma": 0.05})
+    result = ForecastChain(_settings("arima", "ma")).forecast(history, HORIZON, now=NOW,
+                                                              records=records)
+    _assert_fell_back(result, "arima", "ModelError")
+    assert f"where {HORIZON} were asked for" in result.stages[0].message
+
+
 def test_accuracy_above_the_limit(history: Series, monkeypatch: pytest.MonkeyPatch) -> None:
     level = float(history.values.mean())
     _use(monkeypatch, "arima", Fake(_constant(3.0 * level)))  # ~200 % off

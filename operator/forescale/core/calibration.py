@@ -497,6 +497,24 @@ class Records:
                                     float(actual.mean())))
                 del track[:-TRACK_LENGTH]
         self.pending = keep
+        self._forget_stale(now)
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop track scores and stage bound widths last scored a day or more ago (after
+        downtime, or a stage removed from the chain and added back): a week-old record
+        gated a healthy model out at its first decision ("0.6 over its last 30 scored
+        forecasts"). Without them the stage is judged as a new one is (the re-forecast
+        check) until it has a record again. The plan's own bound keeps its histograms:
+        they decay with the half-life where they are read."""
+        for stage in list(self.tracks):
+            fresh = [s for s in self.tracks[stage] if now - s.origin < DAY_SECONDS]
+            if fresh:
+                self.tracks[stage] = fresh
+            else:
+                del self.tracks[stage]
+        self.histograms = {k: h for k, h in self.histograms.items()
+                           if "|" not in k or h.updated is None
+                           or now - h.updated < DAY_SECONDS}
 
     def _score_steps(self, p: Pending, values: FloatArray, first: int, intensity_steps: int,
                      level: DayLevel, now: float, half_life: float) -> None:

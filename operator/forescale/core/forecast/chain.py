@@ -9,6 +9,13 @@ A stage is skipped, with a CamelCase reason, when
   injected clock: the core never reads the clock itself, so without one budgets are off;
 - its forecast has a NaN or infinity (``NonFiniteForecast``) or a negative mean
   (``NegativeForecast``): forecasters return raw values so that a bad fit shows here;
+  other steps than were asked for are a ``ModelError``;
+- its forecast's mean rises above :data:`IMPLAUSIBLE_MULTIPLE` times the highest rate in
+  the history (``ImplausibleForecast``): checked on the forecast in hand, at every
+  decision, because a track record only says how the stage did before — a model with a
+  good record that suddenly forecasts 50 times the level served for a quarter of an hour
+  at up to 30 times the capacity needed (a forecast far below the level needs no such
+  gate: the reactive floor holds the capacity the observed rate needs);
 - its recent out-of-sample error is above ``settings.max_error`` (``AccuracyTooLow``);
 - its recent error (WAPE or median), or the width of the bound its errors would need, is
   more than ``settings.relative_margin`` above that of a later healthy stage
@@ -70,6 +77,15 @@ from forescale.core.spec import ForecastSettings, ModelName
 CHECK_ORIGINS = 3
 #: A mean this far below 0 (req/s) is rounding, not a bad model: ~0.09 requests a day.
 NEGATIVE_TOLERANCE = 1e-6
+#: A forecast mean above this multiple of the highest per-step rate in the history the
+#: chain reads (7-14 days) is no forecast: nothing in the series supports it. Generous
+#: on purpose — a burst, a flash crowd or a level shift already under way is in that
+#: history, and a per-step maximum sits well above any window's mean — so only a model
+#: that has gone wrong reaches it.
+IMPLAUSIBLE_MULTIPLE = 3.0
+#: ... plus this many requests per step, so that on a service that has been idle (one
+#: request a week) a forecast of a request or two is never called implausible.
+IMPLAUSIBLE_SLACK_REQUESTS = 2.0
 
 Clock = Callable[[], float]
 
@@ -334,7 +350,7 @@ class ForecastChain:
         try:
             model, _ = self._prepare(name, history, horizon, now)
             fc = model.forecast(history, horizon, self.settings.confidence)
-            _check_values(fc)
+            _check_values(fc, history, horizon)
         except Exception:  # a shadow run must never affect the decision
             return
         runs.append(StageRun(name, _served_forecast(fc), False))
@@ -369,7 +385,7 @@ class ForecastChain:
             # Broad on purpose: whatever a model raises, the next stage should get its turn.
             raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
         self._check_budget(start)
-        _check_values(forecast)
+        _check_values(forecast, history, horizon)
         tracked, scored = (records.recent_error(name) if records is not None
                            else (None, 0))
         if tracked is not None and scored >= MIN_COMMON:
@@ -583,7 +599,18 @@ def _worst_measure(name: str, other: str, records: Records, margin: float,
     return max(found, key=lambda f: f[0]) if found else None
 
 
-def _check_values(forecast: Forecast) -> None:
+def _check_values(forecast: Forecast, history: Series, horizon: int) -> None:
+    """The forecast in hand, whatever the stage's record: its shape, then its values."""
+    lengths = {len(a) for a in (forecast.mean, forecast.lower, forecast.upper)}
+    if lengths != {horizon} or forecast.horizon != horizon:
+        raise _Skip("ModelError", f"forecast has {sorted(lengths)} steps where {horizon} "
+                                  f"were asked for")
+    if not (math.isclose(forecast.step_seconds, history.step_seconds)
+            and math.isclose(forecast.start_seconds, history.end_seconds, rel_tol=0.0,
+                             abs_tol=1e-6 * history.step_seconds)):
+        raise _Skip("ModelError", f"forecast starts at {forecast.start_seconds:.0f}s with "
+                                  f"{forecast.step_seconds:g}s steps, not after the history "
+                                  f"({history.end_seconds:.0f}s, {history.step_seconds:g}s)")
     bad = sum(int((~np.isfinite(a)).sum()) for a in (forecast.mean, forecast.lower,
                                                        forecast.upper))
     if bad:
@@ -594,6 +621,18 @@ def _check_values(forecast: Forecast) -> None:
         raise _Skip("NegativeForecast",
                     f"forecast mean goes down to {lowest:.3g} req/s "
                     f"(step {int(forecast.mean.argmin()) + 1} of {forecast.horizon})")
+    seen = history.values[np.isfinite(history.values)]
+    if seen.size:
+        highest = float(seen.max())
+        limit = (IMPLAUSIBLE_MULTIPLE * highest
+                 + IMPLAUSIBLE_SLACK_REQUESTS / history.step_seconds)
+        peak = float(forecast.mean.max())
+        if peak > limit:
+            raise _Skip("ImplausibleForecast",
+                        f"forecast mean reaches {peak:.3g} req/s (step "
+                        f"{int(forecast.mean.argmax()) + 1} of {forecast.horizon}), above "
+                        f"{IMPLAUSIBLE_MULTIPLE:g}x the highest rate in the history "
+                        f"({highest:.3g} req/s)")
 
 
 def _served_forecast(fc: Forecast) -> Forecast:
