@@ -338,8 +338,9 @@ def test_what_was_learnt_on_another_grid_is_learnt_again() -> None:
         kept = learnt(grid)
         kept.rebase(budget=0.003, basis="a", grid="60/5")
         assert kept.pending and kept.tracks and kept.histograms and kept.grid == "60/5"
+    moved.artifacts["lstm"] = "0123abcd"
     again = Records.from_dict(json.loads(json.dumps(moved.to_dict())))
-    assert again.grid == "60/5"
+    assert again.grid == "60/5" and again.artifacts == {"lstm": "0123abcd"}
 
 
 def test_decisions_more_often_than_the_step_count_each_outcome_once() -> None:

@@ -280,6 +280,38 @@ def test_a_reloaded_lstm_is_judged_on_its_own_record(lstm_artifact: Path, histor
                                    records=records))[0] == ("lstm", "WorseThanFallback")
 
 
+def test_the_records_know_the_artifact_by_its_contents(lstm_artifact: Path, history: Series,
+                                                       tmp_path: Path) -> None:
+    """The digest of the artifact a record was kept for is in the records: after a restart
+    (a fresh chain) another artifact starts its own record, where only a chain that had
+    seen the old files knew to; and identical files synced again (new inodes, a ConfigMap
+    update) are the same model, whose record stands."""
+    artifact = tmp_path / "model"
+    shutil.copytree(lstm_artifact, artifact)
+    settings = _settings("lstm", "ma", lstm_model=str(artifact), max_error=10.0)
+    records = _records_with({"lstm": 0.8, "ma": 0.05})
+    first = ForecastChain(settings).forecast(history, HORIZON, now=NOW, records=records)
+    assert first.lstm_digest is not None and not first.forget_lstm
+    records.artifacts["lstm"] = first.lstm_digest  # as the plan stores it
+    # Synced again, byte for byte: loaded again, the same model, its record stands.
+    kept = ForecastChain(settings)
+    kept.forecast(history, HORIZON, now=NOW, records=records)
+    for name in ("metadata.json", "weights.pt"):
+        (artifact / f".{name}.new").write_bytes((artifact / name).read_bytes())
+        os.replace(artifact / f".{name}.new", artifact / name)
+    same = kept.forecast(history, HORIZON, now=NOW + 60, records=records)
+    assert same.reloaded == str(artifact) and not same.forget_lstm
+    assert _reasons(same)[0] == ("lstm", "WorseThanFallback")
+    # Another artifact, found by a restarted operator: judged on its own record.
+    meta = json.loads((artifact / "metadata.json").read_text())
+    (artifact / "metadata.json").write_text(json.dumps(meta, indent=4))
+    restarted = ForecastChain(settings).forecast(history, HORIZON, now=NOW + 120,
+                                                 records=records)
+    assert restarted.reloaded is None and restarted.forget_lstm
+    assert restarted.lstm_digest not in (None, first.lstm_digest)
+    assert _reasons(restarted) == [("lstm", "Served"), ("ma", "NotTried")]
+
+
 def test_history_too_short(history: Series) -> None:
     short = history.head(40)  # ARIMA needs 60
     result = ForecastChain(_settings("arima", "ma")).forecast(short, HORIZON, now=NOW)

@@ -369,12 +369,14 @@ class Records:
     #: The history's step and the intensity window in steps the forecasts, scores and
     #: histograms were made on, as ``"<step seconds>/<steps>"`` (None: not known).
     grid: str | None = None
+    #: The digest of each stage's model artifact its record was kept for (the LSTM's).
+    artifacts: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> Records:
         return Records(list(self.pending), {k: list(v) for k, v in self.tracks.items()},
                        {k: h.copy() for k, h in self.histograms.items()},
                        self.alpha, list(self.decisions), self.fast, self.fast_time,
-                       self.budget, self.basis, self.grid)
+                       self.budget, self.basis, self.grid, dict(self.artifacts))
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -387,6 +389,7 @@ class Records:
                     "decisions": [[t, n] for t, n in self.decisions],
                     "budget": self.budget, "basis": self.basis},
             "grid": self.grid,
+            "artifacts": dict(sorted(self.artifacts.items())),
         }
 
     @classmethod
@@ -418,11 +421,12 @@ class Records:
             basis = None if basis is None else str(basis)
             grid = data.get("grid")
             grid = None if grid is None else str(grid)
+            artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError(f"plan state's forecast records are malformed: {exc}") \
                 from None
         return cls(pending, tracks, hists, alpha, decisions, fast, fast_time,
-                   None if budget is None else float(budget), basis, grid)
+                   None if budget is None else float(budget), basis, grid, artifacts)
 
     # -- learning ------------------------------------------------------------------------
 

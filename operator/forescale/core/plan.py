@@ -569,8 +569,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         result = chain.forecast(history, forecast_horizon(history, ahead_window[1]), now=now,
                                 records=records, track_due=due,
                                 least=forecast_horizon(history, window[1]))
-        if result.reloaded is not None:
+        if result.forget_lstm:
             records.forget("lstm")  # as the chain did: the new model's record starts now
+        if result.lstm_digest is not None:
+            records.artifacts["lstm"] = result.lstm_digest
         peak = recurring_peak(history, window, now, days=spec.forecast.recurring_days,
                               quorum=spec.forecast.recurring_quorum,
                               zone=time_zone(spec.forecast.recurring_time_zone),

@@ -141,6 +141,13 @@ class ChainResult:
     #: changed since it was last loaded (retrained, replaced, repaired). Its stage's
     #: track record starts again then (:meth:`Records.forget`).
     reloaded: str | None = None
+    #: The LSTM's record is to start again: the artifact serving now is another than the
+    #: records were kept for (its digest differs from the one stored with them), or, in
+    #: records from before digests were stored, it was loaded again here.
+    forget_lstm: bool = False
+    #: The digest of the LSTM artifact loaded now (None: none loaded, or trained in the
+    #: process), for the records.
+    lstm_digest: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -227,6 +234,8 @@ class ForecastChain:
         self._loaded_lstm: dict[str, tuple[Hashable, Forecaster | Exception]] = {}
         #: Set by :meth:`_refresh_lstm` when it loads the artifact again for this forecast().
         self._reloaded: str | None = None
+        self._digest: str | None = None
+        self._forget = False
         self._models: dict[str, Forecaster] = {}
         self._fitted_at: dict[str, float] = {}
 
@@ -246,9 +255,14 @@ class ForecastChain:
         """
         check_horizon(horizon)
         self._refresh_lstm()
-        if self._reloaded is not None and records is not None:
-            # A new model is judged on its own record, not its predecessor's: the caller
-            # forgets it too (ChainResult.reloaded).
+        self._digest = self._lstm_digest()
+        stored = records.artifacts.get("lstm") if records is not None else None
+        self._forget = (self._reloaded is not None if stored is None or self._digest is None
+                        else self._digest != stored)
+        if self._forget and records is not None:
+            # A new model is judged on its own record, not its predecessor's, after a
+            # restart too (the digest is in the records): the caller forgets it as well
+            # (ChainResult.forget_lstm). Identical files synced again are the same model.
             records = records.copy()
             records.forget("lstm")
         if least is not None:
@@ -259,7 +273,8 @@ class ForecastChain:
             untried = tuple(StageReport(m, False, "NotTried", f"not tried: {what}")
                             for m in self.settings.models)
             return ChainResult(None, None, untried, "NoData", f"no data: {what}",
-                               reloaded=self._reloaded)
+                               reloaded=self._reloaded, forget_lstm=self._forget,
+                               lstm_digest=self._digest)
         note = ""
         if history.missing:
             note = (f"; interpolated {history.missing} missing of {len(history)} samples "
@@ -337,11 +352,11 @@ class ForecastChain:
         if served is None:
             return ChainResult(None, None, tuple(stages), "AllForecastersFailed",
                                f"no forecaster could serve ({skipped}){note}", tuple(runs),
-                               self._reloaded)
+                               self._reloaded, self._forget, self._digest)
         after = f" after {skipped}" if skipped else ""
         return ChainResult(served, served_by, tuple(stages), "Forecasted",
                            f"forecast by {served_by}{after}{note}", tuple(runs),
-                           self._reloaded)
+                           self._reloaded, self._forget, self._digest)
 
     def _shadow(self, name: ModelName, history: Series, horizon: int, now: float,
                 runs: list[StageRun]) -> None:
@@ -460,6 +475,17 @@ class ForecastChain:
             if known is not None and known[0] is not None:  # other files than last time
                 self._reloaded = path
             self._loaded_lstm[path] = (stamp, model)
+
+    def _lstm_digest(self) -> str | None:
+        """The loaded LSTM artifact's digest, if an LSTM is in the chain and loaded."""
+        if "lstm" not in self.settings.models:
+            return None
+        try:
+            model = self._lstm()
+        except Exception:  # missing, corrupt: its stage reports it
+            return None
+        digest = getattr(model, "artifact_digest", None)
+        return digest if isinstance(digest, str) else None
 
     def _lstm(self) -> Forecaster:
         """The LSTM as :meth:`_refresh_lstm` left it for this forecast."""

@@ -24,6 +24,7 @@ with two threads on a busy machine the median doubled and the 90th percentile re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -401,6 +402,10 @@ class LSTMForecaster(Forecaster):
         self._meta: LSTMMetadata | None = None
         self._quantiles: FloatArray = np.zeros((0, 0))
         self._probabilities: FloatArray = np.zeros(0)
+        #: SHA-256 of the artifact's files when loaded from one (None: trained here): what
+        #: the plan's records know the model by, so that a new artifact is judged on its
+        #: own record after a restart too, and identical files re-synced are the same model.
+        self.artifact_digest: str | None = None
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -589,6 +594,7 @@ class LSTMForecaster(Forecaster):
                                 reason="ArtifactCorrupt") from None
         model = cls(config)
         model._install(net, meta)
+        model.artifact_digest = _digest(directory)
         return model
 
     # -- internals --------------------------------------------------------------------------
@@ -622,6 +628,17 @@ def _link_if_exists(source: Path, link: Path) -> bool:
     except OSError:  # EPERM, EXDEV, ENOTSUP: vfat, some network and FUSE file systems
         shutil.copy2(source, link)
     return True
+
+
+def _digest(directory: Path) -> str | None:
+    """SHA-256 of metadata.json and weights.pt (None if they cannot be read again)."""
+    h = hashlib.sha256()
+    try:
+        for name in (METADATA_FILE, WEIGHTS_FILE):
+            h.update((directory / name).read_bytes())
+    except OSError:
+        return None
+    return h.hexdigest()[:16]
 
 
 def artifact_fingerprint(path: str | os.PathLike[str]) -> tuple[FileStamp, ...]:
