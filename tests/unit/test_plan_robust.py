@@ -459,13 +459,15 @@ def test_forecasts_made_while_a_recurring_peak_is_provisioned_are_not_scored() -
 
 
 class ReloadingChain(LevelChain):
-    """A LevelChain whose LSTM artifact was loaded again at this decision."""
+    """A LevelChain whose LSTM artifact at this decision is another than the records were
+    kept for."""
 
     def forecast(self, history: Series, horizon: int, *, now: float, records: object = None,
                  track_due: bool = False, least: int | None = None) -> ChainResult:
         result = super().forecast(history, horizon, now=now, records=records,
                                   track_due=track_due, least=least)
-        return replace(result, reloaded="/models/lstm")
+        return replace(result, reloaded="/models/lstm", forget_lstm=True,
+                       lstm_digest="0123456789abcdef")
 
 
 def test_a_reloaded_lstms_old_record_is_forgotten_in_the_next_state() -> None:
@@ -481,6 +483,7 @@ def test_a_reloaded_lstms_old_record_is_forgotten_in_the_next_state() -> None:
     p = decide(history, policy(), now, current=15, chain=ReloadingChain(100.0), state=state)
     assert p.state.records.recent_error("lstm") == (None, 0)
     assert p.state.records.recent_error("ma")[1] == 8
+    assert p.state.records.artifacts == {"lstm": "0123456789abcdef"}  # for the next one
     assert state.records.recent_error("lstm")[1] == 8  # the input state is not changed
 
 
