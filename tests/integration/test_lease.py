@@ -94,9 +94,9 @@ def test_acquire_creates_the_lease(kube: LeaseAPI) -> None:
     assert parse_time(lease["spec"]["renewTime"]) == pytest.approx(T0)
     assert lease["spec"]["leaseTransitions"] == 0
     assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == "default/web"
-    assert a.holder(kube.ns, NAME, policy="default/web", now=T0 + 1)
-    assert not a.holder(kube.ns, NAME, policy="default/web", now=T0 + 13)  # expired
-    assert not a.holder(kube.ns, NAME, policy="default/other", now=T0 + 1)
+    assert not a.taken_over(kube.ns, NAME, policy="default/web")
+    assert a.taken_over(kube.ns, NAME, policy="default/other")  # another policy's now
+    assert lock(kube, "b").taken_over(kube.ns, NAME, policy="default/web")
 
 
 def test_a_renewal_always_moves_renew_time_and_the_resource_version(
@@ -131,7 +131,8 @@ def test_an_expired_lease_is_taken_over(kube: LeaseAPI) -> None:
     spec = stored(kube)["spec"]
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
     assert parse_time(spec["acquireTime"]) == pytest.approx(T0 + 13)
-    assert not lock(kube, "a").holder(kube.ns, NAME, policy="default/web", now=T0 + 14)
+    assert lock(kube, "a").taken_over(kube.ns, NAME, policy="default/web")
+    assert not b.taken_over(kube.ns, NAME, policy="default/web")
 
 
 def test_two_policies_in_one_process_do_not_share_a_lease(kube: LeaseAPI) -> None:

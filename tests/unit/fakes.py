@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from forescale.controller.kube import JSON, Conflict, KubeError, NotFound, ScaleResource
+from forescale.controller.status import merge_patch
 from forescale.core.series import Series
 
 DEPLOYMENTS = ScaleResource("apps", "v1", "deployments")
@@ -125,8 +126,10 @@ class FakeKube:
         if self.fail_status_patches > 0:
             self.fail_status_patches -= 1
             raise KubeError(0, "Unreachable", "TimeoutError: timed out")
-        self.statuses[namespace, name] = copy.deepcopy(status)
-        return {"status": status}
+        # A merge patch, as the API server applies it: what a write leaves out stays.
+        self.statuses[namespace, name] = merge_patch(self.statuses.get((namespace, name)),
+                                                     status)
+        return {"status": self.statuses[namespace, name]}
 
     def create_event(self, *, involved: Mapping[str, Any], type_: str, reason: str,
                      message: str, now: float, component: str, instance: str) -> None:

@@ -119,17 +119,17 @@ class LeaseLock:
         lease = self._kube.get_lease(namespace, name)
         return None if lease is None else live_holder(lease, now)
 
-    def holder(self, namespace: str, name: str, *, policy: str, now: float) -> bool:
-        """Whether we hold a live lease right now (the check before a scale write)."""
+    def taken_over(self, namespace: str, name: str, *, policy: str) -> bool:
+        """Whether the lease this process held for ``policy`` now names another holder (or
+        another policy): someone else may have scaled and reported since, so what this
+        process planned before must not be reported. A lease that expired but still names
+        us has not been taken over: nobody else has acted under it."""
         lease = self._kube.get_lease(namespace, name)
         if lease is None:
             return False
         spec = lease.get("spec") or {}
         owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
-        renewed = parse_time(spec.get("renewTime"))
-        alive = renewed is not None and now < renewed + float(
-            spec.get("leaseDurationSeconds") or 0)
-        return bool(spec.get("holderIdentity") == self.identity and owner == policy and alive)
+        return not (spec.get("holderIdentity") == self.identity and owner in (policy, None))
 
     def release(self, namespace: str, name: str, *, policy: str) -> bool:
         """Delete the lease if it is ours (resourceVersion precondition); True if deleted."""

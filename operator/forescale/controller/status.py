@@ -137,6 +137,32 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     return out
 
 
+def plain(value: Any) -> Any:
+    """``value`` as plain dicts and lists (kopf hands out read-only mapping views), a copy
+    that compares by value and that later changes to the original do not reach."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` after the JSON merge patch ``patch`` (RFC 7386), as the API server applies
+    a status write: objects merge key by key, ``null`` removes a key, anything else
+    replaces. What this process knows the status to be after its write, which a status
+    built without a plan (an invalid spec: no ``planState``) must not shrink."""
+    if not isinstance(patch, Mapping):
+        return plain(patch)
+    result = plain(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
 def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, Any]:
     """The full status to write (a merge patch of ``status``)."""
     previous = previous or {}

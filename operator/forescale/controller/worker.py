@@ -41,7 +41,7 @@ from forescale.controller.membership import Membership
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.overrides import Override, apply_override, read_override
 from forescale.controller.settings import ControllerSettings
-from forescale.controller.status import Decision, build_status, events
+from forescale.controller.status import Decision, build_status, events, merge_patch, plain
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.guardrail import GuardrailReading
@@ -238,8 +238,9 @@ class Controller:
         self._chains: dict[str, tuple[ForecastSettings, ForecastChain]] = {}
         self._sources: dict[str, RateSource] = {}
         self._failures: dict[str, int] = {}
-        #: The status last computed per policy key: (uid, decision time, status).
-        self._reported: dict[str, tuple[Any, float, Mapping[str, Any]]] = {}
+        #: The status last written per policy key: (uid, kopf's status when it was
+        #: written, the status after the write): :meth:`previous_status`.
+        self._reported: dict[str, tuple[Any, JSON, JSON]] = {}
         #: Leases this process holds: policy key → (namespace, lease name), to release on
         #: shutdown so that a rolling update hands over at once.
         self._held: dict[str, tuple[str, str]] = {}
@@ -346,6 +347,14 @@ class Controller:
         history = self.read_history(policy, now)
         result = apply_override(self.plan(policy, history, target, previous, now), override)
         scaled_to, blocked = self.apply(policy, target, result, blocked)
+        if guard.blocked is None and not self._still_held(policy, now, blocked):
+            # Another replica took the Lease over while this cycle ran (a slow read or fit)
+            # and reports the policy from the state after its own writes: ours, planned
+            # from the state before them, would overwrite its scale events.
+            logger.warning("%s: lost the Lease of its target during the cycle; the new "
+                           "holder reports the policy", policy.key)
+            self.metrics.forget(policy.namespace, policy.name)
+            return dataclasses.replace(base, blocked=blocked), period
         decision = dataclasses.replace(
             base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
             blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
@@ -373,19 +382,19 @@ class Controller:
 
     def previous_status(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """The policy's status as last written: kopf's view of it, or the one this process
-        last computed for the policy (same uid) when that is newer. A status write that
-        failed after a /scale write must not lose the scale event: a retry planning from
-        the older status would write /scale again under a fresh rate-limit allowance,
-        forget the scale-down stabilisation and post ScaledUp/ScaledDown again."""
+        last wrote for the policy (same uid) while kopf's view is still the one that write
+        was planned from (the write failed, or its watch event has not arrived). A status
+        write that failed after a /scale write must not lose the scale event: a retry
+        planning from the older status would write /scale again under a fresh rate-limit
+        allowance, forget the scale-down stabilisation and post ScaledUp/ScaledDown again.
+        Which status is newer is never judged by lastDecisionTime: a clock stepped back
+        (or another replica's running fast) would make the older one look newer."""
         status: Mapping[str, Any] = body.get("status") or {}
         with self._lock:
             mine = self._reported.get(_policy_key(body))
         if mine is None or mine[0] != (body.get("metadata") or {}).get("uid"):
             return status
-        written = _decision_time(status)
-        # lastDecisionTime has whole seconds: a status written in the same second as ours
-        # (another replica's, for a policy nobody scales) is the one the API holds.
-        return mine[2] if written is None or mine[1] > written else status
+        return mine[2] if plain(status) == mine[1] else status
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -567,6 +576,20 @@ class Controller:
                 return None, ("TargetLocked", SHUTTING_DOWN)
             return self._write_scale(policy, target, result)
 
+    def _still_held(self, policy: Policy, renewed: float,
+                    blocked: tuple[str, str] | None) -> bool:
+        """Whether nobody has taken over the target's Lease, which this replica renewed at
+        ``renewed``, so that it may report the cycle. Nobody can take a Lease over within
+        its duration of the last renewal: only a cycle that outlasted half of it asks the
+        API server."""
+        if blocked is not None and blocked[0] == "TargetLocked":
+            return False  # the renewal before the /scale write found it taken
+        if 0 <= self._clock() - renewed < self._duration(policy) / 2:
+            return True
+        namespace, name = self.lease_ref(policy)
+        with self._operation() as allowed:
+            return allowed and not self.lease.taken_over(namespace, name, policy=policy.key)
+
     def _write_scale(self, policy: Policy, target: Target,
                      result: Plan) -> tuple[int | None, tuple[str, str] | None]:
         renewed = self._clock()
@@ -574,17 +597,21 @@ class Controller:
         if not held.held:
             return None, ("TargetLocked", held.message)
         ref = policy.target
+        started = self._clock()
         try:
-            started = self._clock()
             written = self.kube.patch_scale(target.resource, policy.namespace, ref.name,
                                             replicas=result.desired_replicas,
                                             resource_version=target.resource_version)
         except KubeError as exc:
-            self.metrics.errors.labels("ScaleFailed").inc()
-            # A condition (ScalingActive=False), so the Warning is posted on the transition
-            # and a write the authorizer forbids shows in the status, not every cycle.
-            return None, ("ScaleFailed", f"could not scale {ref.kind} {ref.name}: "
-                                         f"{str(exc)[:200]}")
+            applied = self._applied_anyway(policy, target, result, exc)
+            if applied is None:
+                self.metrics.errors.labels("ScaleFailed").inc()
+                # A condition (ScalingActive=False), so the Warning is posted on the
+                # transition and a write the authorizer forbids shows in the status, not
+                # every cycle.
+                return None, ("ScaleFailed", f"could not scale {ref.kind} {ref.name}: "
+                                             f"{str(exc)[:200]}")
+            written = applied
         _log_scale_write(identity=self.settings.identity, policy=policy.key, kind=ref.kind,
                          target=ref.name, replicas=result.desired_replicas,
                          resource_version=(written.get("metadata") or {}).get(
@@ -594,6 +621,28 @@ class Controller:
         self.metrics.scales.labels(
             "up" if result.desired_replicas > target.current_replicas else "down").inc()
         return result.desired_replicas, None
+
+    def _applied_anyway(self, policy: Policy, target: Target, result: Plan,
+                        exc: KubeError) -> JSON | None:
+        """The /scale a write that got no answer (a timeout, a 5xx from a proxy) left, if
+        the write was applied nonetheless: its replicas are the ones written and its
+        resourceVersion moved. Recorded as not made, an applied write would be made again
+        under a fresh rate-limit allowance (the next plan would see an outside change and
+        drop the scale events). None when it was not applied or nobody can tell."""
+        if not (exc.status == 0 or exc.status >= 500):
+            return None  # an answer: the write was refused (409, 403, 422 ...)
+        ref = policy.target
+        try:
+            scale = self.kube.get_scale(target.resource, policy.namespace, ref.name)
+        except KubeError:
+            return None
+        version = str((scale.get("metadata") or {}).get("resourceVersion", ""))
+        if (scale.get("spec") or {}).get("replicas") != result.desired_replicas or \
+                version == target.resource_version:
+            return None
+        logger.warning("%s: the /scale write got no answer (%s) but was applied",
+                       policy.key, exc)
+        return scale
 
     def report(self, body: Mapping[str, Any], d: Decision,
                previous: Mapping[str, Any]) -> None:
@@ -605,7 +654,8 @@ class Controller:
                            meta.get("name"), d.metrics_error[1])
         status = build_status(d, previous)
         with self._lock:  # what the next cycle plans from if this write fails
-            self._reported[_policy_key(body)] = (meta.get("uid"), d.now, status)
+            self._reported[_policy_key(body)] = (
+                meta.get("uid"), plain(body.get("status") or {}), merge_patch(previous, status))
         with contextlib.suppress(NotFound):  # deleted meanwhile
             self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
                                           status)

@@ -1,0 +1,238 @@
+"""The worker's state across faults: whatever fails between a /scale write and its status
+(the status write, the /scale answer, the Lease, the clock), the next cycle plans from the
+state after the write, so that no rate limit, stabilisation window or cooldown is granted
+twice, and no replica overwrites the state of the one that holds the Lease now."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from forescale.controller.kube import KubeError
+from forescale.controller.metrics import OperatorMetrics
+from forescale.controller.settings import ControllerSettings
+from forescale.controller.status import merge_patch, rfc3339
+from forescale.controller.worker import Controller
+from tests.unit.fakes import FakeKube, FakeSource
+from tests.unit.test_worker_cycle import NS, T0, Clock, policy, setup, with_status
+
+#: One pod per 600 s: any second scale-up within a test is a rate limit granted twice.
+RATE_LIMITED = {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 600}]}}
+#: One pod per 100 s, for the handover tests (Lease duration 75 s).
+PER_100S = {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 100}]}}
+
+
+def rate_limited(behavior: dict[str, Any] = RATE_LIMITED) -> dict[str, Any]:
+    body = policy(behavior=behavior)
+    body["metadata"]["uid"] = "uid-1"
+    return body
+
+
+# -- the status write fails after the /scale write ------------------------------------------
+
+
+def test_a_lost_status_after_a_clock_step_back_does_not_scale_twice() -> None:
+    """The stored status looks newer than the retry's (the clock was an hour fast, then
+    stepped back): the retry still plans from the state this process wrote last."""
+    controller, kube, _, clock = setup(rate=100.0)
+    body = rate_limited()
+    paused = copy.deepcopy(body)
+    paused["metadata"]["annotations"] = {"forescale.dev/paused": "true"}
+    clock.now = T0 + 3600
+    controller.cycle(paused)  # status written at T0+3600, nothing scaled
+    assert kube.scale_writes == []
+    stale = with_status(body, kube)  # kopf's view from now on: the paused status
+    clock.now = T0  # NTP steps back an hour; unpaused; the status write after the scale fails
+    kube.fail_status_patches = 1
+    controller.cycle(stale)
+    assert kube.scale_writes == [(NS, "web", 3)]
+    clock.now += controller.settings.retry_seconds
+    controller.cycle(stale)  # the retry; kopf's body still has the paused status
+    assert kube.scale_writes == [(NS, "web", 3)]
+    assert [e[1] for e in kube.events].count("ScaledUp") == 1
+
+
+def test_a_status_written_by_someone_else_since_is_the_one_planned_from() -> None:
+    """Once kopf's view changes from the one this process planned from, the stored status
+    is newer than anything remembered (another replica wrote it): it wins."""
+    controller, kube, _, clock = setup(rate=100.0)
+    body = rate_limited()
+    controller.cycle(body)
+    theirs = with_status(body, kube)
+    theirs["status"]["planState"]["replicas"] = 7  # another writer's state
+    clock.now += 30
+    assert controller.previous_status(theirs)["planState"]["replicas"] == 7
+    assert controller.previous_status(body)["planState"]["replicas"] == 3  # ours, unseen
+
+
+@pytest.mark.parametrize("fault", ["invalid annotation", "decision failed"])
+def test_a_lost_status_without_a_plan_keeps_the_scale_events(fault: str) -> None:
+    """A cycle that makes no plan (InvalidSpec, DecisionFailed) writes no planState: the
+    API server keeps the old one, and so must this process's memory of the status."""
+    controller, kube, source, clock = setup(rate=100.0)
+    body = rate_limited()
+    controller.cycle(body)
+    assert kube.scale_writes == [(NS, "web", 3)]
+    good = with_status(body, kube)
+    clock.now += 30
+    kube.fail_status_patches = 1  # this cycle's status write is lost
+    if fault == "invalid annotation":
+        typo = copy.deepcopy(good)
+        typo["metadata"]["annotations"] = {"forescale.dev/paused": "yes"}
+        controller.cycle(typo)
+    else:
+        source.error = ZeroDivisionError("boom")
+        controller.cycle(good)
+        source.error = None
+    assert kube.fail_status_patches == 0
+    clock.now += 2
+    controller.cycle(good)
+    assert kube.scale_writes == [(NS, "web", 3)]
+
+
+# -- the /scale answer is lost ---------------------------------------------------------------
+
+
+class LostAnswerKube(FakeKube):
+    """Applies a /scale write and then loses the answer (a client timeout, a 504)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.lose_next_answer = False
+        self.status = status
+
+    def patch_scale(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().patch_scale(*args, **kwargs)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise KubeError(self.status, "Unreachable", "ReadTimeoutError: read timed out")
+        return result
+
+
+def lost_answer_setup(status: int) -> tuple[Controller, LostAnswerKube, Clock]:
+    controller, _, _, clock = setup(rate=100.0)
+    kube = LostAnswerKube(status)
+    kube.replicas[NS, "web"] = 2
+    controller.kube = kube
+    controller.lease = type(controller.lease)(kube, identity=controller.settings.identity)
+    return controller, kube, clock
+
+
+@pytest.mark.parametrize("status", [0, 504])
+def test_an_applied_write_whose_answer_was_lost_is_not_made_twice(status: int) -> None:
+    controller, kube, clock = lost_answer_setup(status)
+    body = rate_limited()
+    kube.lose_next_answer = True
+    controller.cycle(body)
+    assert kube.replicas[NS, "web"] == 3  # the write took effect
+    stored = kube.statuses[NS, "web"]
+    assert stored["lastScaleTime"] and stored["planState"]["replicas"] == 3
+    reasons = {c["type"]: c["reason"] for c in stored["conditions"]}
+    assert reasons["ScalingActive"] != "ScaleFailed"
+    clock.now += 30
+    controller.cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3)]  # 1 pod per 600 s
+
+
+def test_a_write_that_was_not_applied_is_a_scale_failure() -> None:
+    controller, kube, _ = lost_answer_setup(0)
+    kube.fail_scale_writes = KubeError(0, "Unreachable", "connection refused")
+    controller.cycle(rate_limited())
+    assert kube.replicas[NS, "web"] == 2
+    stored = kube.statuses[NS, "web"]
+    assert {c["type"]: c["reason"] for c in stored["conditions"]}["ScalingActive"] == \
+        "ScaleFailed"
+    assert "lastScaleTime" not in stored and stored["planState"]["replicas"] == 2
+
+
+# -- the Lease changes hands during a slow cycle -------------------------------------------
+
+
+class SlowSource(FakeSource):
+    """A rate read during which ``hook`` runs once (what happens while it is slow)."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.hook: Callable[[], None] | None = None
+
+    def read_rate(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return super().read_rate(*args, **kwargs)
+
+
+def replica(identity: str, kube: FakeKube, clock: Clock, source: FakeSource) -> Controller:
+    return Controller(ControllerSettings(identity=identity, prometheus_url="http://prom:9090",
+                                         step_seconds=60.0),
+                      kube, OperatorMetrics(), clock=clock, sources=lambda url: source)
+
+
+def slow_cycle(take_over: bool, *, paused: bool = False
+               ) -> tuple[FakeKube, Clock, dict[str, Any]]:
+    """Replica A scales 2 → 3, then runs a cycle (``paused``: one that writes no /scale)
+    whose read takes 80 s (its Lease lasts 75 s), during which replica B takes the Lease
+    over (or nobody does)."""
+    kube = FakeKube()
+    kube.replicas[NS, "web"] = 2
+    clock_a, clock_b = Clock(T0), Clock(T0)
+    source_a = SlowSource(100.0)
+    a = replica("op-a", kube, clock_a, source_a)
+    b = replica("op-b", kube, clock_b, FakeSource(100.0))
+    body = rate_limited(PER_100S)
+    a.cycle(body)
+    assert kube.replicas[NS, "web"] == 3
+
+    def slow() -> None:
+        clock_a.now += 80
+        clock_b.now = clock_a.now
+        if take_over:
+            b.cycle(with_status(body, kube))
+
+    clock_a.now = T0 + 120
+    source_a.hook = slow
+    second = with_status(body, kube)
+    if paused:
+        second["metadata"]["annotations"] = {"forescale.dev/paused": "true"}
+    a.cycle(second)
+    return kube, clock_b, body
+
+
+def test_a_replica_that_lost_the_lease_mid_cycle_leaves_the_holders_status() -> None:
+    kube, clock_b, body = slow_cycle(take_over=True)
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]  # B's, under its Lease
+    status = kube.statuses[NS, "web"]
+    assert status["decidedBy"] == "op-b"
+    assert status["planState"]["replicas"] == 4
+    # B's pod restarts 10 s after its scale-up and plans from its own state.
+    restarted = replica("op-b", kube, Clock(clock_b.now + 10), FakeSource(100.0))
+    restarted.cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]  # 1 pod per 100 s
+
+
+def test_a_slow_cycle_whose_lease_nobody_took_still_reports() -> None:
+    """Its Lease expired during the cycle but still names it: nobody else acted."""
+    kube, _, _ = slow_cycle(take_over=False, paused=True)
+    status = kube.statuses[NS, "web"]
+    assert status["decidedBy"] == "op-a"
+    assert status["lastDecisionTime"] == rfc3339(T0 + 120)  # this cycle's report
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Paused"] == "PausedByAnnotation"
+    assert kube.scale_writes == [(NS, "web", 3)]
+
+
+def test_a_paused_replica_that_lost_the_lease_mid_cycle_does_not_report() -> None:
+    kube, _, _ = slow_cycle(take_over=True, paused=True)
+    assert kube.statuses[NS, "web"]["decidedBy"] == "op-b"
+
+
+# -- what the process remembers a status write to leave ------------------------------------
+
+
+def test_merge_patch_is_what_the_api_server_leaves() -> None:
+    before = {"planState": {"replicas": 3, "events": [1, 2]}, "reasons": ["A"], "x": 1}
+    after = merge_patch(before, {"planState": {"replicas": 4}, "reasons": [], "x": None})
+    assert after == {"planState": {"replicas": 4, "events": [1, 2]}, "reasons": []}
+    assert before["planState"]["replicas"] == 3  # not modified
