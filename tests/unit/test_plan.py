@@ -184,6 +184,20 @@ def test_rate_limit_counts_changes_within_its_period() -> None:
     assert third.desired_replicas == 18
 
 
+def test_a_rate_limit_period_starts_where_the_hpas_does() -> None:
+    """The changes of both directions within a rule's period are undone to find its start,
+    as the HPA does (pkg/controller/podautoscaler/horizontal.go, v1.37:
+    ``periodStartReplicas = currentReplicas - added + deleted``): 30 s after 10 → 20, a
+    "1 pod per 60 s" scale-down rule allows 9, as it does on the HPA."""
+    policy = spec(decision_period_seconds=30.0,
+                  behavior=Behavior(scale_down=(RateLimit("Pods", 1, 60),),
+                                    scale_down_stabilization_seconds=0.0,
+                                    scale_down_tolerance=0.0))
+    state = PlanState(scale_events=((T0 - 30, 10),), last_scale_seconds=T0 - 30, replicas=20)
+    p = run(policy, FixedChain(1.0), current=20, state=state, history=history_at(T0, 1.0))
+    assert p.desired_replicas == 9 and "ScaleDownLimited" in p.reasons
+
+
 def test_scale_down_waits_for_the_stabilisation_window() -> None:
     policy = spec(behavior=Behavior(scale_down_stabilization_seconds=300.0))
     chain_high, chain_low = FixedChain(100.0), FixedChain(10.0)

@@ -186,6 +186,39 @@ def test_an_unknown_time_zone_is_refused_naming_the_field() -> None:
         ForecastSettings(recurring_time_zone=None)  # type: ignore[arg-type]
 
 
+def test_a_directory_is_not_a_time_zone() -> None:
+    with pytest.raises(InvalidInputError, match=r"forecast\.recurringTimeZone: unknown time "
+                                                "zone 'Europe'"):
+        ForecastSettings(recurring_time_zone="Europe")
+
+
+@pytest.mark.parametrize("data", [{"recommendations": [[1.7e9, "1e999"]]},
+                                  {"scaleEvents": [[1.7e9, "1e999"]]},
+                                  {"version": "1e999"}])
+def test_a_plan_state_with_an_infinite_count_is_malformed(data: dict[str, object]) -> None:
+    """JSON reads 1e999 as infinity; int() of it raised OverflowError, not the clear
+    error the worker sets a malformed state aside on."""
+    import json
+    text = json.dumps(data).replace('"1e999"', "1e999")
+    with pytest.raises(InvalidInputError, match="plan state is malformed"):
+        PlanState.from_dict(json.loads(text))
+
+
+def test_samples_after_now_are_not_looked_at() -> None:
+    """A history that runs past ``now`` (a caller's off-by-some) gives the plan of the
+    history cut at ``now``: a burst that has not happened yet is not reacted to."""
+    now = MIDNIGHT + 12 * 3600.0
+    values = np.full(180, 1.0)
+    values[-10:] = 1000.0
+    ahead = Series(now - 170 * STEP, STEP, values)
+    cut = ahead.until(now)
+    assert cut.end_seconds == now
+    p = decide(ahead, policy(), now, current=1, chain=LevelChain(1.0))
+    q = decide(cut, policy(), now, current=1, chain=LevelChain(1.0))
+    assert p.desired_replicas == q.desired_replicas
+    assert p.reasons == q.reasons
+
+
 def test_recurring_peak_ignores_level_shifts_between_days() -> None:
     """Ratios, not levels: a day at 5x the traffic (no burst) is not a recurring peak."""
     now = MIDNIGHT + 14.5 * 3600 - 120.0

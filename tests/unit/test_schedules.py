@@ -43,6 +43,14 @@ def launch(**kw: object) -> Schedule:
     ({"cron": "0 9 30 2 *"}, "never matches a date"),
     ({"cron": "0 0 31 4 *"}, "never matches a date"),
     ({"time_zone": "Mars/Olympus"}, "unknown time zone"),
+    # A tzdata directory (the CRD's pattern allows it) or a name too long for the file
+    # system: an OSError escaped, so the policy failed every decision (DecisionFailed).
+    ({"time_zone": "Europe"}, "unknown time zone"),
+    ({"time_zone": "a" * 300}, "unknown time zone"),
+    # croniter draws R at random: the plan changed at every call.
+    ({"cron": "R R * * *"}, "draws a time"),
+    ({"cron": "0 R(8-10) * * *"}, "draws a time"),
+    ({"cron": "R/15 * * * *"}, "draws a time"),
     ({"duration_seconds": 0}, "duration must be positive"),
     ({"duration_seconds": 40 * 86400}, "at most 31 days"),
     ({"min_replicas": None}, "set minReplicas, maxReplicas or forecastMultiplier"),
@@ -54,6 +62,26 @@ def test_bad_schedules_are_one_line(kw: dict[str, object], message: str) -> None
     with pytest.raises(InvalidInputError, match=message) as info:
         launch(**kw)
     assert "\n" not in str(info.value) and "'launch'" in str(info.value)
+
+
+def test_names_with_r_and_h_are_not_drawn_times() -> None:
+    """MAR, APR, THU, FRI are names, not draws."""
+    assert launch(cron="0 9 * MAR,APR THU-FRI").next_start(paris(2026, 3, 1, 0, 0)) == \
+        paris(2026, 3, 5, 9, 0)
+
+
+def test_a_schedule_near_the_last_accepted_time_has_no_next_start() -> None:
+    """plan() accepts times up to the end of the year 9999; a start after it is none."""
+    s = launch(cron="@yearly", time_zone="UTC")
+    last = datetime(9999, 12, 31, 23, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert s.next_start(last) is None
+    assert effect([s], (last - 30 * 86400, last)).active == ()
+    p = plan(Series.from_array(np.full(120, 5.0), start_seconds=last - 7200,
+                               step_seconds=60.0),
+             PolicySpec(service_rate_per_replica=10.0,
+                        schedules=(launch(cron="0 9 * * *", time_zone="UTC"),)),
+             PlanState.initial(), last, current_replicas=3)
+    assert p.schedules is not None and p.schedules.next_start_seconds is None
 
 
 def test_a_leap_day_is_a_date() -> None:

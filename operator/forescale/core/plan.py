@@ -128,7 +128,8 @@ class PlanState:
                 raise ValueError(f"replicas {replicas!r} is not a non-negative integer")
             return cls(recs, events, None if last is None else finite(last), records,
                        replicas)
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            # OverflowError: int() of a number JSON reads as infinite (1e999).
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
 
 
@@ -512,7 +513,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
          guardrails: Sequence[GuardrailReading] = ()) -> Plan:
     """Decide the replicas for one policy at ``now``.
 
-    ``history`` is the observed arrival rate (req/s) up to now; ``current_replicas`` the
+    ``history`` is the observed arrival rate (req/s) up to now (samples whose interval ends
+    after ``now`` are not looked at: no decision sees the future); ``current_replicas`` the
     target's replicas as its ``/scale`` reports them (ready plus starting). ``chain`` keeps
     fitted models between calls (the operator and the backtest hold one per policy); without
     one a fresh chain is built, which gives the same answer, only slower.
@@ -525,6 +527,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     if not MIN_TIMESTAMP <= now <= MAX_TIMESTAMP:  # milliseconds were "year 55848"
         raise InvalidInputError(f"now must be Unix seconds between 1970 and 9999, got "
                                 f"{now!r} (milliseconds?)")
+    if history.end_seconds > now:
+        history = history.until(now)
     chain = chain if chain is not None else ForecastChain(spec.forecast)
     state = _as_of(state, now)
     prior_replicas = state.replicas

@@ -20,6 +20,7 @@ event must get its capacity). The policy's minReplicas/maxReplicas still bound t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,9 +46,16 @@ def time_zone(name: str) -> ZoneInfo:
         if not isinstance(name, str):
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a directory
         raise InvalidInputError(f"unknown time zone {name!r} (use an IANA name such as "
                                 "Europe/Paris or UTC)") from None
+
+
+def _drawn(cron: str) -> bool:
+    """Whether ``cron`` has a field croniter draws at random (``R``, ``R(0-29)``) or hashes
+    (``H``): such a schedule would start at a different time at every decision."""
+    return any(re.fullmatch(r"[RH](\(.*\))?", token.strip(), flags=re.IGNORECASE)
+               for token in re.split(r"[\s,/]+", cron))
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class Schedule:
                  "(minute hour day-of-month month day-of-week, e.g. '0 9 * * 1')")
         _require(len(self.cron.split()) in (1, 5),
                  f"{where}: cron {self.cron!r} must have 5 fields (no seconds field)")
+        _require(not _drawn(self.cron),
+                 f"{where}: cron {self.cron!r} draws a time (R, H): a plan must be the same "
+                 "every time it is made, so give the minute and hour")
         try:
             object.__setattr__(self, "_zone", time_zone(self.time_zone))
         except InvalidInputError as exc:
@@ -117,7 +128,10 @@ class Schedule:
 
     def next_start(self, t: float) -> float | None:
         """The first start strictly after ``t``, or None if there is none within years."""
-        nxt: datetime = croniter(self.cron, self._local(t)).get_next(datetime)
+        try:
+            nxt: datetime = croniter(self.cron, self._local(t)).get_next(datetime)
+        except (OverflowError, ValueError):  # after the year 9999
+            return None
         start = nxt.timestamp()
         return start if start - t <= NEXT_START_LIMIT_SECONDS else None
 
