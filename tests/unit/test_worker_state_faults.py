@@ -228,6 +228,24 @@ def test_a_paused_replica_that_lost_the_lease_mid_cycle_does_not_report() -> Non
     assert kube.statuses[NS, "web"]["decidedBy"] == "op-b"
 
 
+# -- the policy's target changes ----------------------------------------------------------
+
+
+def test_a_retargeted_policy_releases_the_lease_of_its_former_target() -> None:
+    controller, kube, _, clock = setup(rate=100.0)
+    kube.replicas[NS, "api"] = 2
+    body = rate_limited()
+    controller.cycle(body)
+    assert (NS, "forescale-deployment-web") in kube.leases
+    moved = with_status(body, kube)
+    moved["spec"]["scaleTargetRef"]["name"] = "api"
+    clock.now += 30
+    controller.cycle(moved)
+    assert (NS, "forescale-deployment-web") not in kube.leases  # free for another policy
+    assert kube.leases[NS, "forescale-deployment-api"]["spec"]["holderIdentity"] == "op-a"
+    assert kube.scale_writes[-1] == (NS, "api", 3)
+
+
 # -- what the process remembers a status write to leave ------------------------------------
 
 

@@ -752,6 +752,7 @@ class Controller:
                 with self._lock:
                     self._free_since.pop(policy.key, None)
                     self._rescued.pop(policy.key, None)
+        self._release_former(policy, (namespace, name))
         state = self.lease.ensure(namespace, name, policy=policy.key,
                                   duration=self._duration(policy), now=now)
         with self._lock:
@@ -760,6 +761,23 @@ class Controller:
             else:
                 self._held.pop(policy.key, None)
         return state
+
+    def _release_former(self, policy: Policy, lease: tuple[str, str]) -> None:
+        """Release the Lease of the policy's former target (its scaleTargetRef changed):
+        kept, it would stop another policy of that target for a Lease duration."""
+        with self._lock:
+            former = self._held.get(policy.key)
+        if former is None or former == lease:
+            return
+        try:
+            self.lease.release(*former, policy=policy.key)
+        except KubeError as exc:
+            logger.warning("%s: could not release the Lease %s/%s of its former target: %s",
+                           policy.key, *former, exc)
+            return  # it expires anyway; tried again next cycle
+        with self._lock:
+            if self._held.get(policy.key) == former:
+                del self._held[policy.key]
 
     def _assigned_elsewhere(self, policy: Policy, lease: tuple[str, str], owner: str,
                             known: frozenset[str], now: float) -> LeaseState | None:
