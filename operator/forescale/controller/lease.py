@@ -1,7 +1,10 @@
 """A coordination.k8s.io/v1 Lease per scale target: whoever holds it may scale the target.
 
 Every write carries the resourceVersion it read, so of two racers exactly one wins and the
-other gets 409 and is not the holder. A renewal always moves ``renewTime`` forward: a
+other gets 409 and is not the holder. Expiry is ``renewTime`` plus the duration read
+against the reader's clock, so the replicas' clocks must agree to within the Lease's margin
+(docs/operator.md). A renewal always moves ``renewTime`` forward (on a clock that does
+not step back): a
 write that changes nothing keeps its resourceVersion on a real apiserver, so a renewal that
 did not change the object would prove nothing. One lease serves one policy: the holder is
 ``--identity`` and the annotation names the policy, so two policies on one target (even in
