@@ -768,3 +768,107 @@ def test_a_remembered_lstm_shortens_the_look_ahead_too(lstm_artifact: Path,
     result = chain.forecast(history, 18, now=NOW, least=12)
     assert result.served_by == "lstm" and result.forecast is not None
     assert result.forecast.horizon == 15
+
+
+# -- forecasts of the wrong shape, horizons, refits after a clock step ---------------------
+
+
+class _Shaped(Forecaster):
+    """Returns its level in the wrong shape: a scalar, or ``(horizon, columns)``."""
+
+    name = "arima"
+
+    def __init__(self, columns: int | None) -> None:
+        super().__init__()
+        self.columns = columns
+
+    @property
+    def min_history(self) -> int:
+        return 1
+
+    def _fit(self, history: Series) -> None:
+        return None
+
+    def _forecast(self, history: Series, horizon: int, level: float) -> Forecast:
+        m: FloatArray = np.float64(10.0) if self.columns is None else \
+            np.full((horizon, self.columns), 10.0)  # type: ignore[assignment]
+        return Forecast(self.name, history.end_seconds, history.step_seconds, m, m * 0.9,
+                        m * 1.1, level)
+
+
+@pytest.mark.parametrize("columns", [None, 1, 2])
+def test_a_forecast_of_the_wrong_shape_is_a_model_error(
+        monkeypatch: pytest.MonkeyPatch, columns: int | None) -> None:
+    """A scalar raised TypeError out of the chain (the decision failed); (h, 1) was served
+    2-D; (h, 2) was called AccuracyTooLow and broke the track record."""
+    monkeypatch.setitem(registry.FACTORIES, "arima", lambda settings: _Shaped(columns))
+    history = Series.from_array(np.full(300, 10.0), start_seconds=1_700_000_000.0)
+    result = ForecastChain(ForecastSettings(models=("arima", "ma"))).forecast(
+        history, 6, now=1_700_100_000.0)
+    assert result.stages[0].reason == "ModelError"
+    assert "one value per step" in result.stages[0].message
+    assert result.served_by == "ma" and result.forecast is not None
+    assert result.forecast.mean.shape == (6,)
+    records = Records()
+    for run in result.runs:
+        records.record(history.end_seconds, run.model, served=run.served, track=True,
+                       means=run.forecast.mean)
+
+
+class _YoungLSTM(Forecaster):
+    """An LSTM trained for 3 steps that needs more history than there is."""
+
+    name = "lstm"
+    horizon = 3
+
+    @property
+    def min_history(self) -> int:
+        return 1000
+
+    def check_compatible(self, history: Series, steps: int) -> None:
+        return None
+
+    def _fit(self, history: Series) -> None:
+        return None
+
+    def _forecast(self, history: Series, horizon: int, level: float) -> Forecast:
+        m = np.full(horizon, 1.0)
+        return Forecast(self.name, history.end_seconds, history.step_seconds, m, m, m, level)
+
+
+def test_an_lstm_that_cannot_run_does_not_shorten_the_others_horizon() -> None:
+    lstm = _YoungLSTM()
+    lstm._fitted = True
+    chain = ForecastChain(ForecastSettings(models=("lstm", "ma")), lstm=lstm)
+    history = Series.from_array(np.full(300, 10.0), start_seconds=1_700_438_400.0)
+    result = chain.forecast(history, 10, now=1_700_438_400.0 + 1e5, least=2)
+    assert result.stages[0].reason == "HistoryTooShort"
+    assert result.served_by == "ma" and result.forecast is not None
+    assert result.forecast.horizon == 10  # was the LSTM's 3
+
+
+def test_arima_is_refitted_when_the_clock_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit made 'in the future' has no age anyone knows: it was served as fresh until the
+    clock caught up with it, and for the refit period after."""
+    fits: list[float] = []
+    fit = ArimaForecaster._fit
+
+    def counted(self: ArimaForecaster, history: Series) -> None:
+        fits.append(history.end_seconds)
+        fit(self, history)
+
+    monkeypatch.setattr(ArimaForecaster, "_fit", counted)
+    t0 = 1_700_438_400.0
+    history = Series.from_array(np.random.default_rng(0).poisson(600, 400) / 60.0,
+                                start_seconds=t0)
+    chain = ForecastChain(ForecastSettings(models=("arima", "ma"), arima_refit_seconds=3600))
+    now = t0 + 400 * 60.0
+    chain.forecast(history, 5, now=now)
+    assert len(fits) == 1
+    chain.forecast(history, 5, now=now + 600)
+    assert len(fits) == 1  # within the refit period
+    result = chain.forecast(history, 5, now=now - 86_400.0)  # NTP stepped back a day
+    assert len(fits) == 2
+    assert "after now" in result.stages[0].message
+    chain.forecast(history, 5, now=now - 86_400.0 + 600)
+    assert len(fits) == 2  # dated by the step-back clock from then on

@@ -14,7 +14,10 @@ from forescale.core.errors import InvalidInputError
 from forescale.core.evaluation import EvaluationResult, ModelScore, rolling_origin_evaluation
 from forescale.core.forecast.base import Forecast, Forecaster
 from forescale.core.forecast.chain import ForecastChain
-from forescale.core.forecast.moving_average import ExponentialMovingAverage
+from forescale.core.forecast.moving_average import (
+    ExponentialMovingAverage,
+    MovingAverageForecaster,
+)
 from forescale.core.series import Series
 from forescale.core.spec import ForecastSettings
 
@@ -219,3 +222,22 @@ def test_markdown_and_dict() -> None:
                                block_seconds=1, history_seconds=1, origins=1,
                                scores={"x": ModelScore(0.1, 0.5)})
     assert untimed.to_markdown().splitlines()[0] == "| model | MAPE | WAPE | within 10 % |"
+
+
+def test_a_block_longer_than_the_horizon_is_refused() -> None:
+    """Every block was empty, and the models were scored a perfect WAPE of 0."""
+    series = Series.from_array(np.random.default_rng(0).poisson(600, 2000) / 60.0,
+                               start_seconds=0.0)
+    ma = MovingAverageForecaster(15).fit(series.head(100))
+    with pytest.raises(InvalidInputError, match="longer than the horizon"):
+        rolling_origin_evaluation(series, {"ma": ma}, start=60_000, end=110_000,
+                                  horizon_seconds=900, block_seconds=3600,
+                                  history_seconds=86_400)
+
+
+@pytest.mark.parametrize("start", [math.nan, math.inf])
+def test_a_non_finite_start_is_refused(start: float) -> None:
+    series = Series.from_array(np.full(2000, 10.0), start_seconds=0.0)
+    ma = MovingAverageForecaster(15).fit(series.head(100))
+    with pytest.raises(InvalidInputError, match="finite times"):
+        rolling_origin_evaluation(series, {"ma": ma}, start=start, end=110_000)

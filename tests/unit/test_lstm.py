@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -421,15 +422,47 @@ def _edit_metadata(path: Path, edit: str) -> None:
         meta["features"] = ["log_rate_relative", "temperature"]
     elif edit == "wrong-type":
         meta["window"] = "24"
+    elif edit == "huge-integer":  # valid JSON; math.isfinite(10**400) raised OverflowError
+        meta["step_seconds"] = 10 ** 400
+    elif edit == "absurd-hidden-size":  # torch's allocator raised, or took gigabytes
+        meta["hidden_size"] = 10 ** 12
+    elif edit == "large-hidden-size":  # 17 GB of weights had the net been built first
+        meta["hidden_size"] = 30_000
     (path / "metadata.json").write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize("edit", ["version", "missing-key", "hidden-size", "horizon",
-                                  "features", "wrong-type"])
+                                  "features", "wrong-type", "huge-integer",
+                                  "absurd-hidden-size", "large-hidden-size"])
 def test_inconsistent_metadata_is_corrupt(saved: Path, tmp_path: Path, edit: str) -> None:
     copy = _copy(saved, tmp_path)
     _edit_metadata(copy, edit)
     assert _reason(copy) == "ArtifactCorrupt"
+
+
+def test_the_digest_is_of_the_bytes_the_model_was_built_from(
+        saved: Path, tmp_path: Path, series: Series, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retrain that lands between the load and the hash must not lend the old model the
+    new files' digest (the new model would inherit the old one's track record)."""
+    import forescale.core.forecast.lstm as lstm_module
+
+    copy = _copy(saved, tmp_path)
+    old = LSTMForecaster.load(copy).artifact_digest
+    retrained = train_small(series, seed=1).save(tmp_path / "retrained")
+    new = LSTMForecaster.load(retrained).artifact_digest
+    assert old != new
+    build = lstm_module._build_net
+
+    def retrain_lands(**kwargs: Any) -> Any:
+        for name in ("weights.pt", "metadata.json"):
+            shutil.copy2(retrained / name, copy / name)
+        return build(**kwargs)
+
+    monkeypatch.setattr(lstm_module, "_build_net", retrain_lands)
+    loaded = LSTMForecaster.load(copy)
+    assert loaded.metadata.seed == 0 and loaded.artifact_digest == old
+    monkeypatch.setattr(lstm_module, "_build_net", build)
+    assert LSTMForecaster.load(copy).artifact_digest == new
 
 
 def test_format_version_1_is_refused_as_a_mismatch(saved: Path, tmp_path: Path) -> None:

@@ -149,6 +149,12 @@ def rolling_origin_evaluation(
             f"models must include the chain's last stage {fallback!r}: origins where every "
             f"stage fails are scored with its ungated forecast")
     per_block = max(1, round(block_seconds / step))
+    if per_block > horizon:  # every block would be empty, and nothing scored "perfect"
+        raise InvalidInputError(f"block {block_seconds:g}s is longer than the horizon "
+                                f"{horizon_seconds:g}s: no block of it could be scored")
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise InvalidInputError(f"start and end must be finite times, got {start!r} and "
+                                f"{end!r}")
     keep = round(history_seconds / step)
     origins = np.arange(start, end - horizon_seconds + 1, every_seconds)
     names = [*models, *([CHAIN] if chain is not None else [])]

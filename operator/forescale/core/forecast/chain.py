@@ -377,9 +377,12 @@ class ForecastChain:
         if least >= horizon or "lstm" not in self.settings.models:
             return horizon
         try:
-            limit = getattr(self._compatible_lstm(history, least), "horizon", None)
+            model = self._compatible_lstm(history, least)
         except Exception:  # the stage itself reports it
             return horizon
+        if len(history) < model.min_history:  # it cannot serve now (HistoryTooShort)
+            return horizon
+        limit = getattr(model, "horizon", None)
         return horizon if limit is None else max(least, min(horizon, int(limit)))
 
     # -- one stage -----------------------------------------------------------------------
@@ -400,7 +403,12 @@ class ForecastChain:
             # Broad on purpose: whatever a model raises, the next stage should get its turn.
             raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
         self._check_budget(start)
-        _check_values(forecast, history, horizon)
+        try:
+            _check_values(forecast, history, horizon)
+        except _Skip:
+            raise
+        except Exception as exc:  # a forecast too odd to check is the model's failure
+            raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
         tracked, scored = (records.recent_error(name) if records is not None
                            else (None, 0))
         if tracked is not None and scored >= MIN_COMMON:
@@ -514,6 +522,8 @@ class ForecastChain:
         fitted_at = self._fitted_at.get("arima")
         if fitted_at is None or not model.fitted:
             return "first fit"
+        if now < fitted_at:  # the clock stepped back: how old the fit is, nobody knows
+            return f"last fit {fitted_at - now:.0f}s after now"
         if now - fitted_at >= self.settings.arima_refit_seconds:
             return f"last fit {now - fitted_at:.0f}s ago"
         continues: Any = getattr(model, "continues", None)
@@ -627,6 +637,10 @@ def _worst_measure(name: str, other: str, records: Records, margin: float,
 
 def _check_values(forecast: Forecast, history: Series, horizon: int) -> None:
     """The forecast in hand, whatever the stage's record: its shape, then its values."""
+    shapes = sorted({np.shape(a) for a in (forecast.mean, forecast.lower, forecast.upper)})
+    if any(len(shape) != 1 for shape in shapes):
+        raise _Skip("ModelError", f"forecast is not one value per step: arrays of shape "
+                                  f"{', '.join(map(str, shapes))}")
     lengths = {len(a) for a in (forecast.mean, forecast.lower, forecast.upper)}
     if lengths != {horizon} or forecast.horizon != horizon:
         raise _Skip("ModelError", f"forecast has {sorted(lengths)} steps where {horizon} "

@@ -25,6 +25,7 @@ with two threads on a busy machine the median doubled and the 90th percentile re
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -544,17 +545,31 @@ class LSTMForecaster(Forecaster):
                 raise ArtifactError(f"lstm artifact {directory}: {name} is missing",
                                     reason="ArtifactMissing")
         source = f"lstm artifact {directory}"
+        # Each file is read once: the model is built from these bytes and known by their
+        # digest, so a retrain that lands meanwhile cannot lend the old model its digest
+        # (and the new model the old one's track record).
         try:
-            raw = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            meta_bytes = (directory / METADATA_FILE).read_bytes()
+            weights_bytes = (directory / WEIGHTS_FILE).read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"{source}: unreadable: {exc}",
+                                reason="ArtifactCorrupt") from None
+        try:
+            raw = json.loads(meta_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ArtifactError(f"{source}: {METADATA_FILE} is unreadable: {exc}",
                                 reason="ArtifactCorrupt") from None
-        meta = LSTMMetadata.from_json(raw, source=source)
+        try:
+            meta = LSTMMetadata.from_json(raw, source=source)
+        except OverflowError as exc:  # an integer too large for a float (10**400)
+            raise ArtifactError(f"{source}: {METADATA_FILE} holds a number out of range: "
+                                f"{exc}", reason="ArtifactCorrupt") from None
 
         import torch
 
         try:
-            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(weights_bytes), map_location="cpu",
+                               weights_only=True)
         # torch.load raises whatever its unpickler or zip reader hits (UnpicklingError,
         # RuntimeError, EOFError, BadZipFile...); every one of them means the file is bad.
         except Exception as exc:
@@ -566,6 +581,26 @@ class LSTMForecaster(Forecaster):
         if not isinstance(state, Mapping):
             raise ArtifactError(f"{source}: {WEIGHTS_FILE} does not hold a state_dict",
                                 reason="ArtifactCorrupt")
+        # The shapes first, on torch's meta device (no memory): a metadata.json claiming a
+        # hidden size of 10**6 must not have the operator allocate terabytes to find out.
+        try:
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in _build_net(
+                    n_features=len(meta.features), hidden_size=meta.hidden_size,
+                    horizon=meta.horizon, anchor_steps=meta.anchor_steps
+                ).state_dict().items()}
+        except (RuntimeError, ValueError, OverflowError) as exc:  # sizes past any tensor
+            raise ArtifactError(f"{source}: {METADATA_FILE} describes no network torch can "
+                                f"build: {' '.join(str(exc).split())[:200]}",
+                                reason="ArtifactCorrupt") from None
+        found = {str(k): tuple(getattr(v, "shape", ())) for k, v in state.items()}
+        if found != expected:
+            wrong = sorted(k for k in {*expected, *found}
+                           if expected.get(k) != found.get(k))
+            raise ArtifactError(
+                f"{source}: {WEIGHTS_FILE} does not match metadata.json: "
+                + "; ".join(f"{k}: {found.get(k, 'missing')} where {expected.get(k, 'none')} "
+                            f"is expected" for k in wrong[:3]), reason="ArtifactCorrupt")
         net = _build_net(n_features=len(meta.features), hidden_size=meta.hidden_size,
                          horizon=meta.horizon, anchor_steps=meta.anchor_steps)
         try:
@@ -594,7 +629,7 @@ class LSTMForecaster(Forecaster):
                                 reason="ArtifactCorrupt") from None
         model = cls(config)
         model._install(net, meta)
-        model.artifact_digest = _digest(directory)
+        model.artifact_digest = _digest(meta_bytes, weights_bytes)
         return model
 
     # -- internals --------------------------------------------------------------------------
@@ -630,14 +665,11 @@ def _link_if_exists(source: Path, link: Path) -> bool:
     return True
 
 
-def _digest(directory: Path) -> str | None:
-    """SHA-256 of metadata.json and weights.pt (None if they cannot be read again)."""
+def _digest(meta_bytes: bytes, weights_bytes: bytes) -> str:
+    """SHA-256 of metadata.json and weights.pt, as read to build the model."""
     h = hashlib.sha256()
-    try:
-        for name in (METADATA_FILE, WEIGHTS_FILE):
-            h.update((directory / name).read_bytes())
-    except OSError:
-        return None
+    for content in (meta_bytes, weights_bytes):
+        h.update(content)
     return h.hexdigest()[:16]
 
 
@@ -1113,7 +1145,7 @@ class _Reader:
 
     def number(self, key: str) -> float:
         v = self._get(key)
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        if not isinstance(v, int | float) or isinstance(v, bool) or not _finite(v):
             raise self._bad(key, f"must be a finite number, got {v!r}")
         return float(v)
 
@@ -1149,9 +1181,18 @@ class _Reader:
         return [_floats(row, lambda why: self._bad(key, why)) for row in v]
 
 
+def _finite(v: float) -> bool:
+    """Whether ``v`` is a finite float (an int too large for one, 10**400, is not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _floats(v: object, bad: Callable[[str], ArtifactError]) -> list[float]:
     if not isinstance(v, list) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            isinstance(x, int | float) and not isinstance(x, bool) and
+            (isinstance(x, float) or _finite(x)) for x in v):
         raise bad("must be a list of numbers")
     items: Sequence[float] = v
     return [float(x) for x in items]
