@@ -28,6 +28,15 @@ from forescale.core.errors import InvalidInputError
     ("job:rate5m", 'job:rate5m{namespace="shop"}'),
     ('count_values("v", x)', 'count_values ( "v" , x{namespace="shop"} )'),
     ('x{job="by (a)"}', 'x{namespace="shop",job="by (a)"}'),  # a string is not syntax
+    # Keywords PromQL takes as metric names where an operand stands (they were left
+    # unscoped: another tenant's series named "offset" was read).
+    ("rate(offset[5m] offset 1m)", 'rate ( offset{namespace="shop"} [ 5m ] offset 1m )'),
+    ("sum(by) by (job)", 'sum ( by{namespace="shop"} ) by ( job )'),
+    ("x and and", 'x{namespace="shop"} and and{namespace="shop"}'),
+    ("or or unless", 'or{namespace="shop"} or unless{namespace="shop"}'),
+    ("x * on(a) group_left without", 'x{namespace="shop"} * on ( a ) group_left '
+                                     'without{namespace="shop"}'),
+    ("x > bool unless", 'x{namespace="shop"} > bool unless{namespace="shop"}'),
 ])
 def test_every_selector_is_scoped(query: str, scoped: str) -> None:
     assert scope_query(query, "namespace", "shop") == scoped

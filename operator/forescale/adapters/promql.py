@@ -6,8 +6,10 @@ The query is tokenised (strings, numbers and durations, identifiers, operators) 
 with just enough of PromQL's grammar to tell a vector selector from a function, an
 aggregation, a keyword, a label list (``by (...)``, ``on (...)``, ``group_left(...)``) or a
 range/subquery (``[5m]``, ``[1h:1m]``): a regular expression over the text could be fooled
-by a string or a label list. A selector that already matches the label with another value
-or operator is refused: the tenant asked for someone else's series.
+by a string or a label list. ``offset``, ``by``, ``without``, ``and``, ``or`` and ``unless``
+are metric names where PromQL expects an operand (``rate(offset[5m])``), and scoped there.
+A selector that already matches the label with another value or operator is refused: the
+tenant asked for someone else's series.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ _KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_r
 #: Keywords followed by a parenthesised list of label names, not of expressions.
 _LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 _NUMBER_WORDS = frozenset({"inf", "nan"})
+#: Keywords PromQL also takes as metric names where an operand is expected: ``rate(offset[5m])``
+#: and ``sum(by)`` select the series named ``offset`` and ``by``, which must be scoped too.
+_NAME_KEYWORDS = frozenset({"by", "without", "and", "or", "unless", "offset"})
+#: Tokens after which an operand (a selector) is expected, not an operator or a modifier.
+_OPERAND_AFTER = frozenset({"(", ",", "+", "-", "*", "/", "%", "^", "==", "!=", "<", ">",
+                            "<=", ">=", "and", "or", "unless", "bool", "group_left",
+                            "group_right"})
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -70,12 +79,22 @@ def scope_query(query: str, label: str, value: str) -> str:
     tokens = _tokens(query)
     out: list[str] = []
     i, depth, selectors = 0, 0, 0
+    #: Indices of keyword-named tokens taken as metric names, and of the ")" that closes a
+    #: binary operator's label list (``on (job)``): an operand follows the latter.
+    names: set[int] = set()
+    modifier_ends: set[int] = set()
     while i < len(tokens):
         tok = tokens[i]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        named = tok.text in _NAME_KEYWORDS and _operand_expected(tokens, i, names,
+                                                                 modifier_ends)
+        if named:
+            names.add(i)
         if tok.kind == "ident" and tok.text in _LABEL_LISTS and nxt is not None \
-                and nxt.text == "(":
+                and nxt.text == "(" and not named:
             end = _closing(tokens, i + 1, "(", ")")
+            if tok.text not in ("by", "without"):
+                modifier_ends.add(end)
             out.extend(t.text for t in tokens[i:end + 1])
             i = end + 1
             continue
@@ -89,7 +108,7 @@ def scope_query(query: str, label: str, value: str) -> str:
             nxt.text in ("by", "without") and i + 2 < len(tokens)
             and tokens[i + 2].text == "("))
         if tok.kind == "ident" and tok.text.lower() not in _NUMBER_WORDS \
-                and tok.text not in _KEYWORDS and not called:
+                and (tok.text not in _KEYWORDS or named) and not called:
             if out and out[-1] == "@":  # "@ start()" is a function; "@ 123" a number
                 raise PromQLError(f"unexpected {tok.text!r} after @")
             # A metric name: its matchers follow in braces, or none do.
@@ -121,6 +140,17 @@ def scope_query(query: str, label: str, value: str) -> str:
     if selectors == 0:
         raise PromQLError("the query selects no series")
     return _join(out)
+
+
+def _operand_expected(tokens: list[_Token], i: int, names: set[int],
+                      modifier_ends: set[int]) -> bool:
+    """Whether the token at ``i`` stands where PromQL expects an operand: at the start, or
+    after an opening bracket, a comma, a binary operator (a keyword one that was not itself
+    taken as a metric name), ``bool``, or a binary operator's label list."""
+    if i == 0 or (i - 1) in modifier_ends:
+        return True
+    prev = tokens[i - 1]
+    return prev.text in _OPERAND_AFTER and (i - 1) not in names and prev.kind != "string"
 
 
 def _closing(tokens: list[_Token], start: int, open_: str, close: str) -> int:
