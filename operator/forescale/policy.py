@@ -117,6 +117,12 @@ def _in_range(value: float, schema: Schema) -> bool:
                 and (value >= hi if schema.get("exclusiveMaximum") else value > hi))
 
 
+def _go_anchors(pattern: str) -> str:
+    """``pattern`` as the API server reads it (Go's RE2): ``$`` is the end of the text,
+    where Python's also matches before a final newline (``"web\\n"`` passed)."""
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+
+
 def validate(value: object, schema: Schema, path: str) -> None:
     """Check ``value`` against the (OpenAPI-subset) ``schema``; raise naming ``path``."""
     kind = schema["type"]
@@ -129,7 +135,8 @@ def validate(value: object, schema: Schema, path: str) -> None:
                 raise InvalidInputError(f"{path}.{_key(key)} is not a known field (known: "
                                         f"{', '.join(props)})")
         for key in schema.get("required", ()):
-            if key not in value:
+            # The API server fills defaults in before it validates (so does read_policy).
+            if key not in value and "default" not in props.get(key, {}):
                 raise InvalidInputError(f"{path}.{key} is required")
         for key, sub in value.items():
             validate(sub, props[key], f"{path}.{key}")
@@ -151,7 +158,7 @@ def validate(value: object, schema: Schema, path: str) -> None:
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise InvalidInputError(f"{path} must be at most {schema['maxLength']} "
                                     f"characters, got {len(value)}")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not re.search(_go_anchors(schema["pattern"]), value):
             words = _PATTERN_WORDS.get(schema["pattern"], f"match {schema['pattern']}")
             raise InvalidInputError(f"{path} must {words}, got {_fmt(value)}")
     else:

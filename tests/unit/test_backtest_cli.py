@@ -112,6 +112,45 @@ def test_bad_policy_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert err.endswith("spec.slo.percentile must be in (0, 1), got 1.5")
 
 
+def _policy_file(path: Path, service_rate: float) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "forescale.dev/v1alpha1", "kind": "ScalingPolicy",
+        "spec": {"scaleTargetRef": {"name": "web"}, "metrics": {"query": "up"},
+                 "serviceRatePerReplica": service_rate,
+                 "slo": {"waitSeconds": 0.1, "percentile": 0.99}}}))
+    return path
+
+
+@pytest.mark.parametrize(("flag", "value", "own"), [
+    ("--service-rate", "10", "40"), ("--slo-wait", "50ms", "0.1"),
+    ("--slo-percentile", "0.95", "0.99")])
+def test_a_flag_that_disagrees_with_the_policy_file_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+        own: str) -> None:
+    """A policy sized for 40 req/s per pod, replayed on pods that serve 10, violated the
+    SLO at every step, with exit code 0 and no word of why."""
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    policy = _policy_file(tmp_path / "p.yaml", 40)
+    err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--policy-file",
+                                  str(policy), flag, value])
+    assert f"{flag} {float(value) if flag != '--slo-wait' else 0.05:g} differs from the " \
+           f"--policy-file's {float(own):g}" in err
+
+
+def test_the_policy_files_service_is_the_one_simulated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
+    policy = _policy_file(tmp_path / "p.yaml", 40)
+    out = tmp_path / "out.json"
+    code = main(["backtest", "--trace", str(trace), "--policy-file", str(policy),
+                 "--policy", "forescale", "--lstm-epochs", "0",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())["parameters"]
+    assert (doc["service_rate"], doc["slo_wait_seconds"], doc["slo_percentile"]) == \
+        (40, 0.1, 0.99)
+
+
 def test_bad_exclude_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "t.csv", daily_counts(4.1))
     err = one_line_error(capsys, ["backtest", "--trace", str(trace), "--exclude", "yesterday"])

@@ -36,6 +36,13 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
      "timestamp 'nan' is not between 1970 and 9999"),
     (["forecast", "--trace", TRACE, "--at", "1e300", "--horizon", "15m"],
      "timestamp '1e300' is not between 1970 and 9999"),
+    # A year-715 start (ValueError) and a deadline past the clock (OverflowError).
+    (["backtest", "--prometheus-url", "http://127.0.0.1:9", "--query", "up", "--since",
+      "1000000d", "--step", "1d", "--until", "1700000000"],
+     "--since 1000000d reaches back before 1970"),
+    (["backtest", "--prometheus-url", "http://127.0.0.1:9", "--query", "up", "--since",
+      "1d", "--prometheus-timeout", "99999999999999d"],
+     "'--prometheus-timeout': must be at most 1h"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:

@@ -676,3 +676,34 @@ def test_an_artifact_is_saved_over_on_a_file_system_without_hard_links(
     other.save(copy)
     assert LSTMForecaster.load(copy).metadata == other.metadata
     assert sorted(_files(copy)) == sorted(before)
+
+
+def test_a_perfect_baseline_gets_a_verdict_not_a_division_by_zero() -> None:
+    """A trace that repeats exactly scores the seasonal naive a WAPE of 0: training
+    finished, then the card raised ZeroDivisionError and nothing was written."""
+    from forescale.core.forecast.model_card import _verdict
+
+    assert "does **not** beat seasonal naive" in _verdict(0.03, 0.0, "seasonal naive")
+    assert "on par with" in _verdict(0.0, 0.0, "seasonal naive")
+
+
+def test_a_full_disk_is_an_os_error_and_keeps_the_artifact(
+        model: LSTMForecaster, saved: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reported ENOSPC as a RuntimeError (a traceback from `forescale train`):
+    the weights are serialised in memory and written as bytes, whose failure is the
+    OSError the command turns into one line."""
+    import errno
+
+    copy = _copy(saved, tmp_path)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as info:
+        model.save(copy)
+    assert info.value.strerror == "No space left on device"
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before

@@ -44,6 +44,14 @@ def test_omitted_fields_take_the_core_defaults() -> None:
     assert policy_spec_from_manifest(minimal()) == PolicySpec(service_rate_per_replica=10)
 
 
+def test_a_required_field_with_a_default_may_be_omitted() -> None:
+    """The API server fills defaults in before it validates: a scaleTargetRef of only a
+    name is a Deployment of apps/v1 there, and so it is here."""
+    manifest = minimal()
+    manifest["spec"]["scaleTargetRef"] = {"name": "web"}
+    assert policy_spec_from_manifest(manifest) == PolicySpec(service_rate_per_replica=10)
+
+
 def test_the_example_is_the_benchmark_world() -> None:
     spec = load_policy_file(EXAMPLE)
     assert spec.forecast.lstm_model == "nasa-jul1995"
@@ -137,6 +145,11 @@ def test_every_field_converts() -> None:
      "spec.scaleTargetRef.kind must be a Kubernetes kind such as Deployment"),
     ({"scaleTargetRef": {"apiVersion": "../v1", "kind": "Deployment", "name": "web"}},
      "spec.scaleTargetRef.apiVersion must match"),
+    # Python's "$" also matches before a final newline; the API server's (Go) does not.
+    ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web\n"}},
+     "spec.scaleTargetRef.name must be a DNS-1123 name"),
+    ({"metrics": {"query": "up", "prometheusUrl": "http://prom:9090\n"}},
+     "spec.metrics.prometheusUrl must be an http(s) URL"),
     # The value that sent sizing into an endless search; the CRD bounds it now.
     ({"serviceRatePerReplica": 1e-30},
      "spec.serviceRatePerReplica must be in [0.001, 1000000000], got 1e-30"),

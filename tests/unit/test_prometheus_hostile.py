@@ -5,6 +5,7 @@ repeated in a status. A tiny HTTP server on 127.0.0.1 plays the hostile service.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from forescale.adapters.prometheus import (
     PrometheusUnavailable,
 )
 from forescale.controller.settings import ControllerSettings
+from forescale.core.errors import InvalidInputError
 
 SECRET = "SECRET-INTERNAL-DATA: db_password=hunter2"
 
@@ -68,6 +70,11 @@ class Hostile:
                 {"metric": {"tenant": "other-team-secret"}, "values": [[60, "1"]]},
                 {"metric": {"tenant": "mine"}, "values": [[60, "2"]]}]}}
             return 200, json.dumps(data).encode(), {}
+        for name, stamp in (("/nan-time", b"NaN"), ("/inf-time", b'"Infinity"'),
+                            ("/text-nan-time", b'"nan"')):
+            if path.startswith(name):
+                return 200, (b'{"status":"success","data":{"resultType":"matrix","result":'
+                             b'[{"metric":{},"values":[[' + stamp + b',"1"]]}]}}'), {}
         return 404, b"", {}
 
     def close(self) -> None:
@@ -87,6 +94,20 @@ def _error(url: str) -> MetricsError:
             pytest.raises(MetricsError) as info:
         source.read_rate("up", start=0, end=120, step_seconds=60)
     return info.value
+
+
+@pytest.mark.parametrize("path", ["/nan-time", "/inf-time", "/text-nan-time"])
+def test_a_sample_at_no_time_is_a_malformed_answer(hostile: Hostile, path: str) -> None:
+    """round() of it raised ValueError/OverflowError: DecisionFailed, not
+    MetricsAvailable=False with the reason."""
+    assert "is the URL a Prometheus API?" in str(_error(hostile.url + path))
+
+
+@pytest.mark.parametrize("timeout", [0.0, 3601.0, 1e15, math.inf])
+def test_a_timeout_past_an_hour_is_refused(timeout: float) -> None:
+    """1e15 s overflowed the clock at the first read, and every read failed."""
+    with pytest.raises(InvalidInputError, match="at most 3600"):
+        PrometheusSource("http://127.0.0.1:9", timeout_seconds=timeout)
 
 
 @pytest.mark.parametrize("path", ["/leak500", "/leak400"])

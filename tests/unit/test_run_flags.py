@@ -111,9 +111,10 @@ def test_prometheus_timeout(captured: dict[str, Any]) -> None:
     assert captured["settings"].prometheus_timeout_seconds == 10.0
     run(["--prometheus-timeout-seconds", "2.5"])
     assert captured["settings"].prometheus_timeout_seconds == 2.5
-    result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
-                                                  "--prometheus-timeout-seconds", "0"])
-    assert result.exit_code == 2
+    for bad in ("0", "3601"):  # past an hour, every read overflowed the clock
+        result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
+                                                      "--prometheus-timeout-seconds", bad])
+        assert result.exit_code == 2, bad
 
 
 @pytest.mark.parametrize(("args", "message"), [

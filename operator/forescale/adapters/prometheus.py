@@ -49,6 +49,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from forescale.adapters import MAX_TIMEOUT_SECONDS
 from forescale.core.errors import ForescaleError, InvalidInputError
 from forescale.core.series import Series
 
@@ -153,9 +154,9 @@ class PrometheusSource:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInputError(f"Prometheus URL must be http(s)://host[:port][/path], "
                                     f"got {_redact(url)!r}")
-        if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
-            raise InvalidInputError(f"timeout must be a positive number of seconds, "
-                                    f"got {timeout_seconds!r}")
+        if not (math.isfinite(timeout_seconds) and 0 < timeout_seconds <= MAX_TIMEOUT_SECONDS):
+            raise InvalidInputError(f"timeout must be a positive number of seconds, at most "
+                                    f"{MAX_TIMEOUT_SECONDS:g}, got {timeout_seconds!r}")
         if not 1 <= max_points_per_query <= PROMETHEUS_MAX_POINTS:
             raise InvalidInputError(f"max_points_per_query must be in 1..{PROMETHEUS_MAX_POINTS}, "
                                     f"got {max_points_per_query}")
@@ -557,10 +558,12 @@ def _sample(sample: Sequence[Any], query: str) -> tuple[float, float]:
     """``[unix_seconds, "value"]`` to floats; NaN and ±Inf (a 0/0 or x/0) become NaN."""
     try:
         ts, text = sample
-        value = float(text)
-        return float(ts), value if math.isfinite(value) else math.nan
+        value, at = float(text), float(ts)
     except (TypeError, ValueError):
         raise _malformed(query, "a sample that is not [time, value]") from None
+    if not math.isfinite(at):
+        raise _malformed(query, f"a sample at time {ts!r}")
+    return at, value if math.isfinite(value) else math.nan
 
 
 def _check_not_negative(values: np.ndarray[Any, Any], *, start: float, step_seconds: float,

@@ -27,14 +27,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from forescale.adapters import MAX_TIMEOUT_SECONDS
 from forescale.backtest.report import describe_world, html_report, summary_table
 from forescale.backtest.runner import BacktestOptions, run_backtest, world_from_trace
 from forescale.backtest.world import ExcludedInterval, ProtocolParameters, World, build_world
 from forescale.cli.files import check_output, write_atomically
-from forescale.cli.options import Duration, FiniteFloat
+from forescale.cli.options import Duration, FiniteFloat, format_duration
 from forescale.core.errors import InvalidInputError
 from forescale.core.series import Series
-from forescale.trace import parse_timestamp
+from forescale.trace import format_timestamp, parse_timestamp
 
 POLICY_CHOICES = ("all", "forescale", "hpa", "oracle")
 
@@ -101,7 +102,8 @@ def _write(path: Path, data: bytes | str) -> None:
 @click.option("--prometheus-bearer-token-file",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Send this file's token as 'Authorization: Bearer' to Prometheus.")
-@click.option("--prometheus-timeout", type=Duration(gt=0.0), default="30s",
+@click.option("--prometheus-timeout", type=Duration(gt=0.0, le=MAX_TIMEOUT_SECONDS),
+              default="30s",
               show_default=True, help="Give up on one Prometheus request after this long.")
 @click.option("--policy", type=click.Choice(POLICY_CHOICES), default="all", show_default=True,
               help="Which policies to replay; the oracle always runs (ratios are to it).")
@@ -183,14 +185,29 @@ def command(*, trace_path: Path | None, prometheus_url: str | None, query: str |
     for i, (flag, path) in enumerate(outputs):
         check_output(path, flag, inputs=[("--trace", trace_path),
                                          ("--policy-file", policy_file), *outputs[:i]])
-    params = ProtocolParameters(service_rate=service_rate, slo_wait_seconds=slo_wait_seconds,
-                                slo_percentile=slo_percentile, startup_seconds=startup_seconds,
-                                p999_multiple=None if no_rescale else p999_multiple)
     spec = None
     if policy_file is not None:
         from forescale.policy import load_policy_file
 
         spec = load_policy_file(policy_file)
+        # The simulated pods are the ones the policy plans for: its μ and SLO, unless a
+        # flag says otherwise, and then they must agree (a policy sized for 40 req/s per
+        # pod on pods that serve 10 violated the SLO at every step, unannounced).
+        for name, flag, value, own in (
+                ("service_rate", "--service-rate", service_rate,
+                 spec.service_rate_per_replica),
+                ("slo_wait_seconds", "--slo-wait", slo_wait_seconds, spec.slo.wait_seconds),
+                ("slo_percentile", "--slo-percentile", slo_percentile, spec.slo.percentile)):
+            if given(name) and not math.isclose(value, own):
+                raise InvalidInputError(f"{flag} {value:g} differs from the --policy-file's "
+                                        f"{own:g}: the replay would judge the policy on a "
+                                        f"service it does not plan for; leave {flag} out "
+                                        f"to use the policy's")
+        service_rate, slo_wait_seconds, slo_percentile = (
+            spec.service_rate_per_replica, spec.slo.wait_seconds, spec.slo.percentile)
+    params = ProtocolParameters(service_rate=service_rate, slo_wait_seconds=slo_wait_seconds,
+                                slo_percentile=slo_percentile, startup_seconds=startup_seconds,
+                                p999_multiple=None if no_rescale else p999_multiple)
     policies = ("oracle", "hpa", "forescale") if policy == "all" else ("oracle", policy)
     options = BacktestOptions(policies=tuple(dict.fromkeys(policies)), policy_spec=spec,
                               lstm_epochs=lstm_epochs)
@@ -202,6 +219,9 @@ def command(*, trace_path: Path | None, prometheus_url: str | None, query: str |
         assert prometheus_url is not None and query is not None and since is not None
         # The CLI is the boundary where the wall clock may be read; --until pins it.
         end = parse_timestamp(until) if until is not None else time.time()
+        if since > end:
+            raise InvalidInputError(f"--since {format_duration(since)} reaches back before "
+                                    f"1970 from --until ({format_timestamp(end)})")
         world, trace_name = _world_from_prometheus(
             prometheus_url, query, since=since, end=end, step_seconds=step_seconds,
             params=params, excluded=excluded, token_file=prometheus_bearer_token_file,

@@ -40,12 +40,13 @@ def format_duration(seconds: float) -> str:
 
 
 class Duration(click.ParamType[float]):
-    """A duration with a unit, in seconds; ``ge``/``gt`` bound it (in seconds)."""
+    """A duration with a unit, in seconds; ``ge``/``gt``/``le`` bound it (in seconds)."""
 
     name = "duration"
 
-    def __init__(self, *, ge: float | None = None, gt: float | None = None) -> None:
-        self.ge, self.gt = ge, gt
+    def __init__(self, *, ge: float | None = None, gt: float | None = None,
+                 le: float | None = None) -> None:
+        self.ge, self.gt, self.le = ge, gt, le
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
@@ -62,6 +63,8 @@ class Duration(click.ParamType[float]):
                       param, ctx)
         if self.ge is not None and not seconds >= self.ge:
             self.fail(f"must be at least {format_duration(self.ge)}, got {value}", param, ctx)
+        if self.le is not None and not seconds <= self.le:
+            self.fail(f"must be at most {format_duration(self.le)}, got {value}", param, ctx)
         return seconds
 
 
@@ -73,8 +76,8 @@ class FiniteFloat(click.ParamType[float]):
     name = "number"
 
     def __init__(self, *, gt: float | None = None, lt: float | None = None,
-                 ge: float | None = None) -> None:
-        self.gt, self.lt, self.ge = gt, lt, ge
+                 ge: float | None = None, le: float | None = None) -> None:
+        self.gt, self.lt, self.ge, self.le = gt, lt, ge, le
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
@@ -90,6 +93,8 @@ class FiniteFloat(click.ParamType[float]):
             self.fail(f"must be at least {self.ge:g}, got {x:g}", param, ctx)
         if self.lt is not None and not x < self.lt:
             self.fail(f"must be less than {self.lt:g}, got {x:g}", param, ctx)
+        if self.le is not None and not x <= self.le:
+            self.fail(f"must be at most {self.le:g}, got {x:g}", param, ctx)
         return x
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from forescale.adapters import MAX_TIMEOUT_SECONDS
 from forescale.cli.options import FiniteFloat, is_namespace_name
 from forescale.core.errors import os_reason
 
@@ -74,7 +75,8 @@ def _configure_logging(fmt: str, level: str) -> None:
               envvar="FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY",
               help="Do not verify Prometheus' certificate "
                    "[env FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY].")
-@click.option("--prometheus-timeout-seconds", type=FiniteFloat(ge=0.1), default=10.0,
+@click.option("--prometheus-timeout-seconds",
+              type=FiniteFloat(ge=0.1, le=MAX_TIMEOUT_SECONDS), default=10.0,
               show_default=True,
               help="A read slower than this is a failed read: hold replicas, retry later.")
 @click.option("--models-dir", type=click.Path(path_type=Path),

@@ -514,8 +514,12 @@ class LSTMForecaster(Forecaster):
         tmp_weights = directory / f".{WEIGHTS_FILE}.tmp"
         tmp_meta = directory / f".{METADATA_FILE}.tmp"
         old_weights = directory / f".{WEIGHTS_FILE}.old"
+        # Serialised in memory, then written: torch.save reports a full disk as a
+        # RuntimeError, a write as the OSError ("No space left on device") it is.
+        serialised = io.BytesIO()
+        torch.save(net.state_dict(), serialised)
         try:
-            torch.save(net.state_dict(), tmp_weights)
+            tmp_weights.write_bytes(serialised.getvalue())
             tmp_meta.write_text(text, encoding="utf-8")
             old_weights.unlink(missing_ok=True)
             kept = _link_if_exists(weights, old_weights)

@@ -163,6 +163,11 @@ def _fmt(x: float | None) -> str:
 def _verdict(model: float | None, baseline: float | None, baseline_name: str) -> str:
     if model is None or baseline is None:
         return f"- No comparison with {baseline_name}: it could not be scored on this range."
+    if baseline == 0:  # a trace that repeats exactly: the baseline is perfect
+        if model == 0:
+            return f"- The LSTM is **on par with** {baseline_name}: both forecast perfectly."
+        return (f"- The LSTM does **not** beat {baseline_name}, which forecasts this range "
+                f"perfectly (WAPE 0; the LSTM's {model:.4f}).")
     change = model / baseline - 1
     direction = "lower" if change < 0 else "higher"
     if abs(change) < _ON_PAR:
