@@ -212,6 +212,18 @@ def test_output_paths_are_checked_before_the_replay(tmp_path: Path,
     assert trace.read_text().startswith("timestamp,requests")
 
 
+def test_an_output_over_the_token_file_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The results would have overwritten the Prometheus token they were read with."""
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    err = one_line_error(capsys, [
+        "backtest", "--prometheus-url", "http://127.0.0.1:9", "--query", "up", "--since",
+        "1d", "--prometheus-bearer-token-file", str(token), "--out", str(token)])
+    assert "is the --prometheus-bearer-token-file file" in err
+    assert token.read_text() == "secret\n"
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from forescale.cli import files

@@ -184,7 +184,9 @@ def command(*, trace_path: Path | None, prometheus_url: str | None, query: str |
                                                ("--report", report_path)) if path is not None]
     for i, (flag, path) in enumerate(outputs):
         check_output(path, flag, inputs=[("--trace", trace_path),
-                                         ("--policy-file", policy_file), *outputs[:i]])
+                                         ("--policy-file", policy_file),
+                                         ("--prometheus-bearer-token-file",
+                                          prometheus_bearer_token_file), *outputs[:i]])
     spec = None
     if policy_file is not None:
         from forescale.policy import load_policy_file
