@@ -261,11 +261,33 @@ def test_values_schema_takes_the_prometheus_urls_the_operator_takes(
     ({"peering": {"enabled": True}}, "peering.enabled needs replicaCount 1"),
     ({"models": {"source": "configMap"}}, "needs models.configMapName"),
     ({"models": {"source": "volume"}}, "needs models.volume"),
+    # The namespace's default ServiceAccount would get patch on every /scale.
+    ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs "
+                                            "serviceAccount.name"),
+    # Prometheus refuses the scrape config: nothing would be scraped, no alert fire.
+    ({"serviceMonitor": {"enabled": True, "interval": "5s"}},
+     r"serviceMonitor.scrapeTimeout \(10s\) must not exceed serviceMonitor.interval \(5s\)"),
+    ({"serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "1m500ms"}},
+     "must not exceed serviceMonitor.interval"),
 ])
 def test_impossible_combinations_fail_to_render(chart: helm_python.Chart,
                                                 values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm_python.HelmError, match=message):
         render(chart, values)
+
+
+def test_a_scrape_timeout_within_the_interval_renders(chart: helm_python.Chart) -> None:
+    for interval, timeout in (("1m", "59s500ms"), ("1m", "1m"), ("1h", "30m")):
+        docs = render(chart, {"serviceMonitor": {"enabled": True, "interval": interval,
+                                                 "scrapeTimeout": timeout}})
+        assert any(d and d.get("kind") == "ServiceMonitor" for d in docs)
+
+
+def test_the_metrics_service_name_is_a_dns_label(chart: helm_python.Chart) -> None:
+    """The 63-character full name plus "-metrics" was 71: the API server refuses it."""
+    docs = render(chart, {"fullnameOverride": "f" * 63})
+    names = [d["metadata"]["name"] for d in docs if d and d.get("kind") == "Service"]
+    assert names and all(len(n) <= 63 and n.endswith("-metrics") for n in names)
 
 
 # --- every manifest is valid Kubernetes ------------------------------------------------

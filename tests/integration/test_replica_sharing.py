@@ -24,7 +24,7 @@ def _holders(world: World) -> dict[str, str]:
     out: dict[str, str] = {}
     for target in TARGETS:
         lease: dict[str, Any] | None = world.kube.get(
-            LEASES, f"forescale-{world.namespace}-deployment-{target}",
+            LEASES, f"forescale-{world.namespace}.deployment-{target}",
             namespace=world.namespace)
         if lease is not None and lease["spec"].get("holderIdentity"):
             out[target] = lease["spec"]["holderIdentity"]

@@ -84,7 +84,7 @@ def period(kube: FakeKube, clock: Clock, replicas: list[Replica], n: int, *,
 def holders(kube: FakeKube) -> dict[str, int]:
     out: dict[str, int] = {}
     for (ns, name), lease in kube.leases.items():
-        if ns == LEASES and name.startswith("forescale-shop-"):
+        if ns == LEASES and name.startswith("forescale-shop."):
             holder = lease["spec"]["holderIdentity"]
             out[holder] = out.get(holder, 0) + 1
     return out
@@ -349,3 +349,12 @@ def test_a_replica_that_hands_a_target_over_stops_exporting_its_series() -> None
                     if kube.statuses[NS, f"p{i}"]["decidedBy"] == replica.identity}
         assert len(reported) == n // 2
         assert exported == reported, replica.identity
+
+
+def test_lease_names_do_not_collide_across_namespaces() -> None:
+    """With dashes only, namespace x's target y-deployment-z and namespace x-deployment-y's
+    target z shared a Lease: one tenant could stop the other's scaling for good."""
+    assert lease_name("Deployment", "y-deployment-z", namespace="x") != \
+        lease_name("Deployment", "z", namespace="x-deployment-y")
+    assert lease_name("Deployment", "web", namespace="shop") == "forescale-shop.deployment-web"
+    assert lease_name("Deployment", "web") == "forescale-deployment-web"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from forescale.controller.kube import KubeError
+from forescale.controller.kube import KubeError, NotFound
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import merge_patch, rfc3339
@@ -226,6 +226,38 @@ def test_a_slow_cycle_whose_lease_nobody_took_still_reports() -> None:
 def test_a_paused_replica_that_lost_the_lease_mid_cycle_does_not_report() -> None:
     kube, _, _ = slow_cycle(take_over=True, paused=True)
     assert kube.statuses[NS, "web"]["decidedBy"] == "op-b"
+
+
+# -- the policy was deleted, and nobody told this replica -------------------------------
+
+
+class GoneKube(FakeKube):
+    """The policy was deleted while this replica's watch was down: its status is 404."""
+
+    def patch_policy_status(self, namespace: str, name: str, status: Any) -> Any:
+        raise NotFound(404, "NotFound", f"scalingpolicies.forescale.dev {name} not found")
+
+
+def test_a_policy_found_deleted_stops_scaling_and_releases_its_lease() -> None:
+    """A re-list after a 410 Gone reports no deletions: the daemon of a deleted policy ran
+    on, took the released Lease again and wrote /scale every cycle."""
+    controller, _, source, clock = setup(rate=100.0)
+    kube = GoneKube()
+    kube.replicas[NS, "web"] = 2
+    controller.kube = kube
+    controller.lease = type(controller.lease)(kube, identity=controller.settings.identity)
+    body = rate_limited(PER_100S)
+    controller.cycle(body)
+    assert kube.scale_writes == [(NS, "web", 3)]  # the one write before the 404 told
+    assert controller.gone(body)
+    assert controller.release(body)  # what the daemon does next
+    assert (NS, "forescale-deployment-web") not in kube.leases
+    for _ in range(3):
+        clock.now += 200
+        source.rate *= 3
+        controller.cycle(body)
+    assert kube.scale_writes == [(NS, "web", 3)]
+    assert (NS, "forescale-deployment-web") not in kube.leases
 
 
 # -- the policy's target changes ----------------------------------------------------------

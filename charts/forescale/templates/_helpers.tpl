@@ -138,4 +138,29 @@ Helm's "resource mapping not found". */}}
 {{- if and (eq .Values.models.source "volume") (empty .Values.models.volume) }}
 {{- fail "models.source volume needs models.volume (a volume source)" }}
 {{- end }}
+{{- if and (not .Values.serviceAccount.create) (empty .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: otherwise the operator's ClusterRole (patch on every /scale) would be bound to the namespace's default ServiceAccount, which every pod there uses" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.serviceMonitor.scrapeTimeout }}
+{{- $timeout := include "forescale.milliseconds" .Values.serviceMonitor.scrapeTimeout | atoi }}
+{{- $interval := include "forescale.milliseconds" .Values.serviceMonitor.interval | atoi }}
+{{- if gt $timeout $interval }}
+{{- fail (printf "serviceMonitor.scrapeTimeout (%s) must not exceed serviceMonitor.interval (%s): Prometheus refuses such a scrape config, and nothing would be scraped" .Values.serviceMonitor.scrapeTimeout .Values.serviceMonitor.interval) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* The metrics Service: a DNS-1035 label (63 characters at most) with its suffix. */}}
+{{- define "forescale.metricsService" -}}
+{{- include "forescale.fullname" . | trunc 55 | trimSuffix "-" }}-metrics
+{{- end }}
+
+{{- /* A Prometheus duration of the values' schema (e.g. 1m30s, 500ms) in milliseconds. */}}
+{{- define "forescale.milliseconds" -}}
+{{- $total := 0 -}}
+{{- $unit := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" . -1 -}}
+{{- $total = add $total (mul (regexFind "^[0-9]+" . | atoi) (get $unit (regexFind "(ms|s|m|h)$" .))) -}}
+{{- end -}}
+{{- $total -}}
 {{- end }}

@@ -72,8 +72,18 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
     async def startup(**_: Any) -> None:
         async def beat() -> None:
             loop = asyncio.get_running_loop()
+            reached = False
             while True:
                 controller.health.beat()
+                if not reached:  # ready once the API answers (discovery: any user may)
+                    try:  # at every beat until it does: one failure at startup (a sidecar
+                        # not ready yet) left a replica with no status to write unready
+                        await loop.run_in_executor(
+                            pool, controller.kube.resolve_scale, "apps/v1", "Deployment")
+                        controller.health.api_reached()
+                        reached = True
+                    except KubeError as exc:
+                        logger.warning("the Kubernetes API did not answer: %s", exc)
                 try:  # the membership Lease: how the other replicas know this one is alive
                     await loop.run_in_executor(None, controller.heartbeat)
                 except KubeError as exc:
@@ -82,12 +92,6 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
 
         task = asyncio.get_running_loop().create_task(beat())
         background.add(task)
-        try:  # ready once the API answers (discovery is allowed to every user)
-            await asyncio.get_running_loop().run_in_executor(
-                pool, controller.kube.resolve_scale, "apps/v1", "Deployment")
-            controller.health.api_reached()
-        except KubeError as exc:
-            logger.warning("the Kubernetes API did not answer at startup: %s", exc)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -109,6 +113,9 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
             try:  # an API error is the cycle's to count and back off from
                 delay = await loop.run_in_executor(pool, controller.cycle, snapshot)
             except RuntimeError:  # the pool is shut down: the operator is exiting
+                return
+            if controller.gone(snapshot):  # deleted, though kopf did not tell us
+                await asyncio.to_thread(controller.release, snapshot)
                 return
             await stopped.wait(delay)
         if stopped.reason is not None and \

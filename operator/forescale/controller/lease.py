@@ -28,10 +28,14 @@ def lease_name(kind: str, name: str, *, namespace: str | None = None) -> str:
     """Named after the target, e.g. ``forescale-deployment-web`` (a valid object name).
 
     With ``namespace`` (Leases kept in the operator's own namespace, ``--lease-namespace``)
-    the target's namespace is part of the name: ``forescale-shop-deployment-web``; a name
-    that would be longer than an object name may be ends in a hash of the whole."""
+    the target's namespace is part of the name: ``forescale-shop.deployment-web``. The dot
+    ends the namespace (a namespace has none) and the kind ends at the next dash (a kind has
+    none), so no two targets share a name: with a dash, namespace ``x``'s ``y-deployment-z``
+    and namespace ``x-deployment-y``'s ``z`` did, and one tenant could hold the other's
+    target. A name that would be longer than an object name may be ends in a hash of the
+    whole."""
     full = f"forescale-{kind.lower()}-{name}" if namespace is None else \
-        f"forescale-{namespace}-{kind.lower()}-{name}"
+        f"forescale-{namespace}.{kind.lower()}-{name}"
     if len(full) <= 253:
         return full.rstrip("-.")
     digest = hashlib.sha256(full.encode()).hexdigest()[:16]

@@ -656,9 +656,20 @@ class Controller:
         with self._lock:  # what the next cycle plans from if this write fails
             self._reported[_policy_key(body)] = (
                 meta.get("uid"), plain(body.get("status") or {}), merge_patch(previous, status))
-        with contextlib.suppress(NotFound):  # deleted meanwhile
+        try:
             self.kube.patch_policy_status(str(meta.get("namespace")), str(meta.get("name")),
                                           status)
+        except NotFound:
+            # Deleted, and this replica was not told (its watch missed the event: a
+            # re-list after a 410 Gone reports no deletions): it must stop, or its daemon
+            # would take the released Lease again and scale the workload for ever.
+            uid = meta.get("uid")
+            if isinstance(uid, str):
+                with self._lock:
+                    self._deleted.add(uid)
+            logger.warning("%s/%s: the policy is gone; its decisions stop",
+                           meta.get("namespace"), meta.get("name"))
+            return
         self.metrics.decision.observe_conditions(str(meta.get("namespace")),
                                                  str(meta.get("name")), status["conditions"])
         self.health.api_reached()
@@ -830,6 +841,13 @@ class Controller:
         with self._operation() as allowed:
             if allowed:
                 self.membership.heartbeat(self._clock())
+
+    def gone(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body``'s policy was deleted (told by kopf, or found by a status write
+        that got 404): its daemon stops and releases its Lease."""
+        uid = (body.get("metadata") or {}).get("uid")
+        with self._lock:
+            return uid in self._deleted
 
     def release(self, body: Mapping[str, Any], *, wait_seconds: float = 30.0) -> bool:
         """Give up the target's lease: the policy was deleted. A cycle of it still running
