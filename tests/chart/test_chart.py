@@ -381,6 +381,9 @@ def test_default_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
         "--all-namespaces", "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
         "--models-dir=/models", "--metrics-port=8080", "--identity=$(POD_NAME)",
         "--standalone", "--log-format=json", "--log-level=info"]
+    env = {e["name"]: e for e in container["env"]}
+    # Two releases in one namespace are two groups of replicas, not one.
+    assert env["FORESCALE_REPLICA_GROUP"]["value"] == dep["metadata"]["name"]
 
 
 def test_grace_period_covers_the_shutdown(chart: helm_python.Chart,

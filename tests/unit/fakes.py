@@ -88,9 +88,10 @@ class FakeKube:
         return copy.deepcopy(lease) if lease is not None else None
 
     def list_leases(self, namespace: str, *, label_selector: str) -> list[JSON]:
-        key, _, value = label_selector.partition("=")
+        wanted = dict(term.partition("=")[::2] for term in label_selector.split(","))
         return [copy.deepcopy(lease) for (ns, _), lease in self.leases.items()
-                if ns == namespace and lease["metadata"]["labels"].get(key) == value]
+                if ns == namespace and all(lease["metadata"]["labels"].get(k) == v
+                                           for k, v in wanted.items())]
 
     def create_lease(self, namespace: str, name: str, spec: JSON, *,
                      labels: Mapping[str, str], annotations: Mapping[str, str]) -> JSON:

@@ -17,7 +17,7 @@ from forescale.controller.settings import ControllerSettings
 CHART = Path(__file__).resolve().parents[2] / "charts" / "forescale" / "templates"
 ENV = ("FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE", "FORESCALE_PROMETHEUS_CA_FILE",
        "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY", "FORESCALE_ALLOWED_PROMETHEUS_URLS",
-       "FORESCALE_LEASE_NAMESPACE", "FORESCALE_TENANT_LABEL")
+       "FORESCALE_LEASE_NAMESPACE", "FORESCALE_TENANT_LABEL", "FORESCALE_REPLICA_GROUP")
 
 
 @pytest.fixture
@@ -73,6 +73,7 @@ def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path:
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
     run([], env={"FORESCALE_LEASE_NAMESPACE": "forescale", "FORESCALE_TENANT_LABEL": "namespace",
+                 "FORESCALE_REPLICA_GROUP": "team-a-forescale",
                  "FORESCALE_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/token",
                  "FORESCALE_PROMETHEUS_CA_FILE": str(ca),
                  "FORESCALE_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"})
@@ -82,6 +83,7 @@ def test_env_fallbacks_with_the_charts_names(captured: dict[str, Any], tmp_path:
     assert s.prometheus_insecure_skip_verify is True
     assert s.lease_namespace == "forescale"
     assert s.tenant_label == "namespace"
+    assert s.replica_group == "team-a-forescale"
 
 
 def test_a_missing_ca_file_is_a_usage_error(captured: dict[str, Any], tmp_path: Path) -> None:
@@ -104,6 +106,18 @@ def test_the_source_gets_the_token_only_for_the_operators_prometheus(tmp_path: P
     insecure = ControllerSettings(identity="t", prometheus_insecure_skip_verify=True,
                                   prometheus_ca_file=ca)
     assert insecure.prometheus_source("https://x:1")._client._session.verify is False
+
+
+def test_replica_group(captured: dict[str, Any]) -> None:
+    run([])
+    assert captured["settings"].replica_group == "default"
+    run(["--replica-group", "team-a-forescale"])
+    assert captured["settings"].replica_group == "team-a-forescale"
+    for bad in ("", "-x", "a b", "x" * 64):
+        result = CliRunner().invoke(run_cmd.command, ["--all-namespaces",
+                                                      "--replica-group", bad])
+        assert result.exit_code == 2, bad
+        assert "--replica-group" in result.output
 
 
 def test_prometheus_timeout(captured: dict[str, Any]) -> None:

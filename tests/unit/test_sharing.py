@@ -358,3 +358,20 @@ def test_lease_names_do_not_collide_across_namespaces() -> None:
         lease_name("Deployment", "z", namespace="x-deployment-y")
     assert lease_name("Deployment", "web", namespace="shop") == "forescale-shop.deployment-web"
     assert lease_name("Deployment", "web") == "forescale-deployment-web"
+
+
+def test_two_releases_in_one_namespace_are_two_groups_of_replicas() -> None:
+    """Each release's pods counted the other's as members (one label for all): the targets
+    assigned to a pod that never sees their policies (it watches other namespaces) went
+    unscaled for minutes."""
+    kube, clock = FakeKube(), Clock()
+    team_a = [Membership(kube, identity=f"a-{i}", namespace=LEASES, group="team-a-forescale")
+              for i in range(2)]
+    team_b = Membership(kube, identity="b-0", namespace=LEASES, group="team-b-forescale")
+    for member in (*team_a, team_b):
+        member.heartbeat(clock.now)
+    assert team_a[0].members(clock.now) == ["a-0", "a-1"]
+    assert team_b.members(clock.now) == ["b-0"]
+    targets = frozenset({lease_name("Deployment", f"web{i}", namespace=NS) for i in range(8)})
+    owners = {team_a[0].assigned(t, targets, clock.now) for t in targets}
+    assert owners == {"a-0", "a-1"}

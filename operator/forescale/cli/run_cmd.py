@@ -16,6 +16,9 @@ from forescale.adapters import MAX_TIMEOUT_SECONDS
 from forescale.cli.options import FiniteFloat, is_namespace_name
 from forescale.core.errors import os_reason
 
+#: A Kubernetes label value (the --replica-group, a label of the membership Leases).
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
 
 class _Seconds(FiniteFloat):
     """A finite number of seconds in [lo, hi]: NaN, infinities and out-of-range values
@@ -102,6 +105,11 @@ def _configure_logging(fmt: str, level: str) -> None:
               help="Keep every Lease in this namespace (the operator's own): replicas then "
                    "share the targets, each taking its fair share "
                    "[env FORESCALE_LEASE_NAMESPACE].")
+@click.option("--replica-group", envvar="FORESCALE_REPLICA_GROUP", default="default",
+              show_default=True,
+              help="With --lease-namespace: the replicas that share the targets are those of "
+                   "this group (the chart sets the release's name), not every operator pod "
+                   "in the namespace [env FORESCALE_REPLICA_GROUP].")
 @click.option("--tenant-label", envvar="FORESCALE_TENANT_LABEL",
               help="Scope every policy's query to its own namespace: this label matcher "
                    "(e.g. namespace) is injected into every vector selector, and a query "
@@ -120,7 +128,7 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
             metrics_port: int, metrics_address: str, identity: str,
             standalone: bool, peering: str | None, kubeconfig: str | None,
             step_seconds: float, lease_extra_seconds: float, lease_namespace: str | None,
-            tenant_label: str | None,
+            replica_group: str, tenant_label: str | None,
             workers: int, log_format: str,
             log_level: str) -> None:
     """Run the operator: one decision loop per ScalingPolicy."""
@@ -146,6 +154,10 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
         if not is_namespace_name(namespace):
             raise click.BadParameter(f"must be a namespace name (DNS-1123 label), got "
                                      f"{namespace!r}", param_hint="'--namespace'")
+    if not LABEL_VALUE.fullmatch(replica_group):
+        raise click.BadParameter("must be a label value: 1..63 letters, digits, '-', '_' "
+                                 "or '.', starting and ending with a letter or digit",
+                                 param_hint="'--replica-group'")
     if tenant_label and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", tenant_label):
         raise click.BadParameter("must be a Prometheus label name",
                                  param_hint="'--tenant-label'")
@@ -170,6 +182,7 @@ def command(namespaces: tuple[str, ...], all_namespaces: bool, prometheus_url: s
                                   prometheus_timeout_seconds=prometheus_timeout_seconds,
                                   allowed_prometheus_urls=allowed,
                                   lease_namespace=lease_namespace,
+                                  replica_group=replica_group,
                                   tenant_label=tenant_label or None)
     try:
         kube = KubeClient(kubeconfig=kubeconfig)

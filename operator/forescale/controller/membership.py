@@ -32,6 +32,10 @@ logger = logging.getLogger("forescale.controller")
 
 #: The label that makes a Lease a replica's membership.
 COMPONENT_LABEL = ("app.kubernetes.io/component", "forescale-replica")
+#: The label naming the group of replicas that share targets (one Helm release): two
+#: releases in one namespace counted each other's pods as members, and the targets
+#: assigned to a pod that never sees their policies went unscaled.
+GROUP_LABEL = "forescale.dev/replica-group"
 
 
 class MembershipApi(LeaseApi, Protocol):
@@ -72,8 +76,10 @@ class Membership:
     replica that stopped renewing still counts (renewed every ``ttl_seconds / 3``)."""
 
     def __init__(self, kube: MembershipApi, *, identity: str, namespace: str,
-                 ttl_seconds: int = 15, refresh_seconds: float = 2.0) -> None:
+                 group: str = "default", ttl_seconds: int = 15,
+                 refresh_seconds: float = 2.0) -> None:
         self._kube = kube
+        self.group = group
         self._lock_api = LeaseLock(kube, identity=identity)
         self.identity = identity
         self.namespace = namespace
@@ -88,7 +94,8 @@ class Membership:
         """Renew this replica's membership Lease (from a timer, a few times per TTL)."""
         self._lock_api.ensure(self.namespace, membership_lease_name(self.identity),
                               policy=f"replica:{self.identity}", duration=self.ttl_seconds,
-                              now=now, labels=dict([COMPONENT_LABEL]))
+                              now=now, labels={COMPONENT_LABEL[0]: COMPONENT_LABEL[1],
+                                               GROUP_LABEL: self.group})
 
     def leave(self) -> None:
         """Delete the membership Lease: the others stop counting this replica at once."""
@@ -105,7 +112,7 @@ class Membership:
                 0 <= now - self._listed_at < self.refresh_seconds
             if fresh:
                 return list(self._members)
-        selector = "=".join(COMPONENT_LABEL)
+        selector = f"{'='.join(COMPONENT_LABEL)},{GROUP_LABEL}={self.group}"
         try:
             leases = self._kube.list_leases(self.namespace, label_selector=selector)
         except KubeError as exc:

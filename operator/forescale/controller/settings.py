@@ -36,6 +36,8 @@ class ControllerSettings:
     #: share the targets and Lease RBAC is one Role there. None: each target's Lease in
     #: the target's namespace, first come first served (one replica, or tests).
     lease_namespace: str | None = None
+    #: Replicas that share targets (with ``lease_namespace``): one Helm release's.
+    replica_group: str = "default"
     #: Tenant isolation (``--tenant-label``): every policy's query is scoped to its own
     #: namespace by this label matcher, injected into every vector selector. None: off.
     tenant_label: str | None = None

@@ -260,7 +260,8 @@ class Controller:
         #: handed over when it changes (and taken again if still nobody takes it).
         self._rescued: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
         self.membership = (Membership(kube, identity=settings.identity,
-                                      namespace=settings.lease_namespace)
+                                      namespace=settings.lease_namespace,
+                                      group=settings.replica_group)
                            if settings.lease_namespace else None)
         self._lock = threading.Lock()
         #: Set on shutdown (:meth:`release_all`): no Lease is taken or renewed, no /scale
