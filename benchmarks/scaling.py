@@ -187,7 +187,8 @@ def section(result: BacktestResult, wall: float, *, real: bool, about: str = "",
         details = result.forescale.details
         parts.append(f"forescale's forecasts were served by {details.get('served_by')}; "
                      f"the planned rate was set by {details.get('rate_sources')}; its LSTM "
-                     f"trained for {result.training_seconds:.1f}s on the warm-up only.")
+                     f"trained for {result.training_seconds:.1f}s on the warm-up only "
+                     f"(included in its wall time).")
     parts.append(f"Wall time for the whole trace (loading, world, every policy): "
                  f"{wall:.1f}s.")
     return "\n".join(parts) + "\n"

@@ -125,7 +125,8 @@ def fake_run(cost_steps: int, violations: int, scored: int = 100) -> PolicyRun:
     violating = np.arange(scored) < violations
     return PolicyRun(name="x", first_step=0, initial_pods=1, requested=existing,
                      ready=existing, existing=existing, violating=violating,
-                     scored=np.ones(scored, dtype=bool), step_seconds=60.0, wall_seconds=0.0)
+                     scored=np.ones(scored, dtype=bool), counted=np.ones(scored, dtype=bool),
+                     step_seconds=60.0, wall_seconds=0.0)
 
 
 def test_equal_slo_picks_the_cheapest_target_at_most_as_violating() -> None:

@@ -176,6 +176,9 @@ def test_excluded_intervals_are_seen_but_not_scored() -> None:
     run = simulate(world, Scripted([1] * 10))  # violates everywhere
     assert run.violations == 6 and run.violation_rate == 1.0
     assert run.cost_pod_hours == pytest.approx(6 / 60)
+    # Scaling actions are not scoring (§7: cost and violations): they count there too.
+    steps = simulate(world, Scripted([1, 1, 1, 2, 2, 3, 4, 4, 4, 5]))
+    assert steps.scaling_actions == 4  # at steps 3, 5, 6 and 9; 5 and 6 are excluded
     # Every step is still visible to the policy.
     world_all = build_world(Series.from_array(rates), params)
     np.testing.assert_array_equal(world.observed, world_all.observed)

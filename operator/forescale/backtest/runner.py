@@ -227,6 +227,8 @@ def run_backtest(world: World, options: BacktestOptions | None = None, *,
             world, options.policy_spec, lstm_epochs=options.lstm_epochs, progress=epochs)
         with fs_policy.replay_scope():
             fs_run = run(fs_policy, "forescale")
-        result.forescale = replace(fs_run, details=fs_policy.details())
+        # Its wall time includes the training, as the protocol's per-policy wall time does.
+        result.forescale = replace(fs_run, details=fs_policy.details(),
+                                   wall_seconds=fs_run.wall_seconds + result.training_seconds)
         result.forescale_policy = fs_policy
     return result

@@ -12,7 +12,9 @@ forescale) is scored by the same code:
   (L = 2 steps of 60 s); scale-down is immediate and removes starting pods first;
 * cost is pod-hours of every pod that exists, starting or ready;
 * the warm-up (7 days; 4 for a trace shorter than 15 days) and intervals a trace's README
-  marks as missing are not scored; policies still see them.
+  marks as missing are not scored; policies still see them;
+* scaling actions are counted on every step after the warm-up, the missing-data ones
+  included: §7 leaves those out of the cost and the violations only.
 
 Two choices the protocol leaves open, made here once:
 
@@ -394,6 +396,9 @@ class PolicyRun:
     violating: BoolArray
     #: Scored steps among the simulated ones.
     scored: BoolArray
+    #: Steps after the warm-up among the simulated ones, missing-data ones included: where
+    #: scaling actions are counted.
+    counted: BoolArray
     step_seconds: float
     wall_seconds: float
     details: dict[str, object] = field(default_factory=dict)
@@ -412,9 +417,9 @@ class PolicyRun:
 
     @property
     def scaling_actions(self) -> int:
-        """Scored steps whose requested count differs from the step before's."""
+        """Steps after the warm-up whose requested count differs from the step before's."""
         previous = np.concatenate(([self.initial_pods], self.requested[:-1]))
-        return int(((self.requested != previous) & self.scored).sum())
+        return int(((self.requested != previous) & self.counted).sum())
 
 
 def simulate(world: World, policy: Policy, *, progress: ProgressCallback | None = None,
@@ -474,5 +479,6 @@ def simulate(world: World, policy: Policy, *, progress: ProgressCallback | None 
     return PolicyRun(name=policy.name, first_step=first, initial_pods=world.initial_pods,
                      requested=requested,
                      ready=ready_during, existing=existing, violating=violating,
-                     scored=np.asarray(world.scored[first:]), step_seconds=world.step_seconds,
-                     wall_seconds=wall)
+                     scored=np.asarray(world.scored[first:]),
+                     counted=np.arange(first, len(world)) >= world.warmup_steps,
+                     step_seconds=world.step_seconds, wall_seconds=wall)
