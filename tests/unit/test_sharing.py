@@ -375,3 +375,23 @@ def test_two_releases_in_one_namespace_are_two_groups_of_replicas() -> None:
     targets = frozenset({lease_name("Deployment", f"web{i}", namespace=NS) for i in range(8)})
     owners = {team_a[0].assigned(t, targets, clock.now) for t in targets}
     assert owners == {"a-0", "a-1"}
+
+
+def test_membership_leases_of_departed_pods_are_collected() -> None:
+    """Every rollout left one membership Lease per old pod, listed every 2 s for ever."""
+    from forescale.controller.membership import STALE_MEMBERSHIP_SECONDS, membership_lease_name
+
+    kube, clock = FakeKube(), Clock()
+    old = Membership(kube, identity="old-pod", namespace=LEASES, group="g")
+    new = Membership(kube, identity="new-pod", namespace=LEASES, group="g",
+                     refresh_seconds=0.0)
+    old.heartbeat(clock.now)  # then the pod is gone (killed: no leave())
+    new.heartbeat(clock.now)
+    clock.now += 60
+    assert new.members(clock.now) == ["new-pod"]
+    assert (LEASES, membership_lease_name("old-pod")) in kube.leases  # expired, kept a while
+    clock.now += STALE_MEMBERSHIP_SECONDS
+    new.heartbeat(clock.now)
+    assert new.members(clock.now) == ["new-pod"]
+    assert (LEASES, membership_lease_name("old-pod")) not in kube.leases
+    assert (LEASES, membership_lease_name("new-pod")) in kube.leases

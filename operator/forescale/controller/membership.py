@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from typing import Protocol
 
-from forescale.controller.kube import JSON, KubeError
+from forescale.controller.kube import JSON, KubeError, parse_time
 from forescale.controller.lease import LeaseApi, LeaseLock, live_holder
 
 logger = logging.getLogger("forescale.controller")
@@ -36,6 +36,9 @@ COMPONENT_LABEL = ("app.kubernetes.io/component", "forescale-replica")
 #: releases in one namespace counted each other's pods as members, and the targets
 #: assigned to a pod that never sees their policies went unscaled.
 GROUP_LABEL = "forescale.dev/replica-group"
+#: A membership Lease expired this long ago is deleted by the replica that lists it: every
+#: rollout leaves one per old pod, which the listings every few seconds would carry for ever.
+STALE_MEMBERSHIP_SECONDS = 3600.0
 
 
 class MembershipApi(LeaseApi, Protocol):
@@ -124,10 +127,24 @@ class Membership:
             return [self.identity]
         alive = {h for lease in leases if (h := live_holder(lease, now)) is not None}
         alive.add(self.identity)
+        self._collect(leases, now)
         members = sorted(alive)
         with self._lock:
             self._members, self._listed_at = members, now
         return members
+
+    def _collect(self, leases: list[JSON], now: float) -> None:
+        """Delete the membership Leases expired for :data:`STALE_MEMBERSHIP_SECONDS` (a
+        departed pod's; one that comes back makes its own again). The resourceVersion
+        precondition leaves one renewed meanwhile alone; a failure is tried next listing."""
+        for lease in leases:
+            spec = lease.get("spec") or {}
+            renewed = parse_time(spec.get("renewTime"))
+            duration = float(spec.get("leaseDurationSeconds") or 0)
+            if renewed is None or now - (renewed + duration) < STALE_MEMBERSHIP_SECONDS:
+                continue
+            with contextlib.suppress(KubeError):
+                self._kube.delete_lease(lease)
 
     def assigned(self, target: str, targets: frozenset[str], now: float) -> str | None:
         """The replica ``target`` is assigned to, among ``targets`` (every target this
