@@ -85,9 +85,9 @@ class DecisionMetrics:
             _one_hot(self.decided_by, self._sources, namespace, policy, decided_by(plan))
         else:
             remove_series(self.recommended, namespace, policy)
-        if plan.rate_source is not None:
-            _one_hot(self.sized_for, self._rate_sources, namespace, policy,
-                     plan.rate_source.reason)
+            _one_hot(self.decided_by, self._sources, namespace, policy, None)
+        _one_hot(self.sized_for, self._rate_sources, namespace, policy,
+                 plan.rate_source.reason if plan.rate_source is not None else None)
         fc = plan.forecast.forecast if plan.forecast is not None else None
         if fc is None or fc.horizon == 0:
             for gauge in (self.forecast_mean, self.forecast_lower, self.forecast_upper):
@@ -140,11 +140,14 @@ def remove_series(gauge: Gauge, *labels: str) -> None:
 
 
 def _one_hot(gauge: Gauge, seen: dict[tuple[str, str], set[tuple[str, ...]]],
-             namespace: str, policy: str, value: str, *, within: tuple[str, ...] = ()) -> None:
+             namespace: str, policy: str, value: str | None, *,
+             within: tuple[str, ...] = ()) -> None:
     """1 for ``value``, 0 for every other value this policy's gauge has had with the same
-    leading labels ``within`` (a condition's type: each condition has its own reason)."""
+    leading labels ``within`` (a condition's type: each condition has its own reason);
+    ``None`` (a hold: nothing set it) sets them all to 0."""
     labels = seen.setdefault((namespace, policy), set())
-    labels.add((*within, value))
+    if value is not None:
+        labels.add((*within, value))
     for other in labels:
         if other[:-1] == within:
             gauge.labels(namespace, policy, *other).set(1.0 if other[-1] == value else 0.0)

@@ -52,6 +52,9 @@ class Decision:
     lstm_configured: bool = False
     #: (reason, message) of a pause or pin annotation (controller.overrides), or None.
     paused: tuple[str, str] | None = None
+    #: Whether the annotations were read in this cycle (not when the target could not be
+    #: read, the spec was invalid or the cycle failed): else ``paused`` says nothing.
+    override_read: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,12 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     if d.blocked is not None:
         out["ScalingActive"] = ("False", *d.blocked)
     elif d.metrics_error is not None or (plan is not None and not plan.metrics_available):
-        out["ScalingActive"] = ("False", "HoldingReplicas",
-                                "no usable metrics: holding the current replicas")
+        moved = plan is not None and plan.desired_replicas != plan.current_replicas
+        out["ScalingActive"] = ("False", "HoldingReplicas", (
+            f"no usable metrics: no forecast, but the bounds in force move the replicas "
+            f"{plan.current_replicas} -> {plan.desired_replicas} ({plan.message})"
+            if moved and plan is not None else
+            "no usable metrics: holding the current replicas"))
     else:
         out["ScalingActive"] = ("True", "ScalingEnabled",
                                 "the operator scales the target through /scale")
@@ -172,6 +179,9 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
     for ctype, (state, reason, message) in sorted(conditions(d).items(),
                                                   key=lambda kv: CONDITION_TYPES.index(kv[0])):
         old = before.get(ctype) or {}
+        if ctype == "Paused" and not d.override_read and old:
+            conds.append(dict(old))  # not read in this cycle: what it was, unchanged
+            continue
         changed = old.get("status") != state
         conds.append({"type": ctype, "status": state, "reason": reason,
                       "message": message[:1024],
@@ -189,6 +199,10 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
     if d.scaled_to is not None:
         status["lastScaleTime"] = rfc3339(d.now)
     if plan is not None:
+        # What this plan has not (a hold: no forecast, no sizing) is removed (null in the
+        # merge patch), not left from an earlier decision as if it were this one's.
+        status.update(dict.fromkeys(("sizedFor", "schedules", "guardrail", "servingModel",
+                                     "skippedModels", "forecast")))
         status.update({
             "currentReplicas": plan.current_replicas,
             "desiredReplicas": plan.desired_replicas,
@@ -246,10 +260,12 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
         out.append(Event("Normal", "ModelReloaded",
                          f"lstm artifact {plan.forecast.reloaded} loaded again: its files "
                          "changed"))
-    paused_before = before.get("Paused", (None, None))[0] == "True"
-    if d.paused is not None and not paused_before:
-        out.append(Event("Normal", d.paused[0], d.paused[1]))
-    elif d.paused is None and paused_before:
+    paused_before, paused_reason = before.get("Paused", (None, None))
+    if not d.override_read:
+        pass  # the annotations were not read: nothing is known to have changed
+    elif d.paused is not None and (paused_before != "True" or paused_reason != d.paused[0]):
+        out.append(Event("Normal", d.paused[0], d.paused[1]))  # paused, or pause ⇄ pin
+    elif d.paused is None and paused_before == "True":
         out.append(Event("Normal", "Resumed", "pause annotation removed: forescale scales "
                                               "the target again"))
     for ctype, (status, reason, message) in conditions(d).items():

@@ -289,6 +289,10 @@ class Controller:
         except KubeError as exc:
             self.metrics.errors.labels("KubernetesApi").inc()
             logger.warning("%s: Kubernetes API error: %s", key, exc)
+            # No decision: the last one's series would read as current (as on the other
+            # paths without a plan).
+            meta = body.get("metadata") or {}
+            self.metrics.forget_plan(str(meta.get("namespace")), str(meta.get("name")))
             return self._backoff(key, _period_of(body))
         except Exception as exc:  # the status says why; the log keeps the traceback
             logger.exception("%s: the decision failed", key)
@@ -323,6 +327,7 @@ class Controller:
                                        is not None)
             target = self.read_target(policy)
             override = self.read_override(body, policy)
+            base = dataclasses.replace(base, override_read=True)
         except Invalid as exc:
             self.metrics.errors.labels(exc.reason).inc()
             self.metrics.forget_plan(str(meta.get("namespace")), str(meta.get("name")))
@@ -355,7 +360,10 @@ class Controller:
             logger.warning("%s: lost the Lease of its target during the cycle; the new "
                            "holder reports the policy", policy.key)
             self.metrics.forget(policy.namespace, policy.name)
-            return dataclasses.replace(base, blocked=blocked), period
+            decision = dataclasses.replace(base, plan=result, blocked=blocked,
+                                           scaled_to=scaled_to)
+            self._post_scale_event(body, decision)
+            return decision, period
         decision = dataclasses.replace(
             base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
             blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
@@ -363,7 +371,16 @@ class Controller:
         self._observe(policy, decision)
         if not self.stopping:  # else the next holder reports (ours could overwrite its)
             self.report(body, decision, previous)
+        else:  # but a scale that happened is said, whoever reports the status
+            self._post_scale_event(body, decision)
         return decision, period
+
+    def _post_scale_event(self, body: Mapping[str, Any], d: Decision) -> None:
+        """The ScaledUp/ScaledDown Event of a write this cycle made but does not report."""
+        if d.scaled_to is None or d.plan is None:
+            return
+        reason = "ScaledUp" if d.scaled_to > d.plan.current_replicas else "ScaledDown"
+        self._event(body, "Normal", reason, d.plan.message, d.now)
 
     def _next_delay(self, key: str, decision: Decision, period: float) -> float:
         if (decision.metrics_error is not None and decision.invalid_spec is None) or \
