@@ -131,3 +131,19 @@ def test_an_api_failure_does_not_leave_the_last_plan_as_current() -> None:
         controller.cycle(with_status(policy(), kube))
     assert registry.get_sample_value("forescale_errors_total", {"cause": "KubernetesApi"}) == 5
     assert registry.get_sample_value("forescale_desired_replicas", L) is None
+
+
+def test_a_failed_scale_write_is_not_read_as_a_scale() -> None:
+    controller, kube, _, _ = setup(rate=100.0)
+    kube.fail_scale_writes = KubeError(403, "Forbidden", "no patch on deployments/scale")
+    controller.cycle(policy())
+    status = {c["type"]: c for c in kube.statuses[NS, "web"]["conditions"]}
+    assert status["ScalingActive"]["reason"] == "ScaleFailed"
+    assert status["Ready"]["message"].endswith("not applied: the /scale write failed")
+
+
+def test_no_decision_is_not_within_the_limits() -> None:
+    controller, kube, _, _ = setup()
+    del kube.replicas[NS, "web"]
+    controller.cycle(policy())
+    assert conditions(kube)["ScalingLimited"] == ("Unknown", "NoDecision")

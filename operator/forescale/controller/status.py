@@ -111,7 +111,10 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     out["Paused"] = (("True", *d.paused) if d.paused is not None else
                      ("False", "NotPaused", "no pause annotation"))
     limits = plan.limits if plan is not None else ()
-    if limits:
+    if plan is None:
+        out["ScalingLimited"] = ("Unknown", "NoDecision", "no replicas were decided in this "
+                                                          "cycle")
+    elif limits:
         out["ScalingLimited"] = ("True", limits[-1].reason, limits[-1].message)
     else:
         out["ScalingLimited"] = ("False", "DesiredWithinRange",
@@ -139,6 +142,9 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     if d.metrics_error is not None or plan is None:
         msg = d.metrics_error[1] if d.metrics_error else "no decision was made"
         out["Ready"] = ("False", "MetricsUnavailable", msg)
+    elif d.blocked is not None and d.blocked[0] == "ScaleFailed":
+        out["Ready"] = ("True", "DecisionMade", f"{plan.message}; not applied: the /scale "
+                                                f"write failed")
     else:
         out["Ready"] = ("True", "DecisionMade", plan.message)
     return out
