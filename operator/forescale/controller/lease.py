@@ -98,12 +98,11 @@ class LeaseLock:
         if holder == self.identity and owner in (policy, None):
             return self._write(lease, now, duration, policy, acquired=acquired,
                                transitions=transitions, verb="renewed")
-        renewed = parse_time(spec.get("renewTime"))
-        held_for = float(spec.get("leaseDurationSeconds") or 0)
-        if holder and renewed is not None and now < renewed + held_for:
+        until = expiry(lease)
+        if holder and until is not None and now < until:
             who = holder if holder != self.identity else f"{holder} for policy {owner}"
             return LeaseState(False, holder, f"lease {namespace}/{name} is held by {who} "
-                                             f"until {rfc3339_micro(renewed + held_for)}")
+                                             f"until {rfc3339_micro(until)}")
         return self._write(lease, now, duration, policy, acquired=now,
                            transitions=transitions + 1, verb="took over")
 
@@ -154,12 +153,17 @@ class LeaseLock:
         return True
 
 
+def expiry(lease: JSON) -> float | None:
+    """When ``lease`` expires: its last renewal plus its duration (None: never renewed)."""
+    spec = lease.get("spec") or {}
+    renewed = parse_time(spec.get("renewTime"))
+    return None if renewed is None else renewed + float(spec.get("leaseDurationSeconds") or 0)
+
+
 def live_holder(lease: JSON, now: float) -> str | None:
     """The holder of ``lease`` if its last renewal is younger than its duration."""
-    spec = lease.get("spec") or {}
-    holder = spec.get("holderIdentity")
-    renewed = parse_time(spec.get("renewTime"))
-    duration = float(spec.get("leaseDurationSeconds") or 0)
-    if not holder or renewed is None or now >= renewed + duration:
+    holder = (lease.get("spec") or {}).get("holderIdentity")
+    until = expiry(lease)
+    if not holder or until is None or now >= until:
         return None
     return str(holder)

@@ -25,8 +25,8 @@ import threading
 from collections.abc import Mapping
 from typing import Protocol
 
-from forescale.controller.kube import JSON, KubeError, parse_time
-from forescale.controller.lease import LeaseApi, LeaseLock, live_holder
+from forescale.controller.kube import JSON, KubeError
+from forescale.controller.lease import LeaseApi, LeaseLock, expiry, live_holder
 
 logger = logging.getLogger("forescale.controller")
 
@@ -138,10 +138,8 @@ class Membership:
         departed pod's; one that comes back makes its own again). The resourceVersion
         precondition leaves one renewed meanwhile alone; a failure is tried next listing."""
         for lease in leases:
-            spec = lease.get("spec") or {}
-            renewed = parse_time(spec.get("renewTime"))
-            duration = float(spec.get("leaseDurationSeconds") or 0)
-            if renewed is None or now - (renewed + duration) < STALE_MEMBERSHIP_SECONDS:
+            until = expiry(lease)
+            if until is None or now - until < STALE_MEMBERSHIP_SECONDS:
                 continue
             with contextlib.suppress(KubeError):
                 self._kube.delete_lease(lease)

@@ -252,6 +252,14 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
     return status
 
 
+def scale_event(d: Decision) -> Event | None:
+    """ScaledUp or ScaledDown, if this cycle wrote /scale."""
+    if d.scaled_to is None or d.plan is None:
+        return None
+    reason = "ScaledUp" if d.scaled_to > d.plan.current_replicas else "ScaledDown"
+    return Event("Normal", reason, d.plan.message)
+
+
 def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
     """Events for this cycle: every scale, and every transition into a problem."""
     previous = previous or {}
@@ -259,9 +267,9 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
               for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
     out: list[Event] = []
     plan = d.plan
-    if d.scaled_to is not None and plan is not None:
-        reason = "ScaledUp" if d.scaled_to > plan.current_replicas else "ScaledDown"
-        out.append(Event("Normal", reason, plan.message))
+    scaled = scale_event(d)
+    if scaled is not None:
+        out.append(scaled)
     if plan is not None and plan.forecast is not None and plan.forecast.reloaded:
         out.append(Event("Normal", "ModelReloaded",
                          f"lstm artifact {plan.forecast.reloaded} loaded again: its files "

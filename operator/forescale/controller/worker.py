@@ -41,7 +41,14 @@ from forescale.controller.membership import Membership
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.overrides import Override, apply_override, read_override
 from forescale.controller.settings import ControllerSettings
-from forescale.controller.status import Decision, build_status, events, merge_patch, plain
+from forescale.controller.status import (
+    Decision,
+    build_status,
+    events,
+    merge_patch,
+    plain,
+    scale_event,
+)
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.chain import ForecastChain
 from forescale.core.guardrail import GuardrailReading
@@ -377,10 +384,9 @@ class Controller:
 
     def _post_scale_event(self, body: Mapping[str, Any], d: Decision) -> None:
         """The ScaledUp/ScaledDown Event of a write this cycle made but does not report."""
-        if d.scaled_to is None or d.plan is None:
-            return
-        reason = "ScaledUp" if d.scaled_to > d.plan.current_replicas else "ScaledDown"
-        self._event(body, "Normal", reason, d.plan.message, d.now)
+        event = scale_event(d)
+        if event is not None:
+            self._event(body, event.type, event.reason, event.message, d.now)
 
     def _next_delay(self, key: str, decision: Decision, period: float) -> float:
         if (decision.metrics_error is not None and decision.invalid_spec is None) or \
@@ -681,10 +687,7 @@ class Controller:
             # Deleted, and this replica was not told (its watch missed the event: a
             # re-list after a 410 Gone reports no deletions): it must stop, or its daemon
             # would take the released Lease again and scale the workload for ever.
-            uid = meta.get("uid")
-            if isinstance(uid, str):
-                with self._lock:
-                    self._deleted.add(uid)
+            self._mark_deleted(meta.get("uid"))
             logger.warning("%s/%s: the policy is gone; its decisions stop",
                            meta.get("namespace"), meta.get("name"))
             return
@@ -860,6 +863,12 @@ class Controller:
             if allowed:
                 self.membership.heartbeat(self._clock())
 
+    def _mark_deleted(self, uid: object) -> None:
+        """No cycle of the policy with ``uid`` takes its Lease again."""
+        if isinstance(uid, str):
+            with self._lock:
+                self._deleted.add(uid)
+
     def gone(self, body: Mapping[str, Any]) -> bool:
         """Whether ``body``'s policy was deleted (told by kopf, or found by a status write
         that got 404): its daemon stops and releases its Lease."""
@@ -872,10 +881,7 @@ class Controller:
         is waited for (it may have just renewed the Lease) and cannot take it again."""
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        uid = meta.get("uid")
-        if isinstance(uid, str):
-            with self._lock:
-                self._deleted.add(uid)
+        self._mark_deleted(meta.get("uid"))
         deadline = time.monotonic() + wait_seconds
         while self.health.running(f"{namespace}/{name}") and time.monotonic() < deadline:
             time.sleep(0.05)

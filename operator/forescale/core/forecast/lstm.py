@@ -585,18 +585,18 @@ class LSTMForecaster(Forecaster):
         if not isinstance(state, Mapping):
             raise ArtifactError(f"{source}: {WEIGHTS_FILE} does not hold a state_dict",
                                 reason="ArtifactCorrupt")
-        # The shapes first, on torch's meta device (no memory): a metadata.json claiming a
-        # hidden size of 10**6 must not have the operator allocate terabytes to find out.
+        # Built on torch's meta device (no memory) and its shapes compared first: a
+        # metadata.json claiming a hidden size of 10**6 must not have the operator allocate
+        # terabytes to find out. Only then is memory given to it, for the weights to fill.
         try:
             with torch.device("meta"):
-                expected = {k: tuple(v.shape) for k, v in _build_net(
-                    n_features=len(meta.features), hidden_size=meta.hidden_size,
-                    horizon=meta.horizon, anchor_steps=meta.anchor_steps
-                ).state_dict().items()}
+                net = _build_net(n_features=len(meta.features), hidden_size=meta.hidden_size,
+                                 horizon=meta.horizon, anchor_steps=meta.anchor_steps)
         except (RuntimeError, ValueError, OverflowError) as exc:  # sizes past any tensor
             raise ArtifactError(f"{source}: {METADATA_FILE} describes no network torch can "
                                 f"build: {' '.join(str(exc).split())[:200]}",
                                 reason="ArtifactCorrupt") from None
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         found = {str(k): tuple(getattr(v, "shape", ())) for k, v in state.items()}
         if found != expected:
             wrong = sorted(k for k in {*expected, *found}
@@ -605,8 +605,7 @@ class LSTMForecaster(Forecaster):
                 f"{source}: {WEIGHTS_FILE} does not match metadata.json: "
                 + "; ".join(f"{k}: {found.get(k, 'missing')} where {expected.get(k, 'none')} "
                             f"is expected" for k in wrong[:3]), reason="ArtifactCorrupt")
-        net = _build_net(n_features=len(meta.features), hidden_size=meta.hidden_size,
-                         horizon=meta.horizon, anchor_steps=meta.anchor_steps)
+        net = net.to_empty(device="cpu")
         try:
             net.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, ValueError) as exc:
