@@ -395,19 +395,15 @@ class ForecastChain:
         try:
             model, prepared = self._prepare(name, history, horizon, now)
             forecast = model.forecast(history, horizon, level)
+            self._check_budget(start)
+            # Inside: a forecast too odd to check is the model's failure too.
+            _check_values(forecast, history, horizon)
         except _Skip:
             raise
         except ArtifactError as exc:
             raise _Skip(exc.reason, _one_line(exc)) from None
         except Exception as exc:
             # Broad on purpose: whatever a model raises, the next stage should get its turn.
-            raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
-        self._check_budget(start)
-        try:
-            _check_values(forecast, history, horizon)
-        except _Skip:
-            raise
-        except Exception as exc:  # a forecast too odd to check is the model's failure
             raise _Skip("ModelError", f"{type(exc).__name__}: {_one_line(exc)}") from None
         tracked, scored = (records.recent_error(name) if records is not None
                            else (None, 0))
