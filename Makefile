@@ -12,7 +12,9 @@ OUT ?= out
 .PHONY: install demo test lint unit bench constraints clean prometheus controlplane
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# A venv left without pip (python3-venv missing, or an interrupted ensurepip) is
+	@# made again, never trusted.
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
@@ -74,8 +76,11 @@ release: $(STAMP) image
 	FORESCALE_RELEASE_TESTS=1 $(BIN)/pytest tests/image/test_release.py
 
 # Regenerate the pins after changing dependencies (review the diff: torch must stay 2.13.0).
-constraints:
-	$(PY) -m pip freeze --exclude-editable --exclude forescale > constraints.txt
+# The venv is brought up to date with pyproject.toml first; the pins are written beside and
+# moved into place only when pip freeze succeeded, so a failure never empties them.
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable --exclude forescale > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

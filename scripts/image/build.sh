@@ -36,6 +36,7 @@ nice -n 10 buildah bud --isolation chroot --layers --quiet \
   -f "$REPO/operator/Dockerfile" "${args[@]}" -t "$IMAGE" "$REPO" >/dev/null
 # Earlier builds' images (untagged now) hold a multi-GB dependency layer each: drop them, so
 # the storage holds one image (~6 GB) however often the pins change. The tagged image, its
-# cached steps and the base stay.
-podman image prune --force >/dev/null
+# cached steps and the base stay, and so does every other project's image: only dangling
+# images carrying the Dockerfile's title label (set before the dependency layer) go.
+podman image prune --force --filter label=org.opencontainers.image.title=forescale >/dev/null
 bash "$IMAGE_SCRIPTS/describe.sh"
