@@ -21,6 +21,10 @@ from tests.support.prometheus import prometheus_binaries
     "sum(rate(up[5m])) * 0 + sum(rate({m}[5m]))",
     "sum(up * on(namespace) group_left rate({m}[5m]))",
     "sum(rate({m}[5m] offset 1m))",
+    "sum(rate({m}[5m]) + 0 * ({m} atan2 {m}))",
+    # Keywords in capitals are keywords (PromQL's lexer lower-cases them).
+    "SUM(sum BY (namespace) (rate({m}[5m] OFFSET 1m)) * ON(namespace) GROUP_LEFT "
+    "sum BY (namespace) (up))",
 ])
 @pytest.mark.parametrize("metric", ["offset", "by", "without", "and", "or", "unless",
                                     "http_requests_total"])

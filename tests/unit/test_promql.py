@@ -37,6 +37,15 @@ from forescale.core.errors import InvalidInputError
     ("x * on(a) group_left without", 'x{namespace="shop"} * on ( a ) group_left '
                                      'without{namespace="shop"}'),
     ("x > bool unless", 'x{namespace="shop"} > bool unless{namespace="shop"}'),
+    # atan2 is a binary operator like the others: an operand follows it.
+    ("x atan2 by", 'x{namespace="shop"} atan2 by{namespace="shop"}'),
+    ("x atan2 offset", 'x{namespace="shop"} atan2 offset{namespace="shop"}'),
+    # PromQL's lexer looks keywords up lower-cased: BY, ON, OFFSET are keywords too (they
+    # were taken as metric names and scoped into a query Prometheus refuses).
+    ("sum(rate(x[5m])) BY (job)", 'sum ( rate ( x{namespace="shop"} [ 5m ] ) ) BY ( job )'),
+    ("x / ON(job) GROUP_LEFT y", 'x{namespace="shop"} / ON ( job ) GROUP_LEFT y{namespace="shop"}'),
+    ("rate(x[5m] OFFSET 1m)", 'rate ( x{namespace="shop"} [ 5m ] OFFSET 1m )'),
+    ("SUM BY (job) (x) AND Or", 'SUM BY ( job ) ( x{namespace="shop"} ) AND Or{namespace="shop"}'),
 ])
 def test_every_selector_is_scoped(query: str, scoped: str) -> None:
     assert scope_query(query, "namespace", "shop") == scoped

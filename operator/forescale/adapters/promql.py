@@ -32,8 +32,8 @@ _NUMBER_WORDS = frozenset({"inf", "nan"})
 _NAME_KEYWORDS = frozenset({"by", "without", "and", "or", "unless", "offset"})
 #: Tokens after which an operand (a selector) is expected, not an operator or a modifier.
 _OPERAND_AFTER = frozenset({"(", ",", "+", "-", "*", "/", "%", "^", "==", "!=", "<", ">",
-                            "<=", ">=", "and", "or", "unless", "bool", "group_left",
-                            "group_right"})
+                            "<=", ">=", "and", "or", "unless", "atan2", "bool",
+                            "group_left", "group_right"})
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -53,6 +53,11 @@ class PromQLError(InvalidInputError):
 class _Token:
     kind: str
     text: str
+
+    @property
+    def word(self) -> str:
+        """The text as PromQL's lexer looks keywords up: lower-cased (``BY`` is ``by``)."""
+        return self.text.lower() if self.kind == "ident" else self.text
 
 
 def _tokens(query: str) -> list[_Token]:
@@ -86,14 +91,14 @@ def scope_query(query: str, label: str, value: str) -> str:
     while i < len(tokens):
         tok = tokens[i]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        named = tok.text in _NAME_KEYWORDS and _operand_expected(tokens, i, names,
+        named = tok.word in _NAME_KEYWORDS and _operand_expected(tokens, i, names,
                                                                  modifier_ends)
         if named:
             names.add(i)
-        if tok.kind == "ident" and tok.text in _LABEL_LISTS and nxt is not None \
+        if tok.kind == "ident" and tok.word in _LABEL_LISTS and nxt is not None \
                 and nxt.text == "(" and not named:
             end = _closing(tokens, i + 1, "(", ")")
-            if tok.text not in ("by", "without"):
+            if tok.word not in ("by", "without"):
                 modifier_ends.add(end)
             out.extend(t.text for t in tokens[i:end + 1])
             i = end + 1
@@ -105,10 +110,10 @@ def scope_query(query: str, label: str, value: str) -> str:
             continue
         called = nxt is not None and (nxt.text == "(" or (
             # An aggregation with its modifier first: sum by (job) (...).
-            nxt.text in ("by", "without") and i + 2 < len(tokens)
+            nxt.word in ("by", "without") and i + 2 < len(tokens)
             and tokens[i + 2].text == "("))
-        if tok.kind == "ident" and tok.text.lower() not in _NUMBER_WORDS \
-                and (tok.text not in _KEYWORDS or named) and not called:
+        if tok.kind == "ident" and tok.word not in _NUMBER_WORDS \
+                and (tok.word not in _KEYWORDS or named) and not called:
             if out and out[-1] == "@":  # "@ start()" is a function; "@ 123" a number
                 raise PromQLError(f"unexpected {tok.text!r} after @")
             # A metric name: its matchers follow in braces, or none do.
@@ -150,7 +155,7 @@ def _operand_expected(tokens: list[_Token], i: int, names: set[int],
     if i == 0 or (i - 1) in modifier_ends:
         return True
     prev = tokens[i - 1]
-    return prev.text in _OPERAND_AFTER and (i - 1) not in names and prev.kind != "string"
+    return prev.word in _OPERAND_AFTER and (i - 1) not in names and prev.kind != "string"
 
 
 def _closing(tokens: list[_Token], start: int, open_: str, close: str) -> int:
