@@ -70,6 +70,15 @@ class Hostile:
                 {"metric": {"tenant": "other-team-secret"}, "values": [[60, "1"]]},
                 {"metric": {"tenant": "mine"}, "values": [[60, "2"]]}]}}
             return 200, json.dumps(data).encode(), {}
+        if path.startswith("/deep"):
+            return 200, b"[" * 100_000, {}
+        if path.startswith("/long-int"):
+            return 200, (b'{"status":"success","data":{"resultType":"matrix","result":'
+                         + b"1" * 5000 + b"}}"), {}
+        if path.startswith("/native"):
+            data = {"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {}, "histograms": [[60, {"count": "3", "sum": "1.5"}]]}]}}
+            return 200, json.dumps(data).encode(), {}
         for name, stamp in (("/nan-time", b"NaN"), ("/inf-time", b'"Infinity"'),
                             ("/text-nan-time", b'"nan"')):
             if path.startswith(name):
@@ -101,6 +110,24 @@ def test_a_sample_at_no_time_is_a_malformed_answer(hostile: Hostile, path: str) 
     """round() of it raised ValueError/OverflowError: DecisionFailed, not
     MetricsAvailable=False with the reason."""
     assert "is the URL a Prometheus API?" in str(_error(hostile.url + path))
+
+
+@pytest.mark.parametrize("path", ["/deep", "/long-int"])
+def test_json_python_cannot_take_is_a_metrics_error(hostile: Hostile, path: str) -> None:
+    """Nested too deep (RecursionError) or an integer of 5,000 digits (ValueError): these
+    escaped as DecisionFailed and a backtest traceback."""
+    error = _error(hostile.url + path)
+    assert isinstance(error, PrometheusUnavailable)
+    assert "not with Prometheus API JSON" in str(error)
+
+
+def test_native_histograms_are_a_bad_query_not_an_unavailable_prometheus(
+        hostile: Hostile) -> None:
+    """rate() of a native histogram answers series of histograms without float values: the
+    query is wrong (BadQuery, not retried), not the URL."""
+    error = _error(hostile.url + "/native")
+    assert isinstance(error, BadQuery)
+    assert "histogram_count" in str(error)
 
 
 @pytest.mark.parametrize("timeout", [0.0, 3601.0, 1e15, math.inf])

@@ -247,6 +247,11 @@ class PrometheusSource:
                 if len(labels_seen) > 1:
                     raise _ambiguous(query, list(labels_seen.values()))
                 samples = series.get("values")
+                if not isinstance(samples, list) and "histograms" in series:
+                    # A native histogram's series holds histograms and no float values.
+                    raise BadQuery(f"query {_shorten(query)} returned native histograms, not "
+                                   f"a rate; take histogram_count(...) of them (requests "
+                                   f"per second)")
                 if not isinstance(samples, list):
                     raise _malformed(query, "a series without 'values'")
                 for sample in samples:
@@ -313,8 +318,10 @@ class PrometheusSource:
         except requests.TooManyRedirects:
             raise PrometheusUnavailable(f"Prometheus at {where} answered with a redirect, "
                                         f"which is not followed; use the final URL") from None
-        except (requests.exceptions.JSONDecodeError, KeyError, TypeError):
-            # A 200 that is not the Prometheus API's JSON: a proxy's login page, a wrong path.
+        except (requests.exceptions.JSONDecodeError, KeyError, TypeError, ValueError,
+                RecursionError):
+            # A 200 that is not the Prometheus API's JSON: a proxy's login page, a wrong path,
+            # JSON Python cannot take (nested too deep, an integer of thousands of digits).
             # (Before RequestException: requests' JSONDecodeError is one too.)
             raise PrometheusUnavailable(f"{where} answered, but not with Prometheus API JSON; "
                                         f"check the URL") from None

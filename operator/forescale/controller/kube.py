@@ -162,7 +162,16 @@ class KubeClient:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
         try:
             payload: Any = json.loads(text) if text else {}
-        except ValueError:
+        except (ValueError, RecursionError):
+            payload = None
+        if status < 400 and not (text and isinstance(payload, dict)):
+            # A success must carry an object: a body cut short, a proxy's page or nothing
+            # at all is no answer (a truncated HPA list read as "no HPA" let the operator
+            # scale a workload an HPA scales; a page read as a Scale had 0 replicas).
+            raise KubeError(status, "InvalidResponse",
+                            f"{method} {path} answered {status} without a JSON object: "
+                            f"{text[:200]!r}")
+        if payload is None:
             payload = {"message": text[:200]}
         if status >= 400:
             reason = str(payload.get("reason") or "Error") if isinstance(payload, dict) \
@@ -171,7 +180,7 @@ class KubeClient:
                 else text[:200]
             error = {404: NotFound, 409: Conflict}.get(status, KubeError)
             raise error(status, reason, message)
-        return payload if isinstance(payload, dict) else {}
+        return payload  # type: ignore[no-any-return]
 
     # -- discovery (non-resource URLs: allowed to every authenticated user) ---------------
 
