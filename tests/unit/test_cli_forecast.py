@@ -181,3 +181,30 @@ def test_real_process(base: list[str]) -> None:
     assert done.stderr == ""
     document = json.loads(done.stdout)
     assert (document["reason"], document["served_by"]) == ("Forecasted", "ma")
+
+
+@pytest.mark.parametrize("model", ["ma", "arima"])
+def test_an_lstm_model_with_a_model_that_ignores_it_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], base: list[str], tmp_path: Path,
+        model: str) -> None:
+    """It was accepted and silently ignored (any existing path passed)."""
+    (tmp_path / "README.md").write_text("not a model")
+    assert main([*base, "--model", model, "--lstm-model", str(tmp_path / "README.md")]) == 2
+    assert "--lstm-model is used only by --model lstm or chain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("horizon", ["10000d", "8d"])
+def test_a_horizon_past_a_week_of_steps_is_refused(capsys: pytest.CaptureFixture[str],
+                                                   trace_csv: Path, horizon: str) -> None:
+    """15d for 15m: 10000d asked the moving average for 154 GiB (exit 1, MemoryError)."""
+    assert main(["forecast", "--trace", str(trace_csv), "--at", AT, "--horizon", horizon,
+                 "--model", "ma"]) == 2
+    err = capsys.readouterr().err
+    assert "--horizon" in err and "at most 10,080" in err and "MemoryError" not in err
+
+
+def test_a_week_ahead_is_allowed(capsys: pytest.CaptureFixture[str], trace_csv: Path) -> None:
+    assert main(["forecast", "--trace", str(trace_csv), "--at", AT, "--horizon", "7d",
+                 "--model", "ma", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["forecast"]["mean"]) == 10_080
+

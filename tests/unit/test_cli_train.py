@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from forescale.cli import main
-from forescale.core.forecast.lstm import YESTERDAY_FEATURE, LSTMForecaster
+from forescale.core.errors import InvalidInputError
+from forescale.core.forecast.lstm import YESTERDAY_FEATURE, LSTMConfig, LSTMForecaster
 
 # One thread: the machine is shared, and tiny ops gain nothing from more.
 torch.set_num_threads(1)
@@ -165,7 +168,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_training(
 def test_a_save_that_fails_after_training_is_one_line(trace: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    def save(self: LSTMForecaster, path: object) -> Path:
+    def save(self: LSTMForecaster, path: object, **_: object) -> Path:
         raise OSError(30, "Read-only file system", str(path))
 
     monkeypatch.setattr(LSTMForecaster, "save", save)
@@ -187,3 +190,63 @@ def test_an_os_error_no_command_expected_is_one_line(tmp_path: Path,
     monkeypatch.setattr(train_cmd, "load_trace", load_trace)
     assert main(["train", "--trace", "t.csv", "--out", str(tmp_path / "m")]) == 1
     assert capsys.readouterr().err == "forescale: error: t.csv: Input/output error\n"
+
+
+def test_a_failed_replacement_leaves_the_old_artifact_card_and_all(
+        trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card was written after the weights and metadata were swapped in: a full disk
+    then said "cannot write" while a running operator already served the new weights,
+    described by the old card."""
+    out = tmp_path / "m"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST, "--seed", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_write_text = Path.write_text
+
+    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if self.name == ".MODEL_CARD.md.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    capsys.readouterr()
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST, "--seed", "2",
+                 "--force"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no leftovers either
+
+
+def test_a_replacement_swaps_the_card_with_the_weights(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST, "--seed", "1"]) == 0
+    assert main(["train", "--trace", str(trace), "--out", str(out), *FAST, "--seed", "2",
+                 "--force"]) == 0
+    assert "--seed 2`" in (out / "MODEL_CARD.md").read_text()
+    assert LSTMForecaster.load(out).metadata.seed == 2
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "metadata.json",
+                                                     "weights.pt"]
+
+
+def test_a_seed_torch_cannot_take_is_exit_2(trace: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Past 2**64 - 1 torch.manual_seed raised an overflow: a traceback."""
+    assert main(["train", "--trace", str(trace), "--out", str(tmp_path / "m"), *FAST,
+                 "--seed", str(2**64)]) == 2
+    assert "--seed" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="seed"):
+        LSTMConfig(seed=2**64)
+
+
+def test_a_window_too_large_to_hold_is_one_line_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every window is held at once for the scale and the validation: --window 100000 on
+    200,000 samples asked numpy for 56 GB (a MemoryError traceback)."""
+    big = write_trace(tmp_path / "big.csv", minutes=200_000)
+    code = main(["train", "--trace", str(big), "--out", str(tmp_path / "m"), "--epochs", "1",
+                 "--window", "100000", "--horizon", "1m", "--hidden", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--window" in err and "at most 1,000" in err
+    assert "training lstm" not in err  # refused before the progress bar
+    assert not (tmp_path / "m").exists()
+

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from forescale.core.forecast.chain import ChainResult
 
 _DEFAULTS = ForecastSettings()
+#: The most steps one forecast prints: a week of one-minute steps. A wrong unit letter
+#: (15d for 15m) asked the moving average for 154 GiB at 10000d.
+MAX_HORIZON_STEPS = 7 * 24 * 60
 
 
 @click.command(name="forecast")
@@ -60,6 +63,9 @@ def command(trace_path: str, at: str, horizon: float,
     if model == "lstm" and lstm_model is None:
         raise click.UsageError("--model lstm needs --lstm-model PATH (a trained artifact; "
                                "see forescale train)")
+    if model in ("arima", "ma") and lstm_model is not None:
+        raise click.UsageError(f"--lstm-model is used only by --model lstm or chain, not "
+                               f"--model {model}")
     # Imported here: statsmodels takes over a second to import, and --help or a usage
     # error should not wait for it.
     from forescale.core.forecast.chain import ForecastChain
@@ -97,7 +103,12 @@ def _horizon_steps(horizon_seconds: float, step_seconds: float) -> int:
     if not horizon_seconds > 0:
         raise InvalidInputError(f"--horizon must be positive, got {horizon_seconds:g}s")
     # The small slack keeps 15m at a 60 s step at 15 steps despite float rounding.
-    return max(1, math.ceil(horizon_seconds / step_seconds - 1e-9))
+    steps = max(1, math.ceil(horizon_seconds / step_seconds - 1e-9))
+    if steps > MAX_HORIZON_STEPS:
+        raise click.BadParameter(f"{horizon_seconds:g}s is {steps:,} steps of this "
+                                 f"{step_seconds:g}s trace; at most {MAX_HORIZON_STEPS:,}",
+                                 param_hint="--horizon")
+    return steps
 
 
 def _window(settings: ForecastSettings, trace: Trace) -> int:

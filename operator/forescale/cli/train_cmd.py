@@ -52,7 +52,8 @@ def _yesterday_default() -> str:
 @click.option("--hidden", type=click.IntRange(min=1, max=4096), default=64,
               show_default=True,
               help="LSTM hidden units.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0,
+              show_default=True,
               help="Random seed; the same data, settings and seed give the same model.")
 @click.option("--until", "until", default=None,
               help="Train only on the trace before this moment (ISO-8601 UTC or Unix "
@@ -83,8 +84,13 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
     steps = _horizon_steps(horizon, trace.step_seconds)
 
     # Imported here to keep --help light; torch itself is imported when training starts.
-    from forescale.core.forecast.lstm import EpochProgress, LSTMForecaster, min_training_points
-    from forescale.core.forecast.model_card import render_model_card, write_model_card
+    from forescale.core.forecast.lstm import (
+        EpochProgress,
+        LSTMForecaster,
+        max_training_points,
+        min_training_points,
+    )
+    from forescale.core.forecast.model_card import render_model_card, save_with_card
 
     config = LSTMConfig(window=window, horizon=steps, hidden_size=hidden, epochs=epochs,
                         seed=seed, num_threads=threads, day_of_week=day_of_week,
@@ -98,6 +104,11 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
         raise InvalidInputError(
             f"trace {trace_path} has {len(history)} samples{before}; training with window "
             f"{window} and horizon {steps} needs at least {needed}")
+    if len(history) > max_training_points(config):
+        raise InvalidInputError(
+            f"trace {trace_path} has {len(history):,} samples; training with window {window} "
+            f"holds every window in memory at once and takes at most "
+            f"{max_training_points(config):,}: use a shorter --window or a shorter trace")
     stderr = Console(stderr=True)
     started = time.monotonic()
     with Progress(TextColumn("training lstm"), BarColumn(), MofNCompleteColumn(),
@@ -118,9 +129,8 @@ def command(trace_path: str, out: Path, epochs: int, window: int, horizon: str, 
                              command=_reproduce(trace_path, out, epochs, window, horizon,
                                                 hidden, seed, until, day_of_week,
                                                 same_time_yesterday, threads))
-    try:  # a save that fails leaves the artifact that was there (see LSTMForecaster.save)
-        model.save(out)
-        write_model_card(out, card)
+    try:  # a save that fails leaves the artifact that was there, card and all
+        save_with_card(model, out, card)
     except OSError as exc:
         raise InvalidInputError(f"cannot write --out {out}: "
                                 f"{os_reason(exc)}") from None

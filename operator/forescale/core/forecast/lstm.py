@@ -114,8 +114,15 @@ QUANTILE_PROBABILITIES: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
     0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.995)
 
+#: The largest seed torch takes (torch.manual_seed: an unsigned 64-bit integer).
+MAX_SEED = 2**64 - 1
 #: Fewer training windows than this cannot fit anything meaningful.
 MIN_TRAINING_WINDOWS = 64
+#: Most input values (samples × window) one training may hold at once: the normalisation
+#: scale and the validation are computed over every window together, ~16 bytes a value at
+#: the peak (1.6 GB here). A year of one-minute samples with a 3-hour window fits; a
+#: window of 100,000 on 200,000 samples asked numpy for 56 GB and died with a traceback.
+MAX_WINDOW_VALUES = 100_000_000
 
 _UNIX_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0).
 
@@ -162,8 +169,10 @@ class LSTMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInputError(f"lstm {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise InvalidInputError(f"lstm seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
+                or not 0 <= self.seed <= MAX_SEED:
+            raise InvalidInputError(f"lstm seed must be an integer from 0 to {MAX_SEED}, "
+                                    f"got {self.seed!r}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise InvalidInputError(f"lstm learning rate must be positive, "
                                     f"got {self.learning_rate!r}")
@@ -493,16 +502,18 @@ class LSTMForecaster(Forecaster):
 
     # -- artifact ---------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``weights.pt`` and ``metadata.json`` into directory ``path`` (created).
+    def save(self, path: str | os.PathLike[str], *,
+             documents: Mapping[str, str] | None = None) -> Path:
+        """Write ``weights.pt`` and ``metadata.json`` into directory ``path`` (created),
+        and ``documents`` (file name → text, such as the model card) beside them.
 
         A failed save leaves the artifact that was there as it was, never new weights
         beside old metadata (which, with the same shapes, would load and forecast with the
-        wrong normalisation): both files are written in full beside their final names
-        first, and only then renamed into place, the old weights kept under another name
-        until the new metadata is in. A reader between the two renames may still see the
-        pair half swapped; the second rename changes the files' fingerprint, so the chain
-        loads the artifact again at its next forecast."""
+        wrong normalisation) or an old model card beside new weights: every file is written
+        in full beside its final name first, and only then renamed into place, the old
+        weights kept under another name until the new metadata is in. A reader between the
+        renames may still see the pair half swapped; the second rename changes the files'
+        fingerprint, so the chain loads the artifact again at its next forecast."""
         import torch
 
         meta, net = self.metadata, self._net
@@ -514,6 +525,11 @@ class LSTMForecaster(Forecaster):
         tmp_weights = directory / f".{WEIGHTS_FILE}.tmp"
         tmp_meta = directory / f".{METADATA_FILE}.tmp"
         old_weights = directory / f".{WEIGHTS_FILE}.old"
+        docs = {directory / name: text for name, text in (documents or {}).items()}
+        if any(d.parent != directory or d.name in (WEIGHTS_FILE, METADATA_FILE)
+               for d in docs):
+            raise ValueError(f"documents must be other plain file names: {list(docs)}")
+        tmp_docs = {d: d.with_name(f".{d.name}.tmp") for d in docs}
         # Serialised in memory, then written: torch.save reports a full disk as a
         # RuntimeError, a write as the OSError ("No space left on device") it is.
         serialised = io.BytesIO()
@@ -521,6 +537,8 @@ class LSTMForecaster(Forecaster):
         try:
             tmp_weights.write_bytes(serialised.getvalue())
             tmp_meta.write_text(text, encoding="utf-8")
+            for doc, tmp in tmp_docs.items():
+                tmp.write_text(docs[doc], encoding="utf-8")
             old_weights.unlink(missing_ok=True)
             kept = _link_if_exists(weights, old_weights)
             os.replace(tmp_weights, weights)
@@ -532,8 +550,10 @@ class LSTMForecaster(Forecaster):
                 else:  # no old weights to put back: none rather than unmatched ones
                     weights.unlink(missing_ok=True)
                 raise
+            for doc, tmp in tmp_docs.items():
+                os.replace(tmp, doc)
         finally:
-            for leftover in (tmp_weights, tmp_meta, old_weights):
+            for leftover in (tmp_weights, tmp_meta, old_weights, *tmp_docs.values()):
                 leftover.unlink(missing_ok=True)
         return directory
 
@@ -729,6 +749,12 @@ def min_training_points(config: LSTMConfig, step_seconds: float = 60.0) -> int:
                                         config.same_time_yesterday is True))
 
 
+def max_training_points(config: LSTMConfig) -> int:
+    """The longest history :meth:`LSTMForecaster.fit` trains on with ``config``'s window
+    (see :data:`MAX_WINDOW_VALUES`)."""
+    return MAX_WINDOW_VALUES // config.window
+
+
 def _min_points(config: LSTMConfig, first_origin: int) -> int:
     n = first_origin + config.horizon + MIN_TRAINING_WINDOWS
     while _training_windows(n, config, first_origin) < MIN_TRAINING_WINDOWS:
@@ -897,6 +923,11 @@ def _train(history: Series, config: LSTMConfig,
     import torch
 
     n = len(history)
+    if n > max_training_points(config):
+        raise InvalidInputError(
+            f"lstm training with window {config.window} on {n:,} samples would hold "
+            f"{n * config.window:,} window values at once (at most {MAX_WINDOW_VALUES:,}); "
+            f"use a shorter window or at most {max_training_points(config):,} samples")
     features = config.features_for(history.end_seconds - history.start_seconds)
     yesterday = YESTERDAY_FEATURE in features
     step = history.step_seconds

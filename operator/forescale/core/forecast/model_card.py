@@ -147,13 +147,12 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
     return "\n".join(lines)
 
 
-def write_model_card(directory: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` as ``MODEL_CARD.md`` in ``directory`` (beside the artifact)."""
-    path = Path(directory) / MODEL_CARD_FILE
-    tmp = path.with_name(f".{MODEL_CARD_FILE}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def save_with_card(model: LSTMForecaster, directory: str | os.PathLike[str],
+                   card: str) -> Path:
+    """Save ``model``'s artifact into ``directory`` with ``card`` as its ``MODEL_CARD.md``,
+    all or nothing (see :meth:`LSTMForecaster.save`): a failed save never leaves the old
+    card beside new weights."""
+    return model.save(directory, documents={MODEL_CARD_FILE: card})
 
 
 def _fmt(x: float | None) -> str:
