@@ -759,3 +759,71 @@ def test_a_sparse_services_busy_hours_are_a_regime_of_their_own() -> None:
     busy, pooled = records.histograms["0:high"], records.histograms["0:all"]
     assert records.histograms["0:low"].total > 0.3 * pooled.total
     assert math.exp(busy.quantile(0.97)) < 0.9 * math.exp(pooled.quantile(0.97))
+
+
+def test_one_spike_does_not_make_one_request_thousands_of_them() -> None:
+    """~0.3 requests a minute and one minute of 2,000,000 (a bot, a counter reset read
+    through rate(sum(...))): every step below a millionth of the spike was taken for
+    rounding, ε became 6,667 req/s and the bound asked for ~170 replicas where one did."""
+    rng = np.random.default_rng(4)
+    values = rng.poisson(0.3, 3000) / 60.0
+    values[2500] = 2e6 / 60.0
+    assert day_level(Series(T0, STEP, values), 5).epsilon == pytest.approx(1 / 60 / 5)
+
+
+def test_rate_jitter_of_busy_hours_is_no_quantum_of_the_quiet_ones() -> None:
+    """An idle service (the median minute has no request) busy for 11 hours a day, read
+    through rate(x[2m]): the jitter of ~300 requests a window is larger than a hundredth
+    of one request and was taken for the quantum (ε 100 times too small; the quiet hours'
+    97 % bound covered 93.7 % of their intensity)."""
+    rng = np.random.default_rng(8)
+    minutes = np.arange(1440)
+    counts = rng.poisson(np.where(minutes < 800, 0.1, 300.0))
+    span = 105.0 + rng.normal(0.0, 0.003, 1440)
+    level = day_level(Series(T0, STEP, counts / span), 5)
+    assert level.median == 0.0
+    assert level.epsilon == pytest.approx(1.0 / 105.0 / 5, rel=0.05)
+    rng = np.random.default_rng(6)
+    minutes = np.arange(7200)
+    daytime = (minutes % 1440) >= 800
+    lam = np.where(daytime, 300.0, 0.1)
+    observed = rng.poisson(lam) / (105.0 + rng.normal(0.0, 0.003, 7200))
+    coverage, _ = _walk_coverage(observed, lambda t: lam[t:t + 3] / 105.0, 0.97,
+                                 model_factor=1.0, scored_from=4500,
+                                 counted=lambda t: bool((~daytime[t - 3:t + 5]).all()))
+    assert coverage >= 0.955, coverage
+
+
+def test_a_forecast_reaching_past_a_day_is_scored_once_observed() -> None:
+    """A lead time of a day (the CRD's most): its forecasts were dropped a day after their
+    origin, before their last step was observed, and the bound was never calibrated."""
+    horizon = 1445
+    values = np.full(200 + horizon + 400, 10.0)
+    records = Records()
+    records.record(T0 + 200 * STEP, "ma", served=True, track=False,
+                   means=np.full(horizon, 10.0))
+    for k in range(0, horizon + 10, 5):
+        history = Series(T0, STEP, values[:200 + k])
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE,
+                      now=history.end_seconds)
+    assert not records.pending
+    assert records.histograms[f"{step_group(horizon - 1)}:all"].total > 0
+
+
+def test_records_written_by_a_clock_that_ran_ahead_decay_from_now_on() -> None:
+    """A histogram last updated a day ahead (a replica whose clock was fast) kept its time
+    in the future and never decayed: twelve half-lives of exact forecasts later the 90 %
+    bound was still x1.68 the forecast."""
+    half_life = 3600.0
+    now = T0 + 86400.0
+    wide = Records.from_dict({"calibration": {
+        "0:all": [now + 86400.0, [[1 + round((0.5 - LOW) / BIN_WIDTH), 2000.0]]]}})
+    hist = wide.histograms["0:all"]
+    for k in range(720):
+        hist.decay_to(now + k * 60.0, half_life)
+        hist.add(0.0)
+    end = now + 720 * 60.0
+    history = Series(end - 1440 * STEP, STEP, np.full(1440, 10.0))
+    bound = wide.upper_bound(np.full(1, 10.0), np.full(1, 99.0), history, coverage=0.9,
+                             now=end, half_life=half_life, intensity_steps=5)
+    assert bound.calibrated and bound.upper[0] < 11.0, bound.message

@@ -152,7 +152,7 @@ class Behavior:
     #: A scale-down smaller than this share of the current replicas is not made: it saves
     #: little and costs a restart when traffic turns (the HPA's tolerance, for scale-down).
     scale_down_tolerance: float = 0.1
-    #: No scaling action of the opposite direction within this long after a scale.
+    #: No scale-down within this long after any scale (scale-ups are never held back).
     cooldown_seconds: float = 0.0
     #: A scale-up adds at least this share of the current replicas (rounded up): traffic
     #: that rises over an hour is met in a few larger steps rather than a pod a minute,
