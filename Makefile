@@ -62,7 +62,7 @@ bench: $(STAMP)
 # from a Debian base made with mmdebstrap, podman runs it (scripts/image/, docs/release.md).
 # mmdebstrap, buildah, podman, runc and skopeo are installed with apt-get when missing.
 .PHONY: image image-test release
-image:
+image: $(STAMP)
 	bash scripts/image/build.sh
 
 # The image tier (tests/image): the image run with podman as the chart runs it. Not part of

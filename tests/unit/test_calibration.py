@@ -234,6 +234,10 @@ def test_records_round_trip_through_json() -> None:
     {"aci": {"fastTime": "inf"}},
     {"tracks": {"ma": [[1.0, "nan", 2.0]]}},
     {"calibration": {"0:all": ["-inf", [[3, 1.0]]]}},
+    # Each counted as a miss, pushing the miss level down; and int(1e999) overflows.
+    {"aci": {"decisions": [[1.0, -3]]}},
+    {"aci": {"decisions": [[1.0, 1e999]]}},
+    {"calibration": {"0:all": [None, [[1e999, 1.0]]]}},
 ])
 def test_malformed_records_are_refused_with_one_line(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError, match="forecast records are malformed"):

@@ -121,6 +121,15 @@ def test_json_python_cannot_take_is_a_metrics_error(hostile: Hostile, path: str)
     assert "not with Prometheus API JSON" in str(error)
 
 
+@pytest.mark.parametrize("step", [1 / 3, 0.0005, 60.0001])
+def test_a_step_of_no_whole_milliseconds_is_refused(step: float) -> None:
+    """Prometheus cuts the step to milliseconds: at 1/3 s its samples drifted off the grid
+    and 1,984 of 2,000 came back NaN."""
+    with PrometheusSource("http://127.0.0.1:1", timeout_seconds=5) as source, \
+            pytest.raises(InvalidInputError, match="whole number of milliseconds"):
+        source.read_rate("up", start=0, end=600, step_seconds=step)
+
+
 def test_native_histograms_are_a_bad_query_not_an_unavailable_prometheus(
         hostile: Hostile) -> None:
     """rate() of a native histogram answers series of histograms without float values: the

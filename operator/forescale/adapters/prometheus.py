@@ -217,6 +217,11 @@ class PrometheusSource:
         if not (math.isfinite(step_seconds) and step_seconds > 0):
             raise InvalidInputError(f"step must be a positive number of seconds, "
                                     f"got {step_seconds!r}")
+        if abs(step_seconds * 1000.0 - round(step_seconds * 1000.0)) > 1e-6:
+            # Prometheus cuts the step to whole milliseconds: its samples would drift off
+            # the grid asked for, and all but a few were dropped as off it (NaN).
+            raise InvalidInputError(f"step must be a whole number of milliseconds, "
+                                    f"got {step_seconds!r} s")
         if end < start:
             raise InvalidInputError(f"end ({end:g}) is before start ({start:g})")
         # A tiny tolerance so that float noise in end - start does not drop the last interval.

@@ -411,6 +411,8 @@ class Records:
             if alpha is not None and not ACI_RANGE[0] <= alpha <= ACI_RANGE[1]:
                 raise ValueError(f"aci alpha {alpha!r} out of range")
             decisions = [(finite(t), int(n)) for t, n in aci.get("decisions", [])]
+            if any(n < 0 for _, n in decisions):  # each would count as a miss
+                raise ValueError("aci decision with negative replicas")
             fast = float(aci.get("fast", 0.0))  # absent in states written before it existed
             if not abs(fast) <= ACI_RANGE[1]:
                 raise ValueError(f"aci fast level {fast!r} out of range")
@@ -424,7 +426,7 @@ class Records:
             grid = data.get("grid")
             grid = None if grid is None else str(grid)
             artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InvalidInputError(f"plan state's forecast records are malformed: {exc}") \
                 from None
         return cls(pending, tracks, hists, alpha, decisions, fast, fast_time,
