@@ -286,3 +286,39 @@ def test_merge_patch_is_what_the_api_server_leaves() -> None:
     after = merge_patch(before, {"planState": {"replicas": 4}, "reasons": [], "x": None})
     assert after == {"planState": {"replicas": 4, "events": [1, 2]}, "reasons": []}
     assert before["planState"]["replicas"] == 3  # not modified
+
+
+# -- a policy deleted while its cycle runs ----------------------------------------------------
+
+
+def _series_of(controller: Controller, name: str) -> list[str]:
+    return [f"{sample.name}{sample.labels}"
+            for family in controller.metrics.registry.collect()
+            for sample in family.samples if sample.labels.get("policy") == name]
+
+
+def test_a_cycle_outliving_the_delete_handlers_wait_leaves_nothing_behind() -> None:
+    """A slow Prometheus read outlasted release()'s wait; kopf then cancelled the daemon,
+    so its cleanup never ran, and the cycle set the deleted policy's series (13 of them),
+    its models and history again: on dashboards and in memory until a restart."""
+    controller, kube, source, clock = setup(rate=100.0)
+    body = rate_limited()
+    for _ in range(3):
+        controller.cycle(with_status(body, kube))
+        clock.now += 30
+    assert _series_of(controller, "web")
+    read = source.read_rate
+
+    def read_while_deleted(query: str, **kwargs: Any) -> Any:
+        assert controller.release(copy.deepcopy(body), wait_seconds=0)  # the delete handler
+        # ... then kopf removes the finalizer: the policy is gone.
+        kube.patch_policy_status = GoneKube.patch_policy_status.__get__(kube)  # type: ignore[method-assign]
+        return read(query, **kwargs)
+
+    writes = len(kube.scale_writes)
+    source.read_rate = read_while_deleted  # type: ignore[method-assign]
+    controller.cycle(with_status(body, kube))
+    assert controller.gone(body)
+    assert len(kube.scale_writes) == writes  # a hold: nothing to write
+    assert _series_of(controller, "web") == []
+    assert not controller._chains and not controller._reported

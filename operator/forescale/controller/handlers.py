@@ -71,10 +71,17 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
         async def beat() -> None:
+            # Liveness is "the event loop ticks": this task does nothing else, so a slow
+            # or unreachable API server (each call up to its timeout) does not make a live
+            # loop look stuck and get every replica restarted during an API outage.
+            while True:
+                controller.health.beat()
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+        async def keep_in_touch() -> None:
             loop = asyncio.get_running_loop()
             reached = False
             while True:
-                controller.health.beat()
                 if not reached:  # ready once the API answers (discovery: any user may)
                     try:  # at every beat until it does: one failure at startup (a sidecar
                         # not ready yet) left a replica with no status to write unready
@@ -90,8 +97,8 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
                     logger.warning("could not renew the membership lease: %s", exc)
                 await asyncio.sleep(HEARTBEAT_SECONDS)
 
-        task = asyncio.get_running_loop().create_task(beat())
-        background.add(task)
+        for work in (beat(), keep_in_touch()):
+            background.add(asyncio.get_running_loop().create_task(work))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -127,7 +134,15 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
         try:
             await asyncio.to_thread(controller.release, copy.deepcopy(dict(body)))
         except KubeError as exc:
-            raise kopf.TemporaryError(f"could not release the lease: {exc}", delay=2) from exc
+            if exc.status in (0, 408, 429) or exc.status >= 500:  # no answer yet: again
+                raise kopf.TemporaryError(f"could not release the lease: {exc}",
+                                          delay=2) from exc
+            # Refused (403: Leases not granted, the LeaseForbidden state): retrying would
+            # keep the finalizer, and the policy's deletion, for ever. Whatever Lease there
+            # is expires by itself.
+            logger.warning("could not release the lease of deleted policy %s/%s (it "
+                           "expires by itself): %s", body.get("metadata", {}).get("namespace"),
+                           body.get("metadata", {}).get("name"), exc)
 
     return registry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from forescale.adapters.prometheus import PrometheusSource
 
@@ -104,8 +104,10 @@ def _under(url: str, entry: str) -> bool:
     """``url`` is on ``entry``'s server and its path is ``entry``'s path or below it."""
     if url_problem(entry) is not None or _origin(url) != _origin(entry):
         return False
-    prefix = urlsplit(entry).path.rstrip("/")
-    path = urlsplit(url).path
+    prefix = unquote(urlsplit(entry).path).rstrip("/")
+    # Decoded, as the request sends it (requests decodes %2e) and servers read it: the
+    # segment %2e%2e is "..", and /tenant-a/%2e%2e/tenant-b climbed out of /tenant-a.
+    path = unquote(urlsplit(url).path)
     segments = [s for s in path.split("/") if s]
     if ".." in segments or "." in segments:
         return False  # a path that climbs out of the prefix once normalised

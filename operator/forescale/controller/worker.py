@@ -284,7 +284,17 @@ class Controller:
         """Run one decision for ``body``; return the seconds until the next one.
 
         Never raises: an API error (unreachable, refused) is logged, counted and retried
-        with backoff; anything else becomes a DecisionFailed status with the reason."""
+        with backoff; anything else becomes a DecisionFailed status with the reason. A
+        policy deleted while its cycle ran (a slow Prometheus outlasting the delete
+        handler's wait; kopf then cancels the daemon, which never cleans up) leaves nothing
+        behind: the series, models and history the cycle set again are dropped."""
+        delay = self._cycle(body)
+        if self.gone(body):
+            meta = body.get("metadata") or {}
+            self.forget(str(meta.get("namespace")), str(meta.get("name")))
+        return delay
+
+    def _cycle(self, body: Mapping[str, Any]) -> float:
         began, cpu_began = time.monotonic(), time.thread_time()
         key = _policy_key(body)
         if self.stopping:
