@@ -133,8 +133,8 @@ def to_markdown(results: list[tuple[dict[str, object], EvaluationResult]]) -> st
             f"{r['origins']} origins; chain maxError {r['max_error']}; "
             f"LSTM trained in {r['lstm_train_seconds']} s with inputs "
             f"{', '.join(str(f) for f in r['lstm_features'])}; "
-            f"chain served by {r['chain_served']} (none: every stage failed its gate; the "
-            "operator holds, and the last stage's ungated forecast is scored).",
+            f"chain served by {r['chain_served']} (none: no stage could serve; the operator "
+            "sizes for the observed rate, and the last stage's ungated forecast is scored).",
             "",
             evaluation.to_markdown(baseline="seasonal_naive").rstrip("\n"),
         ]

@@ -190,6 +190,8 @@ def test_degraded_and_slo_alerts_fire_on_faults_not_on_what_the_user_chose(
     metrics = OperatorMetrics()
     cases = {  # policy: (serving, ModelReady, ScalingActive reason, recommended, desired)
         "fallback": ("ma", ("False", "HistoryTooShort"), "ScalingEnabled", 4, 4),
+        # No stage served: the worst forecast state was silent (every model's series 0).
+        "failed": (None, ("False", "AllForecastersFailed"), "ScalingEnabled", 4, 4),
         "chosen": ("ma", ("True", "ModelServing"), "ScalingEnabled", 4, 4),
         "capped": ("arima", ("True", "ModelServing"), "ScalingEnabled", 14, 3),
         "watched": ("arima", ("True", "ModelServing"), "ObserveMode", 14, 8),
@@ -210,7 +212,8 @@ def test_degraded_and_slo_alerts_fire_on_faults_not_on_what_the_user_chose(
 
     def expected(alert: str, policy: str, **labels: str) -> dict[str, Any]:
         annotations = {k: v.replace("{{ $labels.namespace }}", "ns").replace(
-            "{{ $labels.policy }}", policy).replace("{{ $value }}", "14")
+            "{{ $labels.policy }}", policy).replace("{{ $value }}", "14").replace(
+            "{{ $labels.model }}", labels.get("model", ""))
             for k, v in rules[alert]["annotations"].items()}
         return {"exp_labels": {**rules[alert]["labels"], "namespace": "ns", "policy": policy,
                                **labels},
@@ -220,7 +223,8 @@ def test_degraded_and_slo_alerts_fire_on_faults_not_on_what_the_user_chose(
         "rule_files": [str(path)], "evaluation_interval": "1m",
         "tests": [{"interval": "1m", "input_series": exported(metrics), "alert_rule_test": [
             {"eval_time": "45m", "alertname": "ForescaleForecastDegraded",
-             "exp_alerts": [expected("ForescaleForecastDegraded", "fallback", model="ma")]},
+             "exp_alerts": [expected("ForescaleForecastDegraded", "failed", model="none"),
+                            expected("ForescaleForecastDegraded", "fallback", model="ma")]},
             {"eval_time": "45m", "alertname": "ForescaleSLOAtRisk",
              "exp_alerts": [expected("ForescaleSLOAtRisk", "capped")]}]}]}))
     _, promtool = prometheus_binaries()

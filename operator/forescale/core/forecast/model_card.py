@@ -127,7 +127,8 @@ def render_model_card(model: LSTMForecaster, *, name: str, trace_name: str, trac
         f"Forecasting the next {_duration(m.horizon * step)} or less of the arrival rate of "
         f"the service this trace comes from (or one with the same daily pattern, at any "
         f"volume), at a {step:g} s step, as the first stage of forescale's forecast chain; "
-        "the plan provisions for the upper bound of its interval.",
+        "the plan provisions for the upper bound of its interval until enough of its "
+        "forecasts are scored, then for a bound calibrated on their errors.",
         "",
         "## Limits",
         "",
