@@ -81,9 +81,12 @@ def load_trace(path: str | Path) -> Trace:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            rows = []
+            rows, lines = [], []
             for row in reader:
+                if not row:
+                    continue  # a blank line (one at the end, say) is no row
                 rows.append(row)
+                lines.append(reader.line_num)
                 if len(rows) > MAX_TRACE_ROWS:
                     raise InvalidInputError(f"trace {path}: more than {MAX_TRACE_ROWS:,} rows")
     except FileNotFoundError:
@@ -108,9 +111,11 @@ def load_trace(path: str | Path) -> Trace:
     times = np.empty(len(rows))
     counts = np.empty(len(rows))
     for i, row in enumerate(rows):
-        line = i + 2
-        if len(row) < 2:
-            raise InvalidInputError(f"trace {path}, line {line}: expected two columns")
+        line = lines[i]
+        if len(row) != len(header):
+            # Not only too few: "…,1,234" (a thousands separator) read as 1 request.
+            raise InvalidInputError(f"trace {path}, line {line}: expected {len(header)} "
+                                    f"columns as the header has, got {len(row)}")
         try:
             times[i] = parse_timestamp(row[0])
         except InvalidInputError as exc:
@@ -131,12 +136,12 @@ def load_trace(path: str | Path) -> Trace:
     if bad.size:
         i = int(bad[0]) + 1
         kind = "duplicate" if diffs[bad[0]] == 0 else "unsorted"
-        raise InvalidInputError(f"trace {path}, line {i + 2}: {kind} timestamp "
+        raise InvalidInputError(f"trace {path}, line {lines[i]}: {kind} timestamp "
                                 f"{_shown(rows[i][0])}")
     gaps = np.flatnonzero(np.abs(diffs - step) > 1e-6)
     if gaps.size:
         i = int(gaps[0]) + 1
         raise InvalidInputError(
-            f"trace {path}, line {i + 2}: gap or irregular step ({diffs[gaps[0]]:g}s after "
+            f"trace {path}, line {lines[i]}: gap or irregular step ({diffs[gaps[0]]:g}s after "
             f"{_shown(rows[i - 1][0])}, expected {step:g}s); fill missing intervals with 0")
     return Trace(path=path, start_seconds=float(times[0]), step_seconds=step, counts=counts)

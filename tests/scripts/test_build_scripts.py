@@ -129,6 +129,8 @@ def test_failed_builds_leave_no_temporary_directory(clone: Path, go: Path, tmp_p
            "FAKE_GO_FAIL_AFTER_FIRST": "1"}
     for _ in range(2):
         assert _build(clone, env).returncode != 0
+        # Removed by the failed run itself, not only by the next one's sweep.
+        assert sorted(p.name for p in cache.iterdir() if ".partial." in p.name) == []
     # One left by a run that was killed (its pid gone) is removed by the next run.
     dead = cache / f"{KUBE}.partial.999999999"
     dead.mkdir()
@@ -186,10 +188,19 @@ def test_make_install_makes_a_venv_left_without_pip_again(tmp_path: Path) -> Non
 
 
 def test_make_constraints_never_empties_the_pins(tmp_path: Path) -> None:
+    """The venv is there and only `pip freeze` fails (its output once truncated the file
+    before it failed)."""
     clone = _make_clone(tmp_path)
     before = (clone / "constraints.txt").read_text()
     assert "torch==2.13.0" in before
-    broken = _executable(tmp_path / "python3", "#!/bin/sh\nexit 1\n")
-    result = _make(clone, "constraints", f"PYTHON={broken}")
+    (clone / ".venv" / "bin").mkdir(parents=True)
+    _executable(clone / ".venv" / "bin" / "python", textwrap.dedent("""\
+        #!/bin/sh
+        [ "$1 $2 $3" = "-m pip freeze" ] && { echo "pip freeze: broken" >&2; exit 1; }
+        exit 0
+        """))
+    (clone / ".venv" / ".installed").touch()  # installed after the pins: up to date
+    result = _make(clone, "constraints")
+    assert "pip freeze: broken" in result.stderr  # the freeze itself ran, and failed
     assert result.returncode != 0
     assert (clone / "constraints.txt").read_text() == before

@@ -51,7 +51,7 @@ def launch(**kw: object) -> Schedule:
     ({"cron": "R R * * *"}, "draws a time"),
     ({"cron": "0 R(8-10) * * *"}, "draws a time"),
     ({"cron": "R/15 * * * *"}, "draws a time"),
-    ({"duration_seconds": 0}, "duration must be positive"),
+    ({"duration_seconds": 0}, "durationSeconds must be positive"),
     ({"duration_seconds": 40 * 86400}, "at most 31 days"),
     ({"min_replicas": None}, "set minReplicas, maxReplicas or forecastMultiplier"),
     ({"min_replicas": 5, "max_replicas": 2}, "must not exceed"),

@@ -96,9 +96,18 @@ def test_a_wrong_value_is_one_clear_error(cls: type, name: str, value: Any) -> N
     except InvalidInputError as exc:
         message = str(exc)
         assert "\n" not in message and message
+        # Named as the policy file names it (behavior.scaleDown.tolerance for
+        # scale_down_tolerance) or as the Python argument: every word of it is there.
+        assert all(word in message.lower() for word in name.split("_")), \
+            f"{cls.__name__}({name}={value!r}): {message!r} does not name the field"
         return
-    # Accepted: then what it holds is of the annotated kind (a list may become a tuple).
+    # No number field takes a non-finite value, and no float field one no float can hold.
     hint = typing.get_type_hints(cls)[name]
+    assert not (isinstance(value, float) and not math.isfinite(value)), \
+        f"{cls.__name__}({name}={value!r}) was accepted"
+    assert not (value == 10**400 and _admits(hint, 0.5)), \
+        f"{cls.__name__}({name}={value!r}) was accepted"
+    # Accepted: then what it holds is of the annotated kind (a list may become a tuple).
     held = getattr(built, name)
     assert _admits(hint, held), f"{cls.__name__}({name}={value!r}) was accepted: {built!r}"
 

@@ -29,6 +29,11 @@ def test_timestamps_in_range() -> None:
     ("nan,1\n60,2\n", "line 2: timestamp 'nan' is not between"),
     ("0,1\n60," + "9" * 400 + "\n", "line 3: requests is '" + "9" * 59 + "…'"),
     ("0,1\n60,-" + "1" * 100 + "\n", "line 3: negative request count"),
+    # A thousands separator splits a count: "1,234" read as 1 request, silently.
+    ("0,1\n60,1,234\n120,3\n", "line 3: expected 2 columns as the header has, got 3"),
+    ("0,1\n60\n", "line 3: expected 2 columns"),
+    # Line numbers count the blank lines that are skipped.
+    ("0,1\n\n60,2\n\n60,3\n", "line 6: duplicate timestamp"),
 ])
 def test_hostile_traces(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "t.csv"
@@ -76,3 +81,11 @@ def test_paths_that_are_no_trace_are_one_line(tmp_path: Path, name: str,
     with pytest.raises(InvalidInputError) as info:
         load_trace(tmp_path / name)
     assert str(info.value) == f"trace {tmp_path / name}: {message}"
+
+
+def test_blank_lines_are_no_rows(tmp_path: Path) -> None:
+    """A trailing blank line (an editor's) was "expected two columns"."""
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,requests\n0,1\n60,2\n\n\n")
+    assert list(load_trace(path).counts) == [1.0, 2.0]
+

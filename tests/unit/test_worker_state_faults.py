@@ -6,12 +6,14 @@ twice, and no replica overwrites the state of the one that holds the Lease now."
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from forescale.controller.kube import KubeError, NotFound
+from forescale.controller.lease import LeaseLock
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import merge_patch, rfc3339
@@ -322,3 +324,46 @@ def test_a_cycle_outliving_the_delete_handlers_wait_leaves_nothing_behind() -> N
     assert len(kube.scale_writes) == writes  # a hold: nothing to write
     assert _series_of(controller, "web") == []
     assert not controller._chains and not controller._reported
+
+
+class GatedKube(FakeKube):
+    """The cycle thread's Lease read returns, then waits for the gate before the write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated: threading.Thread | None = None
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def get_lease(self, namespace: str, name: str) -> Any:
+        lease = super().get_lease(namespace, name)
+        if threading.current_thread() is self.gated:
+            self.gated = None
+            self.entered.set()
+            assert self.gate.wait(5)
+        return lease
+
+
+def test_release_during_a_cycle_taking_the_lease_leaves_no_lease() -> None:
+    """The policy's first cycle has read "no Lease" and is about to create it when the
+    policy is deleted: release() must wait for that cycle, or it finds nothing to release
+    and the cycle then creates a Lease nobody will ever release."""
+    controller, _, _, _ = setup(rate=100.0)
+    kube = GatedKube()
+    kube.replicas[NS, "web"] = 2
+    controller.kube = kube
+    controller.lease = LeaseLock(kube, identity="op-a")
+    body = policy()
+    body["metadata"]["uid"] = "uid-1"
+    cycle = threading.Thread(target=controller.cycle, args=(body,))
+    kube.gated = cycle
+    cycle.start()
+    assert kube.entered.wait(5)  # the cycle has read the Lease (none) and will create it
+    released: list[bool] = []
+    deleter = threading.Thread(target=lambda: released.append(
+        controller.release(body, wait_seconds=5)))
+    deleter.start()
+    deleter.join(0.3)
+    kube.gate.set()
+    cycle.join(5)
+    deleter.join(5)
+    assert kube.leases == {}, "the Lease outlived the policy's deletion"

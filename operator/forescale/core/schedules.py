@@ -99,7 +99,7 @@ class Schedule:
                                     "day that does not exist in that month?)") from None
         _require(is_number(self.duration_seconds)
                  and 0 < self.duration_seconds <= MAX_DURATION_SECONDS,
-                 f"{where}: duration must be positive and at most 31 days, "
+                 f"{where}: durationSeconds must be positive and at most 31 days, "
                  f"got {self.duration_seconds!r}s")
         _require(self.min_replicas is not None or self.max_replicas is not None
                  or self.forecast_multiplier is not None,
