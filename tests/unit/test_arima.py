@@ -208,3 +208,37 @@ def test_weekly_state_stays_small() -> None:
     # Six more coefficients; the cached observations stay the 3-day fit window.
     assert model._beta.size == 1 + 2 * 3 + 2 * 3
     assert len(model._seen) == round(3 * DAY / 300.0)
+
+
+def test_a_revised_newest_sample_is_filtered_again_not_refitted(seasonal_series: Series) -> None:
+    """The history reader reads the newest steps again every cycle (late scrapes): one of
+    them revised made the chain refit from scratch at that decision, however recent the
+    fit (refitSeconds says "at most this often"). Now the fitted parameters are run over
+    the window again, which becomes the state later samples extend."""
+    from forescale.core.forecast.arima import REVISABLE_STEPS
+    from forescale.core.forecast.chain import ForecastChain
+    from forescale.core.spec import ForecastSettings
+
+    n, step = len(seasonal_series), seasonal_series.step_seconds
+    chain = ForecastChain(ForecastSettings(models=("arima",), arima_refit_seconds=21600.0))
+    first = seasonal_series.head(n - 2)
+    chain.forecast(first, 15, now=first.end_seconds)
+    revised = seasonal_series.values[:n - 1].copy()
+    revised[-2] += 1.0  # the previous newest sample, one request more
+    second = Series(seasonal_series.start_seconds, step, revised)
+    result = chain.forecast(second, 15, now=second.end_seconds)
+    assert "no refit" in result.stages[0].message, result.stages[0].message
+    model = chain._models["arima"]
+    assert isinstance(model, ArimaForecaster) and model.continues(second)
+    # The same as a forecast from the window re-filtered by hand with those parameters.
+    refiltered = model._apply(second).get_forecast(15).predicted_mean
+    assert result.forecast is not None
+    expected = model._design(second.end_seconds + step * np.arange(15)) @ model._beta \
+        + np.asarray(refiltered)
+    assert np.allclose(result.forecast.mean, expected)
+    # An older sample rewritten is no revision: refitted.
+    older = revised.copy()
+    older[-(REVISABLE_STEPS + 2)] += 1.0
+    third = Series(seasonal_series.start_seconds, step, np.r_[older, seasonal_series.values[
+        n - 1:n]])
+    assert not model.continues(third, revisable=REVISABLE_STEPS)

@@ -872,3 +872,34 @@ def test_arima_is_refitted_when_the_clock_steps_back(monkeypatch: pytest.MonkeyP
     assert "after now" in result.stages[0].message
     chain.forecast(history, 5, now=now - 86_400.0 + 600)
     assert len(fits) == 2  # dated by the step-back clock from then on
+
+
+def _young(real_steps: int, step: float = 60.0) -> Series:
+    """A 7-day window of a workload that has existed for ``real_steps`` samples: NaN
+    before it (what Prometheus answers for the time before the series existed)."""
+    n = 7 * 1440
+    t = 1_700_000_000.0 + step * np.arange(n)
+    rate = 50 + 40 * np.sin(2 * np.pi * (t % 86400) / 86400)
+    values = np.random.default_rng(5).poisson(rate * step) / step
+    values[: n - real_steps] = np.nan
+    return Series(1_700_000_000.0, step, values)
+
+
+def test_a_young_workloads_window_is_its_observed_history_not_filler() -> None:
+    """Filled before the stages' checks, ten real samples passed ARIMA's 60 (a forecast
+    fitted on 10,070 copies of the first sample, an interval of millionths of a req/s)."""
+    history = _young(10)
+    result = ForecastChain(ForecastSettings(models=("arima", "ma"))).forecast(
+        history, 15, now=history.end_seconds)
+    assert result.stages[0].reason == "HistoryTooShort", result.stages[0].message
+    assert result.served_by == "ma"
+
+
+def test_one_observed_day_fits_no_daily_terms() -> None:
+    """One day cannot tell a daily pattern from a trend (arima.py): with two days of
+    filler before it, ARIMA fitted daily Fourier terms."""
+    history = _young(1440)
+    chain = ForecastChain(ForecastSettings(models=("arima",)))
+    chain.forecast(history, 15, now=history.end_seconds)
+    model = chain._models["arima"]
+    assert isinstance(model, ArimaForecaster) and model.fourier_terms_used == 0

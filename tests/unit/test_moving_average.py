@@ -156,3 +156,23 @@ def test_ema_with_too_little_history_to_choose_uses_the_default() -> None:
     model, mean = _ema_forecast(np.array([3.0, 5.0]), horizon=4)
     assert model.half_life == DEFAULT_HALF_LIFE
     assert mean[0] == pytest.approx(3.0 + (5.0 - 3.0) * (1.0 - 0.5 ** (60.0 / 300.0)))
+
+
+@pytest.mark.parametrize("step", [15.0, 300.0])
+def test_the_half_life_is_chosen_over_the_last_day_at_any_step(step: float) -> None:
+    """Fixed at 1,440 origins, "the last day" was 6 hours at a 15 s step and 5 days at
+    300 s: a day that favours a long half-life early and a short one late chose by the
+    late hours alone."""
+    per_day = round(86400 / step)
+    rng = np.random.default_rng(3)
+    early = per_day * 3 // 4
+    sparse = rng.poisson(step / 60, early) / step
+    moving = np.repeat(rng.uniform(0, 0.01, 200), max(1, round(600 / step)))
+    values = np.r_[rng.poisson(step / 60, 4 * per_day) / step, sparse,
+                   moving[:per_day - early] + 1 / 60]
+    history = Series(1_700_000_000.0, step, values)
+    model, day = ExponentialMovingAverage(), ExponentialMovingAverage(residual_span=per_day)
+    for m in (model, day):
+        m.fit(history)
+        m.forecast(history, 8, 0.9)
+    assert model.half_life == day.half_life

@@ -89,6 +89,13 @@ class Series:
     def missing(self) -> int:
         return int(np.isnan(self.values).sum())
 
+    def since_first_observed(self) -> Series:
+        """Without the missing samples before the first observed one (a workload younger
+        than the window asked for: the window's start is NaN until it existed)."""
+        observed = np.flatnonzero(~np.isnan(self.values))
+        first = int(observed[0]) if observed.size else len(self)
+        return self.tail(len(self) - first)
+
     def filled(self) -> Series:
         """Missing samples replaced by linear interpolation (edges by the nearest value)."""
         nan = np.isnan(self.values)

@@ -49,6 +49,11 @@ from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
 from forescale.core.series import DAY_SECONDS, FloatArray, Series
 
 WEEK_SECONDS = 7 * DAY_SECONDS
+#: The newest samples a range query may still revise (late scrapes, remote write; the
+#: operator's history reader reads its last three steps again every cycle): a history
+#: whose only differences from the seen window are there continues it, re-filtered with
+#: the fitted parameters rather than refitted.
+REVISABLE_STEPS = 3
 #: Seasons the fit window must cover before Fourier terms are used.
 MIN_SEASONS_FOR_FOURIER = 2.0
 #: Weeks of history needed before the weekly terms are used. With one week each weekday is
@@ -193,12 +198,14 @@ class ArimaForecaster(Forecaster):
 
     # -- forecasting ---------------------------------------------------------------------
 
-    def continues(self, history: Series) -> bool:
-        """Whether ``history`` extends what the cached state has seen, unchanged.
+    def continues(self, history: Series, *, revisable: int = 0) -> bool:
+        """Whether ``history`` extends what the cached state has seen, unchanged (but for
+        the seen window's last ``revisable`` samples).
 
         True when it is on the same time grid, ends no earlier, and agrees exactly with
         every sample it shares with the seen window. The chain refits when this is False
-        (a gap, a restart, rewritten samples); a prefix is *not* a continuation.
+        even with :data:`REVISABLE_STEPS` (a gap, a restart, rewritten history); a prefix
+        is *not* a continuation.
         """
         if not self.fitted or history.step_seconds != self._seen.step_seconds:
             return False
@@ -212,11 +219,17 @@ class ArimaForecaster(Forecaster):
         seen_from = max(-first, 0)
         if seen_from >= len(self._seen):
             return False  # no overlap at all: a gap
-        shared = history.values[first + seen_from: first + len(self._seen)]
-        return bool(np.array_equal(shared, self._seen.values[seen_from:]))
+        upto = len(self._seen) - max(revisable, 0)
+        shared = history.values[first + seen_from: first + upto]
+        return bool(np.array_equal(shared, self._seen.values[seen_from:upto]))
 
     def _forecast(self, history: Series, horizon: int, level: float) -> Forecast:
-        results = self._update(history) if self.continues(history) else self._apply(history)
+        if self.continues(history):
+            results = self._update(history)
+        elif self.continues(history, revisable=REVISABLE_STEPS):
+            results = self._refilter(history)
+        else:
+            results = self._apply(history)
         future = history.end_seconds + history.step_seconds * np.arange(horizon,
                                                                          dtype=np.float64)
         with _quiet_statsmodels():
@@ -243,6 +256,17 @@ class ArimaForecaster(Forecaster):
             keep = self._window_samples(history.step_seconds)
             self._seen = Series(self._seen.start_seconds, history.step_seconds,
                                 combined).tail(keep)
+        return self._results
+
+    def _refilter(self, history: Series) -> Any:
+        """The fitted parameters run over ``history``'s recent window, which becomes the
+        cached state: its newest samples were revised, so the state filtered through the
+        old ones is not extended (one filter pass, not a refit)."""
+        window = history.tail(self._window_samples(history.step_seconds))
+        with _quiet_statsmodels():
+            self._results = self._model(self._deviations(window)).filter(
+                self._params, cov_type="none")
+        self._seen = window
         return self._results
 
     def _apply(self, history: Series) -> Any:

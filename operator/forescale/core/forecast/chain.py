@@ -68,6 +68,7 @@ import numpy as np
 from forescale.core.calibration import MIN_COMMON, WIDTH_COVERAGE, Records
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast import registry
+from forescale.core.forecast.arima import REVISABLE_STEPS
 from forescale.core.forecast.base import Forecast, Forecaster, check_horizon
 from forescale.core.metrics import wape
 from forescale.core.series import Series
@@ -275,6 +276,10 @@ class ForecastChain:
             return ChainResult(None, None, untried, "NoData", f"no data: {what}",
                                reloaded=self._reloaded, forget_lstm=self._forget,
                                lstm_digest=self._digest)
+        # A young workload's window starts before it existed: counted as history (filled
+        # with its first value), ten real samples passed ARIMA's 60, its error was scored
+        # on the filler, and one real day fitted daily terms.
+        history = history.since_first_observed()
         note = ""
         if history.missing:
             note = (f"; interpolated {history.missing} missing of {len(history)} samples "
@@ -523,7 +528,8 @@ class ForecastChain:
         if now - fitted_at >= self.settings.arima_refit_seconds:
             return f"last fit {now - fitted_at:.0f}s ago"
         continues: Any = getattr(model, "continues", None)
-        if callable(continues) and not continues(history):
+        # Revised newest samples (late scrapes) are no reason: refitSeconds says "at most".
+        if callable(continues) and not continues(history, revisable=REVISABLE_STEPS):
             return "history does not continue the fitted one"
         return None
 

@@ -14,7 +14,7 @@ from scipy.signal import lfilter
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster
-from forescale.core.series import FloatArray, Series
+from forescale.core.series import DAY_SECONDS, FloatArray, Series
 
 #: Fewest forecast origins whose errors at a lead are trusted for that lead's quantiles.
 MIN_ORIGINS_PER_LEAD = 30
@@ -24,7 +24,8 @@ class MovingAverageForecaster(Forecaster):
     """The mean of the last ``window`` samples, flat over the horizon.
 
     **Interval.** The interval at lead ``h`` comes from the *empirical quantiles of the same
-    rule's own h-step-ahead errors* at every origin in the last ``residual_span`` samples:
+    rule's own h-step-ahead errors* at every origin in the last ``residual_span`` samples
+    (by default the last day's, at any step):
     ``mean + q_{(1-level)/2}(e_h)`` to ``mean + q_{(1+level)/2}(e_h)``. Why not a normal
     interval grown by ``sqrt(h)``:
 
@@ -47,16 +48,24 @@ class MovingAverageForecaster(Forecaster):
 
     name = "ma"
 
-    def __init__(self, window: int, *, residual_span: int = 1440) -> None:
+    def __init__(self, window: int, *, residual_span: int | None = None) -> None:
         super().__init__()
         if not (isinstance(window, int) and window >= 1):
             raise InvalidInputError(f"moving average window must be a positive integer, "
                                     f"got {window!r}")
-        if not (isinstance(residual_span, int) and residual_span >= 1):
+        if residual_span is not None and not (isinstance(residual_span, int)
+                                              and residual_span >= 1):
             raise InvalidInputError(f"moving average residual span must be a positive "
                                     f"integer, got {residual_span!r}")
         self.window = window
+        #: Origins scored, in samples; None: a day's worth at the history's step (1,440 at
+        #: 60 s; fixed at 1,440 it was 6 hours at 15 s and 5 days at 300 s).
         self.residual_span = residual_span
+
+    def _span(self, step_seconds: float) -> int:
+        if self.residual_span is not None:
+            return self.residual_span
+        return max(1, round(DAY_SECONDS / step_seconds))
 
     @property
     def min_history(self) -> int:
@@ -90,7 +99,8 @@ class MovingAverageForecaster(Forecaster):
         """The rule's forecast from the whole history, flat over the horizon, with the
         interval of its own errors; ``predicted`` as :meth:`_predictions` returns it."""
         v = history.values
-        below, above = self._error_quantiles(v, predicted, horizon, level)
+        below, above = self._error_quantiles(v, predicted, horizon, level,
+                                             self._span(history.step_seconds))
         mean = np.full(horizon, float(predicted[len(v)]))
         lower = np.maximum(mean - below, 0.0)
         upper = mean + above
@@ -98,11 +108,11 @@ class MovingAverageForecaster(Forecaster):
                         upper, level)
 
     def _error_quantiles(self, v: FloatArray, predicted: FloatArray, horizon: int,
-                         level: float) -> tuple[FloatArray, FloatArray]:
+                         level: float, span: int) -> tuple[FloatArray, FloatArray]:
         """Half-widths below and above the mean at every lead (both non-negative)."""
         n = len(v)
         # Origin t forecasts v[t], v[t+1], … from v[:t]; only recent origins count.
-        origins = np.arange(max(self.first_origin, n - self.residual_span), n)
+        origins = np.arange(max(self.first_origin, n - span), n)
         target = origins[:, None] + np.arange(horizon)[None, :]
         valid = target < n
         errors = np.where(valid, v[np.minimum(target, n - 1)] - predicted[origins, None],
@@ -162,7 +172,7 @@ class ExponentialMovingAverage(MovingAverageForecaster):
     each lead (see :class:`MovingAverageForecaster`), with the half-life chosen.
     """
 
-    def __init__(self, *, residual_span: int = 1440) -> None:
+    def __init__(self, *, residual_span: int | None = None) -> None:
         super().__init__(1, residual_span=residual_span)
         #: The half-life (seconds) of the last forecast; None before the first.
         self.half_life: float | None = None
@@ -180,10 +190,10 @@ class ExponentialMovingAverage(MovingAverageForecaster):
     def _choose(self, v: FloatArray, step_seconds: float,
                 horizon: int) -> tuple[float, FloatArray]:
         """The half-life whose forecasts of the next ``horizon`` samples' mean were closest
-        over the last ``residual_span`` origins (the default with none to score), and its
-        smoothed series."""
+        over the last day's origins (``residual_span``; the default with none to score),
+        and its smoothed series."""
         n = len(v)
-        origins = np.arange(max(1, n - self.residual_span - horizon), n - horizon + 1)
+        origins = np.arange(max(1, n - self._span(step_seconds) - horizon), n - horizon + 1)
         if origins.size == 0:
             return DEFAULT_HALF_LIFE, self._smoothed(v, _alpha(DEFAULT_HALF_LIFE, step_seconds))
         csum = np.concatenate(([0.0], np.cumsum(v)))
