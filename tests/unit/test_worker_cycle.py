@@ -353,19 +353,22 @@ def test_after_release_all_no_cycle_takes_the_lease_or_scales() -> None:
 
 
 class GatedKube(FakeKube):
-    """Holds the cycle thread's next get_lease until the test opens the gate."""
+    """Holds the cycle thread's next get_lease until the test opens the gate: before the
+    read, or with ``after_read`` once it has read (and is about to act on what it read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, after_read: bool = False) -> None:
         super().__init__()
+        self.after_read = after_read
         self.gated: threading.Thread | None = None
         self.entered, self.gate = threading.Event(), threading.Event()
 
     def get_lease(self, namespace: str, name: str) -> Any:
+        lease = super().get_lease(namespace, name) if self.after_read else None
         if threading.current_thread() is self.gated:
             self.gated = None
             self.entered.set()
             assert self.gate.wait(5)
-        return super().get_lease(namespace, name)
+        return lease if self.after_read else super().get_lease(namespace, name)
 
 
 def test_release_all_waits_for_a_lease_call_in_progress() -> None:

@@ -19,7 +19,15 @@ from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import merge_patch, rfc3339
 from forescale.controller.worker import Controller
 from tests.unit.fakes import FakeKube, FakeSource
-from tests.unit.test_worker_cycle import NS, T0, Clock, policy, setup, with_status
+from tests.unit.test_worker_cycle import (
+    NS,
+    T0,
+    Clock,
+    GatedKube,
+    policy,
+    setup,
+    with_status,
+)
 
 #: One pod per 600 s: any second scale-up within a test is a rate limit granted twice.
 RATE_LIMITED = {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 600}]}}
@@ -326,29 +334,12 @@ def test_a_cycle_outliving_the_delete_handlers_wait_leaves_nothing_behind() -> N
     assert not controller._chains and not controller._reported
 
 
-class GatedKube(FakeKube):
-    """The cycle thread's Lease read returns, then waits for the gate before the write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gated: threading.Thread | None = None
-        self.entered, self.gate = threading.Event(), threading.Event()
-
-    def get_lease(self, namespace: str, name: str) -> Any:
-        lease = super().get_lease(namespace, name)
-        if threading.current_thread() is self.gated:
-            self.gated = None
-            self.entered.set()
-            assert self.gate.wait(5)
-        return lease
-
-
 def test_release_during_a_cycle_taking_the_lease_leaves_no_lease() -> None:
     """The policy's first cycle has read "no Lease" and is about to create it when the
     policy is deleted: release() must wait for that cycle, or it finds nothing to release
     and the cycle then creates a Lease nobody will ever release."""
     controller, _, _, _ = setup(rate=100.0)
-    kube = GatedKube()
+    kube = GatedKube(after_read=True)
     kube.replicas[NS, "web"] = 2
     controller.kube = kube
     controller.lease = LeaseLock(kube, identity="op-a")
