@@ -109,3 +109,20 @@ def test_an_error_that_is_not_json_keeps_its_status(
     with pytest.raises(KubeError) as info:
         kube.get_scale(ScaleResource("apps", "v1", "deployments"), "shop", "web")
     assert info.value.status == 503 and "upstream down" in str(info.value)
+
+
+def test_kopf_gets_the_token_as_it_is_now(tmp_path: Path) -> None:
+    """In a cluster the projected token rotates and the client's refresh hook reads it
+    again; kopf's login read api_key as it was."""
+    config = write_kubeconfig(tmp_path / "kubeconfig", server="http://127.0.0.1:1",
+                              identity="op")
+    kube = KubeClient(kubeconfig=str(config))
+    try:
+        def rotate(cfg: object) -> None:
+            kube.configuration.api_key = {"authorization": "Bearer rotated"}
+
+        kube.configuration.refresh_api_key_hook = rotate
+        assert kube.connection_params()["token"] == "rotated"
+    finally:
+        kube.close()
+

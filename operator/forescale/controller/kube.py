@@ -127,8 +127,14 @@ class KubeClient:
     # -- connection, for kopf's login handler --------------------------------------------
 
     def connection_params(self) -> dict[str, Any]:
-        """The same server and credentials for kopf (``kopf.ConnectionInfo(**params)``)."""
+        """The same server and credentials for kopf (``kopf.ConnectionInfo(**params)``).
+
+        The token as it is now: in a cluster the client re-reads the projected token file
+        through its refresh hook, which a plain read of ``api_key`` skips — kopf logging in
+        again after a 401 would get the expired one back."""
         cfg = self.configuration
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
         token = None
         auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get(
             "BearerToken")
