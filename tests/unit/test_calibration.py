@@ -831,3 +831,20 @@ def test_records_written_by_a_clock_that_ran_ahead_decay_from_now_on() -> None:
     bound = wide.upper_bound(np.full(1, 10.0), np.full(1, 99.0), history, coverage=0.9,
                              now=end, half_life=half_life, intensity_steps=5)
     assert bound.calibrated and bound.upper[0] < 11.0, bound.message
+
+
+def test_records_a_day_ahead_are_forgotten() -> None:
+    """A track score or a pending forecast a day or more ahead of now (a clock far ahead, a
+    status edited by hand) was never stale: the next aligned origin never came, and the
+    relative gate stopped scoring for good."""
+    now = T0 + 3 * 86400.0
+    records = Records.from_dict({
+        "tracks": {"ma": [[now + 86400.0 * 365, 10.0, 10.0]],
+                   "arima": [[now - 600.0, 10.0, 11.0], [now + 3600.0, 10.0, 10.0]]},
+        "pending": [[now + 86400.0 * 365, "ma", 3, [10.0, 10.0]]]})
+    history = Series(now - 2 * 86400.0, STEP, np.full(2880, 10.0))
+    records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=now)
+    assert "ma" not in records.tracks and not records.pending
+    assert [s.origin for s in records.tracks["arima"]] == [now - 600.0, now + 3600.0]
+    assert records.last_track_origin() == now + 3600.0  # within a day: a clock step back
+

@@ -481,6 +481,8 @@ class Records:
             level = day_level(history, intensity_steps)
         keep: list[Pending] = []
         for p in self.pending:
+            if p.origin - now >= DAY_SECONDS:
+                continue  # made a day or more ahead of now: see _forget_stale
             first = round((p.origin - history.start_seconds) / step)
             last = first + len(p.means) - 1
             if last + half >= len(history):
@@ -517,7 +519,9 @@ class Records:
         check) until it has a record again. The plan's own bound keeps its histograms:
         they decay with the half-life where they are read."""
         for stage in list(self.tracks):
-            fresh = [s for s in self.tracks[stage] if now - s.origin < DAY_SECONDS]
+            # Nor a day or more ahead (a clock far ahead, a status edited by hand): never
+            # stale, it kept the next aligned origin from coming, and the gate from scoring.
+            fresh = [s for s in self.tracks[stage] if abs(now - s.origin) < DAY_SECONDS]
             if fresh:
                 self.tracks[stage] = fresh
             else:
