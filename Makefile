@@ -75,10 +75,13 @@ release: $(STAMP) image
 	bash scripts/image/release.sh
 	FORESCALE_RELEASE_TESTS=1 $(BIN)/pytest tests/image/test_release.py
 
-# Regenerate the pins after changing dependencies (review the diff: torch must stay 2.13.0).
-# The venv is brought up to date with pyproject.toml first; the pins are written beside and
-# moved into place only when pip freeze succeeded, so a failure never empties them.
-constraints: $(STAMP)
+# Regenerate the pins after changing dependencies: install the changed one into .venv by
+# hand first (pip install -c constraints.txt would refuse a dependency raised past its pin),
+# then freeze what is installed (review the diff: torch must stay 2.13.0). The pins are
+# written beside and moved into place only when pip freeze succeeded: a failure never
+# empties them.
+constraints:
+	@test -x $(PY) || { echo "no $(VENV): make install first" >&2; exit 2; }
 	$(PY) -m pip freeze --exclude-editable --exclude forescale > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 

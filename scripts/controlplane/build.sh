@@ -45,8 +45,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     kube_ld+=" -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     kube_ld+=" -X $pkg.gitTreeState=clean"
 done
-# What each cache entry was built from: its module's go.mod and go.sum, the link flags and
-# the packages. An entry is complete only when its .complete file holds the same fingerprint,
+# What each cache entry was built from: its module's go.mod, go.sum and Go sources (etcd's
+# main.go is ours), the link flags and the packages. An entry is complete only when its .complete file holds the same fingerprint,
 # so a changed pin, replace, checksum or link flag rebuilds (mostly a relink: Go's own build
 # cache keeps the compiled packages), while an unchanged one is never rebuilt.
 kube_pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
@@ -57,7 +57,8 @@ helm_ld="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 fingerprint() {  # fingerprint <module dir> <ldflags> <packages...>
     local module=$1
     shift
-    { cat "$here/$module/go.mod" "$here/$module/go.sum" 2>/dev/null; printf '%s\n' "$@"; } \
+    { cat "$here/$module/go.mod" "$here/$module/go.sum" "$here/$module"/*.go 2>/dev/null
+      printf '%s\n' "$@"; } \
         | sha256sum | cut -d' ' -f1
 }
 kube_fp=$(fingerprint kubernetes "$kube_ld" "${kube_pkgs[@]}")

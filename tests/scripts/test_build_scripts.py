@@ -63,10 +63,7 @@ def clone(tmp_path: Path) -> Path:
     for name in ("build.sh", "versions.env"):
         shutil.copy2(src / name, dst / name)
     for module in ("kubernetes", "etcd", "helm"):
-        (dst / module).mkdir()
-        for name in ("go.mod", "go.sum"):
-            if (src / module / name).exists():
-                shutil.copy2(src / module / name, dst / module / name)
+        shutil.copytree(src / module, dst / module)
     return tmp_path / "clone"
 
 
@@ -118,6 +115,19 @@ def test_a_changed_go_sum_rebuilds(clone: Path, go: Path, tmp_path: Path) -> Non
     (cache / "etcd-v0").mkdir()  # unrelated entries are left alone
     go_sum = clone / "scripts" / "controlplane" / "etcd" / "go.sum"
     go_sum.write_text(go_sum.read_text() + "example.com/patched v1.0.0 h1:x=\n")
+    rebuilt = _build(clone, env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "built etcd" in rebuilt.stderr and "kube-apiserver" not in rebuilt.stderr
+
+
+def test_a_changed_go_source_of_ours_rebuilds(clone: Path, go: Path, tmp_path: Path) -> None:
+    """etcd's binary is built from this repository's main.go: edited, the stale binary
+    stayed, its entry's fingerprint unchanged."""
+    cache = tmp_path / "cache"
+    env = {"FORESCALE_GO": str(go), "FORESCALE_CONTROLPLANE_CACHE": str(cache)}
+    assert _build(clone, env).returncode == 0
+    main_go = clone / "scripts" / "controlplane" / "etcd" / "main.go"
+    main_go.write_text(main_go.read_text() + "\n// a changed entry point\n")
     rebuilt = _build(clone, env)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "built etcd" in rebuilt.stderr and "kube-apiserver" not in rebuilt.stderr
@@ -204,3 +214,24 @@ def test_make_constraints_never_empties_the_pins(tmp_path: Path) -> None:
     assert "pip freeze: broken" in result.stderr  # the freeze itself ran, and failed
     assert result.returncode != 0
     assert (clone / "constraints.txt").read_text() == before
+
+
+def test_make_constraints_freezes_the_venv_as_it_is(tmp_path: Path) -> None:
+    """After a dependency is raised past its pin, `pip install -c constraints.txt` refuses
+    it (ResolutionImpossible): regenerating the pins must not go through it, only freeze
+    what the developer installed."""
+    clone = _make_clone(tmp_path)
+    (clone / ".venv" / "bin").mkdir(parents=True)
+    _executable(clone / ".venv" / "bin" / "python", textwrap.dedent("""\
+        #!/bin/sh
+        case "$1 $2 $3" in
+          "-m pip install") echo "ResolutionImpossible" >&2; exit 1 ;;
+          "-m pip freeze") echo "dummydep==2.0"; echo "torch==2.13.0"; exit 0 ;;
+        esac
+        exit 0
+        """))
+    (clone / "pyproject.toml").write_text((clone / "pyproject.toml").read_text() + "\n")
+    result = _make(clone, "constraints")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (clone / "constraints.txt").read_text() == "dummydep==2.0\ntorch==2.13.0\n"
+

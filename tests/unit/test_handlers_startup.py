@@ -119,9 +119,15 @@ class LeasesForbiddenKube(FakeKube):
         raise KubeError(403, "Forbidden", 'leases.coordination.k8s.io "x" is forbidden')
 
 
-class UnreachableLeaseKube(FakeKube):
+class UnansweredLeaseKube(FakeKube):
+    """The Lease read got no answer to go by: ``status`` and ``reason`` as KubeClient says."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__()
+        self.error = KubeError(status, reason, "no answer")
+
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        raise KubeError(0, "Unreachable", "ConnectionRefusedError")
+        raise self.error
 
 
 POLICY = {"metadata": {"namespace": "shop", "name": "web", "uid": "uid-web"},
@@ -145,7 +151,12 @@ def test_a_policy_whose_lease_is_forbidden_can_be_deleted() -> None:
     asyncio.run(delete.fn(body=copy.deepcopy(POLICY)))  # no TemporaryError
 
 
-def test_a_lease_release_without_an_answer_is_retried() -> None:
-    delete = _delete_handler(UnreachableLeaseKube())
+@pytest.mark.parametrize(("status", "reason"), [
+    (0, "Unreachable"), (200, "InvalidResponse"), (401, "Unauthorized"), (429, "TooMany"),
+    (503, "ServiceUnavailable")])
+def test_a_lease_release_without_an_answer_is_retried(status: int, reason: str) -> None:
+    """A body cut short (InvalidResponse, with a 2xx status) or an expired token is no
+    refusal: the Lease would be held for its whole duration."""
+    delete = _delete_handler(UnansweredLeaseKube(status, reason))
     with pytest.raises(kopf.TemporaryError):
         asyncio.run(delete.fn(body=copy.deepcopy(POLICY)))

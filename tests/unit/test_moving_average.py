@@ -176,3 +176,32 @@ def test_the_half_life_is_chosen_over_the_last_day_at_any_step(step: float) -> N
         m.fit(history)
         m.forecast(history, 8, 0.9)
     assert model.half_life == day.half_life
+
+
+@pytest.mark.parametrize(("step", "scored"), [(1.0, 1440), (15.0, 1440), (60.0, 1440),
+                                              (300.0, 288)])
+def test_at_most_a_day_and_1440_origins_are_scored(step: float, scored: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day of origins at a 1 s step (86,400, times the horizon) peaked at 650 MB per
+    forecast: finer than a minute, every k-th origin of the day is scored; at 60 s and
+    coarser, every one."""
+    from forescale.core.forecast import moving_average
+
+    sizes: list[int] = []
+    real = moving_average.MovingAverageForecaster._scored
+
+    def counted(first: int, end: int, span: int) -> np.ndarray:
+        origins = real(first, end, span)
+        sizes.append(len(origins))
+        return origins
+
+    monkeypatch.setattr(moving_average.MovingAverageForecaster, "_scored",
+                        staticmethod(counted))
+    n = round(2 * 86400 / step)
+    history = Series(1_700_000_000.0, step,
+                     np.random.default_rng(0).poisson(50 * step, n) / step)
+    model = ExponentialMovingAverage()
+    model.fit(history)
+    model.forecast(history, 5, 0.9)
+    assert sizes and all(abs(size - scored) <= 1 for size in sizes), sizes
+

@@ -289,3 +289,18 @@ def test_the_timeout_is_a_deadline_for_the_whole_answer(headers_too: bool) -> No
         assert took < 2.0
     finally:
         server.close()
+
+
+def test_what_cannot_be_sent_is_not_reported_as_an_answer(tmp_path: Path) -> None:
+    """ValueErrors raised before anything is sent (a host label too long, a token file of
+    two lines) were reported as "answered, but not with Prometheus API JSON"."""
+    with PrometheusSource("http://" + "a" * 64 + ".example:9090", timeout_seconds=2) as source, \
+            pytest.raises(PrometheusUnavailable, match="could not be sent: "):
+        source.read_rate("up", start=0, end=600, step_seconds=60)
+    token = tmp_path / "token"
+    token.write_text("first-line\nsecond-line\n")
+    with PrometheusSource("http://127.0.0.1:1", timeout_seconds=2,
+                          bearer_token_file=str(token)) as source, \
+            pytest.raises(PrometheusUnavailable, match="holds more than one token"):
+        source.read_rate("up", start=0, end=600, step_seconds=60)
+

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import requests
+import urllib3.exceptions
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
@@ -323,6 +324,12 @@ class PrometheusSource:
         except requests.TooManyRedirects:
             raise PrometheusUnavailable(f"Prometheus at {where} answered with a redirect, "
                                         f"which is not followed; use the final URL") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
+                urllib3.exceptions.LocationParseError) as exc:
+            # Refused before anything was sent (ValueErrors too, so before the clause below):
+            # a host label too long, a token file of two lines.
+            raise PrometheusUnavailable(f"request to Prometheus at {where} could not be sent: "
+                                        f"{type(exc).__name__}") from None
         except (requests.exceptions.JSONDecodeError, KeyError, TypeError, ValueError,
                 RecursionError):
             # A 200 that is not the Prometheus API's JSON: a proxy's login page, a wrong path,
@@ -473,6 +480,10 @@ class _BearerTokenFile(requests.auth.AuthBase):
             raise _TokenUnreadable(f"{self.path}: {type(exc).__name__}") from None
         if not token:
             raise _TokenUnreadable(f"{self.path} is empty")
+        if any(c.isspace() or not c.isprintable() for c in token):
+            # Two lines, say: http.client refuses the header before anything is sent.
+            raise _TokenUnreadable(f"{self.path} holds more than one token (whitespace or "
+                                   f"control characters inside)")
         request.headers["Authorization"] = f"Bearer {token}"
         return request
 

@@ -134,7 +134,8 @@ def build_registry(controller: Controller, *, workers: int = 8) -> kopf.Operator
         try:
             await asyncio.to_thread(controller.release, copy.deepcopy(dict(body)))
         except KubeError as exc:
-            if exc.status in (0, 408, 429) or exc.status >= 500:  # no answer yet: again
+            # No answer, or none to go by (a body cut short, an expired token, a 5xx): again.
+            if exc.status < 400 or exc.status in (401, 408, 429) or exc.status >= 500:
                 raise kopf.TemporaryError(f"could not release the lease: {exc}",
                                           delay=2) from exc
             # Refused (403: Leases not granted, the LeaseForbidden state): retrying would

@@ -10,6 +10,7 @@ mean, so the chain can fall back to them when the learned models cannot serve.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from scipy.signal import lfilter
 
 from forescale.core.errors import InvalidInputError
@@ -18,6 +19,9 @@ from forescale.core.series import DAY_SECONDS, FloatArray, Series
 
 #: Fewest forecast origins whose errors at a lead are trusted for that lead's quantiles.
 MIN_ORIGINS_PER_LEAD = 30
+#: Most origins scored per forecast: the last day's, every k-th of them at steps finer
+#: than a minute (at 1 s, a day of origins times a 5-minute horizon peaked at 650 MB).
+MAX_SCORED_ORIGINS = 1440
 
 
 class MovingAverageForecaster(Forecaster):
@@ -67,6 +71,14 @@ class MovingAverageForecaster(Forecaster):
             return self.residual_span
         return max(1, round(DAY_SECONDS / step_seconds))
 
+    @staticmethod
+    def _scored(first: int, end: int, span: int) -> npt.NDArray[np.int_]:
+        """The origins ``first`` to ``end`` (exclusive) that are scored: every one while
+        the span is at most :data:`MAX_SCORED_ORIGINS` samples (a day at 60 s and coarser),
+        else every k-th, ending at the newest."""
+        stride = max(1, -(-span // MAX_SCORED_ORIGINS))
+        return np.arange(end - 1, first - 1, -stride)[::-1]
+
     @property
     def min_history(self) -> int:
         # One full window plus one sample to measure at least one error of the rule.
@@ -112,7 +124,7 @@ class MovingAverageForecaster(Forecaster):
         """Half-widths below and above the mean at every lead (both non-negative)."""
         n = len(v)
         # Origin t forecasts v[t], v[t+1], … from v[:t]; only recent origins count.
-        origins = np.arange(max(self.first_origin, n - span), n)
+        origins = self._scored(max(self.first_origin, n - span), n, span)
         target = origins[:, None] + np.arange(horizon)[None, :]
         valid = target < n
         errors = np.where(valid, v[np.minimum(target, n - 1)] - predicted[origins, None],
@@ -193,7 +205,8 @@ class ExponentialMovingAverage(MovingAverageForecaster):
         over the last day's origins (``residual_span``; the default with none to score),
         and its smoothed series."""
         n = len(v)
-        origins = np.arange(max(1, n - self._span(step_seconds) - horizon), n - horizon + 1)
+        span = self._span(step_seconds)
+        origins = self._scored(max(1, n - span - horizon), n - horizon + 1, span)
         if origins.size == 0:
             return DEFAULT_HALF_LIFE, self._smoothed(v, _alpha(DEFAULT_HALF_LIFE, step_seconds))
         csum = np.concatenate(([0.0], np.cumsum(v)))
