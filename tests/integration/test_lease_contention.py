@@ -132,6 +132,7 @@ class WriteAfterRead:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        assert self._original is not None
         self.reader._kube.get_lease = self._original  # type: ignore[method-assign]
 
 
@@ -162,10 +163,10 @@ def test_release_does_not_delete_a_lease_another_holder_took_over_after_its_read
     assert race.reads == 1 and len(took_over) == 1, (race, took_over)
     assert took_over[0].held and "took over" in took_over[0].message, took_over[0]
     assert race.read_version != race.written_version, race
-    # a did not release the Lease it no longer held ...
-    assert not released
+    # a did not delete the Lease it no longer held ...
     lease = stored(server)
     assert lease is not None, "a deleted the Lease b had taken over"
+    assert not released
     # ... and it is b's, exactly as b wrote it: not deleted and re-created, not rewritten.
     assert lease["metadata"]["resourceVersion"] == race.written_version
     assert lease["spec"]["holderIdentity"] == "b"
@@ -185,9 +186,10 @@ def test_release_does_not_delete_a_lease_another_policy_took_over_after_its_read
         server: Server) -> None:
     """The same identity, another policy: the operator process that held the Lease for
     policy web (being deleted) takes it, expired, for policy web-too of the same target
-    (another cycle of the same process, with its own client) between web's read and web's
-    delete. The holder's name did not change; only the resourceVersion says that the
-    Lease is no longer the one web read, and the delete must be refused."""
+    (that policy's own cycle; a second LeaseLock here, so that its read is not the wrapped
+    one) between web's read and web's delete. The holder's name did not change; only the
+    resourceVersion says that the Lease is no longer the one web read, and the delete must
+    be refused."""
     a = lock(server, "a")
     assert a.ensure(server.ns, NAME, policy=POLICY, duration=DURATION, now=T0).held
     other_cycle = lock(server, "a")
@@ -202,9 +204,9 @@ def test_release_does_not_delete_a_lease_another_policy_took_over_after_its_read
     assert race.reads == 1 and len(took_over) == 1, (race, took_over)
     assert took_over[0].held and "took over" in took_over[0].message, took_over[0]
     assert race.read_version != race.written_version, race
-    assert not released
     lease = stored(server)
     assert lease is not None, "web's release deleted the Lease web-too had taken over"
+    assert not released
     assert lease["metadata"]["resourceVersion"] == race.written_version
     assert lease["spec"]["holderIdentity"] == "a"
     assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == "default/web-too"
