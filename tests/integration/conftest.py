@@ -53,7 +53,8 @@ import numpy as np
 import pytest
 import yaml
 
-from forescale.controller.kube import KubeError, parse_time
+from forescale.controller.kube import KubeClient, KubeError, parse_time
+from forescale.controller.lease import LeaseLock
 from forescale.controller.worker import SCALE_WRITE_LOG
 from tests.support import controlplane
 from tests.support.cluster import Cluster, WatchRecorder
@@ -664,3 +665,57 @@ def pytest_runtest_makereport(item: pytest.Item,
     world = getattr(item, "funcargs", {}).get("world")
     if report.when == "call" and report.failed and isinstance(world, World):
         report.sections.append(("forescale diagnostics", world.diagnostics()))
+
+
+# -- the Lease tests' API (test_lease.py, test_lease_contention.py) -----------------------
+
+
+@dataclass
+class LeaseAPI:
+    """The little the tests need from the API, on either server."""
+
+    ns: str
+    get: Callable[..., Any]
+    kubeconfig_path: Callable[[str], Path]
+    #: (identity, HTTP status) of every DELETE of a Lease in ``ns``, from the audit log;
+    #: None on a cluster whose audit log is out of reach.
+    deletes: Callable[[], list[tuple[str, int]]] | None
+
+
+@pytest.fixture
+def lease_api(control_plane: ControlPlane | None,
+         real_cluster: Cluster | None) -> Iterator[LeaseAPI]:
+    if control_plane is not None and real_cluster is not None:
+        plane, cluster = control_plane, real_cluster
+        ns = f"forescale-lease-{uuid.uuid4().hex[:8]}"
+        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        chart_rbac().grant_namespace(cluster, ns)  # the chart's Lease rules, there
+        # "a" and "b" authenticate as the static identities operator-a and operator-b.
+        yield LeaseAPI(
+            ns=ns, get=cluster.get,
+            kubeconfig_path=lambda ident: plane.kubeconfig_for(f"operator-{ident}"),
+            deletes=lambda: [(e.username.removeprefix("operator-"), e.code)
+                             for e in plane.audit() if e.verb == "delete"
+                             and e.ref("resource") == "leases" and e.ref("namespace") == ns])
+        cluster.delete("v1/namespaces", ns)
+        return
+    if real_cluster is not None:  # any cluster: one kubeconfig, so no audit by identity
+        ns = f"forescale-lease-{uuid.uuid4().hex[:8]}"
+        real_cluster.create({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": ns}})
+        yield LeaseAPI(ns=ns, get=real_cluster.get,
+                       kubeconfig_path=lambda ident: real_cluster.kubeconfig, deletes=None)
+        real_cluster.delete("v1/namespaces", ns)
+        return
+    with run_emulator() as handle:
+        yield LeaseAPI(
+            ns="default", get=handle.get, kubeconfig_path=handle.kubeconfig_path,
+            deletes=lambda: [(e.identity, e.status_code) for e in handle.audit()
+                             if e.method == "DELETE" and e.resource == "leases"])
+        handle.assert_healthy()
+
+
+def lease_lock(kube: LeaseAPI, identity: str) -> LeaseLock:
+    """A LeaseLock with a KubeClient of its own (its own connection and credentials)."""
+    return LeaseLock(KubeClient(kubeconfig=str(kube.kubeconfig_path(identity))),
+                     identity=identity)

@@ -3,74 +3,21 @@ FORESCALE_TEST_API=emulator): fast, no subprocess. Each test has its own namespa
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from forescale.controller.kube import Conflict, KubeClient, parse_time
-from forescale.controller.lease import POLICY_ANNOTATION, LeaseLock, lease_duration_seconds
-from tests.integration.conftest import chart_rbac
-from tests.support.cluster import Cluster
-from tests.support.controlplane import ControlPlane
-from tests.support.kubeapi import run_emulator
+from forescale.controller.kube import Conflict, parse_time
+from forescale.controller.lease import POLICY_ANNOTATION, lease_duration_seconds
+from tests.integration.conftest import LeaseAPI
+from tests.integration.conftest import lease_lock as lock
 
 LEASES = "coordination.k8s.io/v1/leases"
 NAME = "forescale-deployment-web"
 T0 = 1_700_000_000.0
 
 
-@dataclass
-class LeaseAPI:
-    """The little the tests need from the API, on either server."""
-
-    ns: str
-    get: Callable[..., Any]
-    kubeconfig_path: Callable[[str], Path]
-    #: (identity, HTTP status) of every DELETE of a Lease in ``ns``, from the audit log;
-    #: None on a cluster whose audit log is out of reach.
-    deletes: Callable[[], list[tuple[str, int]]] | None
-
-
 @pytest.fixture
-def kube(control_plane: ControlPlane | None,
-         real_cluster: Cluster | None) -> Iterator[LeaseAPI]:
-    if control_plane is not None and real_cluster is not None:
-        plane, cluster = control_plane, real_cluster
-        ns = f"forescale-lease-{uuid.uuid4().hex[:8]}"
-        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        chart_rbac().grant_namespace(cluster, ns)  # the chart's Lease rules, there
-        # "a" and "b" authenticate as the static identities operator-a and operator-b.
-        yield LeaseAPI(
-            ns=ns, get=cluster.get,
-            kubeconfig_path=lambda ident: plane.kubeconfig_for(f"operator-{ident}"),
-            deletes=lambda: [(e.username.removeprefix("operator-"), e.code)
-                             for e in plane.audit() if e.verb == "delete"
-                             and e.ref("resource") == "leases" and e.ref("namespace") == ns])
-        cluster.delete("v1/namespaces", ns)
-        return
-    if real_cluster is not None:  # any cluster: one kubeconfig, so no audit by identity
-        ns = f"forescale-lease-{uuid.uuid4().hex[:8]}"
-        real_cluster.create({"apiVersion": "v1", "kind": "Namespace",
-                             "metadata": {"name": ns}})
-        yield LeaseAPI(ns=ns, get=real_cluster.get,
-                       kubeconfig_path=lambda ident: real_cluster.kubeconfig, deletes=None)
-        real_cluster.delete("v1/namespaces", ns)
-        return
-    with run_emulator() as handle:
-        yield LeaseAPI(
-            ns="default", get=handle.get, kubeconfig_path=handle.kubeconfig_path,
-            deletes=lambda: [(e.identity, e.status_code) for e in handle.audit()
-                             if e.method == "DELETE" and e.resource == "leases"])
-        handle.assert_healthy()
-
-
-def lock(kube: LeaseAPI, identity: str) -> LeaseLock:
-    return LeaseLock(KubeClient(kubeconfig=str(kube.kubeconfig_path(identity))),
-                     identity=identity)
+def kube(lease_api: LeaseAPI) -> LeaseAPI:
+    return lease_api
 
 
 def stored(kube: LeaseAPI) -> dict:  # type: ignore[type-arg]

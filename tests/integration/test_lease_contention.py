@@ -14,20 +14,16 @@ completed, right after the read has returned, before ``release()`` goes on to de
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from forescale.controller.kube import JSON, KubeClient
+from forescale.controller.kube import JSON
 from forescale.controller.lease import POLICY_ANNOTATION, LeaseLock
-from tests.integration.conftest import chart_rbac
-from tests.support.cluster import Cluster
-from tests.support.controlplane import ControlPlane
-from tests.support.kubeapi import run_emulator
+from tests.integration.conftest import LeaseAPI
+from tests.integration.conftest import lease_lock as lock
 
 pytestmark = pytest.mark.integration
 
@@ -39,57 +35,16 @@ DURATION = 13
 T0 = 1_700_000_000.0
 
 
-@dataclass
-class Server:
-    """The little these tests need from the API server, whichever it is."""
-
-    ns: str
-    get: Callable[..., Any]
-    kubeconfig_path: Callable[[str], Path]
-    #: (identity, HTTP status) of every DELETE of a Lease in ``ns``, from the server's own
-    #: audit log; None on a cluster whose audit log is out of reach.
-    deletes: Callable[[], list[tuple[str, int]]] | None
+#: The lease tests' API server (tests/integration/conftest.py's ``lease_api``).
+Server = LeaseAPI
 
 
 @pytest.fixture
-def server(control_plane: ControlPlane | None,
-           real_cluster: Cluster | None) -> Iterator[Server]:
+def server(lease_api: LeaseAPI) -> LeaseAPI:
     """A namespace of its own, where identities "a" and "b" may use Leases as the chart's
     RBAC allows (on the control plane they are the static users operator-a and operator-b,
     so the apiserver's audit log says who sent each DELETE and what it answered)."""
-    if control_plane is not None and real_cluster is not None:
-        plane, cluster = control_plane, real_cluster
-        ns = f"forescale-release-{uuid.uuid4().hex[:8]}"
-        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        chart_rbac().grant_namespace(cluster, ns)
-        yield Server(
-            ns=ns, get=cluster.get,
-            kubeconfig_path=lambda ident: plane.kubeconfig_for(f"operator-{ident}"),
-            deletes=lambda: [(e.username.removeprefix("operator-"), e.code)
-                             for e in plane.audit() if e.verb == "delete"
-                             and e.ref("resource") == "leases" and e.ref("namespace") == ns])
-        cluster.delete("v1/namespaces", ns)
-        return
-    if real_cluster is not None:  # any cluster: one kubeconfig, no audit log by identity
-        ns = f"forescale-release-{uuid.uuid4().hex[:8]}"
-        real_cluster.create({"apiVersion": "v1", "kind": "Namespace",
-                             "metadata": {"name": ns}})
-        yield Server(ns=ns, get=real_cluster.get,
-                     kubeconfig_path=lambda ident: real_cluster.kubeconfig, deletes=None)
-        real_cluster.delete("v1/namespaces", ns)
-        return
-    with run_emulator() as handle:
-        yield Server(
-            ns="default", get=handle.get, kubeconfig_path=handle.kubeconfig_path,
-            deletes=lambda: [(e.identity, e.status_code) for e in handle.audit()
-                             if e.method == "DELETE" and e.resource == "leases"])
-        handle.assert_healthy()
-
-
-def lock(server: Server, identity: str) -> LeaseLock:
-    """A LeaseLock with a KubeClient of its own (its own connection and credentials)."""
-    return LeaseLock(KubeClient(kubeconfig=str(server.kubeconfig_path(identity))),
-                     identity=identity)
+    return lease_api
 
 
 def stored(server: Server) -> dict[str, Any] | None:
