@@ -70,6 +70,10 @@ class Hostile:
                 {"metric": {"tenant": "other-team-secret"}, "values": [[60, "1"]]},
                 {"metric": {"tenant": "mine"}, "values": [[60, "2"]]}]}}
             return 200, json.dumps(data).encode(), {}
+        if path.startswith("/huge"):  # an unaggregated query: hundreds of series
+            series = b'{"metric":{"pod":"p"},"values":[' + b'[60,"1"],' * 40_000 + b'[60,"1"]]}'
+            return 200, (b'{"status":"success","data":{"resultType":"matrix","result":['
+                         + b",".join([series] * 100) + b"]}}"), {}
         if path.startswith("/deep"):
             return 200, b"[" * 100_000, {}
         if path.startswith("/long-int"):
@@ -303,4 +307,13 @@ def test_what_cannot_be_sent_is_not_reported_as_an_answer(tmp_path: Path) -> Non
                           bearer_token_file=str(token)) as source, \
             pytest.raises(PrometheusUnavailable, match="holds more than one token"):
         source.read_rate("up", start=0, end=600, step_seconds=60)
+
+
+def test_an_answer_too_large_to_hold_is_a_bad_query(hostile: Hostile) -> None:
+    """An unaggregated query over hundreds of series was parsed whole before the
+    one-series check: ~210 bytes a sample, 500 series OOM-killed a 1 GiB operator at every
+    start. Past MAX_RESPONSE_BYTES the read stops, and the query is wrong (not retried)."""
+    error = _error(hostile.url + "/huge")
+    assert isinstance(error, BadQuery)
+    assert "more than 32 MiB" in str(error) and "sum(" in str(error)
 

@@ -33,7 +33,7 @@ import math
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -61,6 +61,11 @@ METRICS_REASONS: tuple[MetricsReason, ...] = ("PrometheusUnavailable", "BadQuery
 # Prometheus refuses a range query of more than 11,000 points per series; stay below it.
 PROMETHEUS_MAX_POINTS = 11_000
 DEFAULT_MAX_POINTS_PER_QUERY = 10_000
+#: The most bytes (decoded) one answer may have. One series of a chunk's 10,000 points is
+#: ~330 kB of JSON; an unaggregated query over hundreds of series was parsed whole (~210
+#: bytes a sample once parsed) before the one-series check, and 500 series OOM-killed a
+#: 1 GiB operator at every start. 32 MiB is ~100 such series, far above any one.
+MAX_RESPONSE_BYTES = 32 * 2**20
 
 # Keep condition messages readable: Prometheus' errors and users' queries can be long.
 _MAX_TEXT = 300
@@ -307,6 +312,10 @@ class PrometheusSource:
             return method(*args, **kwargs)
         except PrometheusApiClientException as exc:
             raise _from_status(str(exc), where=where, query=query) from None
+        except _ResponseTooLarge:
+            raise BadQuery(f"Prometheus at {where} answered query {_shorten(query)} with more "
+                           f"than {MAX_RESPONSE_BYTES // 2**20} MiB: it must return one series "
+                           f"(aggregate it, e.g. sum(...))") from None
         except _TokenUnreadable as exc:
             raise PrometheusUnavailable(f"cannot read the bearer token for Prometheus at "
                                         f"{where}: {exc}") from None
@@ -419,8 +428,33 @@ class _DeadlineHTTPSPool(HTTPSConnectionPool):
 _DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
 
 
+class _ResponseTooLarge(Exception):  # noqa: N818 (turned into BadQuery)
+    """The answer passed :data:`MAX_RESPONSE_BYTES` while it was read."""
+
+
+def _limited(raw: Any, limit: int) -> None:
+    """Make ``raw`` (urllib3's response, which requests reads through ``stream``) raise
+    :class:`_ResponseTooLarge` once more than ``limit`` decoded bytes came out of it."""
+    stream = raw.stream
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        total = 0
+        for chunk in stream(*args, **kwargs):
+            total += len(chunk)
+            if total > limit:
+                raise _ResponseTooLarge(total)
+            yield chunk
+
+    raw.stream = counted
+
+
 class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter with connections a :class:`_Deadline` can cut."""
+    """requests' adapter with connections a :class:`_Deadline` can cut, and answers no
+    larger than :data:`MAX_RESPONSE_BYTES`."""
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        _limited(resp, MAX_RESPONSE_BYTES)
+        return super().build_response(req, resp)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
