@@ -46,9 +46,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     kube_ld+=" -X $pkg.gitTreeState=clean"
 done
 # What each cache entry was built from: its module's go.mod, go.sum and Go sources (etcd's
-# main.go is ours), the link flags and the packages. An entry is complete only when its .complete file holds the same fingerprint,
-# so a changed pin, replace, checksum or link flag rebuilds (mostly a relink: Go's own build
-# cache keeps the compiled packages), while an unchanged one is never rebuilt.
+# main.go is ours), the link flags and the packages. An entry is complete only when its
+# .complete file holds the same fingerprint, so a changed pin, replace, checksum, source or
+# link flag rebuilds (mostly a relink: Go's own build cache keeps the compiled packages),
+# while an unchanged one is never rebuilt.
 kube_pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
            k8s.io/kubernetes/cmd/kubectl)
 etcd_pkgs=(.)

@@ -15,6 +15,11 @@ FloatArray = npt.NDArray[np.float64]
 DAY_SECONDS = 86400.0
 
 
+def day_steps(step_seconds: float) -> int:
+    """How many samples of ``step_seconds`` make a day (at least one)."""
+    return max(1, round(DAY_SECONDS / step_seconds))
+
+
 @dataclass(frozen=True)
 class Series:
     """Arrival rate in requests per second at a fixed step.
@@ -83,7 +88,7 @@ class Series:
     def last_day(self) -> FloatArray:
         """The samples of the last day (all of them when the series is shorter), gaps (NaN)
         included: what the day's level, ε and regimes are measured on."""
-        return self.values[-max(1, round(DAY_SECONDS / self.step_seconds)):]
+        return self.values[-day_steps(self.step_seconds):]
 
     @property
     def missing(self) -> int:

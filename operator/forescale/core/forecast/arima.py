@@ -262,11 +262,8 @@ class ArimaForecaster(Forecaster):
         """The fitted parameters run over ``history``'s recent window, which becomes the
         cached state: its newest samples were revised, so the state filtered through the
         old ones is not extended (one filter pass, not a refit)."""
-        window = history.tail(self._window_samples(history.step_seconds))
-        with _quiet_statsmodels():
-            self._results = self._model(self._deviations(window)).filter(
-                self._params, cov_type="none")
-        self._seen = window
+        self._results = self._apply(history)
+        self._seen = history.tail(self._window_samples(history.step_seconds))
         return self._results
 
     def _apply(self, history: Series) -> Any:

@@ -15,7 +15,7 @@ from scipy.signal import lfilter
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster
-from forescale.core.series import DAY_SECONDS, FloatArray, Series
+from forescale.core.series import FloatArray, Series, day_steps
 
 #: Fewest forecast origins whose errors at a lead are trusted for that lead's quantiles.
 MIN_ORIGINS_PER_LEAD = 30
@@ -67,9 +67,7 @@ class MovingAverageForecaster(Forecaster):
         self.residual_span = residual_span
 
     def _span(self, step_seconds: float) -> int:
-        if self.residual_span is not None:
-            return self.residual_span
-        return max(1, round(DAY_SECONDS / step_seconds))
+        return self.residual_span if self.residual_span is not None else day_steps(step_seconds)
 
     @staticmethod
     def _scored(first: int, end: int, span: int) -> npt.NDArray[np.int_]:
