@@ -98,6 +98,36 @@ def assert_one_refused_delete(server: Server, identity: str) -> None:
         assert server.deletes() == [(identity, 409)], server.deletes()
 
 
+def release_while_taken_over(server: Server, releaser: LeaseLock, taker: LeaseLock, *,
+                             policy: str, what: str) -> dict[str, Any]:
+    """``releaser`` (holding the expired Lease for :data:`POLICY`) releases it while
+    ``taker`` takes it over for ``policy`` between the release's read and its delete; the
+    delete must be refused: the Lease ``taker`` wrote is returned, as the server has it."""
+    took_over: list[Any] = []
+
+    def take_over() -> None:
+        took_over.append(taker.ensure(server.ns, NAME, policy=policy, duration=DURATION,
+                                      now=T0 + DURATION))
+
+    with WriteAfterRead(server, releaser, take_over) as race:
+        released = releaser.release(server.ns, NAME, policy=POLICY)
+    # The interleaving really happened: the release read the version that named it, the
+    # taker wrote a newer one after that read and before the delete, which came after both.
+    assert race.reads == 1 and len(took_over) == 1, (race, took_over)
+    assert took_over[0].held and "took over" in took_over[0].message, took_over[0]
+    assert race.read_version != race.written_version, race
+    # The releaser did not delete the Lease it no longer held ...
+    lease = stored(server)
+    assert lease is not None, f"the release deleted the Lease {what} had taken over"
+    assert not released
+    # ... and it is the taker's, exactly as written: not deleted and re-created, not rewritten.
+    assert lease["metadata"]["resourceVersion"] == race.written_version
+    assert lease["spec"]["leaseTransitions"] == 1
+    assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == policy
+    assert_one_refused_delete(server, releaser.identity)
+    return lease
+
+
 def test_release_does_not_delete_a_lease_another_holder_took_over_after_its_read(
         server: Server) -> None:
     """a's Lease has expired; a (its policy being deleted) releases it while b takes it
@@ -105,29 +135,8 @@ def test_release_does_not_delete_a_lease_another_holder_took_over_after_its_read
     delete must be refused, and b must still hold the Lease afterwards."""
     a, b = lock(server, "a"), lock(server, "b")
     assert a.ensure(server.ns, NAME, policy=POLICY, duration=DURATION, now=T0).held
-    took_over: list[Any] = []
-
-    def b_takes_over() -> None:
-        took_over.append(b.ensure(server.ns, NAME, policy=POLICY, duration=DURATION,
-                                  now=T0 + DURATION))
-
-    with WriteAfterRead(server, a, b_takes_over) as race:
-        released = a.release(server.ns, NAME, policy=POLICY)
-    # The interleaving really happened: a read the version that named it, b wrote a newer
-    # one after that read and before a's delete, and a's delete came after both.
-    assert race.reads == 1 and len(took_over) == 1, (race, took_over)
-    assert took_over[0].held and "took over" in took_over[0].message, took_over[0]
-    assert race.read_version != race.written_version, race
-    # a did not delete the Lease it no longer held ...
-    lease = stored(server)
-    assert lease is not None, "a deleted the Lease b had taken over"
-    assert not released
-    # ... and it is b's, exactly as b wrote it: not deleted and re-created, not rewritten.
-    assert lease["metadata"]["resourceVersion"] == race.written_version
+    lease = release_while_taken_over(server, a, b, policy=POLICY, what="b")
     assert lease["spec"]["holderIdentity"] == "b"
-    assert lease["spec"]["leaseTransitions"] == 1
-    assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == POLICY
-    assert_one_refused_delete(server, "a")
     # b holds it and goes on holding it; a knows it lost it.
     assert not b.taken_over(server.ns, NAME, policy=POLICY)
     assert a.taken_over(server.ns, NAME, policy=POLICY)
@@ -148,25 +157,9 @@ def test_release_does_not_delete_a_lease_another_policy_took_over_after_its_read
     a = lock(server, "a")
     assert a.ensure(server.ns, NAME, policy=POLICY, duration=DURATION, now=T0).held
     other_cycle = lock(server, "a")
-    took_over: list[Any] = []
-
-    def web_too_takes_over() -> None:
-        took_over.append(other_cycle.ensure(server.ns, NAME, policy="default/web-too",
-                                            duration=DURATION, now=T0 + DURATION))
-
-    with WriteAfterRead(server, a, web_too_takes_over) as race:
-        released = a.release(server.ns, NAME, policy=POLICY)
-    assert race.reads == 1 and len(took_over) == 1, (race, took_over)
-    assert took_over[0].held and "took over" in took_over[0].message, took_over[0]
-    assert race.read_version != race.written_version, race
-    lease = stored(server)
-    assert lease is not None, "web's release deleted the Lease web-too had taken over"
-    assert not released
-    assert lease["metadata"]["resourceVersion"] == race.written_version
+    lease = release_while_taken_over(server, a, other_cycle, policy="default/web-too",
+                                     what="web-too")
     assert lease["spec"]["holderIdentity"] == "a"
-    assert lease["metadata"]["annotations"][POLICY_ANNOTATION] == "default/web-too"
-    assert lease["spec"]["leaseTransitions"] == 1
-    assert_one_refused_delete(server, "a")
     assert not other_cycle.taken_over(server.ns, NAME, policy="default/web-too")
     assert a.taken_over(server.ns, NAME, policy=POLICY)
 

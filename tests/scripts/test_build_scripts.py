@@ -108,26 +108,20 @@ def test_a_changed_link_flag_rebuilds_and_an_unchanged_tree_does_not(
     assert "gitTreeState=dirty" in kubectl.read_text()
 
 
-def test_a_changed_go_sum_rebuilds(clone: Path, go: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "appended"), [
+    ("go.sum", "example.com/patched v1.0.0 h1:x=\n"),
+    # etcd's binary is built from this repository's main.go: edited, the stale binary
+    # stayed, its entry's fingerprint unchanged.
+    ("main.go", "\n// a changed entry point\n"),
+])
+def test_a_changed_module_file_rebuilds_that_tool_only(
+        clone: Path, go: Path, tmp_path: Path, name: str, appended: str) -> None:
     cache = tmp_path / "cache"
     env = {"FORESCALE_GO": str(go), "FORESCALE_CONTROLPLANE_CACHE": str(cache)}
     assert _build(clone, env).returncode == 0
     (cache / "etcd-v0").mkdir()  # unrelated entries are left alone
-    go_sum = clone / "scripts" / "controlplane" / "etcd" / "go.sum"
-    go_sum.write_text(go_sum.read_text() + "example.com/patched v1.0.0 h1:x=\n")
-    rebuilt = _build(clone, env)
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "built etcd" in rebuilt.stderr and "kube-apiserver" not in rebuilt.stderr
-
-
-def test_a_changed_go_source_of_ours_rebuilds(clone: Path, go: Path, tmp_path: Path) -> None:
-    """etcd's binary is built from this repository's main.go: edited, the stale binary
-    stayed, its entry's fingerprint unchanged."""
-    cache = tmp_path / "cache"
-    env = {"FORESCALE_GO": str(go), "FORESCALE_CONTROLPLANE_CACHE": str(cache)}
-    assert _build(clone, env).returncode == 0
-    main_go = clone / "scripts" / "controlplane" / "etcd" / "main.go"
-    main_go.write_text(main_go.read_text() + "\n// a changed entry point\n")
+    changed = clone / "scripts" / "controlplane" / "etcd" / name
+    changed.write_text(changed.read_text() + appended)
     rebuilt = _build(clone, env)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "built etcd" in rebuilt.stderr and "kube-apiserver" not in rebuilt.stderr
