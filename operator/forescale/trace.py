@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,9 @@ def format_timestamp(seconds: float) -> str:
 
 
 def load_trace(path: str | Path) -> Trace:
+    """The trace at ``path``, read row by row: each row is checked as it is read (and then
+    kept as two floats), so a wrong or huge file fails at its first bad line instead of
+    after the whole file is held as text."""
     path = Path(path)
     try:
         # Opened, not stat-ed first: a pipe (--trace <(head t.csv)) is no regular file but
@@ -81,14 +85,36 @@ def load_trace(path: str | Path) -> Trace:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            rows, lines = [], []
+            if header is None:
+                raise InvalidInputError(f"trace {path}: empty file")
+            names = [h.strip().lower() for h in header]
+            if names[:2] != ["timestamp", "requests"]:
+                raise InvalidInputError(f"trace {path}: header must be 'timestamp,requests', "
+                                        f"got {_shown(','.join(header))}")
+            times, counts = array("d"), array("d")
+            step = previous = None
             for row in reader:
                 if not row:
                     continue  # a blank line (one at the end, say) is no row
-                rows.append(row)
-                lines.append(reader.line_num)
-                if len(rows) > MAX_TRACE_ROWS:
+                if len(times) >= MAX_TRACE_ROWS:
                     raise InvalidInputError(f"trace {path}: more than {MAX_TRACE_ROWS:,} rows")
+                where = f"trace {path}, line {reader.line_num}"
+                seconds, count = _parse_row(row, len(header), where)
+                if previous is not None:
+                    diff = seconds - times[-1]
+                    if diff <= 0:
+                        kind = "duplicate" if diff == 0 else "unsorted"
+                        raise InvalidInputError(f"{where}: {kind} timestamp {_shown(row[0])}")
+                    if step is None:
+                        step = diff
+                    elif abs(diff - step) > 1e-6:
+                        raise InvalidInputError(
+                            f"{where}: gap or irregular step ({diff:g}s after "
+                            f"{_shown(previous)}, expected {step:g}s); fill missing "
+                            f"intervals with 0")
+                times.append(seconds)
+                counts.append(count)
+                previous = row[0]
     except FileNotFoundError:
         raise InvalidInputError(f"trace {path}: no such file") from None
     except IsADirectoryError:
@@ -100,48 +126,29 @@ def load_trace(path: str | Path) -> Trace:
         raise InvalidInputError(f"trace {path}: cannot read: "
                                 f"{_shown(str(exc).splitlines()[0] if str(exc) else '')}"
                                 ) from None
-    if header is None:
-        raise InvalidInputError(f"trace {path}: empty file")
-    names = [h.strip().lower() for h in header]
-    if names[:2] != ["timestamp", "requests"]:
-        raise InvalidInputError(f"trace {path}: header must be 'timestamp,requests', "
-                                f"got {_shown(','.join(header))}")
-    if len(rows) < 2:
-        raise InvalidInputError(f"trace {path}: needs at least two rows, got {len(rows)}")
-    times = np.empty(len(rows))
-    counts = np.empty(len(rows))
-    for i, row in enumerate(rows):
-        line = lines[i]
-        if len(row) != len(header):
-            # Not only too few: "…,1,234" (a thousands separator) read as 1 request.
-            raise InvalidInputError(f"trace {path}, line {line}: expected {len(header)} "
-                                    f"columns as the header has, got {len(row)}")
-        try:
-            times[i] = parse_timestamp(row[0])
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"trace {path}, line {line}: {exc}") from None
-        try:
-            counts[i] = float(row[1])
-        except ValueError:
-            raise InvalidInputError(f"trace {path}, line {line}: requests is not a number: "
-                                    f"{_shown(row[1])}") from None
-        if not math.isfinite(counts[i]):
-            raise InvalidInputError(f"trace {path}, line {line}: requests is {_shown(row[1])}")
-        if counts[i] < 0:
-            raise InvalidInputError(f"trace {path}, line {line}: negative request count "
-                                    f"{_shown(row[1])}")
-    diffs = np.diff(times)
-    step = float(diffs[0])
-    bad = np.flatnonzero(diffs <= 0)
-    if bad.size:
-        i = int(bad[0]) + 1
-        kind = "duplicate" if diffs[bad[0]] == 0 else "unsorted"
-        raise InvalidInputError(f"trace {path}, line {lines[i]}: {kind} timestamp "
-                                f"{_shown(rows[i][0])}")
-    gaps = np.flatnonzero(np.abs(diffs - step) > 1e-6)
-    if gaps.size:
-        i = int(gaps[0]) + 1
-        raise InvalidInputError(
-            f"trace {path}, line {lines[i]}: gap or irregular step ({diffs[gaps[0]]:g}s after "
-            f"{_shown(rows[i - 1][0])}, expected {step:g}s); fill missing intervals with 0")
-    return Trace(path=path, start_seconds=float(times[0]), step_seconds=step, counts=counts)
+    if step is None:
+        raise InvalidInputError(f"trace {path}: needs at least two rows, got {len(times)}")
+    return Trace(path=path, start_seconds=times[0], step_seconds=step,
+                 counts=np.frombuffer(counts, dtype=np.float64).copy())
+
+
+def _parse_row(row: list[str], columns: int, where: str) -> tuple[float, float]:
+    """One row's timestamp (Unix seconds) and request count; ``where`` names the line."""
+    if len(row) != columns:
+        # Not only too few: "…,1,234" (a thousands separator) read as 1 request.
+        raise InvalidInputError(f"{where}: expected {columns} columns as the header has, "
+                                f"got {len(row)}")
+    try:
+        seconds = parse_timestamp(row[0])
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+    try:
+        count = float(row[1])
+    except ValueError:
+        raise InvalidInputError(f"{where}: requests is not a number: {_shown(row[1])}"
+                                ) from None
+    if not math.isfinite(count):
+        raise InvalidInputError(f"{where}: requests is {_shown(row[1])}")
+    if count < 0:
+        raise InvalidInputError(f"{where}: negative request count {_shown(row[1])}")
+    return seconds, count

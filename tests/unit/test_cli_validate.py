@@ -162,6 +162,31 @@ def test_unreadable_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert needle in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: None, id="missing"),
+    pytest.param(lambda p: p.write_bytes(b"\xff\xfe"), id="not-utf8"),
+])
+def test_an_unreadable_file_is_reported_in_json_and_the_rest_checked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any) -> None:
+    """With --json, a file that could not be read once printed nothing on stdout (the
+    error went to stderr alone) and the files after it were never checked."""
+    bad = tmp_path / "p.yaml"
+    make(bad)
+    good = write(tmp_path / "good.yaml", manifest())
+    assert main(["validate", "--json", str(bad), str(good)]) == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["valid"] is False
+    first, second = doc["documents"]
+    assert (first["file"], first["index"], first["valid"]) == (str(bad), None, False)
+    assert len(first["errors"]) == 1 and str(bad) not in first["errors"][0]
+    assert (second["file"], second["valid"]) == (str(good), True)
+    assert main(["validate", str(bad), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count(str(bad)) == 1, captured.err
+    assert captured.out == f"{good}[0] ScalingPolicy web: valid\n"
+
+
 def test_a_policy_without_a_name_is_invalid(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     doc = manifest()

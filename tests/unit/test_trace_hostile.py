@@ -89,3 +89,50 @@ def test_blank_lines_are_no_rows(tmp_path: Path) -> None:
     path.write_text("timestamp,requests\n0,1\n60,2\n\n\n")
     assert list(load_trace(path).counts) == [1.0, 2.0]
 
+
+
+@pytest.mark.parametrize(("head", "message"), [
+    ("timestamp,requests\n0,1\nyesterday,2\n", "line 3: not a timestamp"),
+    ("time,count\n", "header must be 'timestamp,requests'"),
+    ("timestamp,requests\n0,1\n60,1\n180,1\n", "line 4: gap or irregular step"),
+])
+def test_a_bad_line_fails_before_the_rest_is_read(tmp_path: Path, head: str,
+                                                  message: str) -> None:
+    """Every row was once held as text before the first was checked: a wrong or huge file
+    (a log, a multi-GB export) filled memory before its error. The loader now stops at
+    the first bad line while the writer of a pipe still has the rest to send."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    loaded = threading.Event()
+    closed_before_the_error = []
+
+    def write() -> None:
+        with fifo.open("w") as fh:
+            fh.write(head)
+            fh.flush()
+            closed_before_the_error.append(not loaded.wait(timeout=10))
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(InvalidInputError, match=message):
+            load_trace(fifo)
+    finally:
+        loaded.set()
+        writer.join(timeout=15)
+    assert closed_before_the_error == [False]
+
+
+def test_the_row_cap_stops_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import forescale.trace as trace_module
+
+    monkeypatch.setattr(trace_module, "MAX_TRACE_ROWS", 3)
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,requests\n0,1\n60,2\n120,3\n")
+    assert len(load_trace(path)) == 3
+    path.write_text("timestamp,requests\n0,1\n60,2\n120,3\n180,4\n")
+    with pytest.raises(InvalidInputError, match="more than 3 rows"):
+        load_trace(path)

@@ -121,12 +121,14 @@ def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
 def check_file(path: Path) -> list[Result]:
     """The results of a file's ScalingPolicy documents, read and parsed as ``backtest
     --policy-file`` reads a policy (the same bounds: size, depth, nodes, no aliases).
-    A file that cannot be parsed, or holds no ScalingPolicy, is one failed result."""
-    text = read_policy_file(path)  # unreadable: InvalidInputError, exit 2
+    A file that cannot be read or parsed, or holds no ScalingPolicy, is one failed result
+    (so ``--json`` reports it too, and the other files are still checked)."""
     try:
-        documents = parse_policy_documents(text)
+        documents = parse_policy_documents(read_policy_file(path))
     except InvalidInputError as exc:
-        return [Result(str(path), None, None, [str(exc)])]
+        # read_policy_file names the file; Result.where names it once already.
+        message = str(exc).removeprefix(f"{path}: ")
+        return [Result(str(path), None, None, [message])]
     results = []
     for i, doc in enumerate(documents):
         if not is_policy_document(doc):
