@@ -322,6 +322,24 @@ def test_a_state_with_non_finite_times_costs_only_its_memory() -> None:
     assert p.desired_replicas >= 1 and p.recommended_replicas is not None
 
 
+def test_damaged_forecast_records_keep_the_rest_of_the_state(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Damaged forecast records once cost the whole state: the stabilisation, cooldown and
+    rate-limit memory went with them. Now only the records are learnt again, and the
+    loss is logged (it was silent)."""
+    good = run(spec(), FixedChain(100.0), current=3).state.to_dict()
+    damaged = {**good, "forecasts": {"aci": {"alpha": "many"}}}
+    state = previous_state({"planState": damaged}, "shop/web")
+    assert state.recommendations == PlanState.from_dict(good).recommendations != ()
+    assert state.records == PlanState.initial().records
+    assert "shop/web: status.planState: plan state is malformed" in caplog.text
+    assert "the rest is kept" in caplog.text
+    caplog.clear()
+    assert previous_state({"planState": {**damaged, "scaleEvents": "x"}}) == \
+        PlanState.initial()
+    assert "starts from the initial state" in caplog.text
+
+
 @pytest.mark.parametrize("current", [-1, True, 2.0, None, "3"])
 def test_bad_current_replicas(current: object) -> None:
     with pytest.raises(InvalidInputError, match="current replicas"):

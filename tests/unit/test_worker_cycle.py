@@ -459,3 +459,26 @@ def test_a_hold_leaves_no_recommendation_or_forecast_of_the_last_plan() -> None:
         assert f"{name}{{}}" not in after, name
     assert after["forescale_desired_replicas{}"] == kube.replicas[NS, "web"]
     assert after["forescale_serving_model{model=ma}"] == 0.0
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.3, 0.5])
+def test_a_violation_budget_above_the_miss_levels_range_keeps_the_state(
+        budget: float, caplog: pytest.LogCaptureFixture) -> None:
+    """A budget above 0.25 (the CRD allows 0.5) was stored as the miss level, which the
+    state's reader refuses: every cycle started from the initial state, so the scale-down
+    stabilisation and the cooldown never held (replicas fell 14 → 4 a minute after the
+    traffic did, with a 900 s window)."""
+    controller, kube, source, clock = setup(rate=100.0)
+    kube.replicas[NS, "web"] = 10
+    body = policy(decisionPeriodSeconds=60, slo={"violationBudget": budget},
+                  behavior={"cooldownSeconds": 600,
+                            "scaleDown": {"stabilizationWindowSeconds": 900}})
+    seen = []
+    for minute in range(6):
+        if minute == 2:
+            source.rate = 10.0
+        controller.cycle(with_status(body, kube))
+        seen.append(kube.replicas[NS, "web"])
+        clock.now += 60
+    assert seen[2:] == [seen[1]] * 4, seen
+    assert "status.planState" not in caplog.text

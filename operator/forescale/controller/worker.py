@@ -177,11 +177,28 @@ def conflicting_autoscaler(policy: Policy, hpas: list[JSON],
     return None
 
 
-def previous_state(previous: Mapping[str, Any]) -> PlanState:
+def previous_state(previous: Mapping[str, Any], key: object = "policy") -> PlanState:
+    """The plan state the last decision stored. A damaged one is never a failed decision:
+    damaged forecast records alone are learnt again and the rest (stabilisation, cooldown,
+    rate limits) kept; otherwise the decision starts from the initial state. Either is
+    logged, once a cycle."""
+    data = previous.get("planState")
     try:
-        return PlanState.from_dict(previous.get("planState"))
-    except InvalidInputError:
-        return PlanState.initial()  # a damaged state only loses stabilisation memory
+        return PlanState.from_dict(data)
+    except InvalidInputError as exc:
+        problem = str(exc)
+    if isinstance(data, Mapping) and data.get("forecasts") is not None:
+        try:
+            state = PlanState.from_dict({**data, "forecasts": None})
+        except InvalidInputError:
+            pass
+        else:
+            logger.warning("%s: status.planState: %s; its forecast records are learnt "
+                           "again, the rest is kept", key, problem)
+            return state
+    logger.warning("%s: status.planState: %s; the decision starts from the initial state "
+                   "(no stabilisation, cooldown or rate-limit memory)", key, problem)
+    return PlanState.initial()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -571,7 +588,7 @@ class Controller:
 
     def plan(self, policy: Policy, history: History, target: Target,
              previous: Mapping[str, Any], now: float) -> Plan:
-        return plan(history.series, policy.spec, previous_state(previous), now,
+        return plan(history.series, policy.spec, previous_state(previous, policy.key), now,
                     current_replicas=target.current_replicas,
                     chain=self._chain(policy.key, policy.spec.forecast),
                     guardrails=self.read_guardrails(policy, history, now))

@@ -612,7 +612,10 @@ class Records:
         """
         if len(history) == 0:
             return
-        slow = budget if self.alpha is None else self.alpha
+        # Clamped: a budget above the range (the spec allows up to 0.5) stored as the
+        # level was refused when the state was read back, every cycle.
+        slow = min(max(budget if self.alpha is None else self.alpha, ACI_RANGE[0]),
+                   ACI_RANGE[1])
         fast, fast_time = self.fast, self.fast_time
         half = intensity_steps // 2
         keep: list[tuple[float, int]] = []
