@@ -267,3 +267,44 @@ def test_status_says_what_set_the_rate_sized_for() -> None:
         "candidates": {"ForecastBound": 80.0, "ReactiveFloor": 120.0}}
     # Without one it is removed (null in the merge patch), not left from a decision before.
     assert build_status(decision(), None)["sizedFor"] is None
+
+
+def test_the_written_status_replaces_maps_the_plan_dropped() -> None:
+    """The status is a merge patch, which keeps every key it does not name: histograms of
+    an old grid, the track record of a replaced LSTM and candidates of an earlier decision
+    were read back after the plan had dropped them. What the API server stores after the
+    write is now exactly what was built, at every depth."""
+    from forescale.controller.status import merge_patch
+    from tests.support.kubeapi import merge_patch as server_merge_patch
+
+    state = {"version": 2, "recommendations": [[T0, 5]], "scaleEvents": [],
+             "forecasts": {"grid": [60.0, 15], "calibration": {"0:all": [T0, [[3, 1.0]]]},
+                           "tracks": {"ma": [[T0, 1.0, 1.0]]}}}
+    plan = replace(make_plan(), state=PlanState.from_dict(state),
+                   rate_source=RateSource("ForecastBound", 50.0, "bound", {
+                       "ForecastBound": 50.0, "ReactiveFloor": 10.0}))
+    previous = {
+        "planState": {**state, "forecasts": {
+            "grid": [60.0, 5], "calibration": {"0:all": [T0, [[1, 2.0], [7, 1.0]]],
+                                               "lstm|0": [T0, [[2, 1.0]]],
+                                               "3:all": [T0, [[2, 1.0]]]},
+            "tracks": {"ma": [[T0, 2.0, 2.0]], "lstm": [[T0, 3.0, 3.0]]},
+            "artifacts": {"lstm": "digest-old"}}},
+        "sizedFor": {"reason": "ScaleUpLookahead", "rate": 66.0, "candidates": {
+            "ForecastBound": 5.5, "ScaleUpLookahead": 66.0, "RecurringPeak": 70.0}},
+        "schedules": {"active": [], "nextSchedule": "launch", "nextStartTime": "x"},
+        "lastScaleTime": "kept",
+    }
+    d = decision(plan=plan)
+    written = build_status(d, previous)
+    for apply in (merge_patch, server_merge_patch):
+        stored = apply(previous, written)
+        # (null values of the state are absent once stored: its reader reads them so)
+        assert PlanState.from_dict(stored["planState"]) == plan.state_to_commit(applied=False)
+        kept = stored["planState"]["forecasts"]
+        assert (list(kept["calibration"]), list(kept["tracks"]), kept["artifacts"]) == \
+            (["0:all"], ["ma"], {})
+        assert stored["sizedFor"]["candidates"] == {"ForecastBound": 50.0,
+                                                    "ReactiveFloor": 10.0}
+        assert "schedules" not in stored and stored["lastScaleTime"] == "kept"
+        assert stored == merge_patch({"lastScaleTime": "kept"}, build_status(d, {}))

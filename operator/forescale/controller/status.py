@@ -249,7 +249,20 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
                     "level": f.level,
                     **{k: [_num(float(v)) for v in getattr(f, k)[:MAX_FORECAST_VALUES]]
                        for k in ("mean", "lower", "upper")}}
-    return status
+    # A merge patch keeps every key it does not name: a map written whole (planState's
+    # calibration histograms, tracks and artifacts; sizedFor's candidates; schedules'
+    # next start) must name what it dropped, or the dropped keys are read back next cycle.
+    return {key: _replacing(previous.get(key), value) for key, value in status.items()}
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    """``new`` as a merge patch that replaces ``old`` whole: every key of ``old`` that
+    ``new`` lacks is ``null`` (removed), at every depth of nested objects."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch = {key: _replacing(old.get(key), value) for key, value in new.items()}
+    patch.update((key, None) for key in old if key not in new)
+    return patch
 
 
 def scale_event(d: Decision) -> Event | None:
