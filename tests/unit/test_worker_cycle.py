@@ -250,6 +250,33 @@ def test_tenant_isolation_scopes_the_query_to_the_namespace() -> None:
     assert ready["reason"] == "InvalidSpec" and "payroll" in ready["message"]
 
 
+def test_tenant_isolation_scopes_every_guardrail_query() -> None:
+    """Only the arrival rate's query was scoped: a guardrail's query went to Prometheus as
+    written, and its value (another namespace's series) was shown in the status."""
+    controller, kube, source, _ = setup(tenant_label="namespace")
+    asked: list[str] = []
+
+    def read_value(query: str, *, at: float) -> float:
+        asked.append(query)
+        return 0.5 if "cpu" in query else 4242.0
+
+    source.read_value = read_value  # type: ignore[attr-defined]
+    guardrails = [{"name": "cpu", "query": "avg(cpu_ratio)", "target": 0.6}]
+    controller.cycle(policy(guardrails=guardrails))
+    assert asked == ['avg ( cpu_ratio{namespace="shop"} )']
+    asked.clear()
+    guardrails.append({"name": "peek", "query": 'sum(payroll_total{namespace="payroll"})',
+                       "target": 1})
+    controller.cycle(with_status(policy(guardrails=guardrails), kube))
+    assert asked == [] and source.queries[-1:] != ['sum(payroll_total{namespace="payroll"})']
+    ready = conditions(kube)["Ready"]
+    assert ready[1] == "InvalidSpec"
+    message = next(c["message"] for c in kube.statuses[NS, "web"]["conditions"]
+                   if c["type"] == "Ready")
+    assert message.startswith("spec.guardrails[1].query: ") and "payroll" in message
+    assert "4242" not in str(kube.statuses[NS, "web"])
+
+
 def test_a_new_hpa_is_noticed_within_the_list_ttl() -> None:
     # The namespace's autoscalers are listed once per few seconds, not per policy per cycle.
     controller, kube, _, clock = setup(rate=100.0)

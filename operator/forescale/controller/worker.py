@@ -137,18 +137,28 @@ class History:
 
 def read_policy(body: Mapping[str, Any], settings: ControllerSettings) -> Policy:
     """The typed policy, with its Prometheus URL checked against the allow-list and, with
-    tenant isolation, its query scoped to its namespace."""
+    tenant isolation, every query it sends (the arrival rate's and each guardrail's)
+    scoped to its namespace."""
     try:
         policy = policy_from_resource(body, models_dir=settings.models_dir)
     except InvalidInputError as exc:
         raise Invalid("InvalidSpec", str(exc)) from None
-    if settings.tenant_label is not None:
-        try:
-            scoped = scope_query(policy.metrics.query, settings.tenant_label, policy.namespace)
-        except InvalidInputError as exc:
-            raise Invalid("InvalidSpec", f"spec.metrics.query: {exc}") from None
-        policy = dataclasses.replace(policy, metrics=dataclasses.replace(policy.metrics,
-                                                                         query=scoped))
+    label = settings.tenant_label
+    if label is not None:
+        def scoped(query: str, field: str) -> str:
+            try:
+                return scope_query(query, label, policy.namespace)
+            except InvalidInputError as exc:
+                raise Invalid("InvalidSpec", f"{field}: {exc}") from None
+
+        guardrails = tuple(
+            dataclasses.replace(g, query=scoped(g.query, f"spec.guardrails[{i}].query"))
+            for i, g in enumerate(policy.spec.guardrails))
+        policy = dataclasses.replace(
+            policy,
+            metrics=dataclasses.replace(
+                policy.metrics, query=scoped(policy.metrics.query, "spec.metrics.query")),
+            spec=dataclasses.replace(policy.spec, guardrails=guardrails))
     url = policy.metrics.prometheus_url
     if url is not None:
         problem = settings.check_prometheus_url(url)
