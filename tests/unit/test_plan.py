@@ -198,6 +198,26 @@ def test_a_rate_limit_period_starts_where_the_hpas_does() -> None:
     assert p.desired_replicas == 9 and "ScaleDownLimited" in p.reasons
 
 
+@pytest.mark.parametrize(("early", "removed"), [(61.0, 0), (300.0, 0), (599.0, 10),
+                                               (630.0, 10)])
+def test_an_early_decision_gets_no_second_allowance(early: float, removed: int) -> None:
+    """A decision gets its whole decision period's allowance (ten "1 pod per 60 s" periods
+    in 600 s), but only the changes of the last 60 s counted against it: decisions 61 s
+    apart (a retry, a restart, a Lease handover) each removed 10 pods. A decision a
+    little early on its cadence still gets its own."""
+    policy = spec(decision_period_seconds=600.0,
+                  behavior=Behavior(scale_down=(RateLimit("Pods", 1, 60),),
+                                    scale_down_stabilization_seconds=0.0))
+    first = run(policy, FixedChain(1.0), current=40, history=history_at(T0, 1.0))
+    assert first.desired_replicas == 30
+    state = first.state_to_commit(applied=True)
+    restored = PlanState.from_dict(state.to_dict())
+    later = T0 + early
+    p = run(policy, FixedChain(1.0), current=30, now=later, state=restored,
+            history=history_at(later, 1.0))
+    assert 30 - p.desired_replicas == removed
+
+
 def test_scale_down_waits_for_the_stabilisation_window() -> None:
     policy = spec(behavior=Behavior(scale_down_stabilization_seconds=300.0))
     chain_high, chain_low = FixedChain(100.0), FixedChain(10.0)

@@ -79,7 +79,7 @@ class PlanState:
     """What the plan remembers between decisions. Serialisable; lives in the status.
 
     ``recommendations``: (time, recommended replicas) within the scale-down stabilisation
-    window. ``scale_events``: (time, change in replicas) within the longest rate-limit period.
+    window. ``scale_events``: (time, change in replicas) within the longest rate-limit span.
     ``replicas``: what the last decision left the target at (written, or found and kept):
     when ``/scale`` then reports another count, someone else scaled the target, and the
     changes in ``scale_events`` no longer lead to the current count (None: not known, a
@@ -392,10 +392,22 @@ def _as_of(state: PlanState, now: float) -> PlanState:
                    last_scale_seconds=None if last is None else min(last, now))
 
 
-def _period_start(current: int, state: PlanState, period: float, now: float) -> int:
-    """Replicas at the start of a rate-limit period: undo the changes made within it."""
-    changed = sum(d for t, d in state.scale_events if now - t < period)
+def _period_start(current: int, state: PlanState, span: float, now: float) -> int:
+    """Replicas at the start of a rule's span (:func:`_span`): undo the changes made
+    within it."""
+    changed = sum(d for t, d in state.scale_events if now - t < span)
     return current - changed
+
+
+def _span(rule: RateLimit, spec: PolicySpec) -> float:
+    """The seconds one decision's allowance (:func:`_periods` of the rule's periods) covers,
+    whose changes count against it. One period when a decision gets one; else the periods
+    less half of one, so that a decision a little early on its cadence still gets its own
+    allowance, while one early by more (a retry, a restart, a Lease handover) no longer
+    gets the whole allowance again (with 1 pod per 60 s and a 600 s decision period,
+    decisions 61 s apart each removed 10 pods)."""
+    periods = _periods(rule, spec)
+    return rule.period_seconds * (periods - 0.5 if periods > 1 else 1)
 
 
 def _policy_limit(rule: RateLimit, start: int, up: bool, periods: int, enough: int) -> int:
@@ -430,7 +442,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                now: float) -> tuple[int, LimitApplied | None]:
     """HPA behaviour policies with ``selectPolicy: Max`` (the most permissive rule wins)."""
     if proposed > current and spec.behavior.scale_up:
-        limit = max(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
+        limit = max(_policy_limit(r, _period_start(current, state, _span(r, spec), now),
                                   True, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_up)
         limit = max(limit, current)
@@ -439,7 +451,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                                        f"scale-up limited to {limit} replicas by the "
                                        f"scale-up rate policies")
     if proposed < current and spec.behavior.scale_down:
-        limit = min(_policy_limit(r, _period_start(current, state, r.period_seconds, now),
+        limit = min(_policy_limit(r, _period_start(current, state, _span(r, spec), now),
                                   False, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_down)
         limit = min(limit, current)
@@ -492,8 +504,8 @@ def clamp(proposed: int, spec: PolicySpec) -> tuple[int, LimitApplied | None]:
 def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: int | None,
                 current: int, desired: int, records: Records) -> PlanState:
     keep_recs = spec.behavior.scale_down_stabilization_seconds
-    keep_events = max([r.period_seconds for r in (*spec.behavior.scale_up,
-                                                  *spec.behavior.scale_down)], default=0.0)
+    keep_events = max([_span(r, spec) for r in (*spec.behavior.scale_up,
+                                                *spec.behavior.scale_down)], default=0.0)
     recs = [(t, n) for t, n in state.recommendations if now - t < keep_recs]
     if recommendation is not None:
         recs.append((now, recommendation))
