@@ -194,6 +194,41 @@ def test_plan_multiplies_the_planned_rate_for_an_event() -> None:
     assert tripled.desired_replicas > base.desired_replicas
 
 
+def test_a_reducing_multiplier_counts_only_while_it_covers_the_window() -> None:
+    """A quiet period's multiplier (below 1) counted from lead time before it started, so
+    replicas were cut minutes before the traffic dropped, and until it ended, so the pods
+    for the returning traffic were asked for only then. A raising one still counts early."""
+    quiet = launch(min_replicas=None, forecast_multiplier=0.1)  # Mondays 09:00-10:00
+    start = paris(2026, 3, 30, 9, 0)
+    lead = 180.0  # the planning window: lead time plus one decision period
+    for now, expected in [(start - 120, 1.0), (start, 0.1), (start + 3600 - lead, 0.1),
+                          (start + 3600 - lead + 1, 1.0), (start + 3600 - 60, 1.0)]:
+        e = effect((quiet,), (now, now + lead))
+        assert e.multiplier == expected, (now - start, e)
+        assert e.active == ("launch",)
+    rush = launch(min_replicas=None, forecast_multiplier=3.0)
+    assert effect((rush,), (start - 120, start - 120 + lead)).multiplier == 3.0
+    both = (quiet, launch(name="rush", min_replicas=None, forecast_multiplier=2.0,
+                          duration_seconds=60))
+    assert effect(both, (start - 120, start - 120 + lead)).multiplier == 2.0
+
+
+def test_a_multiplier_never_scales_the_rate_already_observed() -> None:
+    """The multiplier scaled whichever candidate set the rate, the reactive floor too: in a
+    0.1 window whose traffic had not dropped, the plan sized for a tenth of what it saw
+    (and reported it as the observed rate)."""
+    start = paris(2026, 3, 30, 9, 0)
+    now = start + 600.0
+    quiet = launch(min_replicas=None, forecast_multiplier=0.1)
+    seen = plan(history(now, rate=500.0), spec(schedules=(quiet,)), PlanState.initial(),
+                now, current_replicas=60)
+    assert seen.rate_source is not None and seen.rate_source.reason == "ReactiveFloor"
+    assert seen.planned_arrival_rate == pytest.approx(500.0, rel=0.01)
+    assert seen.desired_replicas >= 51
+    bound = seen.rate_source.candidates["ForecastBound"]
+    assert bound < 100 and seen.rate_source.candidates["ReactiveFloor"] > 450
+
+
 def test_plan_ceiling_holds_a_batch_window() -> None:
     now = paris(2026, 3, 30, 2, 10)
     nightly = Schedule("batch", "0 2 * * *", 3600, "Europe/Paris", max_replicas=3)

@@ -648,15 +648,25 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         forecast_bound, bound_upper, bound_calibrated = None, None, False
         highest_ahead = None
         bound_message = "no forecast: " + result.message
-    source = planned_rate(forecast_bound, floor,
-                          None if peak is None else (peak.rate, peak.message))
     # Declared events (forescale.core.schedules): an active schedule's forecastMultiplier
-    # scales the rate sized for, e.g. a launch the history has never seen.
-    rate, sizing, chaos = _sized(source.rate, events.multiplier, spec)
+    # scales what is forecast (the bound, a recurring peak, the look-ahead), e.g. a launch
+    # the history has never seen; never the rate already observed, which is what it is
+    # (×3 on a sale's tripled traffic sized for 9×; ×0.1 on traffic that had not dropped
+    # sized for a tenth of it).
+    peak_rate = None if peak is None else (peak.rate, peak.message)
+    if events.multiplier != 1.0:
+        def times(candidate: tuple[float, str]) -> tuple[float, str]:
+            return (candidate[0] * events.multiplier,
+                    f"{candidate[1]}; x{events.multiplier:g} by an active schedule")
+        forecast_bound = None if forecast_bound is None else times(forecast_bound)
+        peak_rate = None if peak_rate is None else times(peak_rate)
+        highest_ahead = None if highest_ahead is None else highest_ahead * events.multiplier
+    source = planned_rate(forecast_bound, floor, peak_rate)
+    rate, sizing, chaos = _sized(source.rate, spec)
     further = lookahead(source, highest_ahead, bound_message)
     if further is not None and sizing.replicas + chaos.extra_replicas > current_replicas:
         source = further
-        rate, sizing, chaos = _sized(source.rate, events.multiplier, spec)
+        rate, sizing, chaos = _sized(source.rate, spec)
     recommended = sizing.replicas + chaos.extra_replicas
 
     # Guardrails (forescale.core.guardrail): extra metrics can only raise the
@@ -721,12 +731,10 @@ def sizing_basis(spec: PolicySpec) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _sized(rate: float, multiplier: float,
-           spec: PolicySpec) -> tuple[float, SizingResult, ChaosResult]:
-    """The rate sized for (times an active schedule's multiplier), its Erlang C sizing and
-    chaos buffer. Sized without the policy's maxReplicas, so that a binding max shows as
-    TooManyReplicas (the SLO is at risk) rather than disappearing inside the sizing."""
-    rate *= multiplier
+def _sized(rate: float, spec: PolicySpec) -> tuple[float, SizingResult, ChaosResult]:
+    """The rate sized for, its Erlang C sizing and chaos buffer. Sized without the policy's
+    maxReplicas, so that a binding max shows as TooManyReplicas (the SLO is at risk)
+    rather than disappearing inside the sizing."""
     sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
     chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
                          spec.chaos)

@@ -10,7 +10,10 @@ seconds passed in, never read.
 next decision comes a decision period after this one; so an occurrence counts for the
 plan made at ``now`` as soon as it overlaps the planning window ``[now, now + lead +
 period)``. The floor of a launch at 09:00 is therefore in place by 09:00, not requested
-at 09:00. It stops counting when the occurrence ends.
+at 09:00. It stops counting when the occurrence ends. A ``forecastMultiplier`` below 1 (a
+quiet period) is the exception: it counts only while its occurrence covers the whole
+planning window, so capacity is neither cut before the traffic drops nor missing when it
+returns.
 
 **Combining.** With several active schedules the highest floor, the lowest ceiling and the
 highest multiplier win; a ceiling never goes below a floor (the floor wins: a declared
@@ -152,6 +155,10 @@ class Schedule:
             t = nxt
         return found
 
+    def covers(self, start: float, end: float) -> bool:
+        """Whether one occurrence lasts over the whole of ``[start, end)``."""
+        return self.last_start(start) + self.duration_seconds >= end
+
     def overlap_and_next(self, start: float, end: float) -> tuple[bool, float | None]:
         """Whether an occurrence overlaps ``[start, end)``, and the first start after
         ``start``: what one decision needs, with two cron look-ups (the plan runs this for
@@ -190,7 +197,12 @@ def effect(schedules: Sequence[Schedule], window: tuple[float, float]) -> Schedu
     active = [s for s, overlaps, _ in looked if overlaps]
     floors = [s.min_replicas for s in active if s.min_replicas is not None]
     ceilings = [s.max_replicas for s in active if s.max_replicas is not None]
-    multipliers = [s.forecast_multiplier for s in active if s.forecast_multiplier is not None]
+    # A multiplier above 1 counts as soon as its occurrence overlaps the window (the
+    # capacity must be ready when the event starts); one below 1 only while its occurrence
+    # covers the whole window: the traffic is not reduced yet before the event starts, and
+    # pods must be ready for its return when it ends.
+    multipliers = [s.forecast_multiplier for s in active if s.forecast_multiplier is not None
+                   and (s.forecast_multiplier >= 1 or s.covers(now, end))]
     upcoming = [(nxt, s.name) for s, _, nxt in looked if nxt is not None]
     next_start, next_name = min(upcoming) if upcoming else (None, None)
     return ScheduleEffect(active=tuple(s.name for s in active),
