@@ -104,6 +104,26 @@ def test_survive_by_hand() -> None:
     assert chaos_buffer(12, 80.0, 10.0, SLO(), above_all).reason == "NoChaosScenarios"
 
 
+def test_survive_in_cost_mode_keeps_the_cost_sized_count() -> None:
+    """In cost mode the survivors were sized for the SLO alone: with violations dear, cost
+    mode runs 136 where the SLO needs 115, and the buffer left 115 after losing the zone,
+    P(wait > 50 ms) 4.4 % where the policy had priced that at 1.7 M an hour."""
+    from forescale.core.sizing import size
+    from forescale.core.spec import Costs
+
+    slo, zone = SLO(max_utilisation=1.0), ChaosScenario("zone-a", 0.1, 0.34)
+    dear, cheap = Costs(1.0, 10.0), Costs(1.0, 0.00001)
+    survive = Chaos(rule="survive", scenarios=(zone,))
+    for costs in (dear, cheap):
+        base = size(1100.0, 10.0, slo, costs).replicas
+        result = chaos_buffer(base, 1100.0, 10.0, slo, survive, costs=costs)
+        total = base + result.extra_replicas
+        needed = max(base, replicas_for_slo(1100.0, 10.0, slo).replicas)
+        assert total - _lost(total, zone) >= needed
+        assert total - 1 - _lost(total - 1, zone) < needed  # and no more than that
+    assert size(1100.0, 10.0, slo, dear).replicas == 136
+
+
 def test_survive_when_base_is_already_enough() -> None:
     result = chaos_buffer(20, 80.0, 10.0, SLO(), Chaos(rule="survive", scenarios=(ZONE,)))
     assert (result.extra_replicas, result.scenario, result.reason) == (

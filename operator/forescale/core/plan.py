@@ -737,7 +737,7 @@ def _sized(rate: float, spec: PolicySpec) -> tuple[float, SizingResult, ChaosRes
     rather than disappearing inside the sizing."""
     sizing = size(rate, spec.service_rate_per_replica, spec.slo, spec.costs)
     chaos = chaos_buffer(sizing.replicas, rate, spec.service_rate_per_replica, spec.slo,
-                         spec.chaos)
+                         spec.chaos, costs=spec.costs)
     return rate, sizing, chaos
 
 

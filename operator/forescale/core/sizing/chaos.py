@@ -13,7 +13,8 @@ replicas:
 - ``survive``: exact; the smallest total N ≥ base such that after losing ceil(N × fraction)
   replicas in any scenario at least as likely as ``probability_floor`` the survivors still
   meet the SLO at the current arrival rate (the same criterion as
-  :func:`~forescale.core.sizing.replicas.replicas_for_slo`).
+  :func:`~forescale.core.sizing.replicas.replicas_for_slo`) and, in cost mode, number at
+  least what the cost sizing asks for (the survivors are still worth what the base was).
 
 A scenario with probability 0 is treated as declared impossible and never sizes anything.
 """
@@ -30,8 +31,9 @@ from forescale.core.sizing.replicas import (
     DEFAULT_MAX_REPLICAS,
     check_max_replicas,
     replicas_for_slo,
+    size,
 )
-from forescale.core.spec import SLO, Chaos, ChaosRule, ChaosScenario
+from forescale.core.spec import SLO, Chaos, ChaosRule, ChaosScenario, Costs
 
 #: ``proportional``'s headroom on top of the capacity a scenario takes.
 PROPORTIONAL_HEADROOM = 1.2
@@ -107,12 +109,14 @@ def _survivors_needed_total(needed: int, scenario: ChaosScenario, limit: int) ->
 
 
 def chaos_buffer(base_replicas: int, arrival_rate: float, service_rate: float, slo: SLO,
-                 chaos: Chaos, *, max_replicas: int = DEFAULT_MAX_REPLICAS) -> ChaosResult:
+                 chaos: Chaos, *, max_replicas: int = DEFAULT_MAX_REPLICAS,
+                 costs: Costs | None = None) -> ChaosResult:
     """Extra replicas to run on top of ``base_replicas`` under ``chaos``'s rule.
 
     ``arrival_rate`` (req/s) and ``service_rate`` (req/s per replica) matter only to
-    ``survive``, which re-sizes the survivors against ``slo``. The total is kept at or
-    below ``max_replicas`` (the buffer is never negative).
+    ``survive``, which re-sizes the survivors against ``slo`` and, with ``costs`` (a
+    policy in cost mode), against the cost sizing too: the survivors number at least the
+    larger. The total is kept at or below ``max_replicas`` (the buffer is never negative).
     """
     if (isinstance(base_replicas, bool) or not isinstance(base_replicas, numbers.Integral)
             or base_replicas < 0):
@@ -126,7 +130,7 @@ def chaos_buffer(base_replicas: int, arrival_rate: float, service_rate: float, s
         return ChaosResult(base, 0, chaos.rule, None, "ChaosDisabled")
     if chaos.rule == "proportional":
         return _proportional(base, chaos, max_replicas=max_replicas)
-    return _survive(base, lam, mu, slo, chaos, max_replicas=max_replicas)
+    return _survive(base, lam, mu, slo, chaos, max_replicas=max_replicas, costs=costs)
 
 
 def _proportional(base: int, chaos: Chaos, *, max_replicas: int) -> ChaosResult:
@@ -143,15 +147,20 @@ def _proportional(base: int, chaos: Chaos, *, max_replicas: int) -> ChaosResult:
 
 
 def _survive(base: int, arrival_rate: float, service_rate: float, slo: SLO, chaos: Chaos, *,
-             max_replicas: int) -> ChaosResult:
+             max_replicas: int, costs: Costs | None) -> ChaosResult:
     applicable = [s for s in chaos.scenarios
                   if s.probability > 0 and s.probability >= chaos.probability_floor]
     if not applicable:
         return ChaosResult(base, 0, chaos.rule, None, "NoChaosScenarios")
-    # What the survivors must number: the SLO-sized count at this rate. If even that is
-    # above the cap, no total can survive; the cap check below reports it.
+    # What the survivors must number: the SLO-sized count at this rate and, in cost mode,
+    # the cost-sized one (cost mode picks more than the SLO when violations are dear: SLO-
+    # sized survivors then cost many times what the base saved). If that is above the
+    # cap, no total can survive; the cap check below reports it.
     needed = replicas_for_slo(arrival_rate, service_rate, slo,
                               max_replicas=max_replicas).replicas
+    if costs is not None:
+        needed = max(needed, size(arrival_rate, service_rate, slo, costs,
+                                  max_replicas=max_replicas).replicas)
     totals = [(_survivors_needed_total(needed, s, max_replicas), s) for s in applicable]
     # First of equals wins again; a scenario only "decides" if it needed more than base.
     total, decider = max(totals, key=lambda pair: pair[0])
