@@ -103,6 +103,28 @@ def test_cron_is_read_in_its_time_zone_across_daylight_saving() -> None:
     assert datetime.fromtimestamp(after, tz=PARIS).hour == 9
 
 
+@pytest.mark.parametrize(("cron", "starts"), [
+    ("30 1 * * *", ["05:30"]),  # 01:30 EDT only: not again at 01:30 EST
+    ("@daily", ["04:00"]),
+    # Every hour: both passes of 01:30 (05:30 and 06:30 UTC), an hour having passed.
+    ("30 * * * *", ["03:30", "04:30", "05:30", "06:30"]),
+])
+def test_a_fixed_time_starts_once_when_the_clocks_go_back(cron: str,
+                                                          starts: list[str]) -> None:
+    """A daily 01:30 in New York started at 01:30 EDT and again an hour later at 01:30
+    EST: a one-hour batch window's ceiling held for two hours on that night."""
+    batch = Schedule("batch", cron, 3600.0, "America/New_York", max_replicas=2)
+    utc = ZoneInfo("UTC")
+    night = datetime(2024, 11, 3, 3, 59, tzinfo=utc).timestamp()  # 23:59 EDT
+    found = [datetime.fromtimestamp(a, tz=utc).strftime("%H:%M")
+             for a, _ in batch.occurrences(night + 60, night + 3 * 3600 + 1)]
+    assert found == starts
+    if len(starts) == 1:
+        active = sum(effect((batch,), (t, t + 1)).ceiling is not None
+                     for t in np.arange(night + 60, night + 6 * 3600, 60.0))
+        assert active == 60
+
+
 def test_an_event_counts_from_lead_time_before_it_starts() -> None:
     s = launch()
     start = paris(2026, 3, 30, 9, 0)

@@ -61,6 +61,15 @@ def _drawn(cron: str) -> bool:
                for token in re.split(r"[\s,/]+", cron))
 
 
+def _fixed_hours(cron: str) -> bool:
+    """Whether ``cron`` starts at given hours (its hour field has no ``*``; a macro other
+    than ``@hourly``)."""
+    fields = cron.split()
+    if len(fields) == 1:
+        return fields[0].lower() != "@hourly"
+    return "*" not in fields[1]
+
+
 @dataclass(frozen=True)
 class Schedule:
     """One declared event. At least one of ``min_replicas`` (a floor), ``max_replicas`` (a
@@ -122,17 +131,31 @@ class Schedule:
     def _local(self, t: float) -> datetime:
         return datetime.fromtimestamp(t, tz=UTC).astimezone(self._zone)
 
+    def _repeated(self, start: datetime) -> bool:
+        """Whether ``start`` is the second pass of a wall-clock time the clocks went back
+        over (01:30 EST after 01:30 EDT), for a schedule at fixed hours: that event already
+        started, as cron runs such a job once (a schedule at every hour still runs in
+        both passes, as an hour did pass)."""
+        return (start.fold == 1 and _fixed_hours(self.cron)
+                and start.replace(fold=0).utcoffset() != start.utcoffset())
+
     def last_start(self, t: float) -> float:
         """The latest start at or before ``t`` (a start exactly at ``t`` counts)."""
         # croniter's get_prev is strictly before its base; starts are on whole minutes,
         # so half a second past t includes a start at t and nothing later.
-        prev: datetime = croniter(self.cron, self._local(t + 0.5)).get_prev(datetime)
+        it = croniter(self.cron, self._local(t + 0.5))
+        prev: datetime = it.get_prev(datetime)
+        while self._repeated(prev):
+            prev = it.get_prev(datetime)
         return prev.timestamp()
 
     def next_start(self, t: float) -> float | None:
         """The first start strictly after ``t``, or None if there is none within years."""
         try:
-            nxt: datetime = croniter(self.cron, self._local(t)).get_next(datetime)
+            it = croniter(self.cron, self._local(t))
+            nxt: datetime = it.get_next(datetime)
+            while self._repeated(nxt):
+                nxt = it.get_next(datetime)
         except (OverflowError, ValueError):  # after the year 9999
             return None
         start = nxt.timestamp()
