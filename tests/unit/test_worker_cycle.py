@@ -509,3 +509,30 @@ def test_a_violation_budget_above_the_miss_levels_range_keeps_the_state(
         clock.now += 60
     assert seen[2:] == [seen[1]] * 4, seen
     assert "status.planState" not in caplog.text
+
+
+def test_a_target_at_zero_replicas_is_left_there_as_the_hpa_does() -> None:
+    """Scaled to zero by hand (maintenance, an incident), the target was scaled back up at
+    the next cycle, even with no metrics at all. As the HPA does, zero now disables scaling
+    until the target is scaled up again; a pin still applies."""
+    controller, kube, source, clock = setup(rate=100.0)
+    kube.replicas[NS, "web"] = 0
+    controller.cycle(policy())
+    assert kube.scale_writes == [] and kube.replicas[NS, "web"] == 0
+    assert conditions(kube)["ScalingActive"] == ("False", "ScalingDisabled")
+    source.error = __import__("forescale.adapters.prometheus", fromlist=["NoData"]).NoData(
+        "no data")
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    assert kube.scale_writes == []
+    pinned = policy()
+    pinned["metadata"]["annotations"] = {"forescale.dev/paused-replicas": "3"}
+    source.error = None
+    clock.now += 30
+    controller.cycle(with_status(pinned, kube))
+    assert kube.replicas[NS, "web"] == 3
+    kube.replicas[NS, "web"] = 1  # scaled up again by hand: forescale takes over
+    clock.now += 30
+    controller.cycle(with_status(policy(), kube))
+    assert kube.replicas[NS, "web"] > 1
+    assert conditions(kube)["ScalingActive"] == ("True", "ScalingEnabled")

@@ -393,6 +393,12 @@ class Controller:
             return dataclasses.replace(base, blocked=blocked), period
         if blocked is None and override is not None and override.replicas is None:
             blocked = (override.reason, override.message)  # paused: hold, never write
+        if blocked is None and target.current_replicas == 0 and override is None:
+            # Someone scaled it to zero (maintenance, an incident): as the HPA does, that
+            # disables scaling until the target is scaled up again (a pin still applies).
+            blocked = ("ScalingDisabled", f"{policy.target.kind} {policy.target.name} has 0 "
+                       f"replicas: scaling is disabled, as the HPA does, until it is scaled "
+                       f"to at least 1 (or pinned)")
 
         history = self.read_history(policy, now)
         result = apply_override(self.plan(policy, history, target, previous, now), override)
