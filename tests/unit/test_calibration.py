@@ -881,3 +881,29 @@ def test_records_a_day_ahead_are_forgotten() -> None:
     assert [s.origin for s in records.tracks["arima"]] == [now - 600.0, now + 3600.0]
     assert records.last_track_origin() == now + 3600.0  # within a day: a clock step back
 
+
+
+def test_a_late_newest_sample_delays_scoring_rather_than_dropping_it() -> None:
+    """A forecast (or a decision) was scored at the first cycle whose history reached its
+    last needed sample, and dropped if that sample was missing: the newest one, which a
+    late scrape (remote write) fills at the next read. With it always late, some decision
+    periods never scored anything: no calibration and a miss level that never moved."""
+    from forescale.core.calibration import Pending
+
+    values = np.full(120, 100.0)
+    # The history ends at T0. A five-step forecast made 7 steps before, and a decision
+    # whose pods were ready 3 steps before: their last windows (5 steps, centred) both
+    # end with the newest sample.
+    pending = Pending(T0 - 7 * STEP, "ma", True, False, (100.0,) * 5)
+    records = Records(pending=[pending], decisions=[(T0 - 3 * STEP, 12)], alpha=0.003)
+    late = values.copy()
+    late[-1] = np.nan
+    for series, scored in ((late, False), (values, True)):
+        history = Series(T0 - 120 * STEP, STEP, series)
+        records.score(history, intensity_steps=5, half_life=HALF_LIFE, now=T0)
+        records.score_decisions(history, intensity_steps=5, needed=lambda y: 20,
+                                budget=0.003, now=T0)
+        assert (records.pending == []) is scored
+        assert (records.decisions == []) is scored
+        assert bool(records.histograms) is scored
+    assert records.alpha is not None and records.alpha < 0.003  # the miss was counted

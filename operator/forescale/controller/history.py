@@ -18,10 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
-from forescale.core.series import Series
+from forescale.core.series import REVISABLE_STEPS, Series
 
 #: Steps before the cached end that every tail read fetches again.
-REFRESH_STEPS = 3
+REFRESH_STEPS = REVISABLE_STEPS
 
 
 class RateSource(Protocol):

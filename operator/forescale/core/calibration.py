@@ -56,7 +56,13 @@ import numpy as np
 from forescale.core.checks import finite
 from forescale.core.errors import InvalidInputError
 from forescale.core.metrics import wape
-from forescale.core.series import DAY_SECONDS, FloatArray, Series, window_means
+from forescale.core.series import (
+    DAY_SECONDS,
+    REVISABLE_STEPS,
+    FloatArray,
+    Series,
+    window_means,
+)
 
 #: Log-ratio bins: [LOW, HIGH) in steps of BIN_WIDTH, plus one under- and one overflow bin.
 BIN_WIDTH = 0.025
@@ -492,7 +498,8 @@ class Records:
                 continue  # made a day or more ahead of now: see _forget_stale
             first = round((p.origin - history.start_seconds) / step)
             last = first + len(p.means) - 1
-            if last + half >= len(history):
+            if last + half >= len(history) or _late(values, first - half,
+                                                    last + intensity_steps - half):
                 # Kept until a day past its last step: counted from its origin, a horizon of
                 # a day or more (a lead time the CRD allows) was dropped before it was seen.
                 if now - (p.origin + len(p.means) * step) < DAY_SECONDS:
@@ -628,7 +635,8 @@ class Records:
         keep: list[tuple[float, int]] = []
         for ready_at, replicas in self.decisions:
             k = math.floor((ready_at - history.start_seconds) / history.step_seconds + 1e-9)
-            if k + half >= len(history):
+            if k + half >= len(history) or _late(history.values, k - half,
+                                                 k + intensity_steps - half):
                 if now - ready_at < DAY_SECONDS:
                     keep.append((ready_at, replicas))
                 continue
@@ -756,6 +764,15 @@ def intensity_steps(intensity_seconds: float, step_seconds: float) -> int:
     """Odd number of steps the intensity is averaged over (centred)."""
     steps = max(1, round(intensity_seconds / step_seconds))
     return steps if steps % 2 else steps + 1
+
+
+def _late(values: FloatArray, start: int, end: int) -> bool:
+    """Whether ``values[start:end]`` has a gap among the newest samples, which a late scrape
+    may still fill (:data:`~forescale.core.series.REVISABLE_STEPS`): what needs them waits
+    for the next cycle rather than being dropped as unscorable. Dropped, a newest sample
+    always late (remote write) left a policy uncalibrated for good at some periods."""
+    tail = values[max(start, len(values) - REVISABLE_STEPS):end]
+    return bool(np.isnan(tail).any())
 
 
 def _intensity(values: FloatArray, k: int, steps: int) -> float | None:

@@ -13,6 +13,10 @@ from forescale.core.errors import InvalidInputError
 FloatArray = npt.NDArray[np.float64]
 
 DAY_SECONDS = 86400.0
+#: The newest samples a range query may still revise or fill in (late scrapes, remote
+#: write): the operator's history reader reads them again every cycle, ARIMA re-filters
+#: rather than refits over them, and calibration waits for a gap there to fill.
+REVISABLE_STEPS = 3
 
 
 def day_steps(step_seconds: float) -> int:

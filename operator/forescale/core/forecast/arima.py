@@ -46,14 +46,12 @@ from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster, normal_quantile
-from forescale.core.series import DAY_SECONDS, FloatArray, Series
+from forescale.core.series import DAY_SECONDS, REVISABLE_STEPS, FloatArray, Series
 
 WEEK_SECONDS = 7 * DAY_SECONDS
-#: The newest samples a range query may still revise (late scrapes, remote write; the
-#: operator's history reader reads its last three steps again every cycle): a history
-#: whose only differences from the seen window are there continues it, re-filtered with
-#: the fitted parameters rather than refitted.
-REVISABLE_STEPS = 3
+#: A history whose only differences from the seen window are in its newest
+#: :data:`~forescale.core.series.REVISABLE_STEPS` continues it, re-filtered with the fitted
+#: parameters rather than refitted.
 #: Seasons the fit window must cover before Fourier terms are used.
 MIN_SEASONS_FOR_FOURIER = 2.0
 #: Weeks of history needed before the weekly terms are used. With one week each weekday is

@@ -68,10 +68,9 @@ import numpy as np
 from forescale.core.calibration import MIN_COMMON, WIDTH_COVERAGE, Records
 from forescale.core.errors import ArtifactError
 from forescale.core.forecast import registry
-from forescale.core.forecast.arima import REVISABLE_STEPS
 from forescale.core.forecast.base import Forecast, Forecaster, check_horizon
 from forescale.core.metrics import wape
-from forescale.core.series import Series
+from forescale.core.series import REVISABLE_STEPS, Series
 from forescale.core.spec import ForecastSettings, ModelName
 
 #: Origins of the recent out-of-sample check.
