@@ -209,7 +209,21 @@ def test_a_guardrail_without_data_changes_nothing() -> None:
     plain = w.replicas
     w2 = World(rate=100.0, replicas=12)
     w2.cycle(body(guardrails=[{"name": "cpu", "query": "missing", "target": 0.6}]))
-    assert w2.replicas == plain and "guardrail" not in w2.status
+    assert w2.replicas == plain
+    # ... and says so (the runbook's promise; a mistyped query showed nothing at all).
+    assert set(w2.status["guardrail"]) == {"message"}
+    assert "cpu" in w2.status["guardrail"]["message"]
+
+
+def test_a_guardrail_that_loses_its_value_loses_its_recommendation() -> None:
+    w = World(rate=100.0, replicas=12)
+    guardrails = [{"name": "cpu", "query": "cpu", "target": 0.6}]
+    w.source.values = {"cpu": 0.9}
+    w.cycle(body(guardrails=guardrails))
+    assert w.status["guardrail"]["decidedBy"] == "cpu"
+    w.source.values = {}
+    w.cycle(body(guardrails=guardrails))
+    assert set(w.status["guardrail"]) == {"message"}
 
 
 def test_schedule_in_status_and_metrics() -> None:

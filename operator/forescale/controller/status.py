@@ -232,10 +232,13 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
                     "nextStartTime": rfc3339(ev.next_start_seconds)}
                    if ev.next_name is not None and ev.next_start_seconds is not None
                    else {})}
-        if plan.guardrail is not None and plan.guardrail.replicas is not None:
-            status["guardrail"] = {"decidedBy": plan.guardrail.decided_by,
-                                   "replicas": plan.guardrail.replicas,
-                                   "message": plan.guardrail.message[:512]}
+        if plan.guardrail is not None:
+            # Also without a value (a mistyped query): the message says which had none.
+            g = plan.guardrail
+            status["guardrail"] = {
+                "message": g.message[:512],
+                **({"decidedBy": g.decided_by, "replicas": g.replicas}
+                   if g.replicas is not None else {})}
         if plan.forecast is not None:
             fc = plan.forecast
             status["servingModel"] = fc.served_by
