@@ -131,6 +131,29 @@ def test_a_lower_recurring_quorum_provisions_for_a_burst_seen_on_3_of_7_days() -
     assert two.rate_source is not None and two.rate_source.reason != "RecurringPeak"
 
 
+@pytest.mark.parametrize(("days", "provisioned"), [({1, 2, 3}, True), ({5, 6, 7}, False),
+                                                  ({1, 4}, False)])
+def test_the_quorum_counts_the_days_the_operators_history_covers(days: set[int],
+                                                                provisioned: bool) -> None:
+    """The operator reads exactly historySeconds (7 days): the seventh day's level before
+    the rise falls before the history starts, so the quorum is a half of 6 days. The CRD
+    said "4 of the last 7" and meant 3 of the last 6; the docs now say so."""
+    from forescale.core.window import history_window
+
+    now = MIDNIGHT + 14.5 * 3600 - 120.0
+    spec = policy()
+    start, end = history_window(now, spec.forecast.history_seconds, STEP)
+    full = history_with_bursts(days, now=now)
+    skip = round((start - full.start_seconds) / STEP)
+    history = Series(start, STEP, full.values[skip:skip + round((end - start) / STEP)])
+    assert history.end_seconds == end and len(history) == 7 * DAY / STEP
+    p = decide(history, spec, now, current=15, chain=LevelChain(100.0))
+    assert p.rate_source is not None
+    assert (p.rate_source.reason == "RecurringPeak") is provisioned
+    if provisioned:
+        assert f"{len(days)} of the last 6 days" in p.rate_source.message
+
+
 @pytest.mark.parametrize("quorum", [0.0, -0.5, 1.01, float("nan"), "0.5", None, True])
 def test_a_recurring_quorum_outside_0_to_1_is_refused(quorum: object) -> None:
     with pytest.raises(InvalidInputError, match=r"forecast\.recurringQuorum must be in "

@@ -217,9 +217,10 @@ class ForecastSettings:
     calibration_half_life_seconds: float = 86400.0
     #: Days of history searched for recurring clock-time peaks (0: off).
     recurring_days: int = 7
-    #: Share of those days that must show the rise (a half: a burst seen on 4 of the last
-    #: 7 days is provisioned for, one seen on 3 is not); the plan provisions for the rise
-    #: that this share of the days reached.
+    #: Share of those days that must show the rise, counted over the days the history
+    #: covers in full (a half, with 7 days of history: a burst seen on 3 of the last 6 is
+    #: provisioned for, one seen on 2 is not); the plan provisions for the rise that this
+    #: share of the days reached.
     recurring_quorum: float = 0.5
     #: The IANA time zone whose wall clock "the same clock time" is read in.
     recurring_time_zone: str = "UTC"
