@@ -174,6 +174,21 @@ def test_pinned_sets_n_within_bounds_and_holds_it() -> None:
     assert w.replicas == 40  # maxReplicas
 
 
+def test_a_pins_own_write_is_not_taken_for_someone_elses() -> None:
+    """The pin's write committed the state from before it, so every decision after it
+    (pinned still, or resumed) reported ExternallyScaled: "a person or another tool"."""
+    w = World(rate=100.0, replicas=2)
+    w.cycle(body({PAUSED_REPLICAS: "5"}))
+    assert w.replicas == 5 and w.status["planState"]["replicas"] == 5
+    w.cycle(body({PAUSED_REPLICAS: "5"}))
+    assert "ExternallyScaled" not in w.status["reasons"]
+    w.cycle(body())
+    assert "ExternallyScaled" not in w.status["reasons"]
+    w.kube.replicas[NS, "web"] = 30  # by hand, this time
+    w.cycle(body())
+    assert "ExternallyScaled" in w.status["reasons"]
+
+
 @pytest.mark.parametrize(("annotations", "named"), [
     ({PAUSED: "yes please"}, PAUSED), ({PAUSED_REPLICAS: "\u00b2"}, PAUSED_REPLICAS),
     ({PAUSED_REPLICAS: "9" * 5000}, PAUSED_REPLICAS)])

@@ -80,14 +80,18 @@ def read_override(annotations: Mapping[str, Any] | None,
 
 def apply_override(result: Plan, override: Override | None) -> Plan:
     """The plan as the override changes it: held at the current replicas, or set to the
-    pinned ones; the state to commit is the held one either way."""
+    pinned ones; the state to commit is the held one either way (with the pinned count
+    once it is written)."""
     if override is None:
         return result
     desired = result.current_replicas if override.replicas is None else override.replicas
     held = result.state_to_commit(applied=False)
+    # Written, the pin is this operator's own change: the count it left the target at is
+    # remembered, or the next decision takes it for someone else's (ExternallyScaled).
+    pinned = dataclasses.replace(held, replicas=desired)
     return dataclasses.replace(
         result, desired_replicas=desired,
         reasons=(outcome_of(desired, result.current_replicas), override.reason,
                  *result.reasons[1:]),
         message=f"{override.message}; the plan asked for {result.desired_replicas}",
-        state=held, held_state=held)
+        state=pinned, held_state=held)
