@@ -1,6 +1,7 @@
 # The everyday targets. `make demo` and `make test` work on a fresh machine: each creates
-# .venv and installs what it needs through constraints.txt (which pins torch==2.13.0, the
-# CPU build; an unpinned torch pulls gigabytes of CUDA packages).
+# .venv and installs what it needs through constraints.txt, which pins torch==2.13.0 and
+# its nvidia-* packages exactly: PyPI serves the CUDA build (several GB; it runs on the
+# CPU), and anything unpinned would pull another.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

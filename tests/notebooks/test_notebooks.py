@@ -4,6 +4,7 @@ are committed without outputs."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,54 @@ def test_training_never_writes_over_an_artifact_by_default(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_backtest_policy_small(tmp_path: Path) -> None:
-    nb = run("backtest_policy.ipynb", tmp_path, trace_path=str(TRACE), policy_file=str(EXAMPLE))
+@pytest.mark.parametrize("service_rate", [10, 40])
+def test_backtest_policy_small(tmp_path: Path, service_rate: int) -> None:
+    """The simulated pods are the ones the policy plans for, as with the CLI: the notebook
+    once replayed every policy on pods serving 10 req/s, so a policy for 40 req/s pods was
+    judged at 99 % violations, and no one was told."""
+    policy = tmp_path.parent / f"{tmp_path.name}-policy.yaml"
+    policy.write_text(EXAMPLE.read_text().replace("serviceRatePerReplica: 10",
+                                                  f"serviceRatePerReplica: {service_rate}"))
+    nb = run("backtest_policy.ipynb", tmp_path, trace_path=str(TRACE), policy_file=str(policy))
     text = outputs_text(nb)
     assert "image/png" in text
     assert not list(tmp_path.iterdir())  # a backtest writes nothing
+    rate = re.search(r"Distance to the limit: [0-9.]+ x oracle at ([0-9.]+)% violations", text)
+    assert rate is not None and float(rate.group(1)) < 5.0, text[:3000]
+
+
+@pytest.mark.slow
+def test_train_model_from_prometheus_reads_only_what_it_has(tmp_path: Path) -> None:
+    """From a real Prometheus holding 5 days (a young service; retention is 15 by default)
+    the notebook asked for 28 and filled the 23 missing days with the first value: a flat,
+    invented stretch trained on and reported as data. The URL's credentials went into the
+    model card, and from models/ into the image. Now it trains on the days there are and
+    writes the URL without them."""
+    from forescale.trace import load_trace
+    from tests.support.prometheus import CounterSeries, running_prometheus
+
+    trace = load_trace(TRACE)
+    days = 5
+    now = 60.0 * (time.time() // 60.0)
+    start = trace.start_seconds + DAY_OFFSET
+    history = CounterSeries.from_trace(trace, start=start, end=start + days * 86400.0,
+                                       shift_seconds=now - days * 86400.0 - start,
+                                       labels={"job": "web"}, scrape_interval_seconds=30)
+    models = tmp_path / "models"
+    with running_prometheus(series=[history]) as server:
+        url = server.url.replace("http://", "http://forescale:s3cr3t@")
+        nb = run("train_model.ipynb", tmp_path, prometheus_url=url, prometheus_days=28,
+                 prometheus_query='sum(rate(http_requests_total{job="web"}[2m]))',
+                 models_dir=str(models), model_name="from-prometheus")
+    text = outputs_text(nb)
+    had = re.search(r"Prometheus had ([0-9.]+) of the 28 days asked for", text)
+    assert had is not None and abs(float(had.group(1)) - days) < 0.1, text[:2000]
+    points = re.search(r"([0-9,]+) points; training on", text)
+    assert points is not None and int(points.group(1).replace(",", "")) <= days * 1440 + 5
+    card = (models / "from-prometheus" / "MODEL_CARD.md").read_text()
+    assert "s3cr3t" not in card and "s3cr3t" not in text
+    assert server.url in card
+
+
+#: Where the notebook's Prometheus history starts in the trace: a weekday, past the outages.
+DAY_OFFSET = 7 * 86400.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -139,3 +140,30 @@ def test_full_backtest_with_forescale_reports_and_plots() -> None:
     assert result.forescale_policy is not None
     assert np.isfinite(result.forescale_policy.forecast_mean[world.warmup_steps:]).all()
     assert render_png(result)[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("field", "changed", "named"), [
+    ("service_rate_per_replica", 40.0, "serviceRatePerReplica (40)"),
+    ("slo", "wait", "slo.waitSeconds (0.1)"),
+    ("slo", "percentile", "slo.percentile (0.99)"),
+])
+def test_a_policy_is_not_replayed_on_pods_it_does_not_plan_for(field: str, changed: Any,
+                                                                named: str) -> None:
+    """Only the CLI checked that the world's pods were the policy's: from Python (the
+    backtest notebook) a policy for 40 req/s pods was replayed on pods serving 10, at
+    99 % violations. The library refuses it; ``parameters_for`` builds the right world."""
+    from forescale.backtest.world import parameters_for
+    from forescale.core.spec import SLO
+
+    world = world_from(counts(0))
+    spec = spec_for(world, ("ma",))
+    if field == "slo":
+        slo = SLO(wait_seconds=0.1) if changed == "wait" else SLO(percentile=0.99)
+        spec = replace(spec, slo=slo)
+    else:
+        spec = replace(spec, **{field: changed})
+    with pytest.raises(InvalidInputError, match=re.escape(f"the policy's {named}")):
+        build_forescale_policy(world, spec, lstm_epochs=0)
+    params = parameters_for(spec, p999_multiple=world.params.p999_multiple)
+    assert (params.service_rate, params.slo_wait_seconds, params.slo_percentile) == (
+        spec.service_rate_per_replica, spec.slo.wait_seconds, spec.slo.percentile)

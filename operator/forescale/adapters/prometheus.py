@@ -159,7 +159,7 @@ class PrometheusSource:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInputError(f"Prometheus URL must be http(s)://host[:port][/path], "
-                                    f"got {_redact(url)!r}")
+                                    f"got {redact_url(url)!r}")
         if not (math.isfinite(timeout_seconds) and 0 < timeout_seconds <= MAX_TIMEOUT_SECONDS):
             raise InvalidInputError(f"timeout must be a positive number of seconds, at most "
                                     f"{MAX_TIMEOUT_SECONDS:g}, got {timeout_seconds!r}")
@@ -307,7 +307,7 @@ class PrometheusSource:
 
     def _call(self, query: str, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run one client call, turning every failure into a :class:`MetricsError`."""
-        where = _redact(self.url)
+        where = redact_url(self.url)
         try:
             return method(*args, **kwargs)
         except PrometheusApiClientException as exc:
@@ -679,8 +679,9 @@ def _datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _redact(url: str) -> str:
-    """The URL without user:password, for messages that end up in status conditions."""
+def redact_url(url: str) -> str:
+    """The URL without user:password, for messages that end up in status conditions and
+    for what is written down (a model card)."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

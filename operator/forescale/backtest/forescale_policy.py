@@ -32,7 +32,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from forescale.backtest.world import Observation, World, world_policy_spec
+from forescale.backtest.world import (
+    Observation,
+    World,
+    check_policy_world,
+    world_policy_spec,
+)
 from forescale.core.errors import InvalidInputError
 from forescale.core.forecast.base import Forecast, Forecaster
 from forescale.core.forecast.chain import ForecastChain
@@ -211,6 +216,7 @@ def build_forescale_policy(world: World, spec: PolicySpec | None = None, *,
                            ) -> tuple[ForescalePolicy, float]:
     """The policy, and the wall seconds spent training its LSTM (0 without one)."""
     spec = spec or world_policy_spec(world.params, world.step_seconds)
+    check_policy_world(spec, world.params)
     if not math.isclose(spec.decision_period_seconds, world.step_seconds):
         # The world decides once per step; a policy that expects another cadence would be
         # judged on a schedule it was not written for.

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +195,29 @@ def world_policy_spec(params: ProtocolParameters, step_seconds: float) -> Policy
         lead_time_seconds=params.startup_seconds,
         decision_period_seconds=step_seconds,
     )
+
+
+def parameters_for(spec: PolicySpec, **protocol: Any) -> ProtocolParameters:
+    """The world ``spec`` plans for: its μ and SLO, the protocol's defaults (or
+    ``protocol``'s values) for the rest. A policy replayed on other pods is judged on a
+    service it does not plan for (:func:`check_policy_world` refuses that)."""
+    return ProtocolParameters(service_rate=spec.service_rate_per_replica,
+                              slo_wait_seconds=spec.slo.wait_seconds,
+                              slo_percentile=spec.slo.percentile, **protocol)
+
+
+def check_policy_world(spec: PolicySpec, params: ProtocolParameters) -> None:
+    """Refuse a policy whose μ or SLO differs from the world's: 40 req/s per pod planned
+    on pods serving 10 violated the SLO at 99 % of the steps, unannounced (one line)."""
+    for label, own, world in (
+            ("serviceRatePerReplica", spec.service_rate_per_replica, params.service_rate),
+            ("slo.waitSeconds", spec.slo.wait_seconds, params.slo_wait_seconds),
+            ("slo.percentile", spec.slo.percentile, params.slo_percentile)):
+        if not math.isclose(own, world):
+            raise InvalidInputError(
+                f"the policy's {label} ({own:g}) differs from the replay's ({world:g}): it "
+                f"would be judged on a service it does not plan for; build the world with "
+                f"parameters_for(spec)")
 
 
 # --- the world ---------------------------------------------------------------------------
