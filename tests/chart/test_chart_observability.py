@@ -116,7 +116,7 @@ def test_scaling_blocked_alerts_on_faults_not_on_what_the_user_chose(
         yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     blocked = {r["alert"]: r for r in alert_rules(docs)}["ForescaleScalingBlocked"]
     reasons = {"broken": "InvalidSpec", "locked": "TargetLocked", "watched": "ObserveMode",
-               "paused": "PausedByAnnotation"}
+               "paused": "PausedByAnnotation", "zero": "ScalingDisabled"}
     series = []
     for policy, reason in reasons.items():
         labels = f'namespace="ns", policy="{policy}", type="ScalingActive"'
@@ -138,6 +138,37 @@ def test_scaling_blocked_alerts_on_faults_not_on_what_the_user_chose(
             {"eval_time": "5m", "alertname": "ForescaleScalingBlocked", "exp_alerts": []},
             {"eval_time": "30m", "alertname": "ForescaleScalingBlocked",
              "exp_alerts": [expected("broken"), expected("locked")]}]}]}))
+    _, promtool = prometheus_binaries()
+    done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_metrics_unavailable_does_not_alert_for_a_target_at_zero(
+        docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """A target scaled to zero has no pods to count its requests: MetricsAvailable=False
+    there is the user's choice (ScalingDisabled), not a fault."""
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (path := tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    alert = {r["alert"]: r for r in alert_rules(docs)}["ForescaleMetricsUnavailable"]
+    series = []
+    for policy, active in (("down", "ScalingEnabled"), ("zero", "ScalingDisabled")):
+        series += [
+            {"series": f'forescale_condition{{namespace="ns", policy="{policy}", '
+                       f'type="MetricsAvailable", status="False"}}', "values": "1x40"},
+            {"series": f'forescale_condition_reason{{namespace="ns", policy="{policy}", '
+                       f'type="ScalingActive", reason="{active}"}}', "values": "1x40"}]
+    annotations = {k: v.replace("{{ $labels.namespace }}", "ns").replace(
+        "{{ $labels.policy }}", "down") for k, v in alert["annotations"].items()}
+    (tests := tmp_path / "tests.yaml").write_text(yaml.safe_dump({
+        "rule_files": [str(path)], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": [
+            {"eval_time": "35m", "alertname": "ForescaleMetricsUnavailable",
+             "exp_alerts": [{"exp_labels": {**alert["labels"], "namespace": "ns",
+                                            "policy": "down", "type": "MetricsAvailable",
+                                            "status": "False"},
+                             "exp_annotations": annotations}]}]}]}))
     _, promtool = prometheus_binaries()
     done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
                           text=True, check=False)

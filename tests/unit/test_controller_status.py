@@ -233,6 +233,7 @@ def test_invalid_spec_is_a_warning_event_once() -> None:
 
 @pytest.mark.parametrize(("reason", "kind"), [("ObserveMode", "Normal"),
                                               ("TargetLocked", "Normal"),
+                                              ("ScalingDisabled", "Normal"),
                                               ("ConflictingAutoscaler", "Warning")])
 def test_blocked_events(reason: str, kind: str) -> None:
     assert [(e.type, e.reason) for e in events(decision(blocked=(reason, "m")), None)] == [

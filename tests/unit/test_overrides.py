@@ -222,6 +222,7 @@ def test_a_guardrail_without_data_changes_nothing() -> None:
     w = World(rate=100.0, replicas=12)
     w.cycle(body())
     plain = w.replicas
+    assert "guardrail" not in w.status  # a policy without guardrails has none to report
     w2 = World(rate=100.0, replicas=12)
     w2.cycle(body(guardrails=[{"name": "cpu", "query": "missing", "target": 0.6}]))
     assert w2.replicas == plain

@@ -218,6 +218,33 @@ def test_an_early_decision_gets_no_second_allowance(early: float, removed: int) 
     assert 30 - p.desired_replicas == removed
 
 
+def test_an_earlier_scale_up_does_not_raise_the_scale_down_allowance() -> None:
+    """Undoing every change over the allowance's span, a scale-up 400 s before raised the
+    start of the scale-down's period by as much: 58 → 20 where 10 pods were allowed."""
+    policy = spec(decision_period_seconds=600.0,
+                  behavior=Behavior(scale_down=(RateLimit("Pods", 1, 60),),
+                                    scale_down_stabilization_seconds=0.0))
+    state = PlanState(scale_events=((T0 - 400, 28),), last_scale_seconds=T0 - 400,
+                      replicas=58)
+    p = run(policy, FixedChain(1.0), current=58, state=state, history=history_at(T0, 1.0))
+    assert p.desired_replicas == 48 and "ScaleDownLimited" in p.reasons
+
+
+def test_a_survive_buffer_in_cost_mode_keeps_the_plans_own_count() -> None:
+    """plan() hands the policy's costs to the chaos buffer: without them the survivors of
+    a lost zone were sized for the SLO alone, 115 where cost mode runs 136."""
+    from forescale.core.sizing.chaos import _lost
+
+    zone = ChaosScenario("zone-a", 0.1, 0.34)
+    policy = spec(costs=Costs(1.0, 10.0), slo=SLO(max_utilisation=1.0),
+                  chaos=Chaos(rule="survive", scenarios=(zone,)))
+    p = run(policy, FixedChain(1000.0), current=100, history=history_at(T0, 1000.0))
+    assert p.sizing is not None and p.chaos is not None and p.recommended_replicas is not None
+    assert p.sizing.replicas == 136
+    total = p.recommended_replicas
+    assert total - _lost(total, zone) >= p.sizing.replicas
+
+
 def test_scale_down_waits_for_the_stabilisation_window() -> None:
     policy = spec(behavior=Behavior(scale_down_stabilization_seconds=300.0))
     chain_high, chain_low = FixedChain(100.0), FixedChain(10.0)

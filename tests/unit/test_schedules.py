@@ -108,6 +108,8 @@ def test_cron_is_read_in_its_time_zone_across_daylight_saving() -> None:
     ("@daily", ["04:00"]),
     # Every hour: both passes of 01:30 (05:30 and 06:30 UTC), an hour having passed.
     ("30 * * * *", ["03:30", "04:30", "05:30", "06:30"]),
+    # A wildcard minute is a wildcard job to cron(8) too: both passes of 01:00-01:45.
+    ("*/30 1 * * *", ["05:00", "05:30", "06:00", "06:30"]),
 ])
 def test_a_fixed_time_starts_once_when_the_clocks_go_back(cron: str,
                                                           starts: list[str]) -> None:
@@ -249,6 +251,29 @@ def test_a_multiplier_never_scales_the_rate_already_observed() -> None:
     assert seen.desired_replicas >= 51
     bound = seen.rate_source.candidates["ForecastBound"]
     assert bound < 100 and seen.rate_source.candidates["ReactiveFloor"] > 450
+
+
+def test_a_raising_multiplier_applies_to_the_observed_rate_when_nothing_forecasts() -> None:
+    """With no forecast (a young service whose chain has no moving average), the multiplier
+    had nothing left to scale once it spared the observed rate: a declared launch got no
+    capacity. There, the observed rate stands for the forecast (never to reduce it)."""
+    start = paris(2026, 3, 30, 9, 0)
+    now = start + 600.0
+    young = history(now, rate=100.0, n=30)
+    arima = spec(forecast=ForecastSettings(models=("arima",)))
+    plain = plan(young, arima, PlanState.initial(), now, current_replicas=5)
+    assert plain.served_by is None and plain.planned_arrival_rate == pytest.approx(100.0,
+                                                                                    rel=0.02)
+    rush = launch(min_replicas=None, forecast_multiplier=3.0)
+    tripled = plan(young, replace(arima, schedules=(rush,)), PlanState.initial(), now,
+                   current_replicas=5)
+    assert tripled.planned_arrival_rate == pytest.approx(3 * plain.planned_arrival_rate)
+    assert tripled.rate_source is not None and "x3 by an active schedule" in \
+        tripled.rate_source.message
+    quiet = launch(min_replicas=None, forecast_multiplier=0.1)
+    held = plan(young, replace(arima, schedules=(quiet,)), PlanState.initial(), now,
+                current_replicas=5)
+    assert held.planned_arrival_rate == plain.planned_arrival_rate
 
 
 def test_plan_ceiling_holds_a_batch_window() -> None:

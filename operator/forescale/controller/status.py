@@ -232,7 +232,7 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
                     "nextStartTime": rfc3339(ev.next_start_seconds)}
                    if ev.next_name is not None and ev.next_start_seconds is not None
                    else {})}
-        if plan.guardrail is not None:
+        if plan.guardrail is not None and plan.guardrail.per_guardrail:
             # Also without a value (a mistyped query): the message says which had none.
             g = plan.guardrail
             status["guardrail"] = {
@@ -307,7 +307,8 @@ def events(d: Decision, previous: Mapping[str, Any] | None) -> list[Event]:
             continue
         if ctype == "ScalingLimited":
             continue
-        if ctype == "ScalingActive" and reason in ("ObserveMode", "TargetLocked"):
+        if ctype == "ScalingActive" and reason in ("ObserveMode", "TargetLocked",
+                                                   "ScalingDisabled"):
             kind = "Normal"
         elif ctype == "Ready" and reason not in ("InvalidSpec", "DecisionFailed"):
             continue  # already said by MetricsAvailable

@@ -392,10 +392,15 @@ def _as_of(state: PlanState, now: float) -> PlanState:
                    last_scale_seconds=None if last is None else min(last, now))
 
 
-def _period_start(current: int, state: PlanState, span: float, now: float) -> int:
-    """Replicas at the start of a rule's span (:func:`_span`): undo the changes made
-    within it."""
-    changed = sum(d for t, d in state.scale_events if now - t < span)
+def _period_start(current: int, state: PlanState, rule: RateLimit, spec: PolicySpec,
+                  now: float, up: bool) -> int:
+    """Replicas at the start of a rule's period: undo the changes made within it, in both
+    directions as the HPA does, and those in the limit's own direction over the whole span
+    its allowance covers (:func:`_span`). Undone over the span, a scale-up 400 s earlier
+    would have raised a scale-down's allowance by as much (58 → 20 where 48 was allowed)."""
+    span = _span(rule, spec)
+    changed = sum(d for t, d in state.scale_events
+                  if now - t < rule.period_seconds or (now - t < span and (d > 0) == up))
     return current - changed
 
 
@@ -442,7 +447,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                now: float) -> tuple[int, LimitApplied | None]:
     """HPA behaviour policies with ``selectPolicy: Max`` (the most permissive rule wins)."""
     if proposed > current and spec.behavior.scale_up:
-        limit = max(_policy_limit(r, _period_start(current, state, _span(r, spec), now),
+        limit = max(_policy_limit(r, _period_start(current, state, r, spec, now, True),
                                   True, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_up)
         limit = max(limit, current)
@@ -451,7 +456,7 @@ def rate_limit(proposed: int, current: int, state: PlanState, spec: PolicySpec,
                                        f"scale-up limited to {limit} replicas by the "
                                        f"scale-up rate policies")
     if proposed < current and spec.behavior.scale_down:
-        limit = min(_policy_limit(r, _period_start(current, state, _span(r, spec), now),
+        limit = min(_policy_limit(r, _period_start(current, state, r, spec, now, False),
                                   False, _periods(r, spec), proposed)
                     for r in spec.behavior.scale_down)
         limit = min(limit, current)
@@ -653,7 +658,10 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     # the history has never seen; never the rate already observed, which is what it is
     # (×3 on a sale's tripled traffic sized for 9×; ×0.1 on traffic that had not dropped
     # sized for a tenth of it).
+    # Without a forecast (no stage could serve) the observed rate stands for it, for a
+    # multiplier that raises it only: a declared launch still gets its capacity.
     peak_rate = None if peak is None else (peak.rate, peak.message)
+    observed = floor
     if events.multiplier != 1.0:
         def times(candidate: tuple[float, str]) -> tuple[float, str]:
             return (candidate[0] * events.multiplier,
@@ -661,7 +669,13 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         forecast_bound = None if forecast_bound is None else times(forecast_bound)
         peak_rate = None if peak_rate is None else times(peak_rate)
         highest_ahead = None if highest_ahead is None else highest_ahead * events.multiplier
-    source = planned_rate(forecast_bound, floor, peak_rate)
+        if forecast_bound is None and events.multiplier > 1.0:
+            observed = floor * events.multiplier
+    source = planned_rate(forecast_bound, observed, peak_rate)
+    if observed != floor and source.reason == "ReactiveFloor":
+        source = replace(source, message=(
+            f"no forecaster could serve: sized for the observed {floor:.4g} req/s "
+            f"x{events.multiplier:g} by an active schedule"))
     rate, sizing, chaos = _sized(source.rate, spec)
     further = lookahead(source, highest_ahead, bound_message)
     if further is not None and sizing.replicas + chaos.extra_replicas > current_replicas:

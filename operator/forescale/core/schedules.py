@@ -62,12 +62,13 @@ def _drawn(cron: str) -> bool:
 
 
 def _fixed_hours(cron: str) -> bool:
-    """Whether ``cron`` starts at given hours (its hour field has no ``*``; a macro other
-    than ``@hourly``)."""
+    """Whether ``cron`` starts at given times of day (neither its minute nor its hour field
+    has a ``*``, as cron(8) tells a fixed-time job from a wildcard one; a macro other than
+    ``@hourly``)."""
     fields = cron.split()
     if len(fields) == 1:
         return fields[0].lower() != "@hourly"
-    return "*" not in fields[1]
+    return "*" not in fields[0] and "*" not in fields[1]
 
 
 @dataclass(frozen=True)
