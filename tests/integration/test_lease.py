@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from forescale.controller.intent import ScaleIntent
 from forescale.controller.kube import Conflict, parse_time
-from forescale.controller.lease import POLICY_ANNOTATION, lease_duration_seconds
+from forescale.controller.lease import (
+    INTENT_ANNOTATION,
+    POLICY_ANNOTATION,
+    lease_duration_seconds,
+)
+from forescale.core.plan import PlanState
 from tests.integration.conftest import LeaseAPI
 from tests.integration.conftest import lease_lock as lock
 
@@ -126,3 +132,23 @@ def test_release_only_if_ours(kube: LeaseAPI) -> None:
     assert kube.get(LEASES, NAME, namespace=kube.ns) is None
     if kube.deletes is not None:
         assert kube.deletes() == [("a", 200)]
+
+
+def test_the_scale_intent_outlives_renewals_and_a_takeover(kube: LeaseAPI) -> None:
+    """The renewal before a /scale write records its intent; the renewals without one and
+    a takeover keep it (the next holder must read it), and each call returns what it
+    found (forescale.controller.intent)."""
+    a, b = lock(kube, "a"), lock(kube, "b")
+    first = ScaleIntent.of("uid-1", 3, 4, T0, PlanState(scale_events=((T0, 1),),
+                                                        last_scale_seconds=T0, replicas=4))
+    state = a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0,
+                     intent=first.encode())
+    assert state.held and state.intent is None
+    assert a.ensure(kube.ns, NAME, policy="default/web", duration=13,
+                    now=T0 + 5).intent == first.encode()
+    taken = b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 20)
+    assert taken.held and ScaleIntent.decode(taken.intent) == first
+    second = ScaleIntent.of("uid-1", 4, 5, T0 + 25, PlanState(replicas=5)).encode()
+    assert b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 25,
+                    intent=second).intent == first.encode()
+    assert stored(kube)["metadata"]["annotations"][INTENT_ANNOTATION] == second

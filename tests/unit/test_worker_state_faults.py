@@ -103,6 +103,49 @@ def test_a_lost_status_without_a_plan_keeps_the_scale_events(fault: str) -> None
     assert kube.scale_writes == [(NS, "web", 3)]
 
 
+@pytest.mark.parametrize("successor", ["op-a", "op-b"])
+def test_a_write_whose_status_died_with_its_process_is_remembered(successor: str) -> None:
+    """The process dies between its /scale write and the status write (an OOM kill, a
+    node drain): the process after it (the same replica restarted, or another taking the
+    Lease over) learns of the write from the intent its writer left on the Lease. It grants
+    no rate-limit allowance twice and does not take the write for someone else's."""
+    first, kube, source, clock = setup(rate=100.0)
+    body = rate_limited()
+    first.cycle(body)  # 2 -> 3, and its status
+    clock.now += 700  # the next allowance of 1 pod per 600 s
+    kube.fail_status_patches = 1
+    first.cycle(with_status(body, kube))  # 3 -> 4; the status is lost with the process
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    assert kube.statuses[NS, "web"]["planState"]["replicas"] == 3
+    clock.now += 30 if successor == "op-a" else 80  # op-b: once op-a's Lease (75 s) lapsed
+    replica(successor, kube, clock, source).cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    stored = kube.statuses[NS, "web"]
+    assert stored["decidedBy"] == successor
+    assert "ExternallyScaled" not in stored["reasons"]
+    assert stored["planState"]["replicas"] == 4
+    assert stored["planState"]["scaleEvents"] == [[T0 + 700, 1]]  # the lost status's
+    assert [e[1] for e in kube.events].count("ScaledUp") == 2
+
+
+def test_an_intent_older_than_the_status_is_not_taken_for_a_lost_write() -> None:
+    """The intent stays on the Lease after its write was reported: when somebody later
+    scales the target by hand to the count it names, that is someone else's change."""
+    controller, kube, source, clock = setup(rate=100.0)
+    body = rate_limited()
+    controller.cycle(body)  # 2 -> 3 (intent 2 -> 3 on the Lease)
+    kube.replicas[NS, "web"] = 2  # scaled back by hand
+    clock.now += 30
+    paused = with_status(body, kube)
+    paused["metadata"]["annotations"] = {"forescale.dev/paused": "true"}
+    controller.cycle(paused)  # held at 2: the status now says 2
+    assert kube.statuses[NS, "web"]["planState"]["replicas"] == 2
+    kube.replicas[NS, "web"] = 3  # by hand again
+    clock.now += 30
+    replica("op-a", kube, clock, source).cycle(with_status(body, kube))
+    assert "ExternallyScaled" in kube.statuses[NS, "web"]["reasons"]
+
+
 # -- the /scale answer is lost ---------------------------------------------------------------
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from forescale.controller.kube import JSON, Conflict, parse_time, rfc3339_micro
 
 POLICY_ANNOTATION = "forescale.dev/policy"
+#: What the write a renewal allows is about to do (forescale.controller.intent).
+INTENT_ANNOTATION = "forescale.dev/scale-intent"
 
 
 def lease_name(kind: str, name: str, *, namespace: str | None = None) -> str:
@@ -53,6 +55,8 @@ class LeaseState:
     held: bool
     holder: str | None
     message: str
+    #: The Lease's scale intent as read, before this call wrote its own (None: none).
+    intent: str | None = None
 
 
 class LeaseApi(Protocol):
@@ -77,40 +81,50 @@ class LeaseLock:
                 "leaseTransitions": transitions}
 
     def ensure(self, namespace: str, name: str, *, policy: str, duration: int,
-               now: float, labels: Mapping[str, str] | None = None) -> LeaseState:
-        """Acquire, renew or take over the lease; ``held`` says whether we hold it now."""
+               now: float, labels: Mapping[str, str] | None = None,
+               intent: str | None = None) -> LeaseState:
+        """Acquire, renew or take over the lease; ``held`` says whether we hold it now.
+        ``intent``: the write this renewal allows, recorded with it (the renewal right
+        before a /scale write); the state returned carries the intent read before it."""
         lease = self._kube.get_lease(namespace, name)
         if lease is None:
+            own = {POLICY_ANNOTATION: policy, **({INTENT_ANNOTATION: intent} if intent else {})}
             try:
                 self._kube.create_lease(namespace, name,
                                         self._spec(now, duration, acquired=now, transitions=0),
                                         labels={"app.kubernetes.io/managed-by": "forescale",
                                                 **(labels or {})},
-                                        annotations={POLICY_ANNOTATION: policy})
+                                        annotations=own)
             except Conflict:
                 return LeaseState(False, None, "another operator created the lease first")
             return LeaseState(True, self.identity, f"acquired lease {namespace}/{name}")
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        owner = annotations.get(POLICY_ANNOTATION)
+        found = annotations.get(INTENT_ANNOTATION)
         acquired = parse_time(spec.get("acquireTime")) or now
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder == self.identity and owner in (policy, None):
-            return self._write(lease, now, duration, policy, acquired=acquired,
-                               transitions=transitions, verb="renewed")
+            state = self._write(lease, now, duration, policy, acquired=acquired,
+                                transitions=transitions, verb="renewed", intent=intent)
+            return replace(state, intent=found)
         until = expiry(lease)
         if holder and until is not None and now < until:
             who = holder if holder != self.identity else f"{holder} for policy {owner}"
             return LeaseState(False, holder, f"lease {namespace}/{name} is held by {who} "
                                              f"until {rfc3339_micro(until)}")
-        return self._write(lease, now, duration, policy, acquired=now,
-                           transitions=transitions + 1, verb="took over")
+        state = self._write(lease, now, duration, policy, acquired=now,
+                            transitions=transitions + 1, verb="took over", intent=intent)
+        return replace(state, intent=found)
 
     def _write(self, lease: JSON, now: float, duration: int, policy: str, *,
-               acquired: float, transitions: int, verb: str) -> LeaseState:
+               acquired: float, transitions: int, verb: str,
+               intent: str | None = None) -> LeaseState:
         lease = dict(lease)
         meta = dict(lease.get("metadata") or {})
-        meta["annotations"] = {**(meta.get("annotations") or {}), POLICY_ANNOTATION: policy}
+        meta["annotations"] = {**(meta.get("annotations") or {}), POLICY_ANNOTATION: policy,
+                               **({INTENT_ANNOTATION: intent} if intent else {})}
         lease["metadata"] = meta
         try:
             self._kube.replace_lease(lease, self._spec(now, duration, acquired=acquired,

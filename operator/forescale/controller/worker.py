@@ -30,6 +30,7 @@ from forescale.adapters.promql import scope_query
 from forescale.controller.decision_metrics import remove_series
 from forescale.controller.health import Health
 from forescale.controller.history import HistoryReader, RateSource
+from forescale.controller.intent import ScaleIntent, resumed_state
 from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource, parse_time
 from forescale.controller.lease import (
     LeaseLock,
@@ -218,6 +219,8 @@ class Guard:
 
     blocked: tuple[str, str] | None
     other: str | None = None
+    #: The scale intent found on the Lease (forescale.controller.intent), if it was read.
+    intent: str | None = None
 
 
 def standing_by(guard: Guard, previous: Mapping[str, Any], identity: str) -> bool:
@@ -401,8 +404,9 @@ class Controller:
                        f"to at least 1 (or pinned)")
 
         history = self.read_history(policy, now)
-        result = apply_override(self.plan(policy, history, target, previous, now), override)
-        scaled_to, blocked = self.apply(policy, target, result, blocked)
+        result = apply_override(self.plan(policy, history, target, previous, now,
+                                          intent=guard.intent), override)
+        scaled_to, blocked = self.apply(policy, target, result, blocked, now=now)
         if guard.blocked is None and not self._still_held(policy, now, blocked):
             # Another replica took the Lease over while this cycle ran (a slow read or fit)
             # and reports the policy from the state after its own writes: ours, planned
@@ -542,7 +546,7 @@ class Controller:
                 f"(API group coordination.k8s.io) there, or run it with --lease-namespace "
                 f"({exc.reason}: {exc.message[:200]})")))
         if held.held:
-            return Guard(None)
+            return Guard(None, intent=held.intent)
         return Guard(("TargetLocked", held.message), other=held.holder)
 
     def _observer(self, policy: Policy, now: float, previous: Mapping[str, Any],
@@ -603,8 +607,18 @@ class Controller:
         return History(read.series)
 
     def plan(self, policy: Policy, history: History, target: Target,
-             previous: Mapping[str, Any], now: float) -> Plan:
-        return plan(history.series, policy.spec, previous_state(previous, policy.key), now,
+             previous: Mapping[str, Any], now: float, *, intent: str | None = None) -> Plan:
+        """The decision, planned from the state the status keeps, or from the one a write
+        left whose status was lost (``intent``: the Lease's record of it)."""
+        stored = previous_state(previous, policy.key)
+        state = resumed_state(stored, ScaleIntent.decode(intent), policy_uid=policy.uid,
+                              current_replicas=target.current_replicas,
+                              decided_at=_decision_time(previous))
+        if state is not stored:
+            logger.warning("%s: the status predates this policy's last /scale write (to "
+                           "%s replicas), which the Lease records: planning from the state "
+                           "after it", policy.key, target.current_replicas)
+        return plan(history.series, policy.spec, state, now,
                     current_replicas=target.current_replicas,
                     chain=self._chain(policy.key, policy.spec.forecast),
                     guardrails=self.read_guardrails(policy, history, now))
@@ -632,16 +646,19 @@ class Controller:
         return readings
 
     def apply(self, policy: Policy, target: Target, result: Plan,
-              blocked: tuple[str, str] | None) -> tuple[int | None, tuple[str, str] | None]:
+              blocked: tuple[str, str] | None, *,
+              now: float) -> tuple[int | None, tuple[str, str] | None]:
         """Write the desired replicas if allowed and needed: (replicas written or None,
         why not). Renews the Lease right before the write, with a fresh clock: a slow fit
-        must not date the renewal back, or the lease could lapse before the write."""
+        must not date the renewal back, or the lease could lapse before the write. The
+        renewal records the write's intent (decided at ``now``): a status lost after the
+        write must not lose its scale event (forescale.controller.intent)."""
         if blocked is not None or result.desired_replicas == target.current_replicas:
             return None, blocked
         with self._operation() as allowed:
             if not allowed:
                 return None, ("TargetLocked", SHUTTING_DOWN)
-            return self._write_scale(policy, target, result)
+            return self._write_scale(policy, target, result, now)
 
     def _still_held(self, policy: Policy, renewed: float,
                     blocked: tuple[str, str] | None) -> bool:
@@ -657,10 +674,13 @@ class Controller:
         with self._operation() as allowed:
             return allowed and not self.lease.taken_over(namespace, name, policy=policy.key)
 
-    def _write_scale(self, policy: Policy, target: Target,
-                     result: Plan) -> tuple[int | None, tuple[str, str] | None]:
+    def _write_scale(self, policy: Policy, target: Target, result: Plan,
+                     now: float) -> tuple[int | None, tuple[str, str] | None]:
         renewed = self._clock()
-        held = self._ensure_lease(policy, renewed)
+        intent = None if policy.uid is None else ScaleIntent.of(
+            policy.uid, target.current_replicas, result.desired_replicas, now,
+            result.state).encode()
+        held = self._ensure_lease(policy, renewed, intent=intent)
         if not held.held:
             return None, ("TargetLocked", held.message)
         ref = policy.target
@@ -804,13 +824,15 @@ class Controller:
         with self._lock:
             return self._stopping
 
-    def _ensure_lease(self, policy: Policy, now: float) -> LeaseState:
+    def _ensure_lease(self, policy: Policy, now: float, *,
+                      intent: str | None = None) -> LeaseState:
         with self._operation() as allowed:
             if not allowed:
                 return LeaseState(False, None, SHUTTING_DOWN)
-            return self._ensure_lease_now(policy, now)
+            return self._ensure_lease_now(policy, now, intent=intent)
 
-    def _ensure_lease_now(self, policy: Policy, now: float) -> LeaseState:
+    def _ensure_lease_now(self, policy: Policy, now: float, *,
+                          intent: str | None = None) -> LeaseState:
         namespace, name = self.lease_ref(policy)
         with self._lock:
             if policy.uid is not None and policy.uid in self._deleted:
@@ -829,7 +851,7 @@ class Controller:
                     self._rescued.pop(policy.key, None)
         self._release_former(policy, (namespace, name))
         state = self.lease.ensure(namespace, name, policy=policy.key,
-                                  duration=self._duration(policy), now=now)
+                                  duration=self._duration(policy), now=now, intent=intent)
         with self._lock:
             if state.held:
                 self._held[policy.key] = (namespace, name)
