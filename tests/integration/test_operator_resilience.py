@@ -33,6 +33,23 @@ def test_prometheus_outage_holds_replicas_and_recovers(world: World) -> None:
     assert any(e["reason"] == "PrometheusUnavailable" for e in world.events())
 
 
+def test_a_guardrail_scales_up_while_the_rate_query_finds_no_series(world: World) -> None:
+    """The arrival rate's metric renamed away (NoData) holds the replicas, but the CPU
+    guardrail Prometheus still answers raises them, as the HPA would, up to maxReplicas."""
+    world.deployment("web", replicas=10)
+    world.policy("web", "web", metrics={"query": "sum(rate(renamed_away_total[2m]))"},
+                 maxReplicas=14,
+                 guardrails=[{"name": "cpu", "query": "vector(0.95)", "target": 0.7}])
+    world.start_operator("operator-a")
+    world.wait(lambda: world.replicas("web") == 14, what="the guardrail's scale-up to 14")
+    metrics = world.wait(lambda: (c := world.condition("web", "MetricsAvailable")) and
+                         c["status"] == "False" and c, what="MetricsAvailable=False")
+    assert metrics["reason"] == "NoData"
+    status = world.get_policy("web")["status"]  # type: ignore[index]
+    assert status["guardrail"]["decidedBy"] == "cpu"
+    assert all(w.replicas >= 10 for w in world.scale_writes())
+
+
 def test_invalid_specs_are_reported_and_other_policies_carry_on(world: World) -> None:
     world.deployment("web", replicas=1)
     world.policy("good", "web")

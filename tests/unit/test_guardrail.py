@@ -21,7 +21,7 @@ from forescale.core.guardrail import (
 )
 from forescale.core.plan import PlanState, plan
 from forescale.core.series import Series
-from forescale.core.spec import ForecastSettings, PolicySpec
+from forescale.core.spec import ForecastSettings, PolicySpec, RateLimit
 
 CPU = Guardrail("cpu", 'avg(rate(container_cpu_usage_seconds_total{pod=~"web-.*"}[2m]))', 0.7)
 LATENCY = Guardrail("p99", "histogram_quantile(0.99, ...)", 0.25)
@@ -106,6 +106,33 @@ def test_plan_takes_the_guardrail_when_it_asks_for_more() -> None:
                 guardrails=[GuardrailReading(CPU, 0.3)])
     assert calm.desired_replicas == alone.desired_replicas
     assert "GuardrailRaised" not in calm.reasons
+
+
+@pytest.mark.parametrize("history", ["missing", "stale"])
+def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> None:
+    """As the HPA does with a metric it cannot read: the others may still scale up, never
+    down. The arrival rate gone (a renamed metric) must not hold pods at 100 % CPU."""
+    rates = (Series(NOW - 60 * STEP, STEP, np.full(60, np.nan)) if history == "missing"
+             else steady(100.0, NOW - 3600))
+    s = spec(guardrails=(CPU,),
+             behavior=replace(spec().behavior,
+                              scale_up=(RateLimit("Pods", 4, 60.0),)))
+    hot = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
+               guardrails=[GuardrailReading(CPU, 0.91)])
+    assert not hot.metrics_available
+    assert hot.desired_replicas == hot.recommended_replicas == 13  # ceil(10 × 0.91 / 0.7)
+    assert "GuardrailRaised" in hot.reasons and "HoldingReplicas" not in hot.reasons
+    assert hot.guardrail is not None and hot.guardrail.decided_by == "cpu"
+    assert hot.state.scale_events == ((NOW, 3),)
+    limited = plan(rates, s, hot.state, NOW + 30, current_replicas=13,
+                   guardrails=[GuardrailReading(CPU, 1.0)])
+    assert limited.desired_replicas == 14  # the rate limit still counts: 4 pods per 60 s
+    assert "ScaleUpLimited" in limited.reasons
+    # A calm or silent guardrail never scales down on missing data: the hold stands.
+    for value in (0.1, None):
+        calm = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
+                    guardrails=[GuardrailReading(CPU, value)])
+        assert calm.desired_replicas == 10 and "HoldingReplicas" in calm.reasons
 
 
 def simulate(true_service_rate: float, *, with_guardrail: bool,

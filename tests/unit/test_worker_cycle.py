@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from forescale.adapters.prometheus import AmbiguousQuery, BadQuery, NoData, PrometheusUnavailable
 from forescale.controller.health import Health
 from forescale.controller.kube import KubeError
 from forescale.controller.lease import LeaseLock, lease_name
@@ -275,6 +276,38 @@ def test_tenant_isolation_scopes_every_guardrail_query() -> None:
                    if c["type"] == "Ready")
     assert message.startswith("spec.guardrails[1].query: ") and "payroll" in message
     assert "4242" not in str(kube.statuses[NS, "web"])
+
+
+@pytest.mark.parametrize(("error", "scaled"), [
+    (NoData("the query returned no series"), True),
+    (AmbiguousQuery("the query returned 2 series"), True),
+    (PrometheusUnavailable("connection refused"), False),
+    (BadQuery("parse error"), False),
+])
+def test_a_guardrail_scales_up_while_the_rate_query_fails(error: Exception,
+                                                          scaled: bool) -> None:
+    """The arrival rate unreadable (a renamed metric: no series) must not hold pods at
+    100 % CPU: the guardrail is read and may scale up. Not while Prometheus is down (every
+    read would time out) or rejects the rate query (the spec is fixed first)."""
+    controller, kube, source, _ = setup()
+    kube.replicas[NS, "web"] = 10
+    asked: list[str] = []
+
+    def read_value(query: str, *, at: float) -> float:
+        asked.append(query)
+        return 0.95
+
+    source.read_value = read_value  # type: ignore[attr-defined]
+    source.error = error
+    controller.cycle(policy(guardrails=[{"name": "cpu", "query": "avg(cpu)", "target": 0.7}]))
+    assert kube.replicas[NS, "web"] == (14 if scaled else 10)  # ceil(10 × 0.95 / 0.7)
+    assert bool(asked) == scaled
+    status = kube.statuses[NS, "web"]
+    assert conditions(kube)["MetricsAvailable"][0] == "False"
+    if scaled:
+        assert "GuardrailRaised" in status["reasons"]
+        assert status["guardrail"]["decidedBy"] == "cpu"
+        assert conditions(kube)["ScalingActive"] == ("False", "HoldingReplicas")
 
 
 def test_a_new_hpa_is_noticed_within_the_list_ttl() -> None:

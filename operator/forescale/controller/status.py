@@ -132,8 +132,9 @@ def conditions(d: Decision) -> dict[str, tuple[str, str, str]]:
     elif d.metrics_error is not None or (plan is not None and not plan.metrics_available):
         moved = plan is not None and plan.desired_replicas != plan.current_replicas
         out["ScalingActive"] = ("False", "HoldingReplicas", (
-            f"no usable metrics: no forecast, but the bounds in force move the replicas "
-            f"{plan.current_replicas} -> {plan.desired_replicas} ({plan.message})"
+            f"no usable metrics: no forecast, but a guardrail or the bounds in force move "
+            f"the replicas {plan.current_replicas} -> {plan.desired_replicas} "
+            f"({plan.message})"
             if moved and plan is not None else
             "no usable metrics: holding the current replicas"))
     else:

@@ -626,9 +626,12 @@ class Controller:
     def read_guardrails(self, policy: Policy, history: History,
                         now: float) -> list[GuardrailReading]:
         """Each guardrail query's value now; None where it has none (a guardrail without
-        a value asks for nothing). Not read when the arrival rate could not be: the plan
-        holds then anyway."""
-        if not policy.spec.guardrails or history.error is not None:
+        a value asks for nothing). Read when the arrival rate could not be too (no series,
+        several: the plan holds, but a guardrail may still scale up, as the HPA does with
+        the metrics it can read), except when Prometheus itself is unavailable (every query
+        would wait out its timeout) or rejects the rate query (InvalidSpec: fixed first)."""
+        if not policy.spec.guardrails or history.invalid is not None or (
+                history.error is not None and history.error[0] == "PrometheusUnavailable"):
             return []
         url = policy.metrics.prometheus_url or self.settings.prometheus_url
         assert url  # read_policy refuses a policy without one

@@ -153,7 +153,8 @@ class Plan:
 
     desired_replicas: int
     current_replicas: int
-    #: What sizing plus chaos buffer asked for before behaviour rules; None without metrics.
+    #: What sizing plus chaos buffer (and guardrails) asked for before behaviour rules; None
+    #: without metrics, unless a guardrail asked for more than the current replicas.
     recommended_replicas: int | None
     #: CamelCase, most important first: the outcome, then what shaped it.
     reasons: tuple[str, ...]
@@ -612,24 +613,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         problem = ("MetricsMissing", "no arrival-rate sample in the last decision period")
     if problem is not None or floor is None:
         assert problem is not None
-        # Hold: never scale down on missing data. Only the user's bounds still apply.
-        reason, message = problem
-        # A declared event's floor or ceiling still holds: a Prometheus blip before a launch
-        # must not cancel the capacity declared for it.
-        desired, bounded = _bounded(current_replicas, events, spec)
-        limits += bounded
-        outcome = outcome_of(desired, current_replicas)
-        return Plan(
-            desired_replicas=desired, current_replicas=current_replicas,
-            recommended_replicas=None,
-            reasons=(outcome, reason, "HoldingReplicas", *(lim.reason for lim in limits)),
-            message=f"{message}; holding {desired} replicas", forecast=result,
-            planned_arrival_rate=None, window_start_seconds=window[0],
-            window_end_seconds=window[1], sizing=None, chaos=None, limits=tuple(limits),
-            metrics_available=False, schedules=events,
-            state=_next_state(state, spec, now, None, current_replicas, desired, records),
-            held_state=_next_state(state, spec, now, None, current_replicas,
-                                   current_replicas, records))
+        return _held(problem, spec, state, now, current_replicas, guardrails, events,
+                     limits, records, result, window)
 
     assert result is not None
     fc = result.forecast
@@ -734,6 +719,45 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
                                current_replicas, records),
         rate_source=source, bound_message=bound_message, bound_upper=bound_upper,
         bound_calibrated=bound_calibrated)
+
+
+def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
+          current_replicas: int, guardrails: Sequence[GuardrailReading],
+          events: ScheduleEffect, limits: list[LimitApplied], records: Records,
+          result: ChainResult | None, window: tuple[float, float]) -> Plan:
+    """The plan when the arrival rate cannot be used: hold, never scale down on missing
+    data. What does not need the rate still applies: a guardrail asking for more (as the
+    HPA scales up on the metrics it can read when one fails; rate limits and cooldown
+    count), then a declared event's floor or ceiling (a Prometheus blip before a launch
+    must not cancel the capacity declared for it) and the user's bounds."""
+    reason, message = problem
+    guard = guardrail_recommend(guardrails, current_replicas) if guardrails else None
+    asked = None if guard is None or guard.replicas is None or \
+        guard.replicas <= current_replicas else guard.replicas
+    proposed = current_replicas
+    if asked is not None:
+        assert guard is not None
+        limits.append(LimitApplied("GuardrailRaised", current_replicas, asked, guard.message))
+        proposed = asked
+        for step in (cooldown, rate_limit):
+            proposed, lim = step(proposed, current_replicas, state, spec, now)
+            limits += [lim] if lim else []
+    desired, bounded = _bounded(proposed, events, spec)
+    limits += bounded
+    outcome = outcome_of(desired, current_replicas)
+    return Plan(
+        desired_replicas=desired, current_replicas=current_replicas,
+        recommended_replicas=asked,
+        reasons=(outcome, reason, *(("HoldingReplicas",) if asked is None else ()),
+                 *(lim.reason for lim in limits)),
+        message=(f"{message}; holding {desired} replicas" if asked is None else
+                 f"{message}; a guardrail asks for {asked} replicas: {desired}"),
+        forecast=result, planned_arrival_rate=None, window_start_seconds=window[0],
+        window_end_seconds=window[1], sizing=None, chaos=None, limits=tuple(limits),
+        metrics_available=False, schedules=events, guardrail=guard,
+        state=_next_state(state, spec, now, asked, current_replicas, desired, records),
+        held_state=_next_state(state, spec, now, asked, current_replicas,
+                               current_replicas, records))
 
 
 def sizing_basis(spec: PolicySpec) -> str:
