@@ -389,9 +389,9 @@ def test_default_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
 def test_grace_period_covers_the_shutdown(chart: helm_python.Chart,
                                          rendered: dict[str, list[dict[str, Any]]]) -> None:
     """On SIGTERM kopf lets a running cycle finish (the daemon's cancellation_timeout), then
-    release_all waits for the calls in progress and deletes every Lease the pod holds. A pod
+    release_all waits for the calls in progress and releases every Lease the pod holds. A pod
     SIGKILLed before that leaves its targets unscaled until the Leases expire, so the grace
-    period (and the schema's floor for it) must cover both waits, with room for the deletes."""
+    period (and the schema's floor for it) must cover both waits, with room for the releases."""
     handlers = (ROOT / "operator" / "forescale" / "controller" / "handlers.py").read_text()
     (cancellation,) = re.findall(r"cancellation_timeout=(\d+)", handlers)
     from forescale.controller.worker import Controller

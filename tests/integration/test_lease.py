@@ -139,8 +139,8 @@ def test_the_scale_intent_outlives_renewals_and_a_takeover(kube: LeaseAPI) -> No
     a takeover keep it (the next holder must read it), and each call returns what it
     found (forescale.controller.intent)."""
     a, b = lock(kube, "a"), lock(kube, "b")
-    first = ScaleIntent.of("uid-1", 3, 4, T0, PlanState(scale_events=((T0, 1),),
-                                                        last_scale_seconds=T0, replicas=4))
+    first = ScaleIntent.of("uid-1", 3, 4, PlanState(scale_events=((T0, 1),),
+                                                    last_scale_seconds=T0, replicas=4))
     state = a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0,
                      intent=first.encode())
     assert state.held and state.intent is None
@@ -148,7 +148,23 @@ def test_the_scale_intent_outlives_renewals_and_a_takeover(kube: LeaseAPI) -> No
                     now=T0 + 5).intent == first.encode()
     taken = b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 20)
     assert taken.held and ScaleIntent.decode(taken.intent) == first
-    second = ScaleIntent.of("uid-1", 4, 5, T0 + 25, PlanState(replicas=5)).encode()
+    second = ScaleIntent.of("uid-1", 4, 5, PlanState(replicas=5)).encode()
     assert b.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 25,
                     intent=second).intent == first.encode()
     assert stored(kube)["metadata"]["annotations"][INTENT_ANNOTATION] == second
+    # A handover (a shutdown, another replica's turn) keeps it: the Lease stays, unheld.
+    assert b.release(kube.ns, NAME, policy="default/web", handover=True)
+    released = stored(kube)
+    assert "holderIdentity" not in released["spec"]
+    assert released["metadata"]["annotations"][INTENT_ANNOTATION] == second
+    taken = a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 26)
+    assert taken.held and taken.intent == second
+    assert stored(kube)["spec"]["leaseTransitions"] == 2
+    # Released for good (the policy deleted), it goes; unheld, by whoever deletes it.
+    assert a.release(kube.ns, NAME, policy="default/web")
+    assert kube.get(LEASES, NAME, namespace=kube.ns) is None
+    a.ensure(kube.ns, NAME, policy="default/web", duration=13, now=T0 + 30, intent=second)
+    assert a.release(kube.ns, NAME, policy="default/web", handover=True)
+    assert not b.release(kube.ns, NAME, policy="default/other")  # not its policy's
+    assert b.release(kube.ns, NAME, policy="default/web")
+    assert kube.get(LEASES, NAME, namespace=kube.ns) is None

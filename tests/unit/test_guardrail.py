@@ -116,7 +116,7 @@ def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> No
              else steady(100.0, NOW - 3600))
     s = spec(guardrails=(CPU,),
              behavior=replace(spec().behavior,
-                              scale_up=(RateLimit("Pods", 4, 60.0),)))
+                              scale_up=(RateLimit("Pods", 4, 120.0),)))
     hot = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
                guardrails=[GuardrailReading(CPU, 0.91)])
     assert not hot.metrics_available
@@ -124,15 +124,38 @@ def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> No
     assert "GuardrailRaised" in hot.reasons and "HoldingReplicas" not in hot.reasons
     assert hot.guardrail is not None and hot.guardrail.decided_by == "cpu"
     assert hot.state.scale_events == ((NOW, 3),)
-    limited = plan(rates, s, hot.state, NOW + 30, current_replicas=13,
+    period = s.decision_period_seconds
+    limited = plan(rates, s, hot.state, NOW + period, current_replicas=13,
                    guardrails=[GuardrailReading(CPU, 1.0)])
-    assert limited.desired_replicas == 14  # the rate limit still counts: 4 pods per 60 s
+    assert limited.desired_replicas == 14  # the rate limit still counts: 4 pods per 120 s
     assert "ScaleUpLimited" in limited.reasons
     # A calm or silent guardrail never scales down on missing data: the hold stands.
     for value in (0.1, None):
         calm = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
                     guardrails=[GuardrailReading(CPU, value)])
         assert calm.desired_replicas == 10 and "HoldingReplicas" in calm.reasons
+
+
+@pytest.mark.parametrize("history", ["steady", "missing"])
+def test_a_guardrail_read_again_within_seconds_does_not_raise_again(history: str) -> None:
+    """The quick retries after a failed read (2, 4, 8 ... s) read the guardrail again
+    before the pods of its last raise have started: the same value must not raise the
+    replicas again on top of it (4 -> 128 pods in a minute), with or without the rate."""
+    rates = (steady(40.0, NOW) if history == "steady"
+             else Series(NOW - 60 * STEP, STEP, np.full(60, np.nan)))
+    s = spec(guardrails=(CPU,))
+    period = s.decision_period_seconds
+    first = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
+                 guardrails=[GuardrailReading(CPU, 1.4)])
+    assert first.desired_replicas == 20  # ceil(10 × 1.4 / 0.7)
+    for t in (2, 6, 14, 30):
+        again = plan(rates, s, first.state, NOW + t, current_replicas=20,
+                     guardrails=[GuardrailReading(CPU, 1.4)])
+        assert again.desired_replicas == 20, t
+        assert "GuardrailRaised" not in again.reasons
+    later = plan(rates, s, first.state, NOW + period, current_replicas=20,
+                 guardrails=[GuardrailReading(CPU, 1.4)])
+    assert later.desired_replicas == 40  # still hot a period later: raised again
 
 
 def simulate(true_service_rate: float, *, with_guardrail: bool,

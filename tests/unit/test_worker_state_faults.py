@@ -13,17 +13,20 @@ from typing import Any
 import pytest
 
 from forescale.controller.kube import KubeError, NotFound
-from forescale.controller.lease import LeaseLock
+from forescale.controller.lease import LeaseLock, lease_name
+from forescale.controller.membership import assign
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
 from forescale.controller.status import merge_patch, rfc3339
 from forescale.controller.worker import Controller
 from tests.unit.fakes import FakeKube, FakeSource
 from tests.unit.test_worker_cycle import (
+    LEASE,
     NS,
     T0,
     Clock,
     GatedKube,
+    conditions,
     policy,
     setup,
     with_status,
@@ -128,12 +131,16 @@ def test_a_write_whose_status_died_with_its_process_is_remembered(successor: str
     assert [e[1] for e in kube.events].count("ScaledUp") == 2
 
 
-def test_an_intent_older_than_the_status_is_not_taken_for_a_lost_write() -> None:
+@pytest.mark.parametrize("skew", [0.0, 3600.0])
+def test_an_intent_the_status_accounts_for_is_not_taken_for_a_lost_write(skew: float) -> None:
     """The intent stays on the Lease after its write was reported: when somebody later
-    scales the target by hand to the count it names, that is someone else's change."""
+    scales the target by hand to the count it names, that is someone else's change, also
+    after the clock that wrote the intent ran an hour fast and was stepped back."""
     controller, kube, source, clock = setup(rate=100.0)
     body = rate_limited()
+    clock.now = T0 + skew
     controller.cycle(body)  # 2 -> 3 (intent 2 -> 3 on the Lease)
+    clock.now = T0
     kube.replicas[NS, "web"] = 2  # scaled back by hand
     clock.now += 30
     paused = with_status(body, kube)
@@ -144,6 +151,132 @@ def test_an_intent_older_than_the_status_is_not_taken_for_a_lost_write() -> None
     clock.now += 30
     replica("op-a", kube, clock, source).cycle(with_status(body, kube))
     assert "ExternallyScaled" in kube.statuses[NS, "web"]["reasons"]
+
+
+def lost_write(kube_class: type[FakeKube] = FakeKube
+               ) -> tuple[Controller, FakeKube, FakeSource, Clock, dict[str, Any]]:
+    """op-a scales 2 -> 3 and reports it; 700 s later 3 -> 4 (1 pod per 600 s), and that
+    status is lost."""
+    kube, source, clock = kube_class(), FakeSource(100.0), Clock(T0)
+    kube.replicas[NS, "web"] = 2
+    first = replica("op-a", kube, clock, source)
+    body = rate_limited()
+    first.cycle(body)
+    clock.now += 700
+    kube.fail_status_patches = 1
+    first.cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    return first, kube, source, clock, body
+
+
+def test_a_status_without_a_plan_since_does_not_hide_the_lost_write() -> None:
+    """A status without a plan (InvalidSpec: a typo in the pause annotation) after the
+    lost one moves lastDecisionTime but leaves the plan state before the write: the write
+    is still planned from."""
+    _, kube, source, clock, body = lost_write()
+    restarted = replica("op-a", kube, clock, source)
+    clock.now += 30
+    typo = with_status(body, kube)
+    typo["metadata"]["annotations"] = {"forescale.dev/paused": "yes"}
+    restarted.cycle(typo)
+    assert conditions(kube)["Ready"][1] == "InvalidSpec"
+    clock.now += 30
+    restarted.cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    assert "ExternallyScaled" not in kube.statuses[NS, "web"]["reasons"]
+
+
+class SigtermKube(FakeKube):
+    """SIGTERM arrives while a /scale write is in flight (a rolling update, a drain)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_write: Callable[[], None] | None = None
+
+    def patch_scale(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().patch_scale(*args, **kwargs)
+        if self.during_write is not None:
+            hook, self.during_write = self.during_write, None
+            hook()
+        return result
+
+
+def test_a_write_cut_short_by_sigterm_is_remembered_by_the_next_holder() -> None:
+    """The stopping cycle leaves its status to the next holder and the Lease is released:
+    released, not deleted, so that the write's intent is still there to be read."""
+    kube, source, clock = SigtermKube(), FakeSource(100.0), Clock(T0)
+    kube.replicas[NS, "web"] = 2
+    a = replica("op-a", kube, clock, source)
+    body = rate_limited()
+    a.cycle(body)
+    clock.now += 700
+    stopper: list[threading.Thread] = []
+
+    def sigterm() -> None:
+        stopper.append(threading.Thread(target=a.release_all))
+        stopper[0].start()
+        while not a.stopping:
+            pass
+
+    kube.during_write = sigterm
+    a.cycle(with_status(body, kube))  # 3 -> 4, no status (stopping)
+    stopper[0].join(5)
+    assert kube.scale_writes[-1] == (NS, "web", 4)
+    assert kube.statuses[NS, "web"]["planState"]["replicas"] == 3
+    lease = kube.leases[LEASE]
+    assert "holderIdentity" not in lease["spec"]  # released: anyone may take it at once
+    clock.now += 5
+    replica("op-b", kube, clock, source).cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    stored = kube.statuses[NS, "web"]
+    assert stored["decidedBy"] == "op-b" and "ExternallyScaled" not in stored["reasons"]
+    assert kube.leases[LEASE]["spec"]["holderIdentity"] == "op-b"
+
+
+def test_a_lost_write_survives_the_handover_to_a_replica_that_joins() -> None:
+    """A replica joins right after a write whose status was lost, and the target is
+    assigned to it: the holder hands the Lease over with the write's intent on it."""
+    shared = "forescale-system"
+    target = lease_name("Deployment", "web", namespace=NS)
+    joiner = next(f"op-b{i}" for i in range(100)
+                  if assign([target], ["op-a", f"op-b{i}"])[target] == f"op-b{i}")
+    kube, source, clock = FakeKube(), FakeSource(100.0), Clock(T0)
+    kube.replicas[NS, "web"] = 2
+
+    def member(identity: str) -> Controller:
+        return Controller(ControllerSettings(identity=identity,
+                                             prometheus_url="http://prom:9090",
+                                             step_seconds=60.0, lease_namespace=shared),
+                          kube, OperatorMetrics(), clock=clock, sources=lambda url: source)
+
+    a = member("op-a")
+    a.heartbeat()
+    body = rate_limited()
+    a.cycle(body)
+    clock.now += 700
+    kube.fail_status_patches = 1
+    a.cycle(with_status(body, kube))  # 3 -> 4, its status lost
+    b = member(joiner)
+    b.heartbeat()
+    clock.now += 5
+    a.cycle(with_status(body, kube))  # hands the target over
+    assert "holderIdentity" not in kube.leases[shared, target]["spec"]
+    b.cycle(with_status(body, kube))
+    assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
+    stored = kube.statuses[NS, "web"]
+    assert stored["decidedBy"] == joiner and "ExternallyScaled" not in stored["reasons"]
+
+
+def test_a_lease_without_an_intent_is_deleted_on_release() -> None:
+    """Nothing to hand over (no write yet): the Lease goes, as before intents."""
+    kube, source, clock = FakeKube(), FakeSource(100.0), Clock(T0)
+    kube.replicas[NS, "web"] = 2
+    a = replica("op-a", kube, clock, source)
+    paused = rate_limited()
+    paused["metadata"]["annotations"] = {"forescale.dev/paused": "true"}
+    a.cycle(paused)  # the Lease is taken, nothing is written
+    assert kube.scale_writes == [] and LEASE in kube.leases
+    assert a.release_all() == 1 and kube.leases == {}
 
 
 # -- the /scale answer is lost ---------------------------------------------------------------

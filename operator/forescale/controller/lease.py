@@ -151,17 +151,30 @@ class LeaseLock:
         owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
         return not (spec.get("holderIdentity") == self.identity and owner in (policy, None))
 
-    def release(self, namespace: str, name: str, *, policy: str) -> bool:
-        """Delete the lease if it is ours (resourceVersion precondition); True if deleted."""
+    def release(self, namespace: str, name: str, *, policy: str,
+                handover: bool = False) -> bool:
+        """Give the lease up if it is ours (resourceVersion precondition); True if done.
+        Deleted, unless ``handover`` (a shutdown, or another replica's turn) and it records
+        a scale intent: the next holder must read it, so the lease stays, with no holder
+        (anyone may take it at once, as client-go's leader election releases). An unheld
+        lease of ``policy`` is deleted by whoever releases it for good (the policy is gone:
+        its intent with it)."""
         lease = self._kube.get_lease(namespace, name)
         if lease is None:
             return False
         spec = lease.get("spec") or {}
-        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
-        if spec.get("holderIdentity") != self.identity or owner not in (policy, None):
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        owner = annotations.get(POLICY_ANNOTATION)
+        holder = spec.get("holderIdentity")
+        ours = holder == self.identity and owner in (policy, None)
+        if not (ours or (not holder and owner == policy and not handover)):
             return False
         try:
-            self._kube.delete_lease(lease)
+            if handover and annotations.get(INTENT_ANNOTATION):
+                self._kube.replace_lease(lease, {
+                    "leaseTransitions": int(spec.get("leaseTransitions") or 0)})
+            else:
+                self._kube.delete_lease(lease)
         except Conflict:
             return False
         return True

@@ -55,6 +55,10 @@ class Decision:
     #: Whether the annotations were read in this cycle (not when the target could not be
     #: read, the spec was invalid or the cycle failed): else ``paused`` says nothing.
     override_read: bool = False
+    #: The key of the Lease's scale intent this status accounts for (the write this cycle
+    #: made, or the one whose state it planned from; forescale.controller.intent), or None
+    #: to leave the status's as it was.
+    scale_intent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,8 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
     plan = d.plan
     if d.scaled_to is not None:
         status["lastScaleTime"] = rfc3339(d.now)
+    if d.scale_intent is not None:
+        status["scaleIntent"] = d.scale_intent
     if plan is not None:
         # What this plan has not (a hold: no forecast, no sizing) is removed (null in the
         # merge patch), not left from an earlier decision as if it were this one's.

@@ -30,7 +30,7 @@ from forescale.adapters.promql import scope_query
 from forescale.controller.decision_metrics import remove_series
 from forescale.controller.health import Health
 from forescale.controller.history import HistoryReader, RateSource
-from forescale.controller.intent import ScaleIntent, resumed_state
+from forescale.controller.intent import ScaleIntent, intent_key, resumed_state
 from forescale.controller.kube import JSON, KubeError, NotFound, ScaleResource, parse_time
 from forescale.controller.lease import (
     LeaseLock,
@@ -404,9 +404,12 @@ class Controller:
                        f"to at least 1 (or pinned)")
 
         history = self.read_history(policy, now)
-        result = apply_override(self.plan(policy, history, target, previous, now,
-                                          intent=guard.intent), override)
-        scaled_to, blocked = self.apply(policy, target, result, blocked, now=now)
+        state, resumed = self.resume(policy, previous, target, guard.intent)
+        result = apply_override(self.plan(policy, history, target, state, now), override)
+        intent = None if policy.uid is None else ScaleIntent.of(
+            policy.uid, target.current_replicas, result.desired_replicas,
+            result.state).encode()
+        scaled_to, blocked = self.apply(policy, target, result, blocked, intent=intent)
         if guard.blocked is None and not self._still_held(policy, now, blocked):
             # Another replica took the Lease over while this cycle ran (a slow read or fit)
             # and reports the policy from the state after its own writes: ours, planned
@@ -421,7 +424,8 @@ class Controller:
         decision = dataclasses.replace(
             base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
             blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
-            paused=None if override is None else (override.reason, override.message))
+            paused=None if override is None else (override.reason, override.message),
+            scale_intent=intent_key(intent) if scaled_to is not None and intent else resumed)
         self._observe(policy, decision)
         if not self.stopping:  # else the next holder reports (ours could overwrite its)
             self.report(body, decision, previous)
@@ -606,18 +610,25 @@ class Controller:
         self.metrics.points_read.inc(read.points_read)
         return History(read.series)
 
-    def plan(self, policy: Policy, history: History, target: Target,
-             previous: Mapping[str, Any], now: float, *, intent: str | None = None) -> Plan:
-        """The decision, planned from the state the status keeps, or from the one a write
-        left whose status was lost (``intent``: the Lease's record of it)."""
+    def resume(self, policy: Policy, previous: Mapping[str, Any], target: Target,
+               annotation: str | None) -> tuple[PlanState, str | None]:
+        """The state to plan from: the status's, or the one a write left whose status was
+        lost (``annotation``: the Lease's record of it, forescale.controller.intent); and
+        the key of that record when it was used, for the status to account for it."""
         stored = previous_state(previous, policy.key)
-        state = resumed_state(stored, ScaleIntent.decode(intent), policy_uid=policy.uid,
+        found = ScaleIntent.decode(annotation)
+        state = resumed_state(stored, found, policy_uid=policy.uid,
                               current_replicas=target.current_replicas,
-                              decided_at=_decision_time(previous))
-        if state is not stored:
-            logger.warning("%s: the status predates this policy's last /scale write (to "
-                           "%s replicas), which the Lease records: planning from the state "
-                           "after it", policy.key, target.current_replicas)
+                              accounted=previous.get("scaleIntent"))
+        if state is stored or found is None:
+            return stored, None
+        logger.warning("%s: the status does not account for this policy's last /scale write "
+                       "(to %s replicas), which the Lease records: planning from the state "
+                       "after it", policy.key, target.current_replicas)
+        return state, found.key
+
+    def plan(self, policy: Policy, history: History, target: Target, state: PlanState,
+             now: float) -> Plan:
         return plan(history.series, policy.spec, state, now,
                     current_replicas=target.current_replicas,
                     chain=self._chain(policy.key, policy.spec.forecast),
@@ -650,18 +661,18 @@ class Controller:
 
     def apply(self, policy: Policy, target: Target, result: Plan,
               blocked: tuple[str, str] | None, *,
-              now: float) -> tuple[int | None, tuple[str, str] | None]:
+              intent: str | None) -> tuple[int | None, tuple[str, str] | None]:
         """Write the desired replicas if allowed and needed: (replicas written or None,
         why not). Renews the Lease right before the write, with a fresh clock: a slow fit
         must not date the renewal back, or the lease could lapse before the write. The
-        renewal records the write's intent (decided at ``now``): a status lost after the
-        write must not lose its scale event (forescale.controller.intent)."""
+        renewal records the write's ``intent``: a status lost after the write must not lose
+        its scale event (forescale.controller.intent)."""
         if blocked is not None or result.desired_replicas == target.current_replicas:
             return None, blocked
         with self._operation() as allowed:
             if not allowed:
                 return None, ("TargetLocked", SHUTTING_DOWN)
-            return self._write_scale(policy, target, result, now)
+            return self._write_scale(policy, target, result, intent)
 
     def _still_held(self, policy: Policy, renewed: float,
                     blocked: tuple[str, str] | None) -> bool:
@@ -678,11 +689,8 @@ class Controller:
             return allowed and not self.lease.taken_over(namespace, name, policy=policy.key)
 
     def _write_scale(self, policy: Policy, target: Target, result: Plan,
-                     now: float) -> tuple[int | None, tuple[str, str] | None]:
+                     intent: str | None) -> tuple[int | None, tuple[str, str] | None]:
         renewed = self._clock()
-        intent = None if policy.uid is None else ScaleIntent.of(
-            policy.uid, target.current_replicas, result.desired_replicas, now,
-            result.state).encode()
         held = self._ensure_lease(policy, renewed, intent=intent)
         if not held.held:
             return None, ("TargetLocked", held.message)
@@ -915,7 +923,7 @@ class Controller:
                 self._free_since.pop(key, None)
             return None
         if holder == me:  # not ours any more: hand it over (a replica joined)
-            self.lease.release(namespace, name, policy=key)
+            self.lease.release(namespace, name, policy=key, handover=True)
         with self._lock:
             self._held.pop(key, None)
             self._rescued.pop(key, None)
@@ -979,7 +987,7 @@ class Controller:
         released = 0
         for key, (namespace, name) in held.items():
             try:
-                released += self.lease.release(namespace, name, policy=key)
+                released += self.lease.release(namespace, name, policy=key, handover=True)
             except KubeError as exc:
                 logger.warning("could not release lease %s/%s: %s", namespace, name, exc)
         return released

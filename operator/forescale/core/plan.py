@@ -671,7 +671,8 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     # Guardrails (forescale.core.guardrail): extra metrics can only raise the
     # recommendation, HPA-style max-of; stabilisation and rate limits then apply to it.
     guard = guardrail_recommend(guardrails, current_replicas)
-    if guard.replicas is not None and guard.replicas > recommended:
+    if guard.replicas is not None and guard.replicas > recommended and \
+            guardrails_settled(state, spec, now):
         limits.append(LimitApplied("GuardrailRaised", recommended, guard.replicas,
                                    guard.message))
         recommended = guard.replicas
@@ -721,6 +722,16 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound_calibrated=bound_calibrated)
 
 
+def guardrails_settled(state: PlanState, spec: PolicySpec, now: float) -> bool:
+    """Whether the last scale is far enough back (most of a decision period) for a
+    guardrail's value to show its pods. A guardrail asks for ``current × value / target``
+    with ``current`` counting pods that have not started yet: read again within seconds
+    (the quick retries after a failed read) the same value would raise the replicas again
+    on top of the last raise, 4 -> 128 pods in a minute."""
+    last = state.last_scale_seconds
+    return last is None or not 0 <= now - last < 0.9 * spec.decision_period_seconds
+
+
 def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
           current_replicas: int, guardrails: Sequence[GuardrailReading],
           events: ScheduleEffect, limits: list[LimitApplied], records: Records,
@@ -733,7 +744,8 @@ def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: flo
     reason, message = problem
     guard = guardrail_recommend(guardrails, current_replicas) if guardrails else None
     asked = None if guard is None or guard.replicas is None or \
-        guard.replicas <= current_replicas else guard.replicas
+        guard.replicas <= current_replicas or not guardrails_settled(state, spec, now) \
+        else guard.replicas
     proposed = current_replicas
     if asked is not None:
         assert guard is not None
