@@ -116,7 +116,7 @@ def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> No
              else steady(100.0, NOW - 3600))
     s = spec(guardrails=(CPU,),
              behavior=replace(spec().behavior,
-                              scale_up=(RateLimit("Pods", 4, 120.0),)))
+                              scale_up=(RateLimit("Pods", 4, 600.0),)))
     hot = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
                guardrails=[GuardrailReading(CPU, 0.91)])
     assert not hot.metrics_available
@@ -124,10 +124,10 @@ def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> No
     assert "GuardrailRaised" in hot.reasons and "HoldingReplicas" not in hot.reasons
     assert hot.guardrail is not None and hot.guardrail.decided_by == "cpu"
     assert hot.state.scale_events == ((NOW, 3),)
-    period = s.decision_period_seconds
-    limited = plan(rates, s, hot.state, NOW + period, current_replicas=13,
+    served = NOW + s.lead_time_seconds  # its pods serve: a hot guardrail raises again
+    limited = plan(rates, s, hot.state, served, current_replicas=13,
                    guardrails=[GuardrailReading(CPU, 1.0)])
-    assert limited.desired_replicas == 14  # the rate limit still counts: 4 pods per 120 s
+    assert limited.desired_replicas == 14  # the rate limit still counts: 4 pods per 600 s
     assert "ScaleUpLimited" in limited.reasons
     # A calm or silent guardrail never scales down on missing data: the hold stands.
     for value in (0.1, None):
@@ -136,26 +136,32 @@ def test_a_guardrail_still_raises_while_the_rate_is_unusable(history: str) -> No
         assert calm.desired_replicas == 10 and "HoldingReplicas" in calm.reasons
 
 
-@pytest.mark.parametrize("history", ["steady", "missing"])
-def test_a_guardrail_read_again_within_seconds_does_not_raise_again(history: str) -> None:
-    """The quick retries after a failed read (2, 4, 8 ... s) read the guardrail again
-    before the pods of its last raise have started: the same value must not raise the
-    replicas again on top of it (4 -> 128 pods in a minute), with or without the rate."""
+@pytest.mark.parametrize(("history", "stabilisation"), [
+    ("steady", 300.0), ("steady", 0.0), ("missing", 300.0)])
+def test_a_guardrail_raises_again_only_once_its_pods_serve(history: str,
+                                                          stabilisation: float) -> None:
+    """Read again before the pods of its raise serve (the quick retries after a failed
+    read at 2, 4, 8 ... s, the next decisions within the lead time), the same value must
+    not raise the replicas again on top of it (10 -> 20 -> 40 -> 80 in two minutes), nor
+    let the sizing take the raise back (without stabilisation: 20 -> 7 five seconds
+    later); with or without the rate."""
     rates = (steady(40.0, NOW) if history == "steady"
              else Series(NOW - 60 * STEP, STEP, np.full(60, np.nan)))
-    s = spec(guardrails=(CPU,))
-    period = s.decision_period_seconds
+    s = spec(guardrails=(CPU,),
+             behavior=replace(spec().behavior,
+                              scale_down_stabilization_seconds=stabilisation))
     first = plan(rates, s, PlanState.initial(), NOW, current_replicas=10,
                  guardrails=[GuardrailReading(CPU, 1.4)])
     assert first.desired_replicas == 20  # ceil(10 × 1.4 / 0.7)
-    for t in (2, 6, 14, 30):
-        again = plan(rates, s, first.state, NOW + t, current_replicas=20,
-                     guardrails=[GuardrailReading(CPU, 1.4)])
-        assert again.desired_replicas == 20, t
-        assert "GuardrailRaised" not in again.reasons
-    later = plan(rates, s, first.state, NOW + period, current_replicas=20,
+    serving = max(s.decision_period_seconds, s.lead_time_seconds)
+    for t in (2, 6, 14, 30, s.decision_period_seconds, serving - 1):
+        for cpu in (1.4, 0.7):
+            again = plan(rates, s, first.state, NOW + t, current_replicas=20,
+                         guardrails=[GuardrailReading(CPU, cpu)])
+            assert again.desired_replicas == 20, (t, cpu)
+    later = plan(rates, s, first.state, NOW + serving, current_replicas=20,
                  guardrails=[GuardrailReading(CPU, 1.4)])
-    assert later.desired_replicas == 40  # still hot a period later: raised again
+    assert later.desired_replicas == 40  # still hot once its pods serve: raised again
 
 
 def simulate(true_service_rate: float, *, with_guardrail: bool,

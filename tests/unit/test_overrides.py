@@ -210,6 +210,7 @@ def test_guardrail_raises_and_says_which_one_decided() -> None:
     sized = w.replicas
     assert w.metric("forescale_decided_by", source="forecast") == 1.0
     w.source.values = {"cpu": 0.9, "p99": 0.3}  # cpu asks ceil(sized × 1.5), p99 × 1.2
+    w.clock.now += 120  # the first scale-up's pods serve (the default lead time)
     w.cycle(body(guardrails=guardrails))
     assert w.replicas == -(-sized * 3 // 2)
     assert w.status["guardrail"]["decidedBy"] == "cpu"

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from forescale.controller.kube import KubeError, NotFound
-from forescale.controller.lease import LeaseLock, lease_name
+from forescale.controller.intent import intent_key
+from forescale.controller.kube import Conflict, KubeError, NotFound
+from forescale.controller.lease import INTENT_ANNOTATION, LeaseLock, lease_name
 from forescale.controller.membership import assign
 from forescale.controller.metrics import OperatorMetrics
 from forescale.controller.settings import ControllerSettings
@@ -153,16 +154,22 @@ def test_an_intent_the_status_accounts_for_is_not_taken_for_a_lost_write(skew: f
     assert "ExternallyScaled" in kube.statuses[NS, "web"]["reasons"]
 
 
-def lost_write(kube_class: type[FakeKube] = FakeKube
-               ) -> tuple[Controller, FakeKube, FakeSource, Clock, dict[str, Any]]:
-    """op-a scales 2 -> 3 and reports it; 700 s later 3 -> 4 (1 pod per 600 s), and that
-    status is lost."""
-    kube, source, clock = kube_class(), FakeSource(100.0), Clock(T0)
+def first_write(kube: FakeKube) -> tuple[Controller, FakeSource, Clock, dict[str, Any]]:
+    """op-a scales 2 -> 3 and reports it; the clock then moves 700 s on, to the next
+    allowance of 1 pod per 600 s."""
+    source, clock = FakeSource(100.0), Clock(T0)
     kube.replicas[NS, "web"] = 2
     first = replica("op-a", kube, clock, source)
     body = rate_limited()
     first.cycle(body)
     clock.now += 700
+    return first, source, clock, body
+
+
+def lost_write() -> tuple[Controller, FakeKube, FakeSource, Clock, dict[str, Any]]:
+    """:func:`first_write`, then 3 -> 4, and that status is lost."""
+    kube = FakeKube()
+    first, source, clock, body = first_write(kube)
     kube.fail_status_patches = 1
     first.cycle(with_status(body, kube))
     assert kube.scale_writes == [(NS, "web", 3), (NS, "web", 4)]
@@ -204,12 +211,8 @@ class SigtermKube(FakeKube):
 def test_a_write_cut_short_by_sigterm_is_remembered_by_the_next_holder() -> None:
     """The stopping cycle leaves its status to the next holder and the Lease is released:
     released, not deleted, so that the write's intent is still there to be read."""
-    kube, source, clock = SigtermKube(), FakeSource(100.0), Clock(T0)
-    kube.replicas[NS, "web"] = 2
-    a = replica("op-a", kube, clock, source)
-    body = rate_limited()
-    a.cycle(body)
-    clock.now += 700
+    kube = SigtermKube()
+    a, source, clock, body = first_write(kube)
     stopper: list[threading.Thread] = []
 
     def sigterm() -> None:
@@ -231,6 +234,86 @@ def test_a_write_cut_short_by_sigterm_is_remembered_by_the_next_holder() -> None
     stored = kube.statuses[NS, "web"]
     assert stored["decidedBy"] == "op-b" and "ExternallyScaled" not in stored["reasons"]
     assert kube.leases[LEASE]["spec"]["holderIdentity"] == "op-b"
+
+
+def test_a_retry_after_a_lost_status_stores_which_write_it_accounts_for() -> None:
+    """The retry plans from this process's copy of the lost status; its own status must
+    carry that copy's scaleIntent to the API server, or the stored state (after the
+    write) sits beside the key from before it, and a later hand scale back to the write's
+    counts is taken for the write."""
+    controller, kube, source, clock = setup(rate=100.0)
+    body = rate_limited()
+    controller.cycle(body)
+    clock.now += 700
+    kube.fail_status_patches = 1
+    controller.cycle(with_status(body, kube))  # 3 -> 4, its status lost
+    stale = with_status(body, kube)
+    clock.now += 2
+    controller.cycle(stale)  # the retry, from the copy
+    intent = kube.leases[LEASE]["metadata"]["annotations"][INTENT_ANNOTATION]
+    stored = kube.statuses[NS, "web"]
+    assert stored["planState"]["replicas"] == 4
+    assert stored["scaleIntent"] == intent_key(intent)
+    paused = rate_limited()
+    paused["metadata"]["annotations"] = {"forescale.dev/paused": "true"}
+    for hand in (3, 4):  # paused, scaled by hand back to 3 and up to 4 again
+        kube.replicas[NS, "web"] = hand
+        kube.scale_rv[NS, "web"] = kube.scale_rv.get((NS, "web"), 1) + 1
+        clock.now += 30
+        replica("op-a", kube, clock, source).cycle(with_status(paused, kube))
+    assert "ExternallyScaled" in kube.statuses[NS, "web"]["reasons"]
+
+
+def test_a_refused_write_is_accounted_for() -> None:
+    """Refused with an answer (409 while the Deployment changes), the write is known not
+    made: a count someone sets later, even the one it asked for, is theirs."""
+    controller, kube, _, clock = setup(rate=100.0)
+    body = rate_limited()
+    controller.cycle(body)
+    clock.now += 700
+    kube.fail_scale_writes = Conflict(409, "Conflict", "the object has been modified")
+    controller.cycle(with_status(body, kube))  # 3 -> 4 refused
+    kube.fail_scale_writes = None
+    assert conditions(kube)["ScalingActive"][1] == "ScaleFailed"
+    intent = kube.leases[LEASE]["metadata"]["annotations"][INTENT_ANNOTATION]
+    assert kube.statuses[NS, "web"]["scaleIntent"] == intent_key(intent)
+    kube.replicas[NS, "web"] = 4  # an admin scales to what forescale asked for
+    kube.scale_rv[NS, "web"] = kube.scale_rv.get((NS, "web"), 1) + 1
+    clock.now += 30
+    controller.cycle(with_status(body, kube))
+    assert "ExternallyScaled" in kube.statuses[NS, "web"]["reasons"]
+
+
+class BlindKube(FakeKube):
+    """Once ``armed``, a /scale write gets no answer, and then no read of /scale either."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status, self.armed, self.blind = status, False, False
+
+    def patch_scale(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.armed:
+            return super().patch_scale(*args, **kwargs)
+        self.blind = True
+        raise KubeError(self.status, "Unreachable", "timed out")
+
+    def get_scale(self, *args: Any, **kwargs: Any) -> Any:
+        if self.blind:
+            raise KubeError(self.status, "Unreachable", "timed out")
+        return super().get_scale(*args, **kwargs)
+
+
+@pytest.mark.parametrize("status", [0, 504])
+def test_a_write_whose_outcome_nobody_knows_is_not_accounted_for(status: int) -> None:
+    """No answer, and the read after it fails too: whether the write was made is not
+    known, so the status leaves its intent to the next decision, which tells by /scale."""
+    kube = BlindKube(status)
+    controller, _, _, body = first_write(kube)
+    before = kube.statuses[NS, "web"]["scaleIntent"]
+    kube.armed = True
+    controller.cycle(with_status(body, kube))
+    assert conditions(kube)["ScalingActive"][1] == "ScaleFailed"
+    assert kube.statuses[NS, "web"]["scaleIntent"] == before
 
 
 def test_a_lost_write_survives_the_handover_to_a_replica_that_joins() -> None:

@@ -89,6 +89,8 @@ def apply_override(result: Plan, override: Override | None) -> Plan:
     # Written, the pin is this operator's own change: the count it left the target at is
     # remembered, or the next decision takes it for someone else's (ExternallyScaled).
     pinned = dataclasses.replace(held, replicas=desired)
+    if desired > result.current_replicas:  # new pods, as after any scale-up
+        pinned = dataclasses.replace(pinned, last_scale_up_seconds=result.window_start_seconds)
     return dataclasses.replace(
         result, desired_replicas=desired,
         reasons=(outcome_of(desired, result.current_replicas), override.reason,

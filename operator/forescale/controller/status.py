@@ -56,8 +56,8 @@ class Decision:
     #: read, the spec was invalid or the cycle failed): else ``paused`` says nothing.
     override_read: bool = False
     #: The key of the Lease's scale intent this status accounts for (the write this cycle
-    #: made, or the one whose state it planned from; forescale.controller.intent), or None
-    #: to leave the status's as it was.
+    #: made or knows it did not make, or the one whose state it planned from;
+    #: forescale.controller.intent), or None to keep the status's.
     scale_intent: str | None = None
 
 
@@ -209,8 +209,11 @@ def build_status(d: Decision, previous: Mapping[str, Any] | None) -> dict[str, A
     plan = d.plan
     if d.scaled_to is not None:
         status["lastScaleTime"] = rfc3339(d.now)
-    if d.scale_intent is not None:
-        status["scaleIntent"] = d.scale_intent
+    # Carried over, not left out: the copy a retry plans from (its status write failed)
+    # has the key, the API server's may not.
+    accounted = d.scale_intent or previous.get("scaleIntent")
+    if accounted is not None:
+        status["scaleIntent"] = accounted
     if plan is not None:
         # What this plan has not (a hold: no forecast, no sizing) is removed (null in the
         # merge patch), not left from an earlier decision as if it were this one's.

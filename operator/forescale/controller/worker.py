@@ -409,7 +409,8 @@ class Controller:
         intent = None if policy.uid is None else ScaleIntent.of(
             policy.uid, target.current_replicas, result.desired_replicas,
             result.state).encode()
-        scaled_to, blocked = self.apply(policy, target, result, blocked, intent=intent)
+        scaled_to, blocked, settled = self.apply(policy, target, result, blocked,
+                                                 intent=intent)
         if guard.blocked is None and not self._still_held(policy, now, blocked):
             # Another replica took the Lease over while this cycle ran (a slow read or fit)
             # and reports the policy from the state after its own writes: ours, planned
@@ -425,7 +426,7 @@ class Controller:
             base, plan=result, metrics_error=history.error, invalid_spec=history.invalid,
             blocked=blocked, scaled_to=scaled_to, observed_rate=_last_finite(history.series),
             paused=None if override is None else (override.reason, override.message),
-            scale_intent=intent_key(intent) if scaled_to is not None and intent else resumed)
+            scale_intent=intent_key(intent) if settled and intent else resumed)
         self._observe(policy, decision)
         if not self.stopping:  # else the next holder reports (ours could overwrite its)
             self.report(body, decision, previous)
@@ -661,17 +662,18 @@ class Controller:
 
     def apply(self, policy: Policy, target: Target, result: Plan,
               blocked: tuple[str, str] | None, *,
-              intent: str | None) -> tuple[int | None, tuple[str, str] | None]:
+              intent: str | None) -> tuple[int | None, tuple[str, str] | None, bool]:
         """Write the desired replicas if allowed and needed: (replicas written or None,
-        why not). Renews the Lease right before the write, with a fresh clock: a slow fit
-        must not date the renewal back, or the lease could lapse before the write. The
-        renewal records the write's ``intent``: a status lost after the write must not lose
-        its scale event (forescale.controller.intent)."""
+        why not, whether ``intent`` was recorded and the write's outcome is known). Renews
+        the Lease right before the write, with a fresh clock: a slow fit must not date the
+        renewal back, or the lease could lapse before the write. The renewal records the
+        write's ``intent``: a status lost after the write must not lose its scale event
+        (forescale.controller.intent); a status that says the outcome accounts for it."""
         if blocked is not None or result.desired_replicas == target.current_replicas:
-            return None, blocked
+            return None, blocked, False
         with self._operation() as allowed:
             if not allowed:
-                return None, ("TargetLocked", SHUTTING_DOWN)
+                return None, ("TargetLocked", SHUTTING_DOWN), False
             return self._write_scale(policy, target, result, intent)
 
     def _still_held(self, policy: Policy, renewed: float,
@@ -688,12 +690,12 @@ class Controller:
         with self._operation() as allowed:
             return allowed and not self.lease.taken_over(namespace, name, policy=policy.key)
 
-    def _write_scale(self, policy: Policy, target: Target, result: Plan,
-                     intent: str | None) -> tuple[int | None, tuple[str, str] | None]:
+    def _write_scale(self, policy: Policy, target: Target, result: Plan, intent: str | None
+                     ) -> tuple[int | None, tuple[str, str] | None, bool]:
         renewed = self._clock()
         held = self._ensure_lease(policy, renewed, intent=intent)
         if not held.held:
-            return None, ("TargetLocked", held.message)
+            return None, ("TargetLocked", held.message), False
         ref = policy.target
         started = self._clock()
         try:
@@ -701,14 +703,15 @@ class Controller:
                                             replicas=result.desired_replicas,
                                             resource_version=target.resource_version)
         except KubeError as exc:
-            applied = self._applied_anyway(policy, target, result, exc)
+            applied, known = self._applied_anyway(policy, target, result, exc)
             if applied is None:
                 self.metrics.errors.labels("ScaleFailed").inc()
                 # A condition (ScalingActive=False), so the Warning is posted on the
                 # transition and a write the authorizer forbids shows in the status, not
-                # every cycle.
+                # every cycle. Known not made, its intent is accounted for: a count someone
+                # sets later is theirs, not this write's.
                 return None, ("ScaleFailed", f"could not scale {ref.kind} {ref.name}: "
-                                             f"{str(exc)[:200]}")
+                                             f"{str(exc)[:200]}"), known
             written = applied
         _log_scale_write(identity=self.settings.identity, policy=policy.key, kind=ref.kind,
                          target=ref.name, replicas=result.desired_replicas,
@@ -718,29 +721,30 @@ class Controller:
                          started=started, finished=self._clock())
         self.metrics.scales.labels(
             "up" if result.desired_replicas > target.current_replicas else "down").inc()
-        return result.desired_replicas, None
+        return result.desired_replicas, None, True
 
     def _applied_anyway(self, policy: Policy, target: Target, result: Plan,
-                        exc: KubeError) -> JSON | None:
+                        exc: KubeError) -> tuple[JSON | None, bool]:
         """The /scale a write that got no answer (a timeout, a 5xx from a proxy) left, if
         the write was applied nonetheless: its replicas are the ones written and its
         resourceVersion moved. Recorded as not made, an applied write would be made again
         under a fresh rate-limit allowance (the next plan would see an outside change and
-        drop the scale events). None when it was not applied or nobody can tell."""
+        drop the scale events). None when it was not applied or nobody can tell; and
+        whether that is known (False: the read after it failed too)."""
         if not (exc.status == 0 or exc.status >= 500):
-            return None  # an answer: the write was refused (409, 403, 422 ...)
+            return None, True  # an answer: the write was refused (409, 403, 422 ...)
         ref = policy.target
         try:
             scale = self.kube.get_scale(target.resource, policy.namespace, ref.name)
         except KubeError:
-            return None
+            return None, False
         version = str((scale.get("metadata") or {}).get("resourceVersion", ""))
         if (scale.get("spec") or {}).get("replicas") != result.desired_replicas or \
                 version == target.resource_version:
-            return None
+            return None, True
         logger.warning("%s: the /scale write got no answer (%s) but was applied",
                        policy.key, exc)
-        return scale
+        return scale, True
 
     def report(self, body: Mapping[str, Any], d: Decision,
                previous: Mapping[str, Any]) -> None:

@@ -12,8 +12,10 @@ or the current replicas when ``value / target`` is within the tolerance of 1 (th
 recommendation and every guardrail's, so a guardrail never lowers anything: it raises the
 recommendation when the pods are hotter than their target, and, once it has, holds it there
 while they are near the target (as the HPA's own metric would; without that, sizing would
-scale back down and the guardrail raise again, in a loop). A guardrail whose metric is
-missing asks for nothing (missing data never justifies a change).
+scale back down and the guardrail raise again, in a loop). Until the pods of the last
+scale-up serve, its value does not show them, so it only holds (``plan.guardrails_settled``).
+A guardrail whose metric is missing asks for nothing (missing data never justifies a
+change).
 
 Pure: the values are read by the operator (one PromQL query per guardrail) and passed in.
 """

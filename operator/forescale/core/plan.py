@@ -83,7 +83,9 @@ class PlanState:
     ``replicas``: what the last decision left the target at (written, or found and kept):
     when ``/scale`` then reports another count, someone else scaled the target, and the
     changes in ``scale_events`` no longer lead to the current count (None: not known, a
-    state written before it was kept).
+    state written before it was kept). ``last_scale_up_seconds``: when the replicas were
+    last raised (a guardrail's value shows the new pods only once they serve, see
+    :func:`guardrails_settled`).
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
@@ -93,6 +95,7 @@ class PlanState:
     #: as immutable: the plan changes a copy.
     records: Records = field(default_factory=Records, compare=False)
     replicas: int | None = None
+    last_scale_up_seconds: float | None = None
 
     @classmethod
     def initial(cls) -> PlanState:
@@ -105,6 +108,7 @@ class PlanState:
             "scaleEvents": [[t, d] for t, d in self.scale_events],
             "lastScaleSeconds": self.last_scale_seconds,
             "replicas": self.replicas,
+            "lastScaleUpSeconds": self.last_scale_up_seconds,
             "forecasts": self.records.to_dict(),
         }
 
@@ -126,8 +130,10 @@ class PlanState:
             replicas = data.get("replicas")  # absent in states written before it was kept
             if replicas is not None and not (is_integer(replicas) and replicas >= 0):
                 raise ValueError(f"replicas {replicas!r} is not a non-negative integer")
+            # Absent in states written before it was kept.
+            up = data.get("lastScaleUpSeconds")
             return cls(recs, events, None if last is None else finite(last), records,
-                       replicas)
+                       replicas, None if up is None else finite(up))
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             # OverflowError: int() of a number JSON reads as infinite (1e999).
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
@@ -383,14 +389,15 @@ def _as_of(state: PlanState, now: float) -> PlanState:
     that ran ahead (an NTP step back, a replica whose clock was fast) would otherwise hold
     its recommendations, rate-limit events and cooldown for as long as the clocks differ,
     where the window asked for at most its own length from now."""
-    if not any(t > now for t, _ in (*state.recommendations, *state.scale_events)) and not (
-            state.last_scale_seconds is not None and state.last_scale_seconds > now):
+    lasts = (state.last_scale_seconds, state.last_scale_up_seconds)
+    if not any(t > now for t, _ in (*state.recommendations, *state.scale_events)) and not \
+            any(t is not None and t > now for t in lasts):
         return state
-    last = state.last_scale_seconds
+    last, up = (None if t is None else min(t, now) for t in lasts)
     return replace(state,
                    recommendations=tuple((min(t, now), n) for t, n in state.recommendations),
                    scale_events=tuple((min(t, now), d) for t, d in state.scale_events),
-                   last_scale_seconds=None if last is None else min(last, now))
+                   last_scale_seconds=last, last_scale_up_seconds=up)
 
 
 def _period_start(current: int, state: PlanState, rule: RateLimit, spec: PolicySpec,
@@ -481,6 +488,18 @@ def cooldown(proposed: int, current: int, state: PlanState, spec: PolicySpec,
     return proposed, None
 
 
+def _limited(proposed: int, current: int, state: PlanState, spec: PolicySpec, now: float,
+             events: ScheduleEffect, limits: list[LimitApplied]) -> int:
+    """``proposed`` after the cooldown and the rate limits, then within the bounds (see
+    :func:`_bounded`); the limits that applied are appended to ``limits``."""
+    for step in (cooldown, rate_limit):
+        proposed, lim = step(proposed, current, state, spec, now)
+        limits += [lim] if lim else []
+    desired, bounded = _bounded(proposed, events, spec)
+    limits += bounded
+    return desired
+
+
 def _bounded(proposed: int, events: ScheduleEffect,
              spec: PolicySpec) -> tuple[int, list[LimitApplied]]:
     """``proposed`` within an active declared event's floor or ceiling, which bounds it like
@@ -516,11 +535,13 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
     if recommendation is not None:
         recs.append((now, recommendation))
     events = [(t, d) for t, d in state.scale_events if now - t < keep_events]
-    last = state.last_scale_seconds
+    last, up = state.last_scale_seconds, state.last_scale_up_seconds
     if desired != current:
         events.append((now, desired - current))
         last = now
-    return PlanState(tuple(recs), tuple(events), last, records, desired)
+    if desired > current:
+        up = now
+    return PlanState(tuple(recs), tuple(events), last, records, desired, up)
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -671,11 +692,15 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     # Guardrails (forescale.core.guardrail): extra metrics can only raise the
     # recommendation, HPA-style max-of; stabilisation and rate limits then apply to it.
     guard = guardrail_recommend(guardrails, current_replicas)
-    if guard.replicas is not None and guard.replicas > recommended and \
-            guardrails_settled(state, spec, now):
-        limits.append(LimitApplied("GuardrailRaised", recommended, guard.replicas,
-                                   guard.message))
-        recommended = guard.replicas
+    if guard.replicas is not None and guard.replicas > recommended:
+        # Before the pods of the last scale-up serve, a guardrail still holds what it has
+        # (it never lets the sizing take its raise back), but raises nothing more.
+        raised = guard.replicas if guardrails_settled(state, spec, now) else \
+            min(guard.replicas, current_replicas)
+        if raised > recommended:
+            limits.append(LimitApplied("GuardrailRaised", recommended, raised,
+                                       guard.message))
+            recommended = raised
 
     proposed, lim = stabilise(recommended, current_replicas, state, spec, now)
     limits += [lim] if lim else []
@@ -686,11 +711,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     if not from_collapse:
         records.record_decision(now + spec.lead_time_seconds,
                                 max(proposed - chaos.extra_replicas, 0), history.step_seconds)
-    for step in (cooldown, rate_limit):
-        proposed, lim = step(proposed, current_replicas, state, spec, now)
-        limits += [lim] if lim else []
-    desired, bounded = _bounded(proposed, events, spec)
-    limits += bounded
+    desired = _limited(proposed, current_replicas, state, spec, now, events, limits)
 
     outcome = outcome_of(desired, current_replicas)
     reasons = [outcome, sizing.reason]
@@ -723,13 +744,16 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
 
 def guardrails_settled(state: PlanState, spec: PolicySpec, now: float) -> bool:
-    """Whether the last scale is far enough back (most of a decision period) for a
-    guardrail's value to show its pods. A guardrail asks for ``current × value / target``
-    with ``current`` counting pods that have not started yet: read again within seconds
-    (the quick retries after a failed read) the same value would raise the replicas again
-    on top of the last raise, 4 -> 128 pods in a minute."""
-    last = state.last_scale_seconds
-    return last is None or not 0 <= now - last < 0.9 * spec.decision_period_seconds
+    """Whether the pods of the last scale-up serve by now (its lead time has passed, and
+    most of a decision period), so that a guardrail's value shows them. A guardrail asks
+    for ``current × value / target`` with ``current`` counting pods that have not started
+    yet: read again before they serve, the same value would raise the replicas again on
+    top of its last raise, 10 -> 20 -> 40 -> 80 pods in two minutes of steady CPU (and
+    4 -> 128 in the quick retries after a failed read). Until then it holds what it has
+    (see :func:`plan`); a scale-down never delays it: the pods left serve already."""
+    up = state.last_scale_up_seconds
+    wait = max(0.9 * spec.decision_period_seconds, spec.lead_time_seconds)
+    return up is None or not 0 <= now - up < wait
 
 
 def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
@@ -746,16 +770,13 @@ def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: flo
     asked = None if guard is None or guard.replicas is None or \
         guard.replicas <= current_replicas or not guardrails_settled(state, spec, now) \
         else guard.replicas
-    proposed = current_replicas
     if asked is not None:
         assert guard is not None
         limits.append(LimitApplied("GuardrailRaised", current_replicas, asked, guard.message))
-        proposed = asked
-        for step in (cooldown, rate_limit):
-            proposed, lim = step(proposed, current_replicas, state, spec, now)
-            limits += [lim] if lim else []
-    desired, bounded = _bounded(proposed, events, spec)
-    limits += bounded
+        desired = _limited(asked, current_replicas, state, spec, now, events, limits)
+    else:  # nothing moves on missing data but the bounds in force
+        desired, bounded = _bounded(current_replicas, events, spec)
+        limits += bounded
     outcome = outcome_of(desired, current_replicas)
     return Plan(
         desired_replicas=desired, current_replicas=current_replicas,
