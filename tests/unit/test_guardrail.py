@@ -164,6 +164,49 @@ def test_a_guardrail_raises_again_only_once_its_pods_serve(history: str,
     assert later.desired_replicas == 40  # still hot once its pods serve: raised again
 
 
+def test_a_guardrail_scales_the_pods_its_value_was_measured_on() -> None:
+    """Pods a scale-up asked for serve a lead time later; until then the guardrail's
+    value shows the others only. It scales those (as the HPA leaves unready pods out), so
+    it neither doubles its own raise nor waits for the new pods, whoever scaled up."""
+    lead = 600.0
+    s = spec(guardrails=(CPU,), lead_time_seconds=lead)
+    hot = [GuardrailReading(CPU, 1.4)]  # twice its target on the pods that serve
+    rates = steady(40.0, NOW)
+    # Sizing raised 10 -> 12 a minute ago (traffic rose): the hot guardrail acts at once,
+    # for the 10 that serve, not after the 600 s lead time.
+    ramp = PlanState(scale_events=((NOW - 60, 2),), last_scale_seconds=NOW - 60,
+                     replicas=12, last_scale_up=(NOW - 60, 10))
+    p = plan(rates, s, ramp, NOW, current_replicas=12, guardrails=hot)
+    assert p.desired_replicas == 20 and "GuardrailRaised" in p.reasons
+    assert "(2 of the 12 not serving yet)" in p.guardrail.message  # type: ignore[union-attr]
+    assert p.state.last_scale_up == (NOW, 10)  # still only those 10 serve
+    # Read again within the lead time, the same value asks for the same 20.
+    again = plan(rates, s, p.state, NOW + 60, current_replicas=20, guardrails=hot)
+    assert again.desired_replicas == 20
+    # Scaled up by hand 10 -> 30 (an incident): not doubled on top of the hand's pods.
+    hand = PlanState(replicas=10)
+    by_hand = plan(rates, s, hand, NOW, current_replicas=30, guardrails=hot)
+    assert "ExternallyScaled" in by_hand.reasons
+    assert by_hand.recommended_replicas == 20  # for the 10 that serve, not 30 × 2
+    # Raised 10 -> 20, then back down to 12 (the starting pods go first): 10 serve, and
+    # the hot guardrail raises at once.
+    down = PlanState(replicas=12, last_scale_up=(NOW - 120, 10), last_scale_seconds=NOW - 60)
+    assert plan(rates, s, down, NOW, current_replicas=12, guardrails=hot).desired_replicas \
+        == 20
+    # Once the lead time has passed, every pod serves.
+    served = plan(rates, s, ramp, NOW + lead, current_replicas=12, guardrails=hot)
+    assert served.desired_replicas == 24
+
+
+def test_the_last_scale_up_round_trips_and_refuses_nonsense() -> None:
+    state = PlanState(replicas=12, last_scale_up=(NOW, 10))
+    assert PlanState.from_dict(state.to_dict()).last_scale_up == (NOW, 10)
+    assert PlanState.from_dict({**state.to_dict(), "lastScaleUp": None}).last_scale_up is None
+    for bad in ([NOW, -1], [NOW, 1.5], [NOW, True], ["x", 3], [NOW], "soon"):
+        with pytest.raises(InvalidInputError):
+            PlanState.from_dict({**state.to_dict(), "lastScaleUp": bad})
+
+
 def simulate(true_service_rate: float, *, with_guardrail: bool,
              decisions: int = 20) -> tuple[int, float]:
     """A closed loop: each decision's desired replicas become the next one's current, and

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.plan import Plan, outcome_of
+from forescale.core.plan import Plan, outcome_of, scaled_up
 from forescale.core.spec import PolicySpec
 
 PAUSED = "forescale.dev/paused"
@@ -78,7 +78,7 @@ def read_override(annotations: Mapping[str, Any] | None,
     return None
 
 
-def apply_override(result: Plan, override: Override | None) -> Plan:
+def apply_override(result: Plan, override: Override | None, spec: PolicySpec) -> Plan:
     """The plan as the override changes it: held at the current replicas, or set to the
     pinned ones; the state to commit is the held one either way (with the pinned count
     once it is written)."""
@@ -88,9 +88,8 @@ def apply_override(result: Plan, override: Override | None) -> Plan:
     held = result.state_to_commit(applied=False)
     # Written, the pin is this operator's own change: the count it left the target at is
     # remembered, or the next decision takes it for someone else's (ExternallyScaled).
-    pinned = dataclasses.replace(held, replicas=desired)
-    if desired > result.current_replicas:  # new pods, as after any scale-up
-        pinned = dataclasses.replace(pinned, last_scale_up_seconds=result.window_start_seconds)
+    pinned = dataclasses.replace(held, replicas=desired, last_scale_up=scaled_up(
+        held, spec, result.window_start_seconds, result.current_replicas, desired))
     return dataclasses.replace(
         result, desired_replicas=desired,
         reasons=(outcome_of(desired, result.current_replicas), override.reason,

@@ -405,7 +405,8 @@ class Controller:
 
         history = self.read_history(policy, now)
         state, resumed = self.resume(policy, previous, target, guard.intent)
-        result = apply_override(self.plan(policy, history, target, state, now), override)
+        result = apply_override(self.plan(policy, history, target, state, now), override,
+                                policy.spec)
         intent = None if policy.uid is None else ScaleIntent.of(
             policy.uid, target.current_replicas, result.desired_replicas,
             result.state).encode()

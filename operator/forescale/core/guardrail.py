@@ -12,8 +12,10 @@ or the current replicas when ``value / target`` is within the tolerance of 1 (th
 recommendation and every guardrail's, so a guardrail never lowers anything: it raises the
 recommendation when the pods are hotter than their target, and, once it has, holds it there
 while they are near the target (as the HPA's own metric would; without that, sizing would
-scale back down and the guardrail raise again, in a loop). Until the pods of the last
-scale-up serve, its value does not show them, so it only holds (``plan.guardrails_settled``).
+scale back down and the guardrail raise again, in a loop). Its value shows only the pods
+that serve, so the proportional answer scales those (``serving``), not pods a scale-up asked
+for that have not started (as the HPA leaves unready pods out): read again before they
+serve, the same value would otherwise raise the replicas again on top of its last raise.
 A guardrail whose metric is missing asks for nothing (missing data never justifies a
 change).
 
@@ -89,24 +91,34 @@ class GuardrailResult:
                 "guardrails": {name: n for name, n in self.per_guardrail}}
 
 
-def replicas_for(reading: GuardrailReading, current_replicas: int) -> int | None:
+def replicas_for(reading: GuardrailReading, current_replicas: int,
+                 serving: int | None = None) -> int | None:
     """What one guardrail asks for: the current replicas within tolerance, else the HPA's
-    proportional answer; None without a usable value or without replicas to scale from."""
+    proportional answer for the ``serving`` replicas, those the value was measured on (the
+    current ones but the pods a scale-up asked for that have not started: their value
+    does not show them yet, and scaled from the current count it would ask for them again
+    on top of themselves); None without a usable value or without replicas to scale
+    from."""
     value, g = reading.value, reading.guardrail
     if value is None or not math.isfinite(value) or value < 0 or current_replicas < 1:
         return None
     ratio = value / g.target
     if 1.0 - g.tolerance <= ratio <= 1.0 + g.tolerance:
         return current_replicas
-    wanted = current_replicas * ratio
+    base = current_replicas if serving is None or serving < 1 else \
+        min(serving, current_replicas)
+    wanted = base * ratio
     if not wanted < MOST_REPLICAS:  # inf too: 1e306 against 0.001 was an OverflowError
         return MOST_REPLICAS
     return max(1, math.ceil(wanted - 1e-9))
 
 
-def recommend(readings: Sequence[GuardrailReading], current_replicas: int) -> GuardrailResult:
-    """The max-of over the guardrails (ties go to the first listed)."""
-    per = tuple((r.guardrail.name, replicas_for(r, current_replicas)) for r in readings)
+def recommend(readings: Sequence[GuardrailReading], current_replicas: int,
+              serving: int | None = None) -> GuardrailResult:
+    """The max-of over the guardrails (ties go to the first listed); ``serving``: see
+    :func:`replicas_for`."""
+    per = tuple((r.guardrail.name, replicas_for(r, current_replicas, serving))
+                for r in readings)
     asked = [(n, name) for name, n in per if n is not None]
     missing = [r.guardrail.name for r in readings if r.value is None]
     note = f" (no value from {', '.join(missing)})" if missing else ""
@@ -116,6 +128,8 @@ def recommend(readings: Sequence[GuardrailReading], current_replicas: int) -> Gu
     name = next(name for n, name in asked if n == best)
     reading = next(r for r in readings if r.guardrail.name == name)
     assert reading.value is not None
+    starting = "" if serving is None or not 1 <= serving < current_replicas else \
+        f" ({current_replicas - serving} of the {current_replicas} not serving yet)"
     return GuardrailResult(best, name, (
         f"guardrail {name}: {reading.value:.4g} against target {reading.guardrail.target:.4g} "
-        f"asks for {best} replicas{note}"), per)
+        f"asks for {best} replicas{starting}{note}"), per)

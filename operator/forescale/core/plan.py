@@ -83,9 +83,9 @@ class PlanState:
     ``replicas``: what the last decision left the target at (written, or found and kept):
     when ``/scale`` then reports another count, someone else scaled the target, and the
     changes in ``scale_events`` no longer lead to the current count (None: not known, a
-    state written before it was kept). ``last_scale_up_seconds``: when the replicas were
-    last raised (a guardrail's value shows the new pods only once they serve, see
-    :func:`guardrails_settled`).
+    state written before it was kept). ``last_scale_up``: (time, replicas serving then) of
+    the last scale-up, ours or anyone's: its pods serve only a lead time later (see
+    :func:`serving_replicas`).
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
@@ -95,7 +95,7 @@ class PlanState:
     #: as immutable: the plan changes a copy.
     records: Records = field(default_factory=Records, compare=False)
     replicas: int | None = None
-    last_scale_up_seconds: float | None = None
+    last_scale_up: tuple[float, int] | None = None
 
     @classmethod
     def initial(cls) -> PlanState:
@@ -108,7 +108,7 @@ class PlanState:
             "scaleEvents": [[t, d] for t, d in self.scale_events],
             "lastScaleSeconds": self.last_scale_seconds,
             "replicas": self.replicas,
-            "lastScaleUpSeconds": self.last_scale_up_seconds,
+            "lastScaleUp": None if self.last_scale_up is None else list(self.last_scale_up),
             "forecasts": self.records.to_dict(),
         }
 
@@ -130,10 +130,14 @@ class PlanState:
             replicas = data.get("replicas")  # absent in states written before it was kept
             if replicas is not None and not (is_integer(replicas) and replicas >= 0):
                 raise ValueError(f"replicas {replicas!r} is not a non-negative integer")
-            # Absent in states written before it was kept.
-            up = data.get("lastScaleUpSeconds")
+            up = data.get("lastScaleUp")  # absent in states written before it was kept
+            if up is not None:
+                t, serving = up
+                if not (is_integer(serving) and serving >= 0):
+                    raise ValueError(f"lastScaleUp {up!r} has no replica count")
+                up = (finite(t), int(serving))
             return cls(recs, events, None if last is None else finite(last), records,
-                       replicas, None if up is None else finite(up))
+                       replicas, up)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             # OverflowError: int() of a number JSON reads as infinite (1e999).
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
@@ -389,15 +393,17 @@ def _as_of(state: PlanState, now: float) -> PlanState:
     that ran ahead (an NTP step back, a replica whose clock was fast) would otherwise hold
     its recommendations, rate-limit events and cooldown for as long as the clocks differ,
     where the window asked for at most its own length from now."""
-    lasts = (state.last_scale_seconds, state.last_scale_up_seconds)
-    if not any(t > now for t, _ in (*state.recommendations, *state.scale_events)) and not \
-            any(t is not None and t > now for t in lasts):
+    up = state.last_scale_up
+    if not any(t > now for t, _ in (*state.recommendations, *state.scale_events,
+                                     *([up] if up is not None else []))) and not (
+            state.last_scale_seconds is not None and state.last_scale_seconds > now):
         return state
-    last, up = (None if t is None else min(t, now) for t in lasts)
+    last = state.last_scale_seconds
     return replace(state,
                    recommendations=tuple((min(t, now), n) for t, n in state.recommendations),
                    scale_events=tuple((min(t, now), d) for t, d in state.scale_events),
-                   last_scale_seconds=last, last_scale_up_seconds=up)
+                   last_scale_seconds=None if last is None else min(last, now),
+                   last_scale_up=None if up is None else (min(up[0], now), up[1]))
 
 
 def _period_start(current: int, state: PlanState, rule: RateLimit, spec: PolicySpec,
@@ -535,13 +541,12 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
     if recommendation is not None:
         recs.append((now, recommendation))
     events = [(t, d) for t, d in state.scale_events if now - t < keep_events]
-    last, up = state.last_scale_seconds, state.last_scale_up_seconds
+    last = state.last_scale_seconds
     if desired != current:
         events.append((now, desired - current))
         last = now
-    if desired > current:
-        up = now
-    return PlanState(tuple(recs), tuple(events), last, records, desired, up)
+    return PlanState(tuple(recs), tuple(events), last, records, desired,
+                     scaled_up(state, spec, now, current, desired))
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -572,11 +577,13 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
     state = _as_of(state, now)
     prior_replicas = state.replicas
     external = prior_replicas is not None and prior_replicas != current_replicas
-    if external:
+    if prior_replicas is not None and external:
         # Someone else scaled the target: the rate limits' periods start from what it has
         # now (undoing our own changes from a count we no longer have would pin a
-        # scale-up at a hand-set 1 for a whole period).
-        state = replace(state, scale_events=())
+        # scale-up at a hand-set 1 for a whole period). A scale-up's pods, as anyone's,
+        # serve a lead time later (when it was made is not known: now, at the latest).
+        state = replace(state, scale_events=(), last_scale_up=scaled_up(
+            state, spec, now, prior_replicas, current_replicas))
     window = planning_window(spec, now)
     events = schedule_effect(spec.schedules, window)
     ahead_window = lookahead_window(spec, window)
@@ -691,16 +698,12 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
     # Guardrails (forescale.core.guardrail): extra metrics can only raise the
     # recommendation, HPA-style max-of; stabilisation and rate limits then apply to it.
-    guard = guardrail_recommend(guardrails, current_replicas)
+    guard = guardrail_recommend(guardrails, current_replicas,
+                                serving_replicas(state, spec, now, current_replicas))
     if guard.replicas is not None and guard.replicas > recommended:
-        # Before the pods of the last scale-up serve, a guardrail still holds what it has
-        # (it never lets the sizing take its raise back), but raises nothing more.
-        raised = guard.replicas if guardrails_settled(state, spec, now) else \
-            min(guard.replicas, current_replicas)
-        if raised > recommended:
-            limits.append(LimitApplied("GuardrailRaised", recommended, raised,
-                                       guard.message))
-            recommended = raised
+        limits.append(LimitApplied("GuardrailRaised", recommended, guard.replicas,
+                                   guard.message))
+        recommended = guard.replicas
 
     proposed, lim = stabilise(recommended, current_replicas, state, spec, now)
     limits += [lim] if lim else []
@@ -743,17 +746,22 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound_calibrated=bound_calibrated)
 
 
-def guardrails_settled(state: PlanState, spec: PolicySpec, now: float) -> bool:
-    """Whether the pods of the last scale-up serve by now (its lead time has passed, and
-    most of a decision period), so that a guardrail's value shows them. A guardrail asks
-    for ``current × value / target`` with ``current`` counting pods that have not started
-    yet: read again before they serve, the same value would raise the replicas again on
-    top of its last raise, 10 -> 20 -> 40 -> 80 pods in two minutes of steady CPU (and
-    4 -> 128 in the quick retries after a failed read). Until then it holds what it has
-    (see :func:`plan`); a scale-down never delays it: the pods left serve already."""
-    up = state.last_scale_up_seconds
-    wait = max(0.9 * spec.decision_period_seconds, spec.lead_time_seconds)
-    return up is None or not 0 <= now - up < wait
+def serving_replicas(state: PlanState, spec: PolicySpec, now: float, current: int) -> int:
+    """The replicas that serve at ``now``: the pods the last scale-up asked for start only
+    its lead time later (a scale-down removes starting pods first, as a ReplicaSet
+    does)."""
+    up = state.last_scale_up
+    if up is None or not 0 <= now - up[0] < spec.lead_time_seconds:
+        return current
+    return min(current, up[1])
+
+
+def scaled_up(state: PlanState, spec: PolicySpec, now: float, current: int,
+              desired: int) -> tuple[float, int] | None:
+    """The state's ``last_scale_up`` once ``current`` became ``desired`` at ``now``."""
+    if desired > current:
+        return now, serving_replicas(state, spec, now, current)
+    return state.last_scale_up
 
 
 def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
@@ -766,10 +774,10 @@ def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: flo
     count), then a declared event's floor or ceiling (a Prometheus blip before a launch
     must not cancel the capacity declared for it) and the user's bounds."""
     reason, message = problem
-    guard = guardrail_recommend(guardrails, current_replicas) if guardrails else None
+    guard = guardrail_recommend(guardrails, current_replicas, serving_replicas(
+        state, spec, now, current_replicas)) if guardrails else None
     asked = None if guard is None or guard.replicas is None or \
-        guard.replicas <= current_replicas or not guardrails_settled(state, spec, now) \
-        else guard.replicas
+        guard.replicas <= current_replicas else guard.replicas
     if asked is not None:
         assert guard is not None
         limits.append(LimitApplied("GuardrailRaised", current_replicas, asked, guard.message))
