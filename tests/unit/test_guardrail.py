@@ -175,22 +175,27 @@ def test_a_guardrail_scales_the_pods_its_value_was_measured_on() -> None:
     # Sizing raised 10 -> 12 a minute ago (traffic rose): the hot guardrail acts at once,
     # for the 10 that serve, not after the 600 s lead time.
     ramp = PlanState(scale_events=((NOW - 60, 2),), last_scale_seconds=NOW - 60,
-                     replicas=12, last_scale_up=(NOW - 60, 10))
+                     replicas=12, changes=((NOW - 60, 2),))
     p = plan(rates, s, ramp, NOW, current_replicas=12, guardrails=hot)
     assert p.desired_replicas == 20 and "GuardrailRaised" in p.reasons
     assert "(2 of the 12 not serving yet)" in p.guardrail.message  # type: ignore[union-attr]
-    assert p.state.last_scale_up == (NOW, 10)  # still only those 10 serve
+    assert p.state.changes == ((NOW - 60, 2), (NOW, 8))
     # Read again within the lead time, the same value asks for the same 20.
     again = plan(rates, s, p.state, NOW + 60, current_replicas=20, guardrails=hot)
     assert again.desired_replicas == 20
-    # Scaled up by hand 10 -> 30 (an incident): not doubled on top of the hand's pods.
-    hand = PlanState(replicas=10)
-    by_hand = plan(rates, s, hand, NOW, current_replicas=30, guardrails=hot)
+    # Once the first change serves (its pods started) but not the second: 12 serve.
+    later = plan(rates, s, p.state, NOW + lead - 30, current_replicas=20, guardrails=hot)
+    assert later.desired_replicas == 24
+    # Scaled up by hand 10 -> 30 (an incident): neither doubled on top of the hand's pods
+    # nor taken back because only 10 of them serve yet.
+    by_hand = plan(rates, s, PlanState(replicas=10), NOW, current_replicas=30,
+                   guardrails=hot)
     assert "ExternallyScaled" in by_hand.reasons
-    assert by_hand.recommended_replicas == 20  # for the 10 that serve, not 30 × 2
+    assert by_hand.recommended_replicas == by_hand.desired_replicas == 30
     # Raised 10 -> 20, then back down to 12 (the starting pods go first): 10 serve, and
     # the hot guardrail raises at once.
-    down = PlanState(replicas=12, last_scale_up=(NOW - 120, 10), last_scale_seconds=NOW - 60)
+    down = PlanState(replicas=12, changes=((NOW - 120, 10), (NOW - 60, -8)),
+                     last_scale_seconds=NOW - 60)
     assert plan(rates, s, down, NOW, current_replicas=12, guardrails=hot).desired_replicas \
         == 20
     # Once the lead time has passed, every pod serves.
@@ -198,13 +203,28 @@ def test_a_guardrail_scales_the_pods_its_value_was_measured_on() -> None:
     assert served.desired_replicas == 24
 
 
-def test_the_last_scale_up_round_trips_and_refuses_nonsense() -> None:
-    state = PlanState(replicas=12, last_scale_up=(NOW, 10))
-    assert PlanState.from_dict(state.to_dict()).last_scale_up == (NOW, 10)
-    assert PlanState.from_dict({**state.to_dict(), "lastScaleUp": None}).last_scale_up is None
-    for bad in ([NOW, -1], [NOW, 1.5], [NOW, True], ["x", 3], [NOW], "soon"):
+def test_a_guardrail_after_a_scale_up_from_zero_holds() -> None:
+    """Scaled back up from 0 (by hand, or a pin), none of the pods serve yet: a hot value
+    from before asks for no more than there are, every decision of the lead time."""
+    s = spec(guardrails=(CPU,))
+    rates = steady(40.0, NOW)
+    state = PlanState(replicas=0)
+    current = 10
+    for t in (0.0, 30.0, 60.0, 90.0):
+        p = plan(rates, s, state, NOW + t, current_replicas=current,
+                 guardrails=[GuardrailReading(CPU, 1.4)])
+        assert p.desired_replicas == 10, t
+        assert "(10 of the 10 not serving yet)" in p.guardrail.message  # type: ignore[union-attr]
+        state, current = p.state, p.desired_replicas
+
+
+def test_the_changes_round_trip_and_refuse_nonsense() -> None:
+    state = PlanState(replicas=12, changes=((NOW, 2), (NOW + 1, -1)))
+    assert PlanState.from_dict(state.to_dict()).changes == state.changes
+    assert PlanState.from_dict({**state.to_dict(), "changes": []}).changes == ()
+    for bad in ([[NOW, 1.5]], [[NOW, True]], [["x", 3]], [[NOW]], "soon", [[NOW, "2"]]):
         with pytest.raises(InvalidInputError):
-            PlanState.from_dict({**state.to_dict(), "lastScaleUp": bad})
+            PlanState.from_dict({**state.to_dict(), "changes": bad})
 
 
 def simulate(true_service_rate: float, *, with_guardrail: bool,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forescale.core.errors import InvalidInputError
-from forescale.core.plan import Plan, outcome_of, scaled_up
+from forescale.core.plan import Plan, changed, outcome_of
 from forescale.core.spec import PolicySpec
 
 PAUSED = "forescale.dev/paused"
@@ -88,7 +88,7 @@ def apply_override(result: Plan, override: Override | None, spec: PolicySpec) ->
     held = result.state_to_commit(applied=False)
     # Written, the pin is this operator's own change: the count it left the target at is
     # remembered, or the next decision takes it for someone else's (ExternallyScaled).
-    pinned = dataclasses.replace(held, replicas=desired, last_scale_up=scaled_up(
+    pinned = dataclasses.replace(held, replicas=desired, changes=changed(
         held, spec, result.window_start_seconds, result.current_replicas, desired))
     return dataclasses.replace(
         result, desired_replicas=desired,

@@ -105,9 +105,11 @@ def replicas_for(reading: GuardrailReading, current_replicas: int,
     ratio = value / g.target
     if 1.0 - g.tolerance <= ratio <= 1.0 + g.tolerance:
         return current_replicas
-    base = current_replicas if serving is None or serving < 1 else \
-        min(serving, current_replicas)
+    base = current_replicas if serving is None else min(max(serving, 0), current_replicas)
     wanted = base * ratio
+    # Never the other way than the value points (as the HPA: pods not serving yet must not
+    # turn a hot value into a scale-down, nor a cold one into a scale-up).
+    wanted = max(wanted, current_replicas) if ratio > 1.0 else min(wanted, current_replicas)
     if not wanted < MOST_REPLICAS:  # inf too: 1e306 against 0.001 was an OverflowError
         return MOST_REPLICAS
     return max(1, math.ceil(wanted - 1e-9))
@@ -128,8 +130,8 @@ def recommend(readings: Sequence[GuardrailReading], current_replicas: int,
     name = next(name for n, name in asked if n == best)
     reading = next(r for r in readings if r.guardrail.name == name)
     assert reading.value is not None
-    starting = "" if serving is None or not 1 <= serving < current_replicas else \
-        f" ({current_replicas - serving} of the {current_replicas} not serving yet)"
+    starting = "" if serving is None or not serving < current_replicas else \
+        f" ({current_replicas - max(serving, 0)} of the {current_replicas} not serving yet)"
     return GuardrailResult(best, name, (
         f"guardrail {name}: {reading.value:.4g} against target {reading.guardrail.target:.4g} "
         f"asks for {best} replicas{starting}{note}"), per)

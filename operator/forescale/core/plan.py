@@ -83,9 +83,9 @@ class PlanState:
     ``replicas``: what the last decision left the target at (written, or found and kept):
     when ``/scale`` then reports another count, someone else scaled the target, and the
     changes in ``scale_events`` no longer lead to the current count (None: not known, a
-    state written before it was kept). ``last_scale_up``: (time, replicas serving then) of
-    the last scale-up, ours or anyone's: its pods serve only a lead time later (see
-    :func:`serving_replicas`).
+    state written before it was kept). ``changes``: (time, change in replicas) of every
+    change within the last lead time, ours, a pin's or anyone's: a scale-up's pods serve
+    only a lead time later (see :func:`serving_replicas`).
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
@@ -95,7 +95,7 @@ class PlanState:
     #: as immutable: the plan changes a copy.
     records: Records = field(default_factory=Records, compare=False)
     replicas: int | None = None
-    last_scale_up: tuple[float, int] | None = None
+    changes: tuple[tuple[float, int], ...] = ()
 
     @classmethod
     def initial(cls) -> PlanState:
@@ -108,7 +108,7 @@ class PlanState:
             "scaleEvents": [[t, d] for t, d in self.scale_events],
             "lastScaleSeconds": self.last_scale_seconds,
             "replicas": self.replicas,
-            "lastScaleUp": None if self.last_scale_up is None else list(self.last_scale_up),
+            "changes": [[t, d] for t, d in self.changes],
             "forecasts": self.records.to_dict(),
         }
 
@@ -130,14 +130,10 @@ class PlanState:
             replicas = data.get("replicas")  # absent in states written before it was kept
             if replicas is not None and not (is_integer(replicas) and replicas >= 0):
                 raise ValueError(f"replicas {replicas!r} is not a non-negative integer")
-            up = data.get("lastScaleUp")  # absent in states written before it was kept
-            if up is not None:
-                t, serving = up
-                if not (is_integer(serving) and serving >= 0):
-                    raise ValueError(f"lastScaleUp {up!r} has no replica count")
-                up = (finite(t), int(serving))
+            # Absent in states written before it was kept.
+            changes = tuple((finite(t), _count_change(d)) for t, d in data.get("changes", []))
             return cls(recs, events, None if last is None else finite(last), records,
-                       replicas, up)
+                       replicas, changes)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             # OverflowError: int() of a number JSON reads as infinite (1e999).
             raise InvalidInputError(f"plan state is malformed: {exc}") from None
@@ -388,14 +384,19 @@ def stabilise(raw: int, current: int, state: PlanState, spec: PolicySpec,
     return result, None
 
 
+def _count_change(value: object) -> int:
+    if not is_integer(value):
+        raise ValueError(f"a change in replicas must be a whole number, got {value!r}")
+    return int(value)
+
+
 def _as_of(state: PlanState, now: float) -> PlanState:
     """``state`` with every time after ``now`` taken as ``now``: a state written by a clock
     that ran ahead (an NTP step back, a replica whose clock was fast) would otherwise hold
     its recommendations, rate-limit events and cooldown for as long as the clocks differ,
     where the window asked for at most its own length from now."""
-    up = state.last_scale_up
     if not any(t > now for t, _ in (*state.recommendations, *state.scale_events,
-                                     *([up] if up is not None else []))) and not (
+                                     *state.changes)) and not (
             state.last_scale_seconds is not None and state.last_scale_seconds > now):
         return state
     last = state.last_scale_seconds
@@ -403,7 +404,7 @@ def _as_of(state: PlanState, now: float) -> PlanState:
                    recommendations=tuple((min(t, now), n) for t, n in state.recommendations),
                    scale_events=tuple((min(t, now), d) for t, d in state.scale_events),
                    last_scale_seconds=None if last is None else min(last, now),
-                   last_scale_up=None if up is None else (min(up[0], now), up[1]))
+                   changes=tuple((min(t, now), d) for t, d in state.changes))
 
 
 def _period_start(current: int, state: PlanState, rule: RateLimit, spec: PolicySpec,
@@ -546,7 +547,7 @@ def _next_state(state: PlanState, spec: PolicySpec, now: float, recommendation: 
         events.append((now, desired - current))
         last = now
     return PlanState(tuple(recs), tuple(events), last, records, desired,
-                     scaled_up(state, spec, now, current, desired))
+                     changed(state, spec, now, current, desired))
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -582,7 +583,7 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         # now (undoing our own changes from a count we no longer have would pin a
         # scale-up at a hand-set 1 for a whole period). A scale-up's pods, as anyone's,
         # serve a lead time later (when it was made is not known: now, at the latest).
-        state = replace(state, scale_events=(), last_scale_up=scaled_up(
+        state = replace(state, scale_events=(), changes=changed(
             state, spec, now, prior_replicas, current_replicas))
     window = planning_window(spec, now)
     events = schedule_effect(spec.schedules, window)
@@ -746,22 +747,30 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
         bound_calibrated=bound_calibrated)
 
 
+def _recent(state: PlanState, spec: PolicySpec, now: float) -> list[tuple[float, int]]:
+    """The state's changes within the lead time before ``now``, oldest first."""
+    return sorted((t, d) for t, d in state.changes if 0 <= now - t < spec.lead_time_seconds)
+
+
 def serving_replicas(state: PlanState, spec: PolicySpec, now: float, current: int) -> int:
-    """The replicas that serve at ``now``: the pods the last scale-up asked for start only
-    its lead time later (a scale-down removes starting pods first, as a ReplicaSet
-    does)."""
-    up = state.last_scale_up
-    if up is None or not 0 <= now - up[0] < spec.lead_time_seconds:
-        return current
-    return min(current, up[1])
+    """The replicas that serve at ``now``: the current ones but the pods scale-ups asked
+    for within the lead time, which start only that long after; a scale-down removes
+    starting pods first, as a ReplicaSet does. The fewest the target had over the lead
+    time, that is."""
+    starting = 0
+    for _, change in _recent(state, spec, now):
+        starting = max(0, starting + change)
+    return max(0, current - starting)
 
 
-def scaled_up(state: PlanState, spec: PolicySpec, now: float, current: int,
-              desired: int) -> tuple[float, int] | None:
-    """The state's ``last_scale_up`` once ``current`` became ``desired`` at ``now``."""
-    if desired > current:
-        return now, serving_replicas(state, spec, now, current)
-    return state.last_scale_up
+def changed(state: PlanState, spec: PolicySpec, now: float, current: int,
+            desired: int) -> tuple[tuple[float, int], ...]:
+    """The state's ``changes`` once ``current`` became ``desired`` at ``now`` (those older
+    than the lead time dropped)."""
+    kept = _recent(state, spec, now)
+    if desired != current:
+        kept.append((now, desired - current))
+    return tuple(kept)
 
 
 def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
