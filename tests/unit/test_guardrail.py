@@ -19,7 +19,7 @@ from forescale.core.guardrail import (
     recommend,
     replicas_for,
 )
-from forescale.core.plan import PlanState, plan
+from forescale.core.plan import MAX_CHANGES, PlanState, changed, plan, serving_replicas
 from forescale.core.series import Series
 from forescale.core.spec import ForecastSettings, PolicySpec, RateLimit
 
@@ -201,6 +201,24 @@ def test_a_guardrail_scales_the_pods_its_value_was_measured_on() -> None:
     # Once the lead time has passed, every pod serves.
     served = plan(rates, s, ramp, NOW + lead, current_replicas=12, guardrails=hot)
     assert served.desired_replicas == 24
+
+
+def test_changes_at_the_same_time_count_in_the_order_they_were_made() -> None:
+    """Scaled by hand 10 -> 20, and back to 10 by the decision that saw it: the starting
+    pods went first, the 10 that serve remain (replayed the other way round, none did)."""
+    s = spec(guardrails=(CPU,), lead_time_seconds=600.0)
+    state = PlanState(replicas=10, changes=((NOW, 10), (NOW, -10)))
+    assert serving_replicas(state, s, NOW + 60, 10) == 10
+    p = plan(steady(40.0, NOW + 60), s, state, NOW + 60, current_replicas=10,
+             guardrails=[GuardrailReading(CPU, 1.4)])
+    assert p.desired_replicas == 20
+
+
+def test_a_state_keeps_a_bounded_number_of_changes() -> None:
+    s = spec(lead_time_seconds=86_400.0)
+    state = PlanState(replicas=10, changes=tuple((NOW + i, 1) for i in range(MAX_CHANGES)))
+    kept = changed(state, s, NOW + MAX_CHANGES, 10, 11)
+    assert len(kept) == MAX_CHANGES and kept[-1] == (NOW + MAX_CHANGES, 1)
 
 
 def test_a_guardrail_after_a_scale_up_from_zero_holds() -> None:

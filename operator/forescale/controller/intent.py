@@ -33,8 +33,9 @@ from forescale.core.plan import PlanState
 
 logger = logging.getLogger("forescale.controller")
 
-#: Longer annotations are not read (the longest a valid one reaches, an hour of
-#: recommendations every 2 s, is about 100 kB; the API server allows 256 KiB in all).
+#: Longer annotations are not read (a valid one stays well below: an hour of
+#: recommendations every 5 s, the rate-limit events of 30 minutes and at most
+#: plan.MAX_CHANGES changes are about 60 kB; the API server allows 256 KiB in all).
 MAX_INTENT_CHARS = 200_000
 
 

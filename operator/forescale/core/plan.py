@@ -61,6 +61,9 @@ from forescale.core.sizing import ChaosResult, SizingResult, chaos_buffer, size
 from forescale.core.spec import SLO, PolicySpec, RateLimit
 
 STATE_VERSION = 2
+#: The most changes in replicas a state keeps (the newest): a lead time of hours and a
+#: change every few seconds would otherwise outgrow the status and the Lease's scale intent.
+MAX_CHANGES = 1000
 #: Track records are kept at aligned origins this many decision periods apart, where every
 #: runnable stage forecasts (a shadow run for those not serving), so they can be compared.
 TRACK_PERIODS = 5
@@ -748,8 +751,11 @@ def plan(history: Series, spec: PolicySpec, state: PlanState, now: float, *,
 
 
 def _recent(state: PlanState, spec: PolicySpec, now: float) -> list[tuple[float, int]]:
-    """The state's changes within the lead time before ``now``, oldest first."""
-    return sorted((t, d) for t, d in state.changes if 0 <= now - t < spec.lead_time_seconds)
+    """The state's changes within the lead time before ``now``, oldest first: in the order
+    they were made where their times are the same (an outside change and the decision's
+    own write that saw it; times a clock step took back to ``now``)."""
+    return sorted(((t, d) for t, d in state.changes if 0 <= now - t < spec.lead_time_seconds),
+                  key=lambda change: change[0])
 
 
 def serving_replicas(state: PlanState, spec: PolicySpec, now: float, current: int) -> int:
@@ -770,7 +776,7 @@ def changed(state: PlanState, spec: PolicySpec, now: float, current: int,
     kept = _recent(state, spec, now)
     if desired != current:
         kept.append((now, desired - current))
-    return tuple(kept)
+    return tuple(kept[-MAX_CHANGES:])
 
 
 def _held(problem: tuple[str, str], spec: PolicySpec, state: PlanState, now: float,
